@@ -1,0 +1,66 @@
+"""Fast, typed, reliable access to cached IoT device metadata in Redis.
+
+Layered applications depend on :class:`DeviceMetadataRepository` (or its async twin) and get a
+Redis or in-memory implementation injected; see the documentation for the architecture.
+"""
+
+from cache_service_client._version import __version__
+from cache_service_client.codec import CodecFormat, MetadataCodec
+from cache_service_client.exceptions import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    CacheServiceError,
+    ConfigurationError,
+    DataCorruptionError,
+    DeviceNotFoundError,
+    ValidationError,
+)
+from cache_service_client.keys import KeyStrategy
+from cache_service_client.models import (
+    SCHEMA_VERSION,
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    HealthState,
+    HealthStatus,
+    Page,
+)
+from cache_service_client.repository import (
+    AsyncDeviceMetadataRepository,
+    AsyncInMemoryDeviceMetadataRepository,
+    AsyncRedisDeviceMetadataRepository,
+    DeviceMetadataRepository,
+    InMemoryDeviceMetadataRepository,
+    RedisDeviceMetadataRepository,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncDeviceMetadataRepository",
+    "AsyncInMemoryDeviceMetadataRepository",
+    "AsyncRedisDeviceMetadataRepository",
+    "AuthenticationError",
+    "BackendConnectionError",
+    "BackendError",
+    "BackendTimeoutError",
+    "BatchGetResult",
+    "CacheInfo",
+    "CacheServiceError",
+    "CodecFormat",
+    "ConfigurationError",
+    "DataCorruptionError",
+    "DeviceMetadata",
+    "DeviceMetadataRepository",
+    "DeviceNotFoundError",
+    "HealthState",
+    "HealthStatus",
+    "InMemoryDeviceMetadataRepository",
+    "KeyStrategy",
+    "MetadataCodec",
+    "Page",
+    "RedisDeviceMetadataRepository",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,185 @@
+"""Checks run on the write path, before any backend command is sent.
+
+msgspec checks types and constraints only when decoding, and writes NaN as ``null``; so metadata
+built in Python is checked here explicitly, and every failure is a :class:`ValidationError`
+naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from cache_service_client.exceptions import ValidationError
+from cache_service_client.models import DeviceMetadata
+
+MAX_DEVICE_ID_LENGTH = 256
+MAX_NESTING = 32
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def validate_device_id(device_id: object, field: str = "device_id") -> str:
+    """Return ``device_id`` if it is a valid id, else raise :class:`ValidationError`.
+
+    A valid id is a str of 1-256 printable characters with no whitespace (so no control,
+    format or separator characters). Glob characters (``* ? [ ] \\``) are allowed.
+    """
+    if type(device_id) is not str:
+        raise ValidationError(field, f"must be a str, not {type(device_id).__name__}")
+    if not device_id:
+        raise ValidationError(field, "must not be empty")
+    if len(device_id) > MAX_DEVICE_ID_LENGTH:
+        raise ValidationError(
+            field, f"is {len(device_id)} characters long; at most {MAX_DEVICE_ID_LENGTH} allowed"
+        )
+    # isprintable() is False for every control, format, surrogate and separator character
+    # except the ASCII space, which is checked separately.
+    if not device_id.isprintable() or " " in device_id:
+        bad = next(ch for ch in device_id if ch == " " or not ch.isprintable())
+        raise ValidationError(
+            field, f"{device_id!r} contains {bad!r}: no whitespace or control characters allowed"
+        )
+    return device_id
+
+
+def validate_device_ids(device_ids: Iterable[str], field: str = "device_ids") -> list[str]:
+    """Validate every id of a batch and return them as a list, duplicates removed, order kept."""
+    if isinstance(device_ids, (str, bytes)):
+        raise ValidationError(field, "must be an iterable of ids, not a single str")
+    seen: dict[str, None] = {}
+    for index, device_id in enumerate(device_ids):
+        seen[validate_device_id(device_id, f"{field}[{index}]")] = None
+    return list(seen)
+
+
+def _check_str(value: object, field: str, *, optional: bool = False, empty: bool = True) -> None:
+    if value is None and optional:
+        return
+    if type(value) is not str:
+        expected = "a str or None" if optional else "a str"
+        raise ValidationError(field, f"must be {expected}, not {type(value).__name__}")
+    if not empty and not value:
+        raise ValidationError(field, "must not be empty")
+
+
+def _check_json(value: Any, field: str, depth: int) -> None:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValidationError(field, f"integer {value} is outside the 64-bit range")
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValidationError(field, f"{value!r} is not a finite number")
+        return
+    if depth >= MAX_NESTING:
+        raise ValidationError(field, f"nesting deeper than {MAX_NESTING} levels")
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValidationError(field, f"key {key!r} must be a str")
+            _check_json(item, f"{field}.{key}", depth + 1)
+        return
+    if kind is list or kind is tuple:
+        for index, item in enumerate(value):
+            _check_json(item, f"{field}[{index}]", depth + 1)
+        return
+    raise ValidationError(
+        field,
+        f"{kind.__name__} is not JSON-compatible (use str, int, float, bool, None, list, dict)",
+    )
+
+
+def validate_metadata(metadata: object, field: str = "metadata") -> DeviceMetadata:
+    """Check every field of ``metadata`` and return it with ``last_updated`` in UTC.
+
+    Args:
+        metadata: What the caller wants to store.
+        field: Prefix for field names in errors (e.g. ``"[3]"`` inside a batch).
+
+    Raises:
+        ValidationError: Naming the first offending field.
+    """
+    prefix = "" if field == "metadata" else f"{field}."
+    if not isinstance(metadata, DeviceMetadata):
+        raise ValidationError(
+            field, f"must be a DeviceMetadata, not {type(metadata).__name__}"
+        )
+    validate_device_id(metadata.device_id, f"{prefix}device_id")
+    _check_str(metadata.datatype_id, f"{prefix}datatype_id", empty=False)
+    _check_str(metadata.datatype_name, f"{prefix}datatype_name")
+    _check_str(metadata.datatype_unit, f"{prefix}datatype_unit", optional=True)
+    if type(metadata.persist) is not bool:
+        raise ValidationError(
+            f"{prefix}persist", f"must be a bool, not {type(metadata.persist).__name__}"
+        )
+    updated = metadata.last_updated
+    if not isinstance(updated, datetime):
+        raise ValidationError(
+            f"{prefix}last_updated", f"must be a datetime, not {type(updated).__name__}"
+        )
+    offset = updated.utcoffset()
+    if offset is None:
+        raise ValidationError(
+            f"{prefix}last_updated",
+            "naive datetime: give a timezone-aware one (e.g. datetime.now(timezone.utc))",
+        )
+    props = metadata.additional_properties
+    if type(props) is not dict:
+        raise ValidationError(
+            f"{prefix}additional_properties", f"must be a dict, not {type(props).__name__}"
+        )
+    _check_json(props, f"{prefix}additional_properties", 0)
+    if updated.tzinfo is not timezone.utc:
+        try:
+            utc = updated.astimezone(timezone.utc)
+        except OverflowError as exc:
+            raise ValidationError(f"{prefix}last_updated", "out of range in UTC") from exc
+        metadata = msgspec.structs.replace(metadata, last_updated=utc)
+    return metadata
+
+
+def validate_ttl(ttl: object, field: str = "ttl") -> float | None:
+    """Return a TTL in seconds (None: no expiry) or raise :class:`ValidationError`.
+
+    ``0`` and ``None`` both mean "no expiry"; otherwise the TTL must be a finite number of
+    seconds of at least one millisecond.
+    """
+    if ttl is None:
+        return None
+    if type(ttl) is bool or not isinstance(ttl, (int, float)):
+        raise ValidationError(field, f"must be a number of seconds or None, not {ttl!r}")
+    if not math.isfinite(ttl) or ttl < 0:
+        raise ValidationError(field, f"must be a finite number >= 0, not {ttl!r}")
+    if ttl == 0:
+        return None
+    if ttl < 0.001:
+        raise ValidationError(field, f"must be at least 0.001 seconds, not {ttl!r}")
+    return float(ttl)
+
+
+def validate_paging(
+    limit: object, offset: object, pattern: object
+) -> tuple[int | None, int, str | None]:
+    """Check ``list_ids`` arguments and return them normalised (offset None becomes 0)."""
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValidationError("limit", f"must be an int >= 0 or None, not {limit!r}")
+    if offset is None:
+        offset = 0
+    if type(offset) is not int or offset < 0:
+        raise ValidationError("offset", f"must be an int >= 0 or None, not {offset!r}")
+    if pattern is not None:
+        if type(pattern) is not str:
+            raise ValidationError("pattern", f"must be a str or None, not {type(pattern).__name__}")
+        try:
+            pattern.encode()
+        except UnicodeEncodeError as exc:
+            raise ValidationError("pattern", "is not valid Unicode text") from exc
+    return limit, offset, pattern

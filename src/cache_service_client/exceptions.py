@@ -1,0 +1,97 @@
+"""Exceptions raised by cache-service-client.
+
+Every error the library raises on purpose derives from :class:`CacheServiceError`::
+
+    CacheServiceError
+     +-- ConfigurationError            bad settings; names the source (argument, env var, file, URL)
+     +-- ValidationError (ValueError)  bad device id or metadata; names the field
+     +-- DeviceNotFoundError (KeyError)
+     +-- DataCorruptionError           a stored value cannot be decoded; names the key
+     +-- BackendError
+          +-- BackendConnectionError   the backend cannot be reached (retried)
+          +-- BackendTimeoutError      the backend did not answer in time (retried)
+          +-- AuthenticationError      credentials refused (not retried)
+
+Driver exceptions (redis-py's) are translated at one boundary and chained, so ``__cause__`` holds
+the original. Messages never contain passwords or tokens.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BackendConnectionError",
+    "BackendError",
+    "BackendTimeoutError",
+    "CacheServiceError",
+    "ConfigurationError",
+    "DataCorruptionError",
+    "DeviceNotFoundError",
+    "ValidationError",
+]
+
+
+class CacheServiceError(Exception):
+    """Base class of every error raised by cache-service-client."""
+
+
+class ConfigurationError(CacheServiceError):
+    """A setting is invalid; the message names its source and the setting."""
+
+
+class ValidationError(CacheServiceError, ValueError):
+    """A device id or metadata is invalid; raised before anything is sent to the backend.
+
+    Attributes:
+        field: Dotted path of the offending field (``"device_id"``,
+            ``"additional_properties.gain"``, ``"[3].persist"`` in a batch).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class DeviceNotFoundError(CacheServiceError, KeyError):
+    """No metadata is stored for the device (never stored, deleted or expired).
+
+    Attributes:
+        device_id: The id that was looked up.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        super().__init__(device_id)
+
+    def __str__(self) -> str:
+        return f"device {self.device_id!r} not found"
+
+
+class DataCorruptionError(CacheServiceError):
+    """A stored value cannot be decoded into device metadata.
+
+    Attributes:
+        key: The backend key that holds the bad value.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"corrupted value at key {key!r}: {reason}")
+
+
+class BackendError(CacheServiceError):
+    """The backend failed to carry out an operation."""
+
+
+class BackendConnectionError(BackendError):
+    """The backend cannot be reached or the connection broke; safe to retry."""
+
+
+class BackendTimeoutError(BackendError):
+    """The backend did not answer in time; safe to retry."""
+
+
+class AuthenticationError(BackendError):
+    """The backend refused the credentials (or has none configured); not retried."""

@@ -1,0 +1,23 @@
+"""Repositories: the interfaces and their in-memory and Redis implementations."""
+
+from cache_service_client.repository.base import (
+    AsyncDeviceMetadataRepository,
+    DeviceMetadataRepository,
+)
+from cache_service_client.repository.memory import (
+    AsyncInMemoryDeviceMetadataRepository,
+    InMemoryDeviceMetadataRepository,
+)
+from cache_service_client.repository.redis import (
+    AsyncRedisDeviceMetadataRepository,
+    RedisDeviceMetadataRepository,
+)
+
+__all__ = [
+    "AsyncDeviceMetadataRepository",
+    "AsyncInMemoryDeviceMetadataRepository",
+    "AsyncRedisDeviceMetadataRepository",
+    "DeviceMetadataRepository",
+    "InMemoryDeviceMetadataRepository",
+    "RedisDeviceMetadataRepository",
+]

@@ -1,0 +1,207 @@
+"""The repository interfaces, sync and async, and helpers every implementation shares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Protocol, runtime_checkable
+
+from cache_service_client._validation import validate_metadata
+from cache_service_client.exceptions import ValidationError
+from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+
+__all__ = [
+    "AsyncDeviceMetadataRepository",
+    "DeviceMetadataRepository",
+    "validate_batch",
+]
+
+logger = logging.getLogger("cache_service_client")
+
+
+@runtime_checkable
+class DeviceMetadataRepository(Protocol):
+    """Synchronous access to cached device metadata.
+
+    Every implementation behaves the same: the contract test suite runs unchanged against each.
+    Invalid input raises :class:`~cache_service_client.ValidationError` before anything is
+    written; backend failures raise a :class:`~cache_service_client.BackendError`.
+    """
+
+    def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id``.
+
+        Raises:
+            DeviceNotFoundError: If none is stored (a ``KeyError``).
+            DataCorruptionError: If the stored value cannot be decoded.
+        """
+        ...
+
+    def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Return the metadata of every given device that has some, by id.
+
+        Missing ids are absent from the result. Corrupted entries are left out too (and logged
+        at WARNING with their key) instead of failing the batch; use :meth:`get_many_detailed`
+        to see them.
+        """
+        ...
+
+    def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Like :meth:`get_many`, but report missing and corrupted ids as well."""
+        ...
+
+    def put(self, metadata: DeviceMetadata) -> None:
+        """Store ``metadata`` (replacing any earlier value) with the repository's TTL."""
+        ...
+
+    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """Store several devices atomically in one round trip; return how many were stored.
+
+        If any item is invalid, nothing is written.
+        """
+        ...
+
+    def delete(self, device_id: str) -> bool:
+        """Delete a device; return True if it was stored."""
+        ...
+
+    def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete several devices atomically; return how many were stored."""
+        ...
+
+    def exists(self, device_id: str) -> bool:
+        """Return True if metadata is stored for ``device_id``."""
+        ...
+
+    def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """Return stored device ids in ascending order (by UTF-8 bytes, as Redis sorts).
+
+        Args:
+            pattern: A Redis glob over ids (``*``, ``?``, ``[abc]``, ``[^a]``, ``[a-z]``, ``\\``
+                escapes), with exactly Redis's ``SCAN MATCH`` semantics. None: every id.
+            limit: At most this many ids (None: all).
+            offset: Skip this many matching ids first (None: 0).
+        """
+        ...
+
+    def count(self) -> int:
+        """Return how many devices are stored."""
+        ...
+
+    def info(self) -> CacheInfo:
+        """Return figures about the cache."""
+        ...
+
+    def health(self) -> HealthStatus:
+        """Check the backend; never raises."""
+        ...
+
+    def close(self) -> None:
+        """Release the repository's resources; it must not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class AsyncDeviceMetadataRepository(Protocol):
+    """Asynchronous access to cached device metadata; see :class:`DeviceMetadataRepository`.
+
+    Every method is safe under cancellation: a cancelled call never leaves a reply on a
+    connection for the next caller.
+    """
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id``; see :meth:`DeviceMetadataRepository.get`."""
+        ...
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Return the metadata of the given devices that have some, by id."""
+        ...
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Like :meth:`get_many`, but report missing and corrupted ids as well."""
+        ...
+
+    async def put(self, metadata: DeviceMetadata) -> None:
+        """Store ``metadata`` with the repository's TTL."""
+        ...
+
+    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """Store several devices atomically in one round trip; return how many."""
+        ...
+
+    async def delete(self, device_id: str) -> bool:
+        """Delete a device; return True if it was stored."""
+        ...
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete several devices atomically; return how many were stored."""
+        ...
+
+    async def exists(self, device_id: str) -> bool:
+        """Return True if metadata is stored for ``device_id``."""
+        ...
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """Return stored device ids in ascending order; see the sync protocol."""
+        ...
+
+    async def count(self) -> int:
+        """Return how many devices are stored."""
+        ...
+
+    async def info(self) -> CacheInfo:
+        """Return figures about the cache."""
+        ...
+
+    async def health(self) -> HealthStatus:
+        """Check the backend; never raises."""
+        ...
+
+    async def close(self) -> None:
+        """Release the repository's resources."""
+        ...
+
+
+def validate_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
+    """Validate every item of a batch (naming ``[i].field`` on error); the last of a duplicate
+    id wins, as it would with sequential writes."""
+    if isinstance(items, (DeviceMetadata, str, bytes, dict)):
+        raise ValidationError("items", "must be an iterable of DeviceMetadata")
+    by_id: dict[str, DeviceMetadata] = {}
+    for index, item in enumerate(items):
+        checked = validate_metadata(item, f"[{index}]")
+        by_id.pop(checked.device_id, None)
+        by_id[checked.device_id] = checked
+    return list(by_id.values())
+
+
+def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:
+    """Log every corrupted entry of a batch read at WARNING and return the found ones."""
+    for error in result.corrupted.values():
+        logger.warning("batch read skipped a corrupted entry: %s", error)
+    return result.found
+
+
+def datetime_from_ms(ms: float) -> datetime:
+    """Return the UTC datetime of ``ms`` milliseconds since the epoch."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """Return ``value`` as whole milliseconds since the epoch (rounded toward -inf)."""
+    delta = value - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def page(ids: Sequence[str], limit: int | None, offset: int) -> list[str]:
+    """Slice ``ids`` by ``offset`` and ``limit``."""
+    end = None if limit is None else offset + limit
+    return list(ids[offset:end])

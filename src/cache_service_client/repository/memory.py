@@ -1,0 +1,405 @@
+"""In-memory repositories: the fakes to test against, and the embedded backend for demos.
+
+They behave like the Redis repositories in every observable way: values are stored encoded by
+the same :class:`~cache_service_client.MetadataCodec` (so what round-trips through Redis
+round-trips here, and nothing more), keys are named by the same
+:class:`~cache_service_client.KeyStrategy`, TTLs expire with Redis's millisecond rule, listing
+uses Redis's exact glob semantics and byte order, and errors are the same. Both are thread-safe.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from datetime import datetime, timezone
+
+from cache_service_client._glob import compile_glob, literal_prefix
+from cache_service_client._validation import (
+    validate_device_id,
+    validate_device_ids,
+    validate_metadata,
+    validate_paging,
+    validate_ttl,
+)
+from cache_service_client.codec import MetadataCodec
+from cache_service_client.exceptions import DataCorruptionError, DeviceNotFoundError
+from cache_service_client.keys import KeyStrategy
+from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.repository.base import (
+    datetime_from_ms,
+    datetime_to_ms,
+    log_corrupted,
+    page,
+    validate_batch,
+)
+
+__all__ = ["AsyncInMemoryDeviceMetadataRepository", "InMemoryDeviceMetadataRepository"]
+
+REDIS_TYPES = ("list", "set", "zset", "hash", "stream")
+
+
+class _Entry:
+    """One key of the fake keyspace: a string value, or a marker for another Redis type."""
+
+    __slots__ = ("expires_at", "value")
+
+    def __init__(self, value: bytes | str, expires_at: int | None) -> None:
+        self.value = value  # bytes: a Redis string; str: the name of another Redis type
+        self.expires_at = expires_at
+
+
+class InMemoryDeviceMetadataRepository:
+    """A thread-safe in-process :class:`DeviceMetadataRepository` that behaves like Redis.
+
+    Args:
+        key_strategy: Names keys (only visible through :meth:`inject_raw` and errors).
+        ttl: Seconds until a stored device expires; 0 or None: never.
+        clock: Returns the current time in seconds since the epoch (default ``time.time``);
+            inject a fake one to test expiry without sleeping.
+        codec: How values are encoded (default JSON).
+    """
+
+    def __init__(
+        self,
+        *,
+        key_strategy: KeyStrategy | None = None,
+        ttl: float | None = 86400,
+        clock: Callable[[], float] | None = None,
+        codec: MetadataCodec | None = None,
+    ) -> None:
+        self.key_strategy = key_strategy if key_strategy is not None else KeyStrategy()
+        self.codec = codec if codec is not None else MetadataCodec()
+        self._ttl = validate_ttl(ttl)
+        self._clock = clock if clock is not None else time.time
+        self._lock = threading.RLock()
+        self._data: dict[str, _Entry] = {}
+        # The ids index: sorted ids (str order is UTF-8 byte order) and id -> last_updated ms.
+        self._index: list[str] = []
+        self._updated: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"InMemoryDeviceMetadataRepository(key_strategy={self.key_strategy!r}, "
+            f"ttl={self._ttl!r}, codec={self.codec!r})"
+        )
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds until a newly stored device expires (None: never); settable."""
+        return self._ttl
+
+    @ttl.setter
+    def ttl(self, value: float | None) -> None:
+        self._ttl = validate_ttl(value)
+
+    # -- the fake keyspace -------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _live(self, key: str, now: int) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry.expires_at is not None and now > entry.expires_at:
+            del self._data[key]
+            return None
+        return entry
+
+    def _unindex(self, device_id: str) -> None:
+        if self._updated.pop(device_id, None) is not None:
+            del self._index[bisect.bisect_left(self._index, device_id)]
+
+    def _decode(self, key: str, entry: _Entry, device_id: str) -> DeviceMetadata:
+        if isinstance(entry.value, str):
+            raise DataCorruptionError(
+                key, f"holds a Redis {entry.value}, not a string (WRONGTYPE)"
+            )
+        return self.codec.decode(key, entry.value, device_id)
+
+    def inject_raw(self, device_id: str, value: bytes | None, *, redis_type: str = "string") -> None:
+        """Store a raw value under a device's key, bypassing the codec and the indexes.
+
+        A testing aid that mirrors ``SET key value`` (or a key of another type) done by another
+        tool in Redis: use it to check how your code handles corrupted entries.
+
+        Args:
+            device_id: Whose key to write.
+            value: The raw bytes (for ``redis_type="string"``); None deletes the key.
+            redis_type: ``"string"``, or one of ``list set zset hash stream`` to simulate a key
+                of the wrong type.
+        """
+        key = self.key_strategy.device_key(device_id)
+        with self._lock:
+            if value is None and redis_type == "string":
+                self._data.pop(key, None)
+            elif redis_type == "string":
+                self._data[key] = _Entry(bytes(value or b""), None)
+            elif redis_type in REDIS_TYPES:
+                self._data[key] = _Entry(redis_type, None)
+            else:
+                raise ValueError(f"unknown Redis type {redis_type!r}")
+
+    # -- the repository --------------------------------------------------------------------
+
+    def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id``; see :class:`DeviceMetadataRepository`."""
+        validate_device_id(device_id)
+        key = self.key_strategy.device_key(device_id)
+        with self._lock:
+            entry = self._live(key, self._now_ms())
+        if entry is None:
+            raise DeviceNotFoundError(device_id)
+        return self._decode(key, entry, device_id)
+
+    def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Return found, missing and corrupted entries of a batch read."""
+        ids = validate_device_ids(device_ids)
+        keys = self.key_strategy.device_keys(ids)
+        with self._lock:
+            now = self._now_ms()
+            entries = [self._live(key, now) for key in keys]
+        found: dict[str, DeviceMetadata] = {}
+        missing: list[str] = []
+        corrupted: dict[str, DataCorruptionError] = {}
+        for device_id, key, entry in zip(ids, keys, entries):
+            if entry is None:
+                missing.append(device_id)
+                continue
+            try:
+                found[device_id] = self._decode(key, entry, device_id)
+            except DataCorruptionError as exc:
+                corrupted[device_id] = exc
+        return BatchGetResult(found=found, missing=missing, corrupted=corrupted)
+
+    def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Return the stored metadata of the given ids (missing and corrupted ones left out)."""
+        return log_corrupted(self.get_many_detailed(device_ids))
+
+    def put(self, metadata: DeviceMetadata) -> None:
+        """Store ``metadata`` with the repository's TTL."""
+        self.put_many([validate_metadata(metadata)])
+
+    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """Store several devices atomically; nothing is written if any is invalid."""
+        checked = validate_batch(items)
+        encoded = [(m.device_id, self.codec.encode(m), datetime_to_ms(m.last_updated)) for m in checked]
+        ttl = self._ttl
+        with self._lock:
+            expires_at = None if ttl is None else self._now_ms() + max(1, round(ttl * 1000))
+            for device_id, value, updated_ms in encoded:
+                self._data[self.key_strategy.device_key(device_id)] = _Entry(value, expires_at)
+                if device_id not in self._updated:
+                    bisect.insort(self._index, device_id)
+                self._updated[device_id] = updated_ms
+        return len(encoded)
+
+    def delete(self, device_id: str) -> bool:
+        """Delete a device; return True if it was stored."""
+        validate_device_id(device_id)
+        return self.delete_many([device_id]) == 1
+
+    def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete several devices atomically; return how many were stored."""
+        ids = validate_device_ids(device_ids)
+        deleted = 0
+        with self._lock:
+            now = self._now_ms()
+            for device_id in ids:
+                key = self.key_strategy.device_key(device_id)
+                if self._live(key, now) is not None:
+                    del self._data[key]
+                    deleted += 1
+                self._unindex(device_id)
+        return deleted
+
+    def exists(self, device_id: str) -> bool:
+        """Return True if a value is stored for ``device_id``."""
+        validate_device_id(device_id)
+        key = self.key_strategy.device_key(device_id)
+        with self._lock:
+            return self._live(key, self._now_ms()) is not None
+
+    def _alive_ids(self, now: int, start: int = 0, prefix: str = "") -> Generator[str, None, None]:
+        """Yield indexed ids from position ``start`` that share ``prefix``, pruning dead ones.
+
+        Must be called with the lock held and consumed before it is released.
+        """
+        dead: list[str] = []
+        key_prefix = self.key_strategy.device_key_prefix
+        try:
+            index = self._index  # not changed while this runs: pruning waits for the end
+            for position in range(start, len(index)):
+                device_id = index[position]
+                if not device_id.startswith(prefix):
+                    break
+                if self._live(key_prefix + device_id, now) is None:
+                    dead.append(device_id)
+                    continue
+                yield device_id
+        finally:
+            for device_id in dead:
+                self._unindex(device_id)
+
+    def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """Return stored ids in ascending order, filtered by a Redis glob and paged."""
+        limit, skip, pattern = validate_paging(limit, offset, pattern)
+        if limit == 0:
+            return []
+        prefix = literal_prefix(pattern) if pattern is not None else ""
+        matches = compile_glob(pattern) if pattern is not None else None
+        result: list[str] = []
+        with self._lock:
+            start = bisect.bisect_left(self._index, prefix)
+            ids = self._alive_ids(self._now_ms(), start, prefix)
+            for device_id in ids:
+                if matches is not None and not matches(device_id):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                result.append(device_id)
+                if limit is not None and len(result) >= limit:
+                    break
+            ids.close()  # prunes the dead entries seen so far
+        return result
+
+    def count(self) -> int:
+        """Return how many devices are stored."""
+        with self._lock:
+            return sum(1 for _ in self._alive_ids(self._now_ms()))
+
+    def info(self) -> CacheInfo:
+        """Return figures about the cache; memory is the bytes of keys and encoded values."""
+        with self._lock:
+            ids = list(self._alive_ids(self._now_ms()))
+            prefix = self.key_strategy.device_key_prefix
+            size = 0
+            for device_id in ids:
+                value = self._data[prefix + device_id].value
+                size += len((prefix + device_id).encode()) + len(value)
+            stamps = [self._updated[device_id] for device_id in ids]
+        return CacheInfo(
+            total_devices=len(ids),
+            memory_usage_bytes=size,
+            oldest_entry=datetime_from_ms(min(stamps)) if stamps else None,
+            newest_entry=datetime_from_ms(max(stamps)) if stamps else None,
+            backend="memory",
+        )
+
+    def health(self) -> HealthStatus:
+        """Report healthy: an in-process store is always reachable."""
+        started = time.perf_counter()
+        with self._lock:
+            keys = len(self._data)
+        return HealthStatus(
+            status="healthy",
+            message="in-memory backend",
+            timestamp=datetime.now(timezone.utc),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            details={"backend": "memory", "keys": keys},
+        )
+
+    def close(self) -> None:
+        """Nothing to release; the data stays, as it would in a Redis server."""
+
+    def clear(self) -> None:
+        """Remove every key (a testing aid, like FLUSHDB)."""
+        with self._lock:
+            self._data.clear()
+            self._index.clear()
+            self._updated.clear()
+
+
+class AsyncInMemoryDeviceMetadataRepository:
+    """The async twin of :class:`InMemoryDeviceMetadataRepository`, sharing its core.
+
+    Takes the same arguments, or ``core=`` an existing sync repository to share its data.
+    Operations run inline (they never wait on I/O), so they are trivially cancellation-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        key_strategy: KeyStrategy | None = None,
+        ttl: float | None = 86400,
+        clock: Callable[[], float] | None = None,
+        codec: MetadataCodec | None = None,
+        core: InMemoryDeviceMetadataRepository | None = None,
+    ) -> None:
+        self.sync = core or InMemoryDeviceMetadataRepository(
+            key_strategy=key_strategy, ttl=ttl, clock=clock, codec=codec
+        )
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds until a newly stored device expires (None: never); settable."""
+        return self.sync.ttl
+
+    @ttl.setter
+    def ttl(self, value: float | None) -> None:
+        self.sync.ttl = value
+
+    @property
+    def key_strategy(self) -> KeyStrategy:
+        """The key strategy of the shared core."""
+        return self.sync.key_strategy
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """See :meth:`InMemoryDeviceMetadataRepository.get`."""
+        return self.sync.get(device_id)
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """See :meth:`InMemoryDeviceMetadataRepository.get_many`."""
+        return self.sync.get_many(device_ids)
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """See :meth:`InMemoryDeviceMetadataRepository.get_many_detailed`."""
+        return self.sync.get_many_detailed(device_ids)
+
+    async def put(self, metadata: DeviceMetadata) -> None:
+        """See :meth:`InMemoryDeviceMetadataRepository.put`."""
+        self.sync.put(metadata)
+
+    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """See :meth:`InMemoryDeviceMetadataRepository.put_many`."""
+        return self.sync.put_many(items)
+
+    async def delete(self, device_id: str) -> bool:
+        """See :meth:`InMemoryDeviceMetadataRepository.delete`."""
+        return self.sync.delete(device_id)
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """See :meth:`InMemoryDeviceMetadataRepository.delete_many`."""
+        return self.sync.delete_many(device_ids)
+
+    async def exists(self, device_id: str) -> bool:
+        """See :meth:`InMemoryDeviceMetadataRepository.exists`."""
+        return self.sync.exists(device_id)
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """See :meth:`InMemoryDeviceMetadataRepository.list_ids`."""
+        return self.sync.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    async def count(self) -> int:
+        """See :meth:`InMemoryDeviceMetadataRepository.count`."""
+        return self.sync.count()
+
+    async def info(self) -> CacheInfo:
+        """See :meth:`InMemoryDeviceMetadataRepository.info`."""
+        return self.sync.info()
+
+    async def health(self) -> HealthStatus:
+        """See :meth:`InMemoryDeviceMetadataRepository.health`."""
+        return self.sync.health()
+
+    async def close(self) -> None:
+        """See :meth:`InMemoryDeviceMetadataRepository.close`."""
+        self.sync.close()

@@ -1,0 +1,153 @@
+"""Drivers: run flows against redis-py, sync or async, and translate its errors at one place.
+
+The two drivers differ only by ``await``; what they run (the flows) is shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis import exceptions as rex
+
+from cache_service_client.exceptions import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    CacheServiceError,
+    DataCorruptionError,
+)
+from cache_service_client.repository.redis.ops import Command, Flow, Op, Pipeline, ScriptCall
+
+__all__ = ["AsyncRedisDriver", "SyncRedisDriver", "translate_error"]
+
+T = TypeVar("T")
+
+_RETRYABLE_PREFIXES = ("READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password")
+
+
+def _where(op: Op | None) -> str:
+    if isinstance(op, Command):
+        return f" (key {op.key!r})" if op.key else f" ({op.args[0]!s})"
+    if isinstance(op, ScriptCall):
+        return f" (script {op.script.name!r})"
+    return ""
+
+
+def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
+    """Map a redis-py exception to this library's hierarchy, chained to the original."""
+    message = str(exc)
+    error: CacheServiceError
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError)) or (
+        isinstance(exc, rex.ResponseError) and message.startswith(_AUTH_PREFIXES)
+    ):
+        error = AuthenticationError(f"authentication failed{_where(op)}: {message}")
+    elif isinstance(exc, rex.TimeoutError):
+        error = BackendTimeoutError(f"Redis did not answer in time{_where(op)}: {message}")
+    elif isinstance(exc, rex.ConnectionError):  # BusyLoadingError included
+        error = BackendConnectionError(f"Redis connection failed{_where(op)}: {message}")
+    elif isinstance(exc, (rex.ReadOnlyError, rex.BusyLoadingError)) or message.startswith(
+        _RETRYABLE_PREFIXES
+    ):
+        error = BackendConnectionError(f"Redis is unavailable{_where(op)}: {message}")
+    elif message.startswith("WRONGTYPE") and isinstance(op, Command) and op.key:
+        error = DataCorruptionError(op.key, "holds a value of another Redis type (WRONGTYPE)")
+    else:
+        error = BackendError(f"Redis error{_where(op)}: {message}")
+    error.__cause__ = exc
+    error.__suppress_context__ = True
+    return error
+
+
+def _script_args(call: ScriptCall) -> tuple[Any, ...]:
+    return (len(call.keys), *call.keys, *call.args)
+
+
+def _pipeline_replies(replies: list[Any], op: Pipeline) -> list[Any]:
+    return [
+        translate_error(reply, command) if isinstance(reply, Exception) else reply
+        for reply, command in zip(replies, op.commands)
+    ]
+
+
+class SyncRedisDriver:
+    """Runs flows against a sync ``redis.Redis`` client."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def run(self, flow: Flow[T]) -> T:
+        """Run ``flow`` to completion and return its result."""
+        reply: Any = None
+        error: CacheServiceError | None = None
+        while True:
+            try:
+                op = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                reply, error = self._execute(op), None
+            except rex.RedisError as exc:
+                reply, error = None, translate_error(exc, op)
+
+    def _execute(self, op: Op) -> Any:
+        client = self.client
+        if isinstance(op, Command):
+            return client.execute_command(*op.args)
+        if isinstance(op, ScriptCall):
+            try:
+                return client.execute_command("EVALSHA", op.script.sha, *_script_args(op))
+            except rex.NoScriptError:
+                return client.execute_command("EVAL", op.script.source, *_script_args(op))
+        pipe = client.pipeline(transaction=op.transaction)
+        for command in op.commands:
+            pipe.execute_command(*command.args)
+        return _pipeline_replies(pipe.execute(raise_on_error=False), op)
+
+
+class AsyncRedisDriver:
+    """Runs flows against an async ``redis.asyncio.Redis`` client.
+
+    redis-py closes a connection whose call was cancelled mid-reply, so a cancelled flow never
+    leaves a reply behind for the next caller on that connection.
+    """
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+
+    async def run(self, flow: Flow[T]) -> T:
+        """Run ``flow`` to completion and return its result."""
+        reply: Any = None
+        error: CacheServiceError | None = None
+        while True:
+            try:
+                op = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                reply, error = await self._execute(op), None
+            except rex.RedisError as exc:
+                reply, error = None, translate_error(exc, op)
+
+    async def _execute(self, op: Op) -> Any:
+        client = self.client
+        if isinstance(op, Command):
+            return await client.execute_command(*op.args)
+        if isinstance(op, ScriptCall):
+            try:
+                return await client.execute_command("EVALSHA", op.script.sha, *_script_args(op))
+            except rex.NoScriptError:
+                return await client.execute_command("EVAL", op.script.source, *_script_args(op))
+        pipe = client.pipeline(transaction=op.transaction)
+        for command in op.commands:
+            pipe.execute_command(*command.args)
+        return _pipeline_replies(await pipe.execute(raise_on_error=False), op)

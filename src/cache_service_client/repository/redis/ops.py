@@ -1,0 +1,78 @@
+"""What a flow asks a driver to do: one command, one Lua script call, or one pipeline.
+
+Flows are generators that yield these operations and receive the replies (or, at the same
+``yield``, the translated :class:`~cache_service_client.CacheServiceError`). They import nothing
+from redis, so they are tested with scripted replies and run unchanged by the sync and the async
+driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union
+
+__all__ = ["Command", "Flow", "LuaScript", "Op", "Pipeline", "ScriptCall"]
+
+T = TypeVar("T")
+
+Arg = Union[str, bytes, int, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One Redis command.
+
+    Attributes:
+        args: The command and its arguments, e.g. ``("GET", "device:a")``.
+        key: The key to name in errors about this command (e.g. WRONGTYPE), if any.
+    """
+
+    args: tuple[Arg, ...]
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    """A server-side script, run with EVALSHA (loaded on first use).
+
+    Attributes:
+        name: Named in errors.
+        source: The Lua source.
+        sha: Its SHA1 digest, as EVALSHA wants it.
+    """
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, name: str, source: str) -> LuaScript:
+        """Build a script and compute its digest."""
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A call of a :class:`LuaScript` with its keys and arguments."""
+
+    script: LuaScript
+    keys: tuple[str, ...]
+    args: tuple[Arg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Several commands sent in one round trip; the reply is the list of their replies.
+
+    A failed command's entry in the reply list is its translated exception, not a value.
+    """
+
+    commands: tuple[Command, ...]
+    transaction: bool = False
+
+
+Op = Union[Command, ScriptCall, Pipeline]
+Flow = Generator[Op, Any, T]
+"""A Redis operation written once: yields :data:`Op` values and returns a ``T``."""

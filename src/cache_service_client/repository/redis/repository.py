@@ -1,0 +1,245 @@
+"""Redis repositories: thin shells that build a flow and hand it to their driver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+import redis.asyncio
+
+from cache_service_client._validation import validate_ttl
+from cache_service_client.codec import MetadataCodec
+from cache_service_client.exceptions import ConfigurationError
+from cache_service_client.keys import KeyStrategy
+from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.repository.base import log_corrupted
+from cache_service_client.repository.redis import flows
+from cache_service_client.repository.redis.driver import AsyncRedisDriver, SyncRedisDriver
+
+__all__ = ["AsyncRedisDeviceMetadataRepository", "RedisDeviceMetadataRepository"]
+
+
+def _context(
+    client: redis.Redis | redis.asyncio.Redis,
+    key_strategy: KeyStrategy | None,
+    codec: MetadataCodec | None,
+    ttl: float | None,
+) -> flows.FlowContext:
+    codec = codec if codec is not None else MetadataCodec()
+    kwargs = client.connection_pool.connection_kwargs
+    if codec.format == "msgpack" and kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            "codec: msgpack values are binary; use a client with decode_responses=False"
+        )
+    return flows.FlowContext(
+        keys=key_strategy if key_strategy is not None else KeyStrategy(),
+        codec=codec,
+        ttl_ms=_ttl_ms(validate_ttl(ttl)),
+    )
+
+
+def _ttl_ms(ttl: float | None) -> int | None:
+    return None if ttl is None else max(1, round(ttl * 1000))
+
+
+class _Common:
+    """Attributes both Redis repositories share."""
+
+    _ctx: flows.FlowContext
+    _owns_client: bool
+
+    @property
+    def key_strategy(self) -> KeyStrategy:
+        """The key strategy naming this repository's keys."""
+        return self._ctx.keys
+
+    @property
+    def codec(self) -> MetadataCodec:
+        """The codec of stored values."""
+        return self._ctx.codec
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds until a newly stored device expires (None: never); settable."""
+        return None if self._ctx.ttl_ms is None else self._ctx.ttl_ms / 1000
+
+    @ttl.setter
+    def ttl(self, value: float | None) -> None:
+        self._ctx.ttl_ms = _ttl_ms(validate_ttl(value))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(key_strategy={self._ctx.keys!r}, ttl={self.ttl!r}, "
+            f"codec={self._ctx.codec!r})"
+        )
+
+
+class RedisDeviceMetadataRepository(_Common):
+    """A :class:`DeviceMetadataRepository` on a single Redis node (sync).
+
+    Args:
+        client: A ``redis.Redis`` client (replies as bytes is best; ``decode_responses=True``
+            works with the JSON codec).
+        key_strategy: Names keys (default ``KeyStrategy()``).
+        codec: Encodes values (default JSON).
+        ttl: Seconds until a stored device expires; 0 or None: never.
+        close_client: Close ``client`` in :meth:`close` (default: the caller owns it).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_strategy: KeyStrategy | None = None,
+        codec: MetadataCodec | None = None,
+        ttl: float | None = 86400,
+        close_client: bool = False,
+    ) -> None:
+        self._ctx = _context(client, key_strategy, codec, ttl)
+        self._driver = SyncRedisDriver(client)
+        self._owns_client = close_client
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client in use."""
+        return self._driver.client
+
+    def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id`` (one GET)."""
+        return self._driver.run(flows.get(self._ctx, device_id))
+
+    def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Read a batch with one MGET; report found, missing and corrupted entries."""
+        return self._driver.run(flows.get_many(self._ctx, device_ids))
+
+    def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Read a batch with one MGET; missing and corrupted ids are left out."""
+        return log_corrupted(self.get_many_detailed(device_ids))
+
+    def put(self, metadata: DeviceMetadata) -> None:
+        """Store one device and its index entries atomically."""
+        self._driver.run(flows.put(self._ctx, metadata))
+
+    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """Store a batch atomically in one round trip."""
+        return self._driver.run(flows.put_many(self._ctx, items))
+
+    def delete(self, device_id: str) -> bool:
+        """Delete one device; True if it was stored."""
+        return self._driver.run(flows.delete(self._ctx, device_id))
+
+    def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete a batch atomically; return how many were stored."""
+        return self._driver.run(flows.delete_many(self._ctx, device_ids))
+
+    def exists(self, device_id: str) -> bool:
+        """True if a value is stored for ``device_id``."""
+        return self._driver.run(flows.exists(self._ctx, device_id))
+
+    def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """Return stored ids in order, filtered by a Redis glob; reads the ids index only."""
+        return self._driver.run(
+            flows.list_ids(self._ctx, pattern=pattern, limit=limit, offset=offset)
+        )
+
+    def count(self) -> int:
+        """Count stored devices from the indexes."""
+        return self._driver.run(flows.count(self._ctx))
+
+    def info(self) -> CacheInfo:
+        """Return cache figures from the indexes and INFO memory."""
+        return self._driver.run(flows.info(self._ctx))
+
+    def health(self) -> HealthStatus:
+        """PING and INFO; never raises."""
+        return self._driver.run(flows.health(self._ctx))
+
+    def close(self) -> None:
+        """Close the client if this repository owns it."""
+        if self._owns_client:
+            self._driver.client.close()
+
+
+class AsyncRedisDeviceMetadataRepository(_Common):
+    """An :class:`AsyncDeviceMetadataRepository` on a single Redis node.
+
+    Takes the arguments of :class:`RedisDeviceMetadataRepository`, with a
+    ``redis.asyncio.Redis`` client.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        key_strategy: KeyStrategy | None = None,
+        codec: MetadataCodec | None = None,
+        ttl: float | None = 86400,
+        close_client: bool = False,
+    ) -> None:
+        self._ctx = _context(client, key_strategy, codec, ttl)
+        self._driver = AsyncRedisDriver(client)
+        self._owns_client = close_client
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        """The redis-py client in use."""
+        return self._driver.client
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id`` (one GET)."""
+        return await self._driver.run(flows.get(self._ctx, device_id))
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Read a batch with one MGET; report found, missing and corrupted entries."""
+        return await self._driver.run(flows.get_many(self._ctx, device_ids))
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Read a batch with one MGET; missing and corrupted ids are left out."""
+        return log_corrupted(await self.get_many_detailed(device_ids))
+
+    async def put(self, metadata: DeviceMetadata) -> None:
+        """Store one device and its index entries atomically."""
+        await self._driver.run(flows.put(self._ctx, metadata))
+
+    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """Store a batch atomically in one round trip."""
+        return await self._driver.run(flows.put_many(self._ctx, items))
+
+    async def delete(self, device_id: str) -> bool:
+        """Delete one device; True if it was stored."""
+        return await self._driver.run(flows.delete(self._ctx, device_id))
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete a batch atomically; return how many were stored."""
+        return await self._driver.run(flows.delete_many(self._ctx, device_ids))
+
+    async def exists(self, device_id: str) -> bool:
+        """True if a value is stored for ``device_id``."""
+        return await self._driver.run(flows.exists(self._ctx, device_id))
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """Return stored ids in order, filtered by a Redis glob; reads the ids index only."""
+        return await self._driver.run(
+            flows.list_ids(self._ctx, pattern=pattern, limit=limit, offset=offset)
+        )
+
+    async def count(self) -> int:
+        """Count stored devices from the indexes."""
+        return await self._driver.run(flows.count(self._ctx))
+
+    async def info(self) -> CacheInfo:
+        """Return cache figures from the indexes and INFO memory."""
+        return await self._driver.run(flows.info(self._ctx))
+
+    async def health(self) -> HealthStatus:
+        """PING and INFO; never raises."""
+        return await self._driver.run(flows.health(self._ctx))
+
+    async def close(self) -> None:
+        """Close the client if this repository owns it (``aclose()``)."""
+        if self._owns_client:
+            await self._driver.client.aclose()
