@@ -1,11 +1,23 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio
 
+from cache_service_client import (
+    AsyncInMemoryDeviceMetadataRepository,
+    AsyncRedisDeviceMetadataRepository,
+    InMemoryDeviceMetadataRepository,
+    KeyStrategy,
+    RedisDeviceMetadataRepository,
+)
+from tests.backends import Backend, MemoryBackdoor, RedisBackdoor, SyncAsAsync
 from tests.redis_server import session_redis_url
+
+BACKENDS = ["memory-sync", "memory-async", "redis-sync", "redis-async"]
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +39,44 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+async def async_redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """An async redis-py client (bytes replies) on the session's server.
+
+    A blocking pool makes surplus concurrent calls wait for a connection instead of failing.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=32)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+@pytest.fixture
+def key_strategy() -> KeyStrategy:
+    """A key namespace of this test's own, so tests never see each other's data."""
+    return KeyStrategy(prefix=f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backend:
+    """Each repository implementation in turn, behind the async protocol."""
+    name: str = request.param
+    if name.startswith("memory"):
+        core = InMemoryDeviceMetadataRepository(key_strategy=key_strategy)
+        if name == "memory-sync":
+            return Backend(name, SyncAsAsync(core), MemoryBackdoor(core), key_strategy)
+        repo = AsyncInMemoryDeviceMetadataRepository(core=core)
+        return Backend(name, repo, MemoryBackdoor(core), key_strategy)
+    sync_client: redis.Redis = request.getfixturevalue("redis_client")
+    backdoor = RedisBackdoor(sync_client, key_strategy)
+    if name == "redis-sync":
+        sync_repo = RedisDeviceMetadataRepository(sync_client, key_strategy=key_strategy)
+        return Backend(name, SyncAsAsync(sync_repo), backdoor, key_strategy)
+    async_client: redis.asyncio.Redis = request.getfixturevalue("async_redis_client")
+    async_repo = AsyncRedisDeviceMetadataRepository(async_client, key_strategy=key_strategy)
+    return Backend(name, async_repo, backdoor, key_strategy)

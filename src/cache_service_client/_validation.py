@@ -8,14 +8,14 @@ naming the field.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
 from cache_service_client.exceptions import ValidationError
-from cache_service_client.models import DeviceMetadata
+from cache_service_client.models import AwareDatetime, DeviceMetadata
 
 MAX_DEVICE_ID_LENGTH = 256
 MAX_NESTING = 32
@@ -57,6 +57,17 @@ def validate_device_ids(device_ids: Iterable[str], field: str = "device_ids") ->
     return list(seen)
 
 
+def _check_text(value: str, field: str) -> None:
+    # Lone surrogates cannot be encoded as UTF-8; ASCII text (the common case) skips the check.
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                field, f"{value!r} contains a lone surrogate, which is not valid text"
+            ) from exc
+
+
 def _check_str(value: object, field: str, *, optional: bool = False, empty: bool = True) -> None:
     if value is None and optional:
         return
@@ -65,11 +76,15 @@ def _check_str(value: object, field: str, *, optional: bool = False, empty: bool
         raise ValidationError(field, f"must be {expected}, not {type(value).__name__}")
     if not empty and not value:
         raise ValidationError(field, "must not be empty")
+    _check_text(value, field)
 
 
 def _check_json(value: Any, field: str, depth: int) -> None:
     kind = type(value)
-    if kind is str or kind is bool or value is None:
+    if kind is str:
+        _check_text(value, field)
+        return
+    if kind is bool or value is None:
         return
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
@@ -85,6 +100,7 @@ def _check_json(value: Any, field: str, depth: int) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise ValidationError(field, f"key {key!r} must be a str")
+            _check_text(key, field)
             _check_json(item, f"{field}.{key}", depth + 1)
         return
     if kind is list or kind is tuple:
@@ -144,6 +160,76 @@ def validate_metadata(metadata: object, field: str = "metadata") -> DeviceMetada
             raise ValidationError(f"{prefix}last_updated", "out of range in UTC") from exc
         metadata = msgspec.structs.replace(metadata, last_updated=utc)
     return metadata
+
+
+_REQUIRED = ("datatype_id", "datatype_name", "persist")
+_OPTIONAL = ("datatype_unit", "last_updated", "additional_properties")
+_AWARE_DATETIME = msgspec.json.Decoder(AwareDatetime)
+
+
+def metadata_from_dict(
+    data: Mapping[str, Any], device_id: str | None = None, *, now: datetime | None = None
+) -> DeviceMetadata:
+    """Build and validate :class:`DeviceMetadata` from a plain mapping.
+
+    Known fields are taken by name; every other key is kept in ``additional_properties``
+    (merged with an explicit ``additional_properties`` mapping, whose entries win).
+    ``last_updated`` may be a timezone-aware datetime or an RFC 3339 string and defaults to
+    ``now`` (the current UTC time).
+
+    Args:
+        data: The fields.
+        device_id: The device's id; overrides ``data["device_id"]`` when both are given and
+            equal, and is an error when they differ.
+        now: Default for ``last_updated``.
+
+    Raises:
+        ValidationError: Naming the missing or offending field.
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError("metadata", f"must be a mapping, not {type(data).__name__}")
+    given = data.get("device_id")
+    if device_id is None:
+        if given is None:
+            raise ValidationError("device_id", "is required")
+        device_id = given
+    elif given is not None and given != device_id:
+        raise ValidationError(
+            "device_id", f"{given!r} in the metadata differs from the argument {device_id!r}"
+        )
+    validate_device_id(device_id)
+    for name in _REQUIRED:
+        if name not in data:
+            raise ValidationError(name, "is required")
+    extra = {
+        key: value
+        for key, value in data.items()
+        if key not in _REQUIRED and key not in _OPTIONAL and key != "device_id"
+    }
+    explicit = data.get("additional_properties", {})
+    if not isinstance(explicit, Mapping):
+        raise ValidationError(
+            "additional_properties", f"must be a mapping, not {type(explicit).__name__}"
+        )
+    extra.update(explicit)
+    updated = data.get("last_updated")
+    if updated is None:
+        updated = now if now is not None else datetime.now(timezone.utc)
+    elif isinstance(updated, str):
+        try:
+            updated = _AWARE_DATETIME.decode(msgspec.json.encode(updated))
+        except msgspec.DecodeError as exc:
+            raise ValidationError("last_updated", f"{updated!r}: {exc}") from exc
+    metadata = DeviceMetadata(
+        device_id=device_id,
+        datatype_id=data["datatype_id"],
+        datatype_name=data["datatype_name"],
+        datatype_unit=data.get("datatype_unit"),
+        persist=data["persist"],
+        last_updated=updated,
+        additional_properties=extra,
+    )
+    return validate_metadata(metadata)
 
 
 def validate_ttl(ttl: object, field: str = "ttl") -> float | None:

@@ -8,6 +8,7 @@ readable after the model grows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -58,6 +59,27 @@ class DeviceMetadata(
     persist: bool
     last_updated: AwareDatetime
     additional_properties: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], device_id: str | None = None
+    ) -> DeviceMetadata:
+        """Build validated metadata from a plain mapping.
+
+        Known fields are taken by name and every unknown key is kept in
+        ``additional_properties``; ``last_updated`` (a timezone-aware datetime or an RFC 3339
+        string) defaults to now, UTC. ``device_id`` may come from the argument or the mapping.
+
+        Raises:
+            ValidationError: Naming the missing or offending field.
+        """
+        from cache_service_client._validation import metadata_from_dict
+
+        return metadata_from_dict(data, device_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain dict (JSON-compatible but for ``last_updated``)."""
+        return {field: getattr(self, field) for field in self.__struct_fields__}
 
 
 class CacheInfo(msgspec.Struct, kw_only=True, frozen=True):

@@ -1,0 +1,139 @@
+"""The four repository implementations behind one async interface, for the contract suite.
+
+Sync repositories run through :class:`SyncAsAsync`, a test-only adapter. Each backend also gets a
+:class:`Backdoor` that reaches under the repository (raw values, keyspace size) the way another
+tool writing to Redis would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+
+from cache_service_client import (
+    AsyncDeviceMetadataRepository,
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceMetadataRepository,
+    HealthStatus,
+    InMemoryDeviceMetadataRepository,
+    KeyStrategy,
+)
+
+
+class SyncAsAsync:
+    """Exposes a sync repository through the async protocol (calls run inline)."""
+
+    def __init__(self, sync: DeviceMetadataRepository) -> None:
+        self.sync = sync
+
+    @property
+    def ttl(self) -> float | None:
+        ttl: float | None = getattr(self.sync, "ttl")  # noqa: B009
+        return ttl
+
+    @ttl.setter
+    def ttl(self, value: float | None) -> None:
+        self.sync.ttl = value  # type: ignore[attr-defined]
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        return self.sync.get(device_id)
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        return self.sync.get_many(device_ids)
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        return self.sync.get_many_detailed(device_ids)
+
+    async def put(self, metadata: DeviceMetadata) -> None:
+        self.sync.put(metadata)
+
+    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        return self.sync.put_many(items)
+
+    async def delete(self, device_id: str) -> bool:
+        return self.sync.delete(device_id)
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        return self.sync.delete_many(device_ids)
+
+    async def exists(self, device_id: str) -> bool:
+        return self.sync.exists(device_id)
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        return self.sync.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    async def count(self) -> int:
+        return self.sync.count()
+
+    async def info(self) -> CacheInfo:
+        return self.sync.info()
+
+    async def health(self) -> HealthStatus:
+        return self.sync.health()
+
+    async def close(self) -> None:
+        self.sync.close()
+
+
+class Backdoor:
+    """Reaches under a repository: what another tool could do to the stored data."""
+
+    def set_raw(self, device_id: str, value: bytes) -> None:
+        """Store raw bytes under the device's key, bypassing codec and indexes."""
+        raise NotImplementedError
+
+    def set_wrong_type(self, device_id: str) -> None:
+        """Store a key of another Redis type (a list) under the device's key."""
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """Number of keys in the store (DBSIZE for Redis)."""
+        raise NotImplementedError
+
+
+@dataclass
+class RedisBackdoor(Backdoor):
+    client: redis.Redis
+    keys: KeyStrategy
+
+    def set_raw(self, device_id: str, value: bytes) -> None:
+        self.client.set(self.keys.device_key(device_id), value)
+
+    def set_wrong_type(self, device_id: str) -> None:
+        key = self.keys.device_key(device_id)
+        self.client.delete(key)
+        self.client.rpush(key, b"x")
+
+    def size(self) -> int:
+        return int(self.client.dbsize())
+
+
+@dataclass
+class MemoryBackdoor(Backdoor):
+    repo: InMemoryDeviceMetadataRepository
+
+    def set_raw(self, device_id: str, value: bytes) -> None:
+        self.repo.inject_raw(device_id, value)
+
+    def set_wrong_type(self, device_id: str) -> None:
+        self.repo.inject_raw(device_id, None, redis_type="list")
+
+    def size(self) -> int:
+        # The fake keyspace: the value keys plus the index entries.
+        return len(self.repo._data) + len(self.repo._index)
+
+
+@dataclass
+class Backend:
+    """One implementation under test."""
+
+    name: str
+    repo: AsyncDeviceMetadataRepository
+    backdoor: Backdoor
+    keys: KeyStrategy

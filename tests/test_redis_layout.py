@@ -1,0 +1,187 @@
+"""What the Redis repositories do to Redis itself: layout, indexes, costs, failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+import redis
+import redis.asyncio
+
+from cache_service_client import (
+    AsyncRedisDeviceMetadataRepository,
+    BackendConnectionError,
+    DeviceMetadata,
+    KeyStrategy,
+    MetadataCodec,
+    RedisDeviceMetadataRepository,
+)
+from tests.redis_server import free_port
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+def meta(device_id: str) -> DeviceMetadata:
+    return DeviceMetadata(
+        device_id=device_id,
+        datatype_id="t",
+        datatype_name="temperature",
+        persist=True,
+        last_updated=NOW,
+    )
+
+
+@pytest.fixture
+def repo(
+    redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> Iterator[RedisDeviceMetadataRepository]:
+    yield RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=60)
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def calls_during(client: redis.Redis, action: object) -> dict[str, int]:
+    client.config_resetstat()
+    assert callable(action)
+    action()
+    stats = commandstats(client)
+    stats.pop("config|resetstat", None)
+    stats.pop("config", None)
+    return stats
+
+
+def test_value_is_readable_json_with_ttl_and_schema_version(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put(meta("sensor-1"))
+    raw = redis_client.get(key_strategy.device_key("sensor-1"))
+    assert raw is not None
+    assert raw.startswith(b'{"v":1,"device_id":"sensor-1"')
+    assert 59_000 < redis_client.pttl(key_strategy.device_key("sensor-1")) <= 60_000
+    expiry = redis_client.zscore(key_strategy.expiry_index, "sensor-1")
+    assert expiry is not None
+    assert abs(expiry - (time.time() * 1000 + 60_000)) < 2_000
+    assert redis_client.zscore(key_strategy.updated_index, "sensor-1") == NOW.timestamp() * 1000
+
+
+def test_no_ttl_means_no_expiry(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put(meta("d"))
+    repo.ttl = None
+    repo.put(meta("d"))
+    assert redis_client.pttl(key_strategy.device_key("d")) == -1
+    assert redis_client.zscore(key_strategy.expiry_index, "d") is None
+
+
+def test_scan_match_on_the_prefix_finds_only_device_values(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([meta("a"), meta("b")])
+    found = set(redis_client.scan_iter(match=key_strategy.device_pattern(), count=1000))
+    assert found == {key_strategy.device_key("a").encode(), key_strategy.device_key("b").encode()}
+
+
+def test_reads_never_scan_the_keyspace(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis
+) -> None:
+    repo.put_many([meta(f"d{i}") for i in range(50)])
+
+    def reads() -> None:
+        repo.list_ids()
+        repo.list_ids(pattern="d1*")
+        repo.list_ids(pattern="*9", limit=2)
+        repo.count()
+        repo.info()
+
+    stats = calls_during(redis_client, reads)
+    assert "scan" not in stats
+    assert "keys" not in stats
+
+
+def test_batches_are_one_round_trip(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis
+) -> None:
+    items = [meta(f"d{i}") for i in range(200)]
+    stats = calls_during(redis_client, lambda: repo.put_many(items))
+    assert stats.get("evalsha", 0) + stats.get("eval", 0) == 1
+    stats = calls_during(redis_client, lambda: repo.get_many([f"d{i}" for i in range(200)]))
+    assert stats == {"mget": 1}
+
+
+def test_expired_entries_are_pruned_from_the_indexes(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.ttl = 0.2
+    repo.put_many([meta(f"d{i}") for i in range(20)])
+    repo.ttl = None
+    repo.put(meta("stays"))
+    time.sleep(0.35)
+    assert repo.count() == 1
+    assert repo.list_ids() == ["stays"]
+    for index in key_strategy.index_keys():
+        assert redis_client.zrange(index, 0, -1) in ([b"stays"], [])
+    assert redis_client.zcard(key_strategy.ids_index) == 1
+
+
+def test_foreign_deletes_are_pruned_when_listed(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([meta("a"), meta("b"), meta("c")])
+    redis_client.delete(key_strategy.device_key("b"))
+    assert repo.list_ids() == ["a", "c"]
+    assert redis_client.zcard(key_strategy.ids_index) == 2
+    assert repo.count() == 2
+
+
+def test_scripts_are_reloaded_after_script_flush(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis
+) -> None:
+    repo.put(meta("a"))
+    redis_client.script_flush()
+    repo.put(meta("b"))
+    assert repo.list_ids() == ["a", "b"]
+
+
+def test_msgpack_codec_and_decode_responses_client(
+    redis_url: str, key_strategy: KeyStrategy
+) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        packed = RedisDeviceMetadataRepository(
+            client, key_strategy=key_strategy, codec=MetadataCodec("msgpack")
+        )
+        packed.put(meta("m"))
+        assert packed.get("m") == meta("m")
+    text_keys = KeyStrategy(prefix=key_strategy.prefix + "-text")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as text_client:
+        text = RedisDeviceMetadataRepository(text_client, key_strategy=text_keys)
+        text.put_many([meta("é"), meta("a")])
+        assert text.get("é") == meta("é")
+        assert text.list_ids(pattern="*") == ["a", "é"]
+        assert text.get_many(["a", "x"]) == {"a": meta("a")}
+        assert text.info().total_devices == 2
+
+
+def test_unreachable_server_raises_connection_error_and_health_is_unhealthy() -> None:
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=None)
+    repo = RedisDeviceMetadataRepository(client)
+    with pytest.raises(BackendConnectionError) as caught:
+        repo.get("a")
+    assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    health = repo.health()
+    assert health.status == "unhealthy"
+    assert health.latency_ms is None
+
+
+async def test_async_unreachable_server() -> None:
+    client = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=0.5, retry=None)
+    repo = AsyncRedisDeviceMetadataRepository(client, close_client=True)
+    with pytest.raises(BackendConnectionError):
+        await repo.put(meta("a"))
+    assert (await repo.health()).status == "unhealthy"
+    await repo.close()
