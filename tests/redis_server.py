@@ -67,9 +67,7 @@ class RedisServer:
             "--dir", self.workdir,
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(  # noqa: S603 - the binary is ours to run
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
         try:

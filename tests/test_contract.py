@@ -136,7 +136,9 @@ async def test_empty_batches(backend: Backend) -> None:
 
 
 async def test_put_many_duplicate_ids_last_wins(backend: Backend) -> None:
-    stored = await backend.repo.put_many([meta("d", datatype_name="one"), meta("d", datatype_name="two")])
+    stored = await backend.repo.put_many(
+        [meta("d", datatype_name="one"), meta("d", datatype_name="two")]
+    )
     assert stored == 1
     assert (await backend.repo.get("d")).datatype_name == "two"
 
@@ -165,7 +167,17 @@ async def test_list_ids_sorted_by_utf8_bytes(backend: Backend) -> None:
 
 @pytest.mark.parametrize(
     ("limit", "offset"),
-    [(None, None), (10, None), (10, 0), (10, 5), (None, 7), (0, 0), (3, 1200), (1000, 995), (1, 999)],
+    [
+        (None, None),
+        (10, None),
+        (10, 0),
+        (10, 5),
+        (None, 7),
+        (0, 0),
+        (3, 1200),
+        (1000, 995),
+        (1, 999),
+    ],
 )
 async def test_paging_slices_the_sorted_ids(
     backend: Backend, limit: int | None, offset: int | None
@@ -183,7 +195,12 @@ async def test_pattern_with_paging(backend: Backend) -> None:
     temp = [i for i in ids if i.startswith("temp-")]
     assert await backend.repo.list_ids(pattern="temp-*") == temp
     assert await backend.repo.list_ids(pattern="temp-*", limit=5, offset=290) == temp[290:295]
-    assert await backend.repo.list_ids(pattern="*-1?9", limit=4) == ["hum-109", "hum-119", "hum-129", "hum-139"]
+    assert await backend.repo.list_ids(pattern="*-1?9", limit=4) == [
+        "hum-109",
+        "hum-119",
+        "hum-129",
+        "hum-139",
+    ]
     assert await backend.repo.list_ids(pattern="hum-00[0-2]") == ["hum-000", "hum-001", "hum-002"]
 
 
@@ -230,7 +247,9 @@ async def test_count_and_info(backend: Backend) -> None:
     assert info.newest_entry == NOW.replace(microsecond=123000) + timedelta(minutes=9)
     assert info.memory_usage_bytes > 0
     await backend.repo.delete("d9")
-    assert (await backend.repo.info()).newest_entry == NOW.replace(microsecond=123000) + timedelta(minutes=8)
+    assert (await backend.repo.info()).newest_entry == NOW.replace(microsecond=123000) + timedelta(
+        minutes=8
+    )
 
 
 async def test_health_is_healthy(backend: Backend) -> None:
@@ -246,7 +265,9 @@ async def test_health_is_healthy(backend: Backend) -> None:
 @pytest.mark.slow
 async def test_ttl_expiry_removes_from_every_read(backend: Backend) -> None:
     backend.repo.ttl = 0.4  # type: ignore[attr-defined]
-    await backend.repo.put_many([meta("short-1"), meta("short-2", last_updated=NOW - timedelta(days=1))])
+    await backend.repo.put_many(
+        [meta("short-1"), meta("short-2", last_updated=NOW - timedelta(days=1))]
+    )
     backend.repo.ttl = None  # type: ignore[attr-defined]
     await backend.repo.put(meta("forever", last_updated=NOW + timedelta(days=1)))
     assert await backend.repo.count() == 3
@@ -257,10 +278,16 @@ async def test_ttl_expiry_removes_from_every_read(backend: Backend) -> None:
     assert await backend.repo.count() == 1
     info = await backend.repo.info()
     assert info.total_devices == 1
-    assert info.oldest_entry == info.newest_entry == NOW.replace(microsecond=123000) + timedelta(days=1)
+    assert (
+        info.oldest_entry
+        == info.newest_entry
+        == NOW.replace(microsecond=123000) + timedelta(days=1)
+    )
     assert await backend.repo.list_ids() == ["forever"]
     assert await backend.repo.list_ids(pattern="short*") == []
-    assert await backend.repo.get_many(["short-1", "short-2", "forever"]) == {"forever": meta("forever", last_updated=NOW + timedelta(days=1))}
+    assert await backend.repo.get_many(["short-1", "short-2", "forever"]) == {
+        "forever": meta("forever", last_updated=NOW + timedelta(days=1))
+    }
     assert await backend.repo.delete("short-2") is False
 
 
@@ -381,8 +408,13 @@ async def test_wrong_argument_types_are_rejected(backend: Backend) -> None:
 # -- corrupted stored values -------------------------------------------------------------------
 
 VALID_JSON = msgspec.json.encode(meta("victim"))
-DEEP = b'{"device_id":"victim","datatype_id":"t","datatype_name":"n","persist":true,' \
-    b'"last_updated":"2026-01-01T00:00:00Z","additional_properties":{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+DEEP = (
+    b'{"device_id":"victim","datatype_id":"t","datatype_name":"n","persist":true,'
+    b'"last_updated":"2026-01-01T00:00:00Z","additional_properties":{"x":'
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}}"
+)
 CORRUPT_VALUES: list[tuple[str, bytes]] = [
     ("not-json", b"hello world"),
     ("non-utf8", b"\xff\xfe\xfd"),
@@ -402,7 +434,9 @@ CORRUPT_VALUES: list[tuple[str, bytes]] = [
 
 
 @pytest.mark.parametrize(("kind", "raw"), CORRUPT_VALUES, ids=[k for k, _ in CORRUPT_VALUES])
-async def test_corrupted_values_raise_naming_the_key(backend: Backend, kind: str, raw: bytes) -> None:
+async def test_corrupted_values_raise_naming_the_key(
+    backend: Backend, kind: str, raw: bytes
+) -> None:
     await backend.repo.put_many([meta("victim"), meta("fine")])
     backend.backdoor.set_raw("victim", raw)
     key = backend.keys.device_key("victim")
@@ -458,7 +492,7 @@ async def test_concurrent_reads_with_cancellations_never_cross_replies(backend: 
         for index in doomed:
             tasks[index].cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for index, (device_id, result) in enumerate(zip(wanted, results)):
+        for index, (device_id, result) in enumerate(zip(wanted, results, strict=True)):
             if isinstance(result, asyncio.CancelledError):
                 assert index in doomed
                 continue

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from cache_service_client import (
-    AsyncInMemoryDeviceMetadataRepository,
     AsyncDeviceMetadataRepository,
+    AsyncInMemoryDeviceMetadataRepository,
     DeviceMetadata,
     DeviceMetadataRepository,
     DeviceNotFoundError,
@@ -93,7 +93,7 @@ def test_threads_writing_and_deleting_leave_a_consistent_store() -> None:
                     repo.delete(device_id)
                 repo.list_ids(pattern=f"w{worker}-*", limit=5)
                 repo.count()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cache_service_client import (
     AsyncRedisDeviceMetadataRepository,
@@ -34,10 +36,8 @@ def meta(device_id: str) -> DeviceMetadata:
 
 
 @pytest.fixture
-def repo(
-    redis_client: redis.Redis, key_strategy: KeyStrategy
-) -> Iterator[RedisDeviceMetadataRepository]:
-    yield RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=60)
+def repo(redis_client: redis.Redis, key_strategy: KeyStrategy) -> RedisDeviceMetadataRepository:
+    return RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=60)
 
 
 def commandstats(client: redis.Redis) -> dict[str, int]:
@@ -60,7 +60,7 @@ def test_value_is_readable_json_with_ttl_and_schema_version(
 ) -> None:
     repo.put(meta("sensor-1"))
     raw = redis_client.get(key_strategy.device_key("sensor-1"))
-    assert raw is not None
+    assert isinstance(raw, bytes)
     assert raw.startswith(b'{"v":1,"device_id":"sensor-1"')
     assert 59_000 < redis_client.pttl(key_strategy.device_key("sensor-1")) <= 60_000
     expiry = redis_client.zscore(key_strategy.expiry_index, "sensor-1")
@@ -168,7 +168,7 @@ def test_msgpack_codec_and_decode_responses_client(
 
 
 def test_unreachable_server_raises_connection_error_and_health_is_unhealthy() -> None:
-    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=None)
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     repo = RedisDeviceMetadataRepository(client)
     with pytest.raises(BackendConnectionError) as caught:
         repo.get("a")
@@ -179,7 +179,9 @@ def test_unreachable_server_raises_connection_error_and_health_is_unhealthy() ->
 
 
 async def test_async_unreachable_server() -> None:
-    client = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=0.5, retry=None)
+    client = redis.asyncio.Redis(
+        port=free_port(), socket_connect_timeout=0.5, retry=AsyncRetry(NoBackoff(), 0)
+    )
     repo = AsyncRedisDeviceMetadataRepository(client, close_client=True)
     with pytest.raises(BackendConnectionError):
         await repo.put(meta("a"))

@@ -122,12 +122,11 @@ def validate_metadata(metadata: object, field: str = "metadata") -> DeviceMetada
 
     Raises:
         ValidationError: Naming the first offending field.
+
     """
     prefix = "" if field == "metadata" else f"{field}."
     if not isinstance(metadata, DeviceMetadata):
-        raise ValidationError(
-            field, f"must be a DeviceMetadata, not {type(metadata).__name__}"
-        )
+        raise ValidationError(field, f"must be a DeviceMetadata, not {type(metadata).__name__}")
     validate_device_id(metadata.device_id, f"{prefix}device_id")
     _check_str(metadata.datatype_id, f"{prefix}datatype_id", empty=False)
     _check_str(metadata.datatype_name, f"{prefix}datatype_name")
@@ -185,6 +184,7 @@ def metadata_from_dict(
 
     Raises:
         ValidationError: Naming the missing or offending field.
+
     """
     if not isinstance(data, Mapping):
         raise ValidationError("metadata", f"must be a mapping, not {type(data).__name__}")

@@ -28,6 +28,7 @@ class MetadataCodec:
 
     Values must have passed validation (see the repositories' ``put``); the codec does not
     re-check them, to keep the write path fast.
+
     """
 
     __slots__ = ("_decoder", "_encoder", "format")
@@ -35,9 +36,9 @@ class MetadataCodec:
     def __init__(self, format: CodecFormat = "json") -> None:
         self.format: CodecFormat = format
         self._encoder: msgspec.json.Encoder | msgspec.msgpack.Encoder
-        self._decoder: msgspec.json.Decoder[DeviceMetadata] | msgspec.msgpack.Decoder[
-            DeviceMetadata
-        ]
+        self._decoder: (
+            msgspec.json.Decoder[DeviceMetadata] | msgspec.msgpack.Decoder[DeviceMetadata]
+        )
         if format == "json":
             self._encoder = msgspec.json.Encoder()
             self._decoder = msgspec.json.Decoder(DeviceMetadata)
@@ -61,6 +62,7 @@ class MetadataCodec:
 
         Raises:
             ValidationError: If a string cannot be encoded as UTF-8 (a lone surrogate).
+
         """
         try:
             return self._encoder.encode(metadata)
@@ -79,9 +81,10 @@ class MetadataCodec:
 
         Raises:
             DataCorruptionError: If the value is not valid metadata of this codec's format.
+
         """
         try:
-            metadata = self._decoder.decode(raw)
+            metadata = self._decoder.decode(raw.encode() if isinstance(raw, str) else raw)
         except msgspec.ValidationError as exc:
             raise DataCorruptionError(key, f"not device metadata: {exc}") from exc
         except msgspec.DecodeError as exc:

@@ -45,6 +45,7 @@ class ValidationError(CacheServiceError, ValueError):
     Attributes:
         field: Dotted path of the offending field (``"device_id"``,
             ``"additional_properties.gain"``, ``"[3].persist"`` in a batch).
+
     """
 
     def __init__(self, field: str, message: str) -> None:
@@ -57,6 +58,7 @@ class DeviceNotFoundError(CacheServiceError, KeyError):
 
     Attributes:
         device_id: The id that was looked up.
+
     """
 
     def __init__(self, device_id: str) -> None:
@@ -73,6 +75,7 @@ class DataCorruptionError(CacheServiceError):
     Attributes:
         key: The backend key that holds the bad value.
         reason: What is wrong with it.
+
     """
 
     def __init__(self, key: str, reason: str) -> None:

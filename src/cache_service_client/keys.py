@@ -41,6 +41,7 @@ class KeyStrategy:
 
     The invariant ``device_key(id) == device_key_prefix + id`` holds and server-side scripts rely
     on it.
+
     """
 
     __slots__ = ("_device_prefix", "_index_prefix", "prefix", "separator")
@@ -87,6 +88,7 @@ class KeyStrategy:
 
         Raises:
             ValueError: If ``key`` is not a device key of this strategy.
+
         """
         if not self.is_device_key(key):
             raise ValueError(f"{key!r} is not a device key of {self!r}")

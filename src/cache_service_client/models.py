@@ -36,9 +36,7 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 T = TypeVar("T")
 
 
-class DeviceMetadata(
-    msgspec.Struct, kw_only=True, frozen=True, tag_field="v", tag=SCHEMA_VERSION
-):
+class DeviceMetadata(msgspec.Struct, kw_only=True, frozen=True, tag_field="v", tag=SCHEMA_VERSION):
     """Metadata of one IoT device, as cached.
 
     Attributes:
@@ -50,6 +48,7 @@ class DeviceMetadata(
         last_updated: When the metadata last changed; timezone-aware, stored as UTC.
         additional_properties: Free-form JSON-compatible properties (str keys; str, int, float,
             bool, None, lists and dicts of those).
+
     """
 
     device_id: str
@@ -61,9 +60,7 @@ class DeviceMetadata(
     additional_properties: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @classmethod
-    def from_dict(
-        cls, data: Mapping[str, Any], device_id: str | None = None
-    ) -> DeviceMetadata:
+    def from_dict(cls, data: Mapping[str, Any], device_id: str | None = None) -> DeviceMetadata:
         """Build validated metadata from a plain mapping.
 
         Known fields are taken by name and every unknown key is kept in
@@ -72,6 +69,7 @@ class DeviceMetadata(
 
         Raises:
             ValidationError: Naming the missing or offending field.
+
         """
         from cache_service_client._validation import metadata_from_dict
 
@@ -93,6 +91,7 @@ class CacheInfo(msgspec.Struct, kw_only=True, frozen=True):
         oldest_entry: The smallest ``last_updated`` among stored devices, or None when empty.
         newest_entry: The largest ``last_updated`` among stored devices, or None when empty.
         backend: Which backend answered (``"redis"``, ``"memory"``).
+
     """
 
     total_devices: int
@@ -115,6 +114,7 @@ class HealthStatus(msgspec.Struct, kw_only=True, frozen=True):
         timestamp: When the check ran (UTC).
         latency_ms: Round-trip time of the check in milliseconds, None when it failed.
         details: Backend-specific facts (server version, role, memory figures, error type).
+
     """
 
     status: HealthState
@@ -136,6 +136,7 @@ class Page(msgspec.Struct, Generic[T], kw_only=True, frozen=True):
         items: The items on this page, in order.
         next_cursor: Opaque cursor for the next page, None on the last page.
         total: Number of matching items in all pages, when it is cheap to know.
+
     """
 
     items: list[T]
@@ -151,6 +152,7 @@ class BatchGetResult:
         found: Decoded metadata by device id.
         missing: Ids with no stored metadata, in request order.
         corrupted: Ids whose stored value could not be decoded, with the error naming the key.
+
     """
 
     found: dict[str, DeviceMetadata]

@@ -35,6 +35,7 @@ class DeviceMetadataRepository(Protocol):
         Raises:
             DeviceNotFoundError: If none is stored (a ``KeyError``).
             DataCorruptionError: If the stored value cannot be decoded.
+
         """
         ...
 
@@ -84,6 +85,7 @@ class DeviceMetadataRepository(Protocol):
                 escapes), with exactly Redis's ``SCAN MATCH`` semantics. None: every id.
             limit: At most this many ids (None: all).
             offset: Skip this many matching ids first (None: 0).
+
         """
         ...
 
@@ -168,8 +170,10 @@ class AsyncDeviceMetadataRepository(Protocol):
 
 
 def validate_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
-    """Validate every item of a batch (naming ``[i].field`` on error); the last of a duplicate
-    id wins, as it would with sequential writes."""
+    """Validate every item of a batch, naming ``[i].field`` on error.
+
+    The last of a duplicate id wins, as it would with sequential writes.
+    """
     if isinstance(items, (DeviceMetadata, str, bytes, dict)):
         raise ValidationError("items", "must be an iterable of DeviceMetadata")
     by_id: dict[str, DeviceMetadata] = {}

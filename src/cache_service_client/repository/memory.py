@@ -31,7 +31,6 @@ from cache_service_client.repository.base import (
     datetime_from_ms,
     datetime_to_ms,
     log_corrupted,
-    page,
     validate_batch,
 )
 
@@ -59,6 +58,7 @@ class InMemoryDeviceMetadataRepository:
         clock: Returns the current time in seconds since the epoch (default ``time.time``);
             inject a fake one to test expiry without sleeping.
         codec: How values are encoded (default JSON).
+
     """
 
     def __init__(
@@ -112,12 +112,12 @@ class InMemoryDeviceMetadataRepository:
 
     def _decode(self, key: str, entry: _Entry, device_id: str) -> DeviceMetadata:
         if isinstance(entry.value, str):
-            raise DataCorruptionError(
-                key, f"holds a Redis {entry.value}, not a string (WRONGTYPE)"
-            )
+            raise DataCorruptionError(key, f"holds a Redis {entry.value}, not a string (WRONGTYPE)")
         return self.codec.decode(key, entry.value, device_id)
 
-    def inject_raw(self, device_id: str, value: bytes | None, *, redis_type: str = "string") -> None:
+    def inject_raw(
+        self, device_id: str, value: bytes | None, *, redis_type: str = "string"
+    ) -> None:
         """Store a raw value under a device's key, bypassing the codec and the indexes.
 
         A testing aid that mirrors ``SET key value`` (or a key of another type) done by another
@@ -128,6 +128,7 @@ class InMemoryDeviceMetadataRepository:
             value: The raw bytes (for ``redis_type="string"``); None deletes the key.
             redis_type: ``"string"``, or one of ``list set zset hash stream`` to simulate a key
                 of the wrong type.
+
         """
         key = self.key_strategy.device_key(device_id)
         with self._lock:
@@ -162,7 +163,7 @@ class InMemoryDeviceMetadataRepository:
         found: dict[str, DeviceMetadata] = {}
         missing: list[str] = []
         corrupted: dict[str, DataCorruptionError] = {}
-        for device_id, key, entry in zip(ids, keys, entries):
+        for device_id, key, entry in zip(ids, keys, entries, strict=True):
             if entry is None:
                 missing.append(device_id)
                 continue
@@ -183,7 +184,9 @@ class InMemoryDeviceMetadataRepository:
     def put_many(self, items: Iterable[DeviceMetadata]) -> int:
         """Store several devices atomically; nothing is written if any is invalid."""
         checked = validate_batch(items)
-        encoded = [(m.device_id, self.codec.encode(m), datetime_to_ms(m.last_updated)) for m in checked]
+        encoded = [
+            (m.device_id, self.codec.encode(m), datetime_to_ms(m.last_updated)) for m in checked
+        ]
         ttl = self._ttl
         with self._lock:
             expires_at = None if ttl is None else self._now_ms() + max(1, round(ttl * 1000))

@@ -5,6 +5,7 @@ The two drivers differ only by ``await``; what they run (the flows) is shared.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis
@@ -69,17 +70,18 @@ def _script_args(call: ScriptCall) -> tuple[Any, ...]:
 def _pipeline_replies(replies: list[Any], op: Pipeline) -> list[Any]:
     return [
         translate_error(reply, command) if isinstance(reply, Exception) else reply
-        for reply, command in zip(replies, op.commands)
+        for reply, command in zip(replies, op.commands, strict=True)
     ]
 
 
 class SyncRedisDriver:
     """Runs flows against a sync ``redis.Redis`` client."""
 
-    __slots__ = ("client",)
+    __slots__ = ("_call", "client")
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._call: Callable[..., Any] = client.execute_command
 
     def run(self, flow: Flow[T]) -> T:
         """Run ``flow`` to completion and return its result."""
@@ -97,17 +99,17 @@ class SyncRedisDriver:
                 reply, error = None, translate_error(exc, op)
 
     def _execute(self, op: Op) -> Any:
-        client = self.client
         if isinstance(op, Command):
-            return client.execute_command(*op.args)
+            return self._call(*op.args)
         if isinstance(op, ScriptCall):
             try:
-                return client.execute_command("EVALSHA", op.script.sha, *_script_args(op))
+                return self._call("EVALSHA", op.script.sha, *_script_args(op))
             except rex.NoScriptError:
-                return client.execute_command("EVAL", op.script.source, *_script_args(op))
-        pipe = client.pipeline(transaction=op.transaction)
+                return self._call("EVAL", op.script.source, *_script_args(op))
+        pipe = self.client.pipeline(transaction=op.transaction)
+        queue: Callable[..., Any] = pipe.execute_command
         for command in op.commands:
-            pipe.execute_command(*command.args)
+            queue(*command.args)
         return _pipeline_replies(pipe.execute(raise_on_error=False), op)
 
 
@@ -118,10 +120,11 @@ class AsyncRedisDriver:
     leaves a reply behind for the next caller on that connection.
     """
 
-    __slots__ = ("client",)
+    __slots__ = ("_call", "client")
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
+        self._call: Callable[..., Awaitable[Any]] = client.execute_command
 
     async def run(self, flow: Flow[T]) -> T:
         """Run ``flow`` to completion and return its result."""
@@ -139,15 +142,15 @@ class AsyncRedisDriver:
                 reply, error = None, translate_error(exc, op)
 
     async def _execute(self, op: Op) -> Any:
-        client = self.client
         if isinstance(op, Command):
-            return await client.execute_command(*op.args)
+            return await self._call(*op.args)
         if isinstance(op, ScriptCall):
             try:
-                return await client.execute_command("EVALSHA", op.script.sha, *_script_args(op))
+                return await self._call("EVALSHA", op.script.sha, *_script_args(op))
             except rex.NoScriptError:
-                return await client.execute_command("EVAL", op.script.source, *_script_args(op))
-        pipe = client.pipeline(transaction=op.transaction)
+                return await self._call("EVAL", op.script.source, *_script_args(op))
+        pipe = self.client.pipeline(transaction=op.transaction)
+        queue: Callable[..., Any] = pipe.execute_command
         for command in op.commands:
-            pipe.execute_command(*command.args)
+            queue(*command.args)
         return _pipeline_replies(await pipe.execute(raise_on_error=False), op)

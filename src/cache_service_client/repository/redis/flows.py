@@ -53,6 +53,7 @@ class FlowContext:
         ttl_ms: TTL of new values in milliseconds; None: no expiry.
         slow_ms: A PING slower than this makes the health check "degraded".
         memory_ratio: used_memory / maxmemory above this makes it "degraded".
+
     """
 
     keys: KeyStrategy
@@ -99,7 +100,7 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
     if nil:
         # MGET answers nil for keys of another type too; only TYPE tells them apart.
         types = yield Pipeline(tuple(Command(("TYPE", keys[index])) for index in nil))
-        for index, kind in zip(nil, types):
+        for index, kind in zip(nil, types, strict=True):
             kind_text = _text(kind) if isinstance(kind, (bytes, str)) else "none"
             if kind_text in ("none", "string"):  # "string": written after the MGET
                 missing.append(ids[index])
@@ -170,7 +171,7 @@ def list_ids(
         return result
     prefix = literal_prefix(pattern) if pattern is not None else ""
     matches = compile_glob(pattern) if pattern is not None and pattern != prefix + "*" else None
-    start = "[" + prefix if prefix else "-"
+    start: str | bytes = "[" + prefix if prefix else "-"
     # UTF-8 never contains the byte 0xFF, so every id with this prefix sorts below prefix+0xFF.
     stop: str | bytes = b"[" + prefix.encode() + b"\xff" if prefix else "+"
     index_keys = tuple(ctx.keys.index_keys())
@@ -191,7 +192,7 @@ def list_ids(
                 return result
         if last is None:
             return result
-        start = b"(" + last if isinstance(last, bytes) else "(" + last
+        start = b"(" + last if isinstance(last, bytes) else "(" + str(last)
 
 
 def count(ctx: FlowContext) -> Flow[int]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 __all__ = ["Command", "Flow", "LuaScript", "Op", "Pipeline", "ScriptCall"]
 
 T = TypeVar("T")
 
-Arg = Union[str, bytes, int, float]
+Arg = str | bytes | int | float
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Command:
     Attributes:
         args: The command and its arguments, e.g. ``("GET", "device:a")``.
         key: The key to name in errors about this command (e.g. WRONGTYPE), if any.
+
     """
 
     args: tuple[Arg, ...]
@@ -41,6 +42,7 @@ class LuaScript:
         name: Named in errors.
         source: The Lua source.
         sha: Its SHA1 digest, as EVALSHA wants it.
+
     """
 
     name: str
@@ -50,7 +52,7 @@ class LuaScript:
     @classmethod
     def of(cls, name: str, source: str) -> LuaScript:
         """Build a script and compute its digest."""
-        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,6 @@ class Pipeline:
     transaction: bool = False
 
 
-Op = Union[Command, ScriptCall, Pipeline]
+Op = Command | ScriptCall | Pipeline
 Flow = Generator[Op, Any, T]
 """A Redis operation written once: yields :data:`Op` values and returns a ``T``."""

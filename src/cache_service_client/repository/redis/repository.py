@@ -84,6 +84,7 @@ class RedisDeviceMetadataRepository(_Common):
         codec: Encodes values (default JSON).
         ttl: Seconds until a stored device expires; 0 or None: never.
         close_client: Close ``client`` in :meth:`close` (default: the caller owns it).
+
     """
 
     def __init__(
