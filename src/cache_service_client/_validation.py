@@ -19,6 +19,8 @@ from cache_service_client.models import AwareDatetime, DeviceMetadata
 
 MAX_DEVICE_ID_LENGTH = 256
 MAX_NESTING = 32
+#: The longest TTL accepted, in seconds (100 years): expiry times stay exact in Lua's doubles.
+MAX_TTL = 100 * 365 * 86400
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
@@ -242,8 +244,10 @@ def validate_ttl(ttl: object, field: str = "ttl") -> float | None:
         return None
     if type(ttl) is bool or not isinstance(ttl, (int, float)):
         raise ValidationError(field, f"must be a number of seconds or None, not {ttl!r}")
-    if not math.isfinite(ttl) or ttl < 0:
-        raise ValidationError(field, f"must be a finite number >= 0, not {ttl!r}")
+    if ttl < 0 or ttl > MAX_TTL or (type(ttl) is float and not math.isfinite(ttl)):
+        raise ValidationError(
+            field, f"must be a number of seconds from 0 to {MAX_TTL} (100 years), not {ttl!r}"
+        )
     if ttl == 0:
         return None
     if ttl < 0.001:
