@@ -69,7 +69,12 @@ class RedisServer:
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        password = None
+        if "--requirepass" in self.extra_args:
+            password = self.extra_args[self.extra_args.index("--requirepass") + 1]
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=1.0, password=password
+        )
         try:
             while True:
                 if self.process.poll() is not None:

@@ -67,7 +67,9 @@ class MetadataCodec:
         try:
             return self._encoder.encode(metadata)
         except (UnicodeEncodeError, msgspec.EncodeError, TypeError, OverflowError) as exc:
-            raise ValidationError(metadata.device_id, f"cannot be encoded: {exc}") from exc
+            raise ValidationError(
+                "metadata", f"device {metadata.device_id!r} cannot be encoded: {exc}"
+            ) from exc
 
     def decode(
         self, key: str, raw: bytes | bytearray | memoryview | str, device_id: str | None = None

@@ -27,6 +27,14 @@ __all__ = ["AsyncRedisDriver", "SyncRedisDriver", "translate_error"]
 T = TypeVar("T")
 
 _RETRYABLE_PREFIXES = ("READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+# redis-py strips the error code from these and raises a class of its own instead.
+_RETRYABLE_CLASSES = (
+    rex.ReadOnlyError,
+    rex.BusyLoadingError,
+    rex.MasterDownError,
+    rex.TryAgainError,
+    rex.ClusterDownError,
+)
 _AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password")
 
 
@@ -42,17 +50,16 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
     """Map a redis-py exception to this library's hierarchy, chained to the original."""
     message = str(exc)
     error: CacheServiceError
-    if isinstance(exc, (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError)) or (
-        isinstance(exc, rex.ResponseError) and message.startswith(_AUTH_PREFIXES)
-    ):
+    if isinstance(
+        exc,
+        (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError, rex.NoPermissionError),
+    ) or (isinstance(exc, rex.ResponseError) and message.startswith(_AUTH_PREFIXES)):
         error = AuthenticationError(f"authentication failed{_where(op)}: {message}")
     elif isinstance(exc, rex.TimeoutError):
         error = BackendTimeoutError(f"Redis did not answer in time{_where(op)}: {message}")
     elif isinstance(exc, rex.ConnectionError):  # BusyLoadingError included
         error = BackendConnectionError(f"Redis connection failed{_where(op)}: {message}")
-    elif isinstance(exc, (rex.ReadOnlyError, rex.BusyLoadingError)) or message.startswith(
-        _RETRYABLE_PREFIXES
-    ):
+    elif isinstance(exc, _RETRYABLE_CLASSES) or message.startswith(_RETRYABLE_PREFIXES):
         error = BackendConnectionError(f"Redis is unavailable{_where(op)}: {message}")
     elif message.startswith("WRONGTYPE") and isinstance(op, Command) and op.key:
         error = DataCorruptionError(op.key, "holds a value of another Redis type (WRONGTYPE)")

@@ -101,7 +101,9 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
         # MGET answers nil for keys of another type too; only TYPE tells them apart.
         types = yield Pipeline(tuple(Command(("TYPE", keys[index])) for index in nil))
         for index, kind in zip(nil, types, strict=True):
-            kind_text = _text(kind) if isinstance(kind, (bytes, str)) else "none"
+            if isinstance(kind, Exception):
+                raise kind
+            kind_text = _text(kind)
             if kind_text in ("none", "string"):  # "string": written after the MGET
                 missing.append(ids[index])
             else:

@@ -1,0 +1,401 @@
+"""Tests of the driver boundary: redis-py errors become ours, against scripted and real servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis import exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cache_service_client import (
+    AsyncRedisDeviceMetadataRepository,
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    CacheServiceError,
+    DataCorruptionError,
+    DeviceMetadata,
+    KeyStrategy,
+    MetadataCodec,
+    RedisDeviceMetadataRepository,
+)
+from cache_service_client.repository.redis import flows, lua
+from cache_service_client.repository.redis.driver import (
+    AsyncRedisDriver,
+    SyncRedisDriver,
+    translate_error,
+)
+from cache_service_client.repository.redis.ops import Command, Op, Pipeline, ScriptCall
+from tests.redis_server import RedisServer, find_redis_server, free_port
+
+PASSWORD = "s3cret"
+WRONG_PASSWORD = "n0t-the-s3cret-pw"
+GET = Command(("GET", "device:a"), key="device:a")
+MGET = Command(("MGET", "device:a", "device:b"))
+PUT = ScriptCall(lua.PUT, ("i", "e", "u", "device:a"), (0, "a", b"{}", 0))
+
+
+# --- translate_error -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (rex.AuthenticationError("invalid username-password pair"), AuthenticationError),
+        (rex.AuthenticationWrongNumberOfArgsError("wrong number of args"), AuthenticationError),
+        (rex.ResponseError("NOAUTH Authentication required."), AuthenticationError),
+        (rex.ResponseError("WRONGPASS invalid username-password pair"), AuthenticationError),
+        (rex.ResponseError("ERR invalid password"), AuthenticationError),
+        (rex.TimeoutError("Timeout reading from socket"), BackendTimeoutError),
+        (rex.ConnectionError("Error 111 connecting. Connection refused."), BackendConnectionError),
+        (rex.BusyLoadingError("Redis is loading the dataset in memory"), BackendConnectionError),
+        (rex.MaxConnectionsError("Too many connections"), BackendConnectionError),
+        (rex.ReadOnlyError("You can't write against a read only replica."), BackendConnectionError),
+        (
+            rex.ResponseError("READONLY You can't write against a read only replica."),
+            BackendConnectionError,
+        ),
+        (
+            rex.ResponseError("LOADING Redis is loading the dataset in memory"),
+            BackendConnectionError,
+        ),
+        (rex.ResponseError("BUSY Redis is busy running a script."), BackendConnectionError),
+        (rex.ResponseError("MASTERDOWN Link with MASTER is down"), BackendConnectionError),
+        (
+            rex.ResponseError("TRYAGAIN Multiple keys request during rehashing"),
+            BackendConnectionError,
+        ),
+        (rex.ResponseError("ERR unknown command 'FOO'"), BackendError),
+        (rex.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), BackendError),
+        (rex.DataError("Invalid input of type: 'NoneType'"), BackendError),
+        (rex.InvalidResponse("Protocol Error"), BackendError),
+        (rex.RedisError("something"), BackendError),
+    ],
+)
+@pytest.mark.parametrize("op", [GET, MGET, PUT, None], ids=["get", "mget", "script", "no-op"])
+def test_translate_error_maps_the_exception_class(
+    exc: Exception, expected: type[CacheServiceError], op: Op | None
+) -> None:
+    error = translate_error(exc, op)
+    assert type(error) is expected
+    assert error.__cause__ is exc
+    assert error.__suppress_context__
+    assert str(exc) in str(error)
+
+
+def test_translate_error_names_where_it_happened() -> None:
+    exc = rex.ConnectionError("refused")
+    assert "(key 'device:a')" in str(translate_error(exc, GET))
+    assert "(MGET)" in str(translate_error(exc, MGET))
+    assert "(script 'put')" in str(translate_error(exc, PUT))
+    assert "refused" in str(translate_error(exc, Pipeline((GET,))))
+
+
+def test_wrongtype_with_a_command_key_is_data_corruption_naming_the_key() -> None:
+    exc = rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    error = translate_error(exc, GET)
+    assert isinstance(error, DataCorruptionError)
+    assert error.key == "device:a"
+    assert "'device:a'" in str(error)
+    assert "WRONGTYPE" in str(error)
+    assert error.__cause__ is exc
+
+
+@pytest.mark.parametrize("op", [MGET, PUT, None, Pipeline((GET,))])
+def test_wrongtype_without_a_key_is_a_backend_error(op: Op | None) -> None:
+    exc = rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    error = translate_error(exc, op)
+    assert type(error) is BackendError
+    assert error.__cause__ is exc
+
+
+# redis-py strips these error codes from the message and raises a dedicated class, so the
+# library's prefix checks ("MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOPERM") never see them.
+@pytest.mark.parametrize(
+    "exc",
+    [
+        rex.MasterDownError(
+            "Link with MASTER is down and replica-serve-stale-data is set to 'no'."
+        ),
+        rex.TryAgainError("Multiple keys request during rehashing of slot"),
+        rex.ClusterDownError("The cluster is down"),
+    ],
+)
+def test_redis_py_retryable_error_classes_are_connection_errors(exc: Exception) -> None:
+    assert type(translate_error(exc, GET)) is BackendConnectionError
+
+
+def test_redis_py_no_permission_error_is_an_authentication_error() -> None:
+    exc = rex.NoPermissionError("this user has no permissions to run the 'get' command")
+    assert type(translate_error(exc, GET)) is AuthenticationError
+
+
+# --- real servers --------------------------------------------------------------------------------
+
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def sync_client(port: int, password: str | None = None) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        retry=NO_RETRY,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+    )
+
+
+def async_client(port: int, password: str | None = None) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        socket_timeout=5,
+        socket_connect_timeout=2,
+    )
+
+
+def context(prefix: str = "device") -> flows.FlowContext:
+    return flows.FlowContext(keys=KeyStrategy(prefix), codec=MetadataCodec(), ttl_ms=None)
+
+
+def make(device_id: str) -> DeviceMetadata:
+    return DeviceMetadata(
+        device_id=device_id,
+        datatype_id="temp",
+        datatype_name="Temperature",
+        persist=True,
+        last_updated=datetime(2024, 5, 6, tzinfo=timezone.utc),
+    )
+
+
+def assert_no_secret(error: BaseException, *secrets: str) -> None:
+    texts = [str(error), repr(error), str(error.__cause__), repr(error.__cause__)]
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[RedisServer]:
+    """A redis-server of this module's own that requires PASSWORD.
+
+    ``RedisServer.start`` waits for an unauthenticated PING, so the password is set after start.
+    """
+    server = RedisServer(find_redis_server())
+    server.start()
+    try:
+        setup = sync_client(server.port)
+        try:
+            setup.config_set("requirepass", PASSWORD)
+        finally:
+            setup.close()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def async_closed_client(closed_port: int) -> AsyncIterator[redis.asyncio.Redis]:
+    client = async_client(closed_port)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def test_sync_driver_on_a_closed_port(closed_port: int) -> None:
+    client = sync_client(closed_port)
+    try:
+        driver = SyncRedisDriver(client)
+        with pytest.raises(BackendConnectionError) as info:
+            driver.run(flows.get(context(), "a"))
+        assert isinstance(info.value.__cause__, rex.ConnectionError)
+        with pytest.raises(BackendConnectionError):
+            driver.run(flows.count(context()))
+        with pytest.raises(BackendConnectionError):
+            driver.run(flows.get_many(context(), ["a", "b"]))
+    finally:
+        client.close()
+
+
+def test_sync_repository_on_a_closed_port(closed_port: int) -> None:
+    repo = RedisDeviceMetadataRepository(sync_client(closed_port), close_client=True)
+    try:
+        with pytest.raises(BackendConnectionError):
+            repo.get("a")
+        with pytest.raises(BackendConnectionError):
+            repo.put(make("a"))
+        status = repo.health()
+        assert status.status == "unhealthy"
+        assert status.details["error"] == "BackendConnectionError"
+    finally:
+        repo.close()
+
+
+def test_password_in_url_is_not_in_connection_errors(closed_port: int) -> None:
+    client = redis.Redis.from_url(f"redis://:{PASSWORD}@127.0.0.1:{closed_port}/0", retry=NO_RETRY)
+    try:
+        with pytest.raises(BackendConnectionError) as info:
+            SyncRedisDriver(client).run(flows.get(context(), "a"))
+        assert_no_secret(info.value, PASSWORD)
+    finally:
+        client.close()
+
+
+async def test_async_driver_on_a_closed_port(async_closed_client: redis.asyncio.Redis) -> None:
+    driver = AsyncRedisDriver(async_closed_client)
+    with pytest.raises(BackendConnectionError) as info:
+        await driver.run(flows.get(context(), "a"))
+    assert isinstance(info.value.__cause__, rex.ConnectionError)
+    with pytest.raises(BackendConnectionError):
+        await driver.run(flows.put(context(), make("a")))
+
+
+async def test_async_repository_on_a_closed_port(
+    async_closed_client: redis.asyncio.Redis,
+) -> None:
+    repo = AsyncRedisDeviceMetadataRepository(async_closed_client)
+    with pytest.raises(BackendConnectionError):
+        await repo.exists("a")
+    status = await repo.health()
+    assert status.status == "unhealthy"
+
+
+@pytest.mark.parametrize("password", [None, WRONG_PASSWORD], ids=["no-password", "wrong"])
+def test_sync_authentication_refused(auth_server: RedisServer, password: str | None) -> None:
+    client = sync_client(auth_server.port, password)
+    try:
+        driver = SyncRedisDriver(client)
+        for flow in (flows.get(context(), "a"), flows.count(context())):
+            with pytest.raises(AuthenticationError) as info:
+                driver.run(flow)
+            assert isinstance(info.value.__cause__, rex.RedisError)
+            assert_no_secret(info.value, PASSWORD, WRONG_PASSWORD)
+        status = driver.run(flows.health(context()))
+        assert status.status == "unhealthy"
+        assert status.message.startswith("authentication failed")
+        assert PASSWORD not in status.message
+        assert WRONG_PASSWORD not in status.message
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("password", [None, WRONG_PASSWORD], ids=["no-password", "wrong"])
+async def test_async_authentication_refused(auth_server: RedisServer, password: str | None) -> None:
+    client = async_client(auth_server.port, password)
+    try:
+        with pytest.raises(AuthenticationError) as info:
+            await AsyncRedisDriver(client).run(flows.get(context(), "a"))
+        assert_no_secret(info.value, PASSWORD, WRONG_PASSWORD)
+    finally:
+        await client.aclose()
+
+
+def test_repository_repr_does_not_show_the_password(auth_server: RedisServer) -> None:
+    repo = RedisDeviceMetadataRepository(sync_client(auth_server.port, PASSWORD), close_client=True)
+    try:
+        assert PASSWORD not in repr(repo)
+        assert repo.count() >= 0
+    finally:
+        repo.close()
+
+
+def test_wrongtype_from_the_server_is_data_corruption(redis_client: redis.Redis) -> None:
+    prefix = f"{uuid.uuid4().hex}-wrongtype"
+    keys = KeyStrategy(prefix)
+    key = keys.device_key("a")
+    redis_client.rpush(key, b"x")
+    try:
+        driver = SyncRedisDriver(redis_client)
+        with pytest.raises(DataCorruptionError) as info:
+            driver.run(flows.get(context(prefix), "a"))
+        assert info.value.key == key
+        assert isinstance(info.value.__cause__, rex.ResponseError)
+        result = driver.run(flows.get_many(context(prefix), ["a", "b"]))
+        assert result.missing == ["b"]
+        assert set(result.corrupted) == {"a"}
+        assert result.corrupted["a"].key == key
+    finally:
+        redis_client.delete(key)
+
+
+def test_acl_denied_command_is_an_authentication_error(auth_server: RedisServer) -> None:
+    admin = sync_client(auth_server.port, PASSWORD)
+    user = f"limited-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{PASSWORD}"],
+        keys=["*"],
+        categories=["+@all"],
+        commands=["-get"],
+    )
+    limited = redis.Redis(
+        host="127.0.0.1", port=auth_server.port, username=user, password=PASSWORD, retry=NO_RETRY
+    )
+    try:
+        with pytest.raises(AuthenticationError):
+            SyncRedisDriver(limited).run(flows.get(context(), "a"))
+    finally:
+        limited.close()
+        admin.acl_deluser(user)
+        admin.close()
+
+
+def _script_cached(client: redis.Redis, sha: str) -> bool:
+    (cached,) = client.script_exists(sha)
+    return bool(cached)
+
+
+def test_sync_driver_reloads_flushed_scripts(auth_server: RedisServer) -> None:
+    client = sync_client(auth_server.port, PASSWORD)
+    ctx = context(f"{uuid.uuid4().hex}-noscript")
+    try:
+        driver = SyncRedisDriver(client)
+        assert driver.run(flows.put(ctx, make("a"))) is None
+        assert _script_cached(client, lua.PUT.sha)
+        client.script_flush()
+        assert not _script_cached(client, lua.PUT.sha)
+        assert not _script_cached(client, lua.COUNT.sha)
+        # EVALSHA answers NOSCRIPT; the driver falls back to EVAL, which caches the script.
+        assert driver.run(flows.put_many(ctx, [make("b"), make("c")])) == 2
+        assert driver.run(flows.count(ctx)) == 3
+        assert _script_cached(client, lua.PUT.sha)
+        assert _script_cached(client, lua.COUNT.sha)
+        assert driver.run(flows.list_ids(ctx)) == ["a", "b", "c"]
+    finally:
+        client.flushdb()
+        client.close()
+
+
+async def test_async_driver_reloads_flushed_scripts(auth_server: RedisServer) -> None:
+    client = async_client(auth_server.port, PASSWORD)
+    ctx = context(f"{uuid.uuid4().hex}-noscript")
+    try:
+        driver = AsyncRedisDriver(client)
+        await client.script_flush()
+        assert await driver.run(flows.put_many(ctx, [make("a")])) == 1
+        assert await driver.run(flows.delete(ctx, "a")) is True
+        await client.script_flush()
+        assert await driver.run(flows.count(ctx)) == 0
+        (cached,) = await client.script_exists(lua.COUNT.sha)
+        assert cached
+    finally:
+        await client.flushdb()
+        await client.aclose()
