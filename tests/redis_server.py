@@ -91,6 +91,24 @@ class RedisServer:
         finally:
             client.close()
 
+    def kill(self) -> None:
+        """Stop the process but keep the working folder, so that it can :meth:`restart`."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+    def restart(self) -> None:
+        """Start again on the same port (after :meth:`kill`)."""
+        self.kill()
+        self.start()
+
     def stop(self) -> None:
         """Stop the server and remove its working folder."""
         if self.process is not None and self.process.poll() is None:

@@ -1,11 +1,20 @@
 """Fast, typed, reliable access to cached IoT device metadata in Redis.
 
-Layered applications depend on :class:`DeviceMetadataRepository` (or its async twin) and get a
-Redis or in-memory implementation injected; see the documentation for the architecture.
+Applications use :class:`CacheServiceClient`; layered applications depend on
+:class:`DeviceMetadataRepository` (or its async twin) and get a Redis or in-memory implementation
+injected; see the documentation for the architecture.
 """
 
 from cache_service_client._version import __version__
+from cache_service_client.client import CacheServiceClient
 from cache_service_client.codec import CodecFormat, MetadataCodec
+from cache_service_client.config import (
+    Settings,
+    load_settings,
+    settings_from_env,
+    settings_from_file,
+    settings_from_url,
+)
 from cache_service_client.exceptions import (
     AuthenticationError,
     BackendConnectionError,
@@ -35,6 +44,7 @@ from cache_service_client.repository import (
     InMemoryDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
 )
+from cache_service_client.retry import RetryPolicy
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -47,6 +57,7 @@ __all__ = [
     "BackendTimeoutError",
     "BatchGetResult",
     "CacheInfo",
+    "CacheServiceClient",
     "CacheServiceError",
     "CodecFormat",
     "ConfigurationError",
@@ -61,6 +72,12 @@ __all__ = [
     "MetadataCodec",
     "Page",
     "RedisDeviceMetadataRepository",
+    "RetryPolicy",
+    "Settings",
     "ValidationError",
     "__version__",
+    "load_settings",
+    "settings_from_env",
+    "settings_from_file",
+    "settings_from_url",
 ]

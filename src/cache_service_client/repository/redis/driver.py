@@ -1,12 +1,14 @@
 """Drivers: run flows against redis-py, sync or async, and translate its errors at one place.
 
-The two drivers differ only by ``await``; what they run (the flows) is shared.
+The two drivers differ only by ``await``; what they run (the flows) is shared. A driver takes a
+flow *function* and its arguments, not a flow, so that its
+:class:`~cache_service_client.RetryPolicy` can build a fresh flow for every attempt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
@@ -21,10 +23,12 @@ from cache_service_client.exceptions import (
     DataCorruptionError,
 )
 from cache_service_client.repository.redis.ops import Command, Flow, Op, Pipeline, ScriptCall
+from cache_service_client.retry import RetryPolicy
 
 __all__ = ["AsyncRedisDriver", "SyncRedisDriver", "translate_error"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _RETRYABLE_PREFIXES = ("READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 # redis-py strips the error code from these and raises a class of its own instead.
@@ -82,16 +86,41 @@ def _pipeline_replies(replies: list[Any], op: Pipeline) -> list[Any]:
 
 
 class SyncRedisDriver:
-    """Runs flows against a sync ``redis.Redis`` client."""
+    """Runs flows against a sync ``redis.Redis`` client.
 
-    __slots__ = ("_call", "client")
+    Args:
+        client: The redis-py client; its own retry should be off (``Retry(NoBackoff(), 0)``).
+        retry: Retries transient failures of a whole flow; None: no retry.
 
-    def __init__(self, client: redis.Redis) -> None:
+    """
+
+    __slots__ = ("_call", "client", "retry")
+
+    def __init__(self, client: redis.Redis, retry: RetryPolicy | None = None) -> None:
         self.client = client
+        self.retry = retry if retry is not None else RetryPolicy.disabled()
         self._call: Callable[..., Any] = client.execute_command
 
-    def run(self, flow: Flow[T]) -> T:
-        """Run ``flow`` to completion and return its result."""
+    def run(self, flow_fn: Callable[P, Flow[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``flow_fn(*args, **kwargs)`` to completion, retried by the policy.
+
+        Each attempt builds a fresh flow, so a retried flow starts from its beginning.
+
+        Args:
+            flow_fn: A flow function, e.g. ``flows.get``.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            The flow's result.
+
+        """
+        return self.retry.call(
+            lambda: self._run_once(flow_fn(*args, **kwargs)), operation=flow_fn.__name__
+        )
+
+    def _run_once(self, flow: Flow[T]) -> T:
+        """Run ``flow`` to completion once; errors are thrown into it at its ``yield``."""
         reply: Any = None
         error: CacheServiceError | None = None
         while True:
@@ -125,16 +154,41 @@ class AsyncRedisDriver:
 
     redis-py closes a connection whose call was cancelled mid-reply, so a cancelled flow never
     leaves a reply behind for the next caller on that connection.
+
+
+    Args:
+        client: The redis-py client; its own retry should be off (``Retry(NoBackoff(), 0)``).
+        retry: Retries transient failures of a whole flow; None: no retry.
+
     """
 
-    __slots__ = ("_call", "client")
+    __slots__ = ("_call", "client", "retry")
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, retry: RetryPolicy | None = None) -> None:
         self.client = client
+        self.retry = retry if retry is not None else RetryPolicy.disabled()
         self._call: Callable[..., Awaitable[Any]] = client.execute_command
 
-    async def run(self, flow: Flow[T]) -> T:
-        """Run ``flow`` to completion and return its result."""
+    async def run(self, flow_fn: Callable[P, Flow[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``flow_fn(*args, **kwargs)`` to completion, retried by the policy.
+
+        Each attempt builds a fresh flow, so a retried flow starts from its beginning.
+
+        Args:
+            flow_fn: A flow function, e.g. ``flows.get``.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            The flow's result.
+
+        """
+        return await self.retry.call_async(
+            lambda: self._run_once(flow_fn(*args, **kwargs)), operation=flow_fn.__name__
+        )
+
+    async def _run_once(self, flow: Flow[T]) -> T:
+        """Run ``flow`` to completion once; errors are thrown into it at its ``yield``."""
         reply: Any = None
         error: CacheServiceError | None = None
         while True:

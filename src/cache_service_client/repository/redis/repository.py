@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import redis
 import redis.asyncio
@@ -15,8 +16,11 @@ from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadat
 from cache_service_client.repository.base import log_corrupted
 from cache_service_client.repository.redis import flows
 from cache_service_client.repository.redis.driver import AsyncRedisDriver, SyncRedisDriver
+from cache_service_client.retry import RetryPolicy
 
 __all__ = ["AsyncRedisDeviceMetadataRepository", "RedisDeviceMetadataRepository"]
+
+T = TypeVar("T")
 
 
 def _context(
@@ -24,6 +28,8 @@ def _context(
     key_strategy: KeyStrategy | None,
     codec: MetadataCodec | None,
     ttl: float | None,
+    health_slow_ms: float,
+    health_memory_ratio: float,
 ) -> flows.FlowContext:
     codec = codec if codec is not None else MetadataCodec()
     kwargs = client.connection_pool.connection_kwargs
@@ -35,7 +41,18 @@ def _context(
         keys=key_strategy if key_strategy is not None else KeyStrategy(),
         codec=codec,
         ttl_ms=_ttl_ms(validate_ttl(ttl)),
+        slow_ms=health_slow_ms,
+        memory_ratio=health_memory_ratio,
     )
+
+
+def _replayable(items: Iterable[T]) -> Iterable[T]:
+    """Copy a one-shot iterator, which a retried flow could not iterate again.
+
+    Anything else is passed on as is, so that the flow's validation still sees (and rejects) a
+    single str or model given in place of a batch.
+    """
+    return list(items) if isinstance(items, Iterator) else items
 
 
 def _ttl_ms(ttl: float | None) -> int | None:
@@ -47,6 +64,12 @@ class _Common:
 
     _ctx: flows.FlowContext
     _owns_client: bool
+    _driver: SyncRedisDriver | AsyncRedisDriver
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call (read-only)."""
+        return self._driver.retry
 
     @property
     def key_strategy(self) -> KeyStrategy:
@@ -70,7 +93,7 @@ class _Common:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(key_strategy={self._ctx.keys!r}, ttl={self.ttl!r}, "
-            f"codec={self._ctx.codec!r})"
+            f"codec={self._ctx.codec!r}, retry={self._driver.retry!r})"
         )
 
 
@@ -84,7 +107,19 @@ class RedisDeviceMetadataRepository(_Common):
         codec: Encodes values (default JSON).
         ttl: Seconds until a stored device expires; 0 or None: never.
         close_client: Close ``client`` in :meth:`close` (default: the caller owns it).
+        retry: Retries transient failures (connection lost, timeout, ``LOADING``, ``BUSY``,
+            failover, ...) of each call; None: ``RetryPolicy()``, the default policy. Use
+            ``RetryPolicy.disabled()`` for none.
+        health_slow_ms: A PING slower than this makes :meth:`health` "degraded".
+        health_memory_ratio: used_memory / maxmemory above this makes it "degraded".
 
+    This policy is the only retry layer: switch off redis-py's own retry on a client you pass
+    in, e.g. ``redis.Redis(..., retry=Retry(NoBackoff(), 0))`` (``redis.retry.Retry``,
+    ``redis.backoff.NoBackoff``; ``redis.asyncio.retry.Retry`` for async clients), so that
+    attempts never multiply. The library's container does that for the clients it builds.
+    Health checks are never retried: they report failures instead of raising. Writes are
+    idempotent, so retrying one whose reply was lost is safe; only the count a retried delete
+    returns may then miss what the lost attempt already deleted.
     """
 
     def __init__(
@@ -95,9 +130,14 @@ class RedisDeviceMetadataRepository(_Common):
         codec: MetadataCodec | None = None,
         ttl: float | None = 86400,
         close_client: bool = False,
+        health_slow_ms: float = 100.0,
+        health_memory_ratio: float = 0.9,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        self._ctx = _context(client, key_strategy, codec, ttl)
-        self._driver = SyncRedisDriver(client)
+        self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)
+        self._driver: SyncRedisDriver = SyncRedisDriver(
+            client, retry if retry is not None else RetryPolicy()
+        )
         self._owns_client = close_client
 
     @property
@@ -107,11 +147,11 @@ class RedisDeviceMetadataRepository(_Common):
 
     def get(self, device_id: str) -> DeviceMetadata:
         """Return the metadata of ``device_id`` (one GET)."""
-        return self._driver.run(flows.get(self._ctx, device_id))
+        return self._driver.run(flows.get, self._ctx, device_id)
 
     def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         """Read a batch with one MGET; report found, missing and corrupted entries."""
-        return self._driver.run(flows.get_many(self._ctx, device_ids))
+        return self._driver.run(flows.get_many, self._ctx, _replayable(device_ids))
 
     def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch with one MGET; missing and corrupted ids are left out."""
@@ -119,43 +159,43 @@ class RedisDeviceMetadataRepository(_Common):
 
     def put(self, metadata: DeviceMetadata) -> None:
         """Store one device and its index entries atomically."""
-        self._driver.run(flows.put(self._ctx, metadata))
+        self._driver.run(flows.put, self._ctx, metadata)
 
     def put_many(self, items: Iterable[DeviceMetadata]) -> int:
         """Store a batch atomically in one round trip."""
-        return self._driver.run(flows.put_many(self._ctx, items))
+        return self._driver.run(flows.put_many, self._ctx, _replayable(items))
 
     def delete(self, device_id: str) -> bool:
         """Delete one device; True if it was stored."""
-        return self._driver.run(flows.delete(self._ctx, device_id))
+        return self._driver.run(flows.delete, self._ctx, device_id)
 
     def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch atomically; return how many were stored."""
-        return self._driver.run(flows.delete_many(self._ctx, device_ids))
+        return self._driver.run(flows.delete_many, self._ctx, _replayable(device_ids))
 
     def exists(self, device_id: str) -> bool:
         """True if a value is stored for ``device_id``."""
-        return self._driver.run(flows.exists(self._ctx, device_id))
+        return self._driver.run(flows.exists, self._ctx, device_id)
 
     def list_ids(
         self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> list[str]:
         """Return stored ids in order, filtered by a Redis glob; reads the ids index only."""
         return self._driver.run(
-            flows.list_ids(self._ctx, pattern=pattern, limit=limit, offset=offset)
+            flows.list_ids, self._ctx, pattern=pattern, limit=limit, offset=offset
         )
 
     def count(self) -> int:
         """Count stored devices from the indexes."""
-        return self._driver.run(flows.count(self._ctx))
+        return self._driver.run(flows.count, self._ctx)
 
     def info(self) -> CacheInfo:
         """Return cache figures from the indexes and INFO memory."""
-        return self._driver.run(flows.info(self._ctx))
+        return self._driver.run(flows.info, self._ctx)
 
     def health(self) -> HealthStatus:
         """PING and INFO; never raises."""
-        return self._driver.run(flows.health(self._ctx))
+        return self._driver.run(flows.health, self._ctx)
 
     def close(self) -> None:
         """Close the client if this repository owns it."""
@@ -167,7 +207,9 @@ class AsyncRedisDeviceMetadataRepository(_Common):
     """An :class:`AsyncDeviceMetadataRepository` on a single Redis node.
 
     Takes the arguments of :class:`RedisDeviceMetadataRepository`, with a
-    ``redis.asyncio.Redis`` client.
+    ``redis.asyncio.Redis`` client; switch off its own retry in the same way
+    (``retry=redis.asyncio.retry.Retry(NoBackoff(), 0)``). A retry attempt of an async call is
+    also cancelled when the policy's deadline passes.
     """
 
     def __init__(
@@ -178,9 +220,14 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         codec: MetadataCodec | None = None,
         ttl: float | None = 86400,
         close_client: bool = False,
+        health_slow_ms: float = 100.0,
+        health_memory_ratio: float = 0.9,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        self._ctx = _context(client, key_strategy, codec, ttl)
-        self._driver = AsyncRedisDriver(client)
+        self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)
+        self._driver: AsyncRedisDriver = AsyncRedisDriver(
+            client, retry if retry is not None else RetryPolicy()
+        )
         self._owns_client = close_client
 
     @property
@@ -190,11 +237,11 @@ class AsyncRedisDeviceMetadataRepository(_Common):
 
     async def get(self, device_id: str) -> DeviceMetadata:
         """Return the metadata of ``device_id`` (one GET)."""
-        return await self._driver.run(flows.get(self._ctx, device_id))
+        return await self._driver.run(flows.get, self._ctx, device_id)
 
     async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         """Read a batch with one MGET; report found, missing and corrupted entries."""
-        return await self._driver.run(flows.get_many(self._ctx, device_ids))
+        return await self._driver.run(flows.get_many, self._ctx, _replayable(device_ids))
 
     async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch with one MGET; missing and corrupted ids are left out."""
@@ -202,43 +249,43 @@ class AsyncRedisDeviceMetadataRepository(_Common):
 
     async def put(self, metadata: DeviceMetadata) -> None:
         """Store one device and its index entries atomically."""
-        await self._driver.run(flows.put(self._ctx, metadata))
+        await self._driver.run(flows.put, self._ctx, metadata)
 
     async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
         """Store a batch atomically in one round trip."""
-        return await self._driver.run(flows.put_many(self._ctx, items))
+        return await self._driver.run(flows.put_many, self._ctx, _replayable(items))
 
     async def delete(self, device_id: str) -> bool:
         """Delete one device; True if it was stored."""
-        return await self._driver.run(flows.delete(self._ctx, device_id))
+        return await self._driver.run(flows.delete, self._ctx, device_id)
 
     async def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch atomically; return how many were stored."""
-        return await self._driver.run(flows.delete_many(self._ctx, device_ids))
+        return await self._driver.run(flows.delete_many, self._ctx, _replayable(device_ids))
 
     async def exists(self, device_id: str) -> bool:
         """True if a value is stored for ``device_id``."""
-        return await self._driver.run(flows.exists(self._ctx, device_id))
+        return await self._driver.run(flows.exists, self._ctx, device_id)
 
     async def list_ids(
         self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> list[str]:
         """Return stored ids in order, filtered by a Redis glob; reads the ids index only."""
         return await self._driver.run(
-            flows.list_ids(self._ctx, pattern=pattern, limit=limit, offset=offset)
+            flows.list_ids, self._ctx, pattern=pattern, limit=limit, offset=offset
         )
 
     async def count(self) -> int:
         """Count stored devices from the indexes."""
-        return await self._driver.run(flows.count(self._ctx))
+        return await self._driver.run(flows.count, self._ctx)
 
     async def info(self) -> CacheInfo:
         """Return cache figures from the indexes and INFO memory."""
-        return await self._driver.run(flows.info(self._ctx))
+        return await self._driver.run(flows.info, self._ctx)
 
     async def health(self) -> HealthStatus:
         """PING and INFO; never raises."""
-        return await self._driver.run(flows.health(self._ctx))
+        return await self._driver.run(flows.health, self._ctx)
 
     async def close(self) -> None:
         """Close the client if this repository owns it (``aclose()``)."""

@@ -1,0 +1,1 @@
+"""Examples of using cache-service-client."""

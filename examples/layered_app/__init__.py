@@ -1,0 +1,1 @@
+"""A small layered application wired with dependency-injector."""

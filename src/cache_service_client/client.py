@@ -1,0 +1,512 @@
+"""CacheServiceClient: the friendly facade over the repositories.
+
+Async methods and ``*_sync`` twins, ``with`` and ``async with``. The sync twins use the sync
+Redis client directly (never ``asyncio.run``), so they work in plain scripts and inside a running
+event loop's thread pool alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import redis
+import redis.asyncio
+from dependency_injector import providers
+
+from cache_service_client._validation import metadata_from_dict
+from cache_service_client.config import (
+    Settings,
+    load_settings,
+    mask_url,
+    settings_from_env,
+    settings_from_file,
+    settings_from_url,
+)
+from cache_service_client.container import Container, resolve_async_repository
+from cache_service_client.exceptions import ConfigurationError, DeviceNotFoundError
+from cache_service_client.keys import KeyStrategy
+from cache_service_client.models import CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.repository.base import (
+    AsyncDeviceMetadataRepository,
+    DeviceMetadataRepository,
+)
+from cache_service_client.retry import RetryPolicy
+
+__all__ = ["CacheServiceClient"]
+
+logger = logging.getLogger("cache_service_client")
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+# The original plan's parameters and their defaults: an argument equal to its default does not
+# override what a URL says.
+_PLAN_DEFAULTS: dict[str, Any] = {
+    "host": "localhost",
+    "port": 6379,
+    "password": None,
+    "db": 0,
+    "socket_timeout": 5.0,
+    "metadata_ttl": 86400,
+    "use_http": False,
+    "http_url": None,
+    "http_timeout": 10.0,
+    "http_auth_token": None,
+}
+_RUNTIME_SETTINGS = ("metadata_ttl", "socket_timeout")
+
+MetadataInput = Mapping[str, Any] | DeviceMetadata
+
+
+class CacheServiceClient:
+    """Typed, validated access to cached device metadata, sync or async.
+
+    The positional parameters are the original plan's, with its defaults; everything after them
+    is keyword-only. Settings can also come from a URL, the environment or a TOML file: see
+    :meth:`from_url`, :meth:`from_env`, :meth:`from_file` and :meth:`from_settings`.
+
+    Args:
+        host: Redis host.
+        port: Redis port.
+        password: Redis password (never shown in repr, logs or errors).
+        db: Redis database number.
+        socket_timeout: Seconds to wait for Redis; also bounds :meth:`check_health`.
+        connection_pool: A redis-py pool to use instead of building one (sync
+            ``redis.ConnectionPool`` and/or async ``redis.asyncio.ConnectionPool``; give a
+            tuple for both). The caller keeps ownership: :meth:`close` does not close it.
+        metadata_ttl: Seconds until stored metadata expires; 0 or None: never.
+        use_http: Read through the cache service's REST gateway instead of Redis.
+        http_url: The gateway's base URL.
+        http_timeout: Seconds per HTTP request.
+        http_auth_token: Bearer token for the gateway (never shown).
+        url: A connection URL (``redis://``, ``rediss://``, ``unix://``, ``memory://``); explicit
+            arguments that differ from their defaults override its parts.
+        settings: Start from these settings (other arguments override them).
+        key_strategy: Key naming (default from the ``key_prefix``/``key_separator`` settings).
+        retry: The retry policy (default from the ``retry_*`` settings).
+        repository: Use this sync repository instead of building one.
+        async_repository: Use this async repository instead of building one.
+        **options: Any other setting by name (``username``, ``ssl``, ``ssl_ca_certs``,
+            ``max_connections``, ``key_prefix``, ``codec``, ``retry_deadline``, ...; see
+            :class:`~cache_service_client.config.Settings`).
+
+    Raises:
+        ConfigurationError: For any invalid setting, naming it (``port=-1`` fails here).
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        password: str | None = None,
+        db: int = 0,
+        socket_timeout: float = 5.0,
+        connection_pool: Any = None,
+        metadata_ttl: float | None = 86400,
+        use_http: bool = False,
+        http_url: str | None = None,
+        http_timeout: float = 10.0,
+        http_auth_token: str | None = None,
+        *,
+        url: str | None = None,
+        settings: Settings | None = None,
+        key_strategy: KeyStrategy | None = None,
+        retry: RetryPolicy | None = None,
+        repository: DeviceMetadataRepository | None = None,
+        async_repository: AsyncDeviceMetadataRepository | None = None,
+        **options: Any,
+    ) -> None:
+        plan = {
+            "host": host,
+            "port": port,
+            "password": password,
+            "db": db,
+            "socket_timeout": socket_timeout,
+            "metadata_ttl": metadata_ttl,
+            "use_http": use_http,
+            "http_url": http_url,
+            "http_timeout": http_timeout,
+            "http_auth_token": http_auth_token,
+        }
+        arguments: dict[str, Any] = {
+            name: value
+            for name, value in plan.items()
+            if not (type(value) is type(_PLAN_DEFAULTS[name]) and value == _PLAN_DEFAULTS[name])
+        }
+        arguments.update(options)
+        if settings is not None:
+            self._settings = settings.replace(**arguments) if arguments else settings
+            if url is not None:
+                raise ConfigurationError("argument url: give either settings or url, not both")
+        else:
+            self._settings = load_settings(arguments=arguments, env=False, url=url)
+        if self._settings.use_http:
+            raise ConfigurationError(
+                "argument use_http: the HTTP backend is not part of this version; "
+                "connect to Redis, or use memory:// for tests"
+            )
+        self._container = Container()
+        self._container.settings.override(providers.Object(self._settings))
+        if key_strategy is not None:
+            self._container.key_strategy.override(providers.Object(key_strategy))
+        if retry is not None:
+            self._container.retry.override(providers.Object(retry))
+        self._override_pools(connection_pool)
+        if repository is not None:
+            self._container.repository.override(providers.Object(repository))
+        if async_repository is not None:
+            self._container.async_repository.override(providers.Object(async_repository))
+        self._repository: DeviceMetadataRepository | None = None
+        self._async_repository: AsyncDeviceMetadataRepository | None = None
+        logger.debug("created %r", self)
+
+    def _override_pools(self, connection_pool: Any) -> None:
+        pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
+        for pool in pools:
+            if pool is None:
+                continue
+            if isinstance(pool, redis.asyncio.ConnectionPool):
+                self._container.async_redis_client.override(
+                    providers.Object(redis.asyncio.Redis(connection_pool=pool))
+                )
+            elif isinstance(pool, redis.ConnectionPool):
+                self._container.redis_client.override(
+                    providers.Object(redis.Redis(connection_pool=pool))
+                )
+            else:
+                raise ConfigurationError(
+                    "argument connection_pool: expected a redis.ConnectionPool or "
+                    f"redis.asyncio.ConnectionPool, not {type(pool).__name__}"
+                )
+
+    # -- construction from other sources ---------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> CacheServiceClient:
+        """Connect as a URL says.
+
+        Schemes: ``redis://[user:password@]host[:port][/db][?option=value]``, ``rediss://``
+        (TLS, certificates verified), ``unix:///path.sock?db=0`` or ``memory://``.
+        ``overrides`` are settings that win over the URL.
+        """
+        return cls(settings=settings_from_url(url, **overrides))
+
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = "CACHE_SERVICE_",
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> CacheServiceClient:
+        """Configure from ``{prefix}<SETTING>`` environment variables (``{prefix}URL`` too)."""
+        return cls(settings=settings_from_env(prefix, environ, **overrides))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> CacheServiceClient:
+        """Configure from a TOML file (settings at the top level or under ``[cache_service]``)."""
+        return cls(settings=settings_from_file(path, **overrides))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CacheServiceClient:
+        """Build a client from validated :class:`Settings`."""
+        return cls(settings=settings)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (secrets are masked in its repr)."""
+        return self._settings
+
+    @property
+    def container(self) -> Container:
+        """The dependency-injector container that built this client's parts."""
+        return self._container
+
+    def __repr__(self) -> str:
+        s = self._settings
+        if s.backend == "memory":
+            where = "memory://"
+        elif s.url is not None:
+            where = mask_url(s.url)
+        elif s.unix_socket_path is not None:
+            where = f"unix://{s.unix_socket_path}"
+        else:
+            where = f"{'rediss' if s.ssl else 'redis'}://{s.host}:{s.port}/{s.db}"
+        return f"CacheServiceClient({where!r}, backend={s.backend!r})"
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings at run time: ``metadata_ttl`` and ``socket_timeout``.
+
+        Values are validated like constructor arguments. A new TTL applies to the next write;
+        a new socket timeout to every connection from the next command on.
+
+        Raises:
+            ConfigurationError: For an invalid value or a setting that cannot change at runtime.
+        """
+        for name in changes:
+            if name not in _RUNTIME_SETTINGS:
+                raise ConfigurationError(
+                    f"configure() {name}: cannot change at run time (only "
+                    f"{', '.join(_RUNTIME_SETTINGS)}); create a new client instead"
+                )
+        self._settings = self._settings.replace("configure()", **changes)
+        self._container.settings.override(providers.Object(self._settings))
+        if "metadata_ttl" in changes:
+            for repo in (self._repository, self._async_repository):
+                if repo is not None and hasattr(repo, "ttl"):
+                    repo.ttl = self._settings.metadata_ttl
+        if "socket_timeout" in changes:
+            self._apply_socket_timeout(self._settings.socket_timeout)
+
+    def _apply_socket_timeout(self, seconds: float) -> None:
+        for provider in (self._container.redis_client, self._container.async_redis_client):
+            if not provider.initialized and not provider.overridden:
+                continue
+            client = provider()
+            if not isinstance(client, (redis.Redis, redis.asyncio.Redis)):
+                continue
+            pool = client.connection_pool
+            pool.connection_kwargs["socket_timeout"] = seconds
+            for connection in list(getattr(pool, "_available_connections", [])) + list(
+                getattr(pool, "_in_use_connections", [])
+            ):
+                connection.socket_timeout = seconds
+                sock = getattr(connection, "_sock", None)
+                if sock is not None:
+                    sock.settimeout(seconds)
+
+    # -- repositories ----------------------------------------------------------------------
+
+    @property
+    def repository(self) -> DeviceMetadataRepository:
+        """The sync repository behind this client (built on first use)."""
+        if self._repository is None:
+            self._repository = self._container.repository()
+        return self._repository
+
+    async def get_async_repository(self) -> AsyncDeviceMetadataRepository:
+        """The async repository behind this client (built on first use)."""
+        if self._async_repository is None:
+            self._async_repository = await resolve_async_repository(self._container)
+        return self._async_repository
+
+    @staticmethod
+    def _metadata(device_id: str, metadata: MetadataInput) -> DeviceMetadata:
+        if isinstance(metadata, DeviceMetadata):
+            if metadata.device_id != device_id:
+                return metadata_from_dict(metadata.to_dict(), device_id)
+            return metadata
+        return metadata_from_dict(metadata, device_id)
+
+    @classmethod
+    def _many(
+        cls, items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata]
+    ) -> list[DeviceMetadata]:
+        if isinstance(items, Mapping):
+            return [cls._metadata(device_id, data) for device_id, data in items.items()]
+        return list(items)
+
+    # -- async API -------------------------------------------------------------------------
+
+    @overload
+    async def get_device_metadata(self, device_id: str) -> DeviceMetadata: ...
+
+    @overload
+    async def get_device_metadata(self, device_id: str, default: T) -> DeviceMetadata | T: ...
+
+    async def get_device_metadata(self, device_id: str, default: Any = _MISSING) -> Any:
+        """Return the metadata of ``device_id``.
+
+        Args:
+            device_id: The device.
+            default: Returned when the device has no metadata; without it,
+                :class:`~cache_service_client.DeviceNotFoundError` (a ``KeyError``) is raised.
+        """
+        repo = await self.get_async_repository()
+        try:
+            return await repo.get(device_id)
+        except DeviceNotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
+    async def get_many_device_metadata(
+        self, device_ids: Iterable[str]
+    ) -> dict[str, DeviceMetadata]:
+        """Return the metadata of every given device that has some (one MGET)."""
+        return await (await self.get_async_repository()).get_many(device_ids)
+
+    async def store_device_metadata_async(self, device_id: str, metadata: MetadataInput) -> bool:
+        """Store metadata given as a dict (or a DeviceMetadata); True on success, else raises.
+
+        The dict holds the plan's fields (``datatype_id``, ``datatype_name``, ``datatype_unit``,
+        ``persist``, ``last_updated``, ``additional_properties``); ``last_updated`` defaults to
+        now (UTC) and unknown keys are kept in ``additional_properties``.
+        """
+        item = self._metadata(device_id, metadata)
+        await (await self.get_async_repository()).put(item)
+        return True
+
+    async def store_many_device_metadata(
+        self, items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata]
+    ) -> int:
+        """Store several devices atomically in one round trip; return how many."""
+        return await (await self.get_async_repository()).put_many(self._many(items))
+
+    async def delete_device_metadata(self, device_id: str) -> bool:
+        """Delete a device's metadata; True if it was stored."""
+        return await (await self.get_async_repository()).delete(device_id)
+
+    async def delete_many_device_metadata(self, device_ids: Iterable[str]) -> int:
+        """Delete several devices atomically; return how many were stored."""
+        return await (await self.get_async_repository()).delete_many(device_ids)
+
+    async def device_exists(self, device_id: str) -> bool:
+        """True if metadata is stored for ``device_id``."""
+        return await (await self.get_async_repository()).exists(device_id)
+
+    async def list_devices(
+        self, limit: int | None = None, offset: int | None = None, pattern: str | None = None
+    ) -> list[str]:
+        """Return device ids in ascending order, paged, filtered by a Redis glob."""
+        repo = await self.get_async_repository()
+        return await repo.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    async def count_devices(self) -> int:
+        """Return how many devices are stored."""
+        return await (await self.get_async_repository()).count()
+
+    async def get_cache_info(self) -> CacheInfo:
+        """Return total devices, memory usage and the oldest and newest entries."""
+        return await (await self.get_async_repository()).info()
+
+    async def check_health(self) -> HealthStatus:
+        """Check the backend; never raises, returns within about ``socket_timeout``."""
+        try:
+            return await (await self.get_async_repository()).health()
+        except Exception as exc:
+            return _unhealthy(exc)
+
+    async def aclose(self) -> None:
+        """Close every connection (sync and async) this client opened."""
+        self.close()
+        closing = self._container.async_redis_client.shutdown()
+        if inspect.isawaitable(closing):
+            await closing
+        self._async_repository = None
+
+    async def __aenter__(self) -> CacheServiceClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- sync API --------------------------------------------------------------------------
+
+    @overload
+    def get_device_metadata_sync(self, device_id: str) -> DeviceMetadata: ...
+
+    @overload
+    def get_device_metadata_sync(self, device_id: str, default: T) -> DeviceMetadata | T: ...
+
+    def get_device_metadata_sync(self, device_id: str, default: Any = _MISSING) -> Any:
+        """Sync twin of :meth:`get_device_metadata`."""
+        try:
+            return self.repository.get(device_id)
+        except DeviceNotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def get_many_device_metadata_sync(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Sync twin of :meth:`get_many_device_metadata`."""
+        return self.repository.get_many(device_ids)
+
+    def store_device_metadata(self, device_id: str, metadata: MetadataInput) -> bool:
+        """Store metadata given as a dict; True on success. Failures raise, never return False.
+
+        See :meth:`store_device_metadata_async` for the dict's fields.
+        """
+        self.repository.put(self._metadata(device_id, metadata))
+        return True
+
+    def store_device_metadata_sync(self, device_id: str, metadata: MetadataInput) -> bool:
+        """The same as :meth:`store_device_metadata` (named for symmetry)."""
+        return self.store_device_metadata(device_id, metadata)
+
+    def store_many_device_metadata_sync(
+        self, items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata]
+    ) -> int:
+        """Sync twin of :meth:`store_many_device_metadata`."""
+        return self.repository.put_many(self._many(items))
+
+    def delete_device_metadata_sync(self, device_id: str) -> bool:
+        """Sync twin of :meth:`delete_device_metadata`."""
+        return self.repository.delete(device_id)
+
+    def delete_many_device_metadata_sync(self, device_ids: Iterable[str]) -> int:
+        """Sync twin of :meth:`delete_many_device_metadata`."""
+        return self.repository.delete_many(device_ids)
+
+    def device_exists_sync(self, device_id: str) -> bool:
+        """Sync twin of :meth:`device_exists`."""
+        return self.repository.exists(device_id)
+
+    def list_devices_sync(
+        self, limit: int | None = None, offset: int | None = None, pattern: str | None = None
+    ) -> list[str]:
+        """Sync twin of :meth:`list_devices`."""
+        return self.repository.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    def count_devices_sync(self) -> int:
+        """Sync twin of :meth:`count_devices`."""
+        return self.repository.count()
+
+    def get_cache_info_sync(self) -> CacheInfo:
+        """Sync twin of :meth:`get_cache_info`."""
+        return self.repository.info()
+
+    def check_health_sync(self) -> HealthStatus:
+        """Sync twin of :meth:`check_health`; never raises."""
+        try:
+            return self.repository.health()
+        except Exception as exc:
+            return _unhealthy(exc)
+
+    def close(self) -> None:
+        """Close the sync connections. Use :meth:`aclose` when async methods were used."""
+        self._container.redis_client.shutdown()
+        self._repository = None
+
+    def __enter__(self) -> CacheServiceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _unhealthy(exc: Exception) -> HealthStatus:
+    return HealthStatus(
+        status="unhealthy",
+        message=f"{type(exc).__name__}: {exc}",
+        timestamp=datetime.now(timezone.utc),
+        details={"error": type(exc).__name__},
+    )

@@ -1,0 +1,493 @@
+"""Settings: one validated Struct, loaded from arguments, the environment, a TOML file or a URL.
+
+Sources, highest precedence first:
+
+1. arguments (constructor, ``from_*(**overrides)``, :func:`load_settings` ``arguments``),
+2. environment variables ``CACHE_SERVICE_<SETTING>`` (``CACHE_SERVICE_PORT``, ...),
+3. a TOML file: setting names as keys, at the top level or under a ``[cache_service]`` table,
+4. a connection URL: its parts (host, port, db, username, password, TLS, query options) fill in
+   what no other source sets. The URL itself is the ``url`` setting of the highest source that
+   has one.
+
+Every invalid value raises :class:`~cache_service_client.ConfigurationError` naming its source
+and the setting, e.g. ``CACHE_SERVICE_PORT: 'abc' is not an integer``. Secrets (the password, the
+HTTP token, credentials inside URLs) are masked in every repr and message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import msgspec
+
+from cache_service_client.exceptions import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "DEFAULT_ENV_PREFIX",
+    "Backend",
+    "Settings",
+    "load_settings",
+    "mask_url",
+    "settings_from_env",
+    "settings_from_file",
+    "settings_from_url",
+]
+
+DEFAULT_ENV_PREFIX = "CACHE_SERVICE_"
+MASK = "***"
+
+Backend = Literal["redis", "memory"]
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every setting of the client, validated.
+
+    Build it with :func:`load_settings`, :meth:`load` or the ``settings_from_*`` helpers rather
+    than directly, so that values are checked.
+
+    Attributes:
+        backend: ``"redis"`` or ``"memory"`` (the in-process backend for demos and tests).
+        host: Redis host.
+        port: Redis port (1-65535).
+        db: Redis database number (>= 0).
+        username: Redis ACL user name.
+        password: Redis password (masked in every repr).
+        unix_socket_path: Connect through this Unix socket instead of TCP.
+        url: The connection URL these settings came from, if any (credentials masked in repr).
+        ssl: Use TLS (``rediss://``). Certificates are verified by default.
+        ssl_ca_certs: CA bundle file to verify the server with.
+        ssl_certfile: Client certificate file.
+        ssl_keyfile: Client key file.
+        ssl_cert_reqs: ``"required"`` (default), ``"optional"`` or ``"none"``.
+        ssl_check_hostname: Check the server's host name against its certificate.
+        socket_timeout: Seconds to wait for a reply (> 0); also bounds a health check.
+        socket_connect_timeout: Seconds to wait for a connection; None: ``socket_timeout``.
+        max_connections: Connections per pool (sync and async each); extra callers wait.
+        metadata_ttl: Seconds until stored metadata expires; 0 or None: never.
+        key_prefix: Prefix of every key (see :class:`~cache_service_client.KeyStrategy`).
+        key_separator: Between the prefix and the device id.
+        codec: ``"json"`` (readable in redis-cli) or ``"msgpack"``.
+        retry_attempts: Tries per call, the first included (1: no retry).
+        retry_deadline: Seconds a call may take with all its retries; None: no bound.
+        retry_backoff_base: First backoff delay in seconds (exponential, full jitter).
+        retry_backoff_max: Longest backoff delay in seconds.
+        health_slow_ms: A PING slower than this makes the health check "degraded".
+        health_memory_ratio: used_memory / maxmemory above this makes it "degraded".
+        use_http: Read through the cache service's REST gateway instead of Redis.
+        http_url: The gateway's base URL.
+        http_timeout: Seconds per HTTP request.
+        http_auth_token: Bearer token for the gateway (masked in every repr).
+    """
+
+    backend: Backend = "redis"
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    unix_socket_path: str | None = None
+    url: str | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    ssl_check_hostname: bool = True
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float | None = None
+    max_connections: int = 50
+    metadata_ttl: float | None = 86400
+    key_prefix: str = "device"
+    key_separator: str = ":"
+    codec: Literal["json", "msgpack"] = "json"
+    retry_attempts: int = 3
+    retry_deadline: float | None = 10.0
+    retry_backoff_base: float = 0.05
+    retry_backoff_max: float = 1.0
+    health_slow_ms: float = 100.0
+    health_memory_ratio: float = 0.9
+    use_http: bool = False
+    http_url: str | None = None
+    http_timeout: float = 10.0
+    http_auth_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.to_dict(masked=True).items())})"
+
+    __str__ = __repr__
+
+    def to_dict(self, *, masked: bool = True) -> dict[str, Any]:
+        """Return the settings as a dict; secrets masked unless ``masked=False``."""
+        values = {name: getattr(self, name) for name in self.__struct_fields__}
+        if masked:
+            for name in _SECRETS:
+                if values[name] is not None:
+                    values[name] = MASK
+            if values["url"] is not None:
+                values["url"] = mask_url(values["url"])
+            if values["http_url"] is not None:
+                values["http_url"] = mask_url(values["http_url"])
+        return values
+
+    @property
+    def connect_timeout(self) -> float:
+        """The effective connection timeout in seconds."""
+        if self.socket_connect_timeout is None:
+            return self.socket_timeout
+        return self.socket_connect_timeout
+
+    def replace(self, source: str = "argument", **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied, validated as arguments from ``source``."""
+        layer = {name: (value, f"{source} {name}") for name, value in changes.items()}
+        values = self.to_dict(masked=False)
+        values.update(_coerce_layer(layer, text=False))
+        return _build(values, source)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        url: str | None = None,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | bool = True,
+        env_prefix: str = DEFAULT_ENV_PREFIX,
+        **arguments: Any,
+    ) -> Settings:
+        """Load settings from every source; see :func:`load_settings`."""
+        return load_settings(
+            url=url, file=file, env=env, env_prefix=env_prefix, arguments=arguments
+        )
+
+
+_SECRETS = ("password", "http_auth_token")
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password (or token user) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None:
+        host = f"{host}:{port}"
+    user = parts.username or ""
+    credentials = f"{user}:{MASK}" if parts.password is not None else MASK
+    return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query, ""))
+
+
+# -- field types and checks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: type  # str, int, float or bool
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None  # returns a complaint or None
+
+
+def _at_least(minimum: float, *, strict: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value < minimum or (strict and value == minimum):
+            return f"must be {'>' if strict else '>='} {minimum:g}, not {value!r}"
+        return None
+
+    return check
+
+
+def _between(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not low <= value <= high:
+            return f"must be between {low:g} and {high:g}, not {value!r}"
+        return None
+
+    return check
+
+
+def _non_empty(value: Any) -> str | None:
+    return "must not be empty" if value == "" else None
+
+
+_POSITIVE = _at_least(0, strict=True)
+_FIELDS: dict[str, _Field] = {
+    "backend": _Field(str, choices=("redis", "memory")),
+    "host": _Field(str, check=_non_empty),
+    "port": _Field(int, check=_between(1, 65535)),
+    "db": _Field(int, check=_at_least(0)),
+    "username": _Field(str, optional=True),
+    "password": _Field(str, optional=True),
+    "unix_socket_path": _Field(str, optional=True, check=_non_empty),
+    "url": _Field(str, optional=True),
+    "ssl": _Field(bool),
+    "ssl_ca_certs": _Field(str, optional=True),
+    "ssl_certfile": _Field(str, optional=True),
+    "ssl_keyfile": _Field(str, optional=True),
+    "ssl_cert_reqs": _Field(str, choices=("required", "optional", "none")),
+    "ssl_check_hostname": _Field(bool),
+    "socket_timeout": _Field(float, check=_POSITIVE),
+    "socket_connect_timeout": _Field(float, optional=True, check=_POSITIVE),
+    "max_connections": _Field(int, check=_at_least(1)),
+    "metadata_ttl": _Field(float, optional=True, check=_between(0, 100 * 365 * 86400)),
+    "key_prefix": _Field(str, check=_non_empty),
+    "key_separator": _Field(str, check=_non_empty),
+    "codec": _Field(str, choices=("json", "msgpack")),
+    "retry_attempts": _Field(int, check=_between(1, 100)),
+    "retry_deadline": _Field(float, optional=True, check=_POSITIVE),
+    "retry_backoff_base": _Field(float, check=_at_least(0)),
+    "retry_backoff_max": _Field(float, check=_at_least(0)),
+    "health_slow_ms": _Field(float, check=_POSITIVE),
+    "health_memory_ratio": _Field(float, check=_between(0, 1)),
+    "use_http": _Field(bool),
+    "http_url": _Field(str, optional=True),
+    "http_timeout": _Field(float, check=_POSITIVE),
+    "http_auth_token": _Field(str, optional=True),
+}
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _shown(name: str, value: Any) -> str:
+    return MASK if name in _SECRETS and value is not None else repr(value)
+
+
+def _coerce(name: str, value: Any, source: str, *, text: bool) -> Any:
+    """Convert and check one value; ``text`` values come from env vars and URL queries."""
+    spec = _FIELDS.get(name)
+    if spec is None:
+        raise ConfigurationError(f"{source}: unknown setting {name!r}")
+    if text and isinstance(value, str):
+        value = value.strip()
+        if value == "" and spec.optional:
+            return None
+        if spec.kind is bool:
+            lowered = value.lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ConfigurationError(
+                    f"{source}: {_shown(name, value)} is not a boolean (use true or false)"
+                )
+            value = lowered in _TRUE
+        elif spec.kind is int:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{source}: {_shown(name, value)} is not an integer"
+                ) from None
+        elif spec.kind is float:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{source}: {_shown(name, value)} is not a number"
+                ) from None
+    if value is None:
+        if spec.optional:
+            return None
+        raise ConfigurationError(f"{source}: must be set, not None")
+    if spec.kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not spec.kind:
+        raise ConfigurationError(f"{source}: {_shown(name, value)} is not {_KIND_NAMES[spec.kind]}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError(f"{source}: {value!r} is not a finite number")
+    if spec.choices and value not in spec.choices:
+        raise ConfigurationError(
+            f"{source}: {_shown(name, value)} is not one of {', '.join(spec.choices)}"
+        )
+    if spec.check is not None:
+        complaint = spec.check(value)
+        if complaint is not None:
+            raise ConfigurationError(f"{source}: {complaint}")
+    return value
+
+
+Layer = dict[str, tuple[Any, str]]  # setting -> (raw value, source label)
+
+
+def _coerce_layer(layer: Layer, *, text: bool) -> dict[str, Any]:
+    return {
+        name: _coerce(name, value, source, text=text) for name, (value, source) in layer.items()
+    }
+
+
+def _build(values: dict[str, Any], source: str) -> Settings:
+    if values.get("metadata_ttl") == 0:
+        values["metadata_ttl"] = None
+    if values.get("use_http") and not values.get("http_url"):
+        raise ConfigurationError(f"{source}: use_http needs http_url")
+    if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
+        raise ConfigurationError(f"{source}: ssl_keyfile needs ssl_certfile")
+    return Settings(**values)
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+_URL_SCHEMES = {"redis": False, "rediss": True, "unix": False}
+
+
+def _url_layer(url: str, source: str) -> Layer:
+    """Split a connection URL into settings."""
+    label = f"{source} {mask_url(url)}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"{label}: not a valid URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    layer: Layer = {}
+    if scheme == "memory":
+        layer["backend"] = ("memory", label)
+    elif scheme in _URL_SCHEMES:
+        layer["backend"] = ("redis", label)
+        layer["ssl"] = (_URL_SCHEMES[scheme], label)
+        if parts.username:
+            layer["username"] = (unquote(parts.username), label)
+        if parts.password is not None:
+            layer["password"] = (unquote(parts.password), label)
+        if scheme == "unix":
+            if not parts.path:
+                raise ConfigurationError(f"{label}: a unix:// URL needs a socket path")
+            layer["unix_socket_path"] = (unquote(parts.path), label)
+        else:
+            if parts.hostname:
+                layer["host"] = (unquote(parts.hostname), label)
+            if port is not None:
+                layer["port"] = (port, label)
+            path = parts.path.strip("/")
+            if path:
+                try:
+                    layer["db"] = (int(path), label)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"{label}: database {path!r} is not an integer"
+                    ) from None
+    else:
+        known = ", ".join(f"{s}://" for s in (*_URL_SCHEMES, "memory"))
+        raise ConfigurationError(f"{label}: unsupported scheme {scheme!r} (use {known})")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _FIELDS or name in ("url", "password"):
+            raise ConfigurationError(f"{label}: unknown or unsupported query option {name!r}")
+        layer[name] = (_coerce(name, value, f"{label}: {name}", text=True), label)
+    return layer
+
+
+def _env_layer(env: Mapping[str, str], prefix: str) -> Layer:
+    layer: Layer = {}
+    for name in _FIELDS:
+        variable = prefix + name.upper()
+        if variable in env:
+            layer[name] = (env[variable], variable)
+    return layer
+
+
+def _file_layer(path: str | os.PathLike[str]) -> Layer:
+    location = Path(path)
+    label = f"file {location}"
+    try:
+        with location.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{label}: cannot be read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{label}: not valid TOML ({exc})") from None
+    table = document.get("cache_service", document)
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{label}: [cache_service] must be a table")
+    layer: Layer = {}
+    for name, value in table.items():
+        if name not in _FIELDS:
+            if table is document and isinstance(value, dict):
+                continue  # another application's table in a shared file
+            raise ConfigurationError(f"{label}: unknown setting {name!r}")
+        layer[name] = (value, f"{label}: {name}")
+    return layer
+
+
+def load_settings(
+    *,
+    arguments: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | bool = True,
+    env_prefix: str = DEFAULT_ENV_PREFIX,
+    file: str | os.PathLike[str] | None = None,
+    url: str | None = None,
+) -> Settings:
+    """Merge every source into one validated :class:`Settings`.
+
+    Args:
+        arguments: Highest precedence, e.g. constructor arguments.
+        env: Read ``{env_prefix}<SETTING>`` variables from this mapping, from ``os.environ``
+            when True, or not at all when False.
+        env_prefix: Prefix of the environment variables.
+        file: A TOML file.
+        url: A connection URL, used when no other source sets ``url``.
+
+    Raises:
+        ConfigurationError: Naming the source and the setting of the first invalid value.
+    """
+    layers: list[tuple[Layer, bool]] = []  # lowest precedence first; bool: values are text
+    file_layer = _file_layer(file) if file is not None else {}
+    environ: Mapping[str, str] = os.environ if env is True else (env or {})
+    env_layer = _env_layer(environ, env_prefix)
+    argument_layer: Layer = {
+        name: (value, f"argument {name}") for name, value in (arguments or {}).items()
+    }
+    # The URL of the highest source that names one is split into the lowest layer.
+    chosen_url: tuple[Any, str] | None = None if url is None else (url, "URL")
+    for layer in (file_layer, env_layer, argument_layer):
+        named = layer.pop("url", None)
+        if named is not None and named[0] not in (None, ""):
+            chosen_url = named
+    if chosen_url is not None:
+        value, source = chosen_url
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{source}: must be a string")
+        layers.append(({**_url_layer(value, source), "url": (value, source)}, False))
+    layers += [(file_layer, False), (env_layer, True), (argument_layer, False)]
+    values = Settings().to_dict(masked=False)
+    for layer, text in layers:
+        values.update(_coerce_layer(layer, text=text))
+    return _build(values, "settings")
+
+
+def settings_from_url(url: str, **overrides: Any) -> Settings:
+    """Settings from a connection URL, with ``overrides`` on top (no environment, no file)."""
+    return load_settings(url=url, arguments=overrides, env=False)
+
+
+def settings_from_env(
+    prefix: str = DEFAULT_ENV_PREFIX, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from ``{prefix}<SETTING>`` environment variables (and ``{prefix}URL``)."""
+    return load_settings(
+        env=os.environ if environ is None else environ, env_prefix=prefix, arguments=overrides
+    )
+
+
+def settings_from_file(path: str | os.PathLike[str], **overrides: Any) -> Settings:
+    """Settings from a TOML file (top level or ``[cache_service]``), ``overrides`` on top."""
+    return load_settings(file=path, arguments=overrides, env=False)

@@ -1,0 +1,218 @@
+"""The dependency-injector container that builds everything from :class:`Settings`.
+
+Services never import the container: they take a
+:class:`~cache_service_client.DeviceMetadataRepository` (or the async one) as a plain constructor
+argument, and the application wires them with ``@inject`` / ``Provide[...]``. In tests, override
+the repository with the in-memory one::
+
+    container = Container(settings=providers.Object(settings_from_url("memory://")))
+    with container.async_repository.override(AsyncInMemoryDeviceMetadataRepository()):
+        ...
+
+Redis clients are ``providers.Resource``\\ s: created on first use and closed by
+``shutdown_resources()`` (the async client with ``aclose()``). Clients built here have redis-py's
+own retry switched off, so :class:`~cache_service_client.RetryPolicy` is the one retry layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ssl as ssl_module
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from dependency_injector import containers, providers
+from redis.backoff import NoBackoff
+
+from cache_service_client.codec import MetadataCodec
+from cache_service_client.config import Settings
+from cache_service_client.keys import KeyStrategy
+from cache_service_client.repository.base import AsyncDeviceMetadataRepository
+from cache_service_client.repository.memory import (
+    AsyncInMemoryDeviceMetadataRepository,
+    InMemoryDeviceMetadataRepository,
+)
+from cache_service_client.repository.redis import (
+    AsyncRedisDeviceMetadataRepository,
+    RedisDeviceMetadataRepository,
+)
+from cache_service_client.retry import RetryPolicy
+
+__all__ = [
+    "Container",
+    "build_retry_policy",
+    "init_async_redis_client",
+    "init_redis_client",
+    "redis_connection_kwargs",
+    "resolve_async_repository",
+    "shutdown_resources",
+]
+
+_CERT_REQS = {
+    "required": ssl_module.CERT_REQUIRED,
+    "optional": ssl_module.CERT_OPTIONAL,
+    "none": ssl_module.CERT_NONE,
+}
+
+
+def redis_connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection arguments for redis-py pools, without any retry (the caller adds its own)."""
+    kwargs: dict[str, Any] = {
+        "db": settings.db,
+        "username": settings.username,
+        "password": settings.password,
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry_on_timeout": False,
+    }
+    if settings.unix_socket_path is not None:
+        kwargs["path"] = settings.unix_socket_path
+        return kwargs
+    kwargs["host"] = settings.host
+    kwargs["port"] = settings.port
+    if settings.ssl:
+        kwargs.update(
+            ssl_ca_certs=settings.ssl_ca_certs,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+            ssl_cert_reqs=_CERT_REQS[settings.ssl_cert_reqs],
+            ssl_check_hostname=settings.ssl_check_hostname and settings.ssl_cert_reqs != "none",
+        )
+    return kwargs
+
+
+def _sync_connection_class(settings: Settings) -> type[redis.connection.AbstractConnection]:
+    if settings.unix_socket_path is not None:
+        return redis.UnixDomainSocketConnection
+    return redis.SSLConnection if settings.ssl else redis.Connection
+
+
+def _async_connection_class(
+    settings: Settings,
+) -> type[redis.asyncio.connection.AbstractConnection]:
+    if settings.unix_socket_path is not None:
+        return redis.asyncio.UnixDomainSocketConnection
+    return redis.asyncio.SSLConnection if settings.ssl else redis.asyncio.Connection
+
+
+def init_redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """Resource: a sync client on a blocking pool (callers wait for a free connection)."""
+    pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,
+        connection_class=_sync_connection_class(settings),
+        retry=redis.retry.Retry(NoBackoff(), 0),
+        **redis_connection_kwargs(settings),
+    )
+    client = redis.Redis.from_pool(pool)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+async def init_async_redis_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    """Resource: an async client on a blocking pool, closed with ``aclose()``."""
+    pool = redis.asyncio.BlockingConnectionPool(
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,
+        connection_class=_async_connection_class(settings),
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        **redis_connection_kwargs(settings),
+    )
+    client = redis.asyncio.Redis.from_pool(pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def build_retry_policy(settings: Settings) -> RetryPolicy:
+    """The retry policy the settings describe."""
+    return RetryPolicy(
+        attempts=settings.retry_attempts,
+        deadline=settings.retry_deadline,
+        backoff_base=settings.retry_backoff_base,
+        backoff_max=settings.retry_backoff_max,
+    )
+
+
+async def resolve_async_repository(container: Any) -> AsyncDeviceMetadataRepository:
+    """Return ``container.async_repository()``, awaited when the backend needs it.
+
+    The Redis branch depends on an async resource (the client), so dependency-injector returns an
+    awaitable for it; the in-memory branch (or an override) returns the repository itself.
+    """
+    repository = container.async_repository()
+    if inspect.isawaitable(repository):
+        repository = await repository
+    if not isinstance(repository, AsyncDeviceMetadataRepository):
+        raise TypeError(f"async_repository provided {type(repository).__name__}")
+    return repository
+
+
+async def shutdown_resources(container: Any) -> None:
+    """Close every resource (Redis clients) ``container`` opened, sync and async alike."""
+    closing = container.shutdown_resources()
+    if inspect.isawaitable(closing):
+        await closing
+
+
+class Container(containers.DeclarativeContainer):
+    """Builds clients, key strategy, codec, retry policy and repositories from ``settings``.
+
+    Override ``settings`` (``providers.Object(Settings(...))``) to configure it; ``repository``
+    and ``async_repository`` select the backend named by ``settings.backend``.
+    """
+
+    settings = providers.Object(Settings())
+
+    key_strategy = providers.Singleton(
+        KeyStrategy, prefix=settings.provided.key_prefix, separator=settings.provided.key_separator
+    )
+    codec = providers.Singleton(MetadataCodec, settings.provided.codec)
+    retry = providers.Singleton(build_retry_policy, settings)
+
+    redis_client = providers.Resource(init_redis_client, settings)
+    async_redis_client = providers.Resource(init_async_redis_client, settings)
+
+    memory_repository = providers.Singleton(
+        InMemoryDeviceMetadataRepository,
+        key_strategy=key_strategy,
+        ttl=settings.provided.metadata_ttl,
+        codec=codec,
+    )
+
+    repository = providers.Selector(
+        settings.provided.backend,
+        memory=memory_repository,
+        redis=providers.Singleton(
+            RedisDeviceMetadataRepository,
+            redis_client,
+            key_strategy=key_strategy,
+            codec=codec,
+            ttl=settings.provided.metadata_ttl,
+            retry=retry,
+            health_slow_ms=settings.provided.health_slow_ms,
+            health_memory_ratio=settings.provided.health_memory_ratio,
+        ),
+    )
+
+    async_repository = providers.Selector(
+        settings.provided.backend,
+        # Shares the sync core, so sync and async calls of one client see the same data.
+        memory=providers.Singleton(AsyncInMemoryDeviceMetadataRepository, core=memory_repository),
+        redis=providers.Singleton(
+            AsyncRedisDeviceMetadataRepository,
+            async_redis_client,
+            key_strategy=key_strategy,
+            codec=codec,
+            ttl=settings.provided.metadata_ttl,
+            retry=retry,
+            health_slow_ms=settings.provided.health_slow_ms,
+            health_memory_ratio=settings.provided.health_memory_ratio,
+        ),
+    )

@@ -1,0 +1,405 @@
+"""The CacheServiceClient facade: signature, sync and async behaviour, config, secrets, health."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from dependency_injector import providers
+
+from cache_service_client import (
+    AsyncInMemoryDeviceMetadataRepository,
+    BackendConnectionError,
+    CacheServiceClient,
+    ConfigurationError,
+    DeviceMetadata,
+    DeviceNotFoundError,
+    InMemoryDeviceMetadataRepository,
+    KeyStrategy,
+    RetryPolicy,
+    ValidationError,
+)
+from cache_service_client.container import Container
+from tests.redis_server import RedisServer, find_redis_server, free_port
+
+SECRET = "hunter2-secret"
+PLAN = {
+    "datatype_id": "temp",
+    "datatype_name": "temperature",
+    "datatype_unit": "C",
+    "persist": True,
+}
+
+
+def test_constructor_keeps_the_plan_signature() -> None:
+    parameters = list(inspect.signature(CacheServiceClient.__init__).parameters.values())[1:]
+    plan = [
+        ("host", "localhost"),
+        ("port", 6379),
+        ("password", None),
+        ("db", 0),
+        ("socket_timeout", 5.0),
+        ("connection_pool", None),
+        ("metadata_ttl", 86400),
+        ("use_http", False),
+        ("http_url", None),
+        ("http_timeout", 10.0),
+        ("http_auth_token", None),
+    ]
+    assert [(p.name, p.default) for p in parameters[: len(plan)]] == plan
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters[: len(plan)])
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters[len(plan) :])
+
+
+def test_every_async_method_has_a_sync_twin() -> None:
+    async_methods = [
+        name
+        for name, member in inspect.getmembers(CacheServiceClient)
+        if inspect.iscoroutinefunction(member) and not name.startswith("_")
+    ]
+    assert "get_device_metadata" in async_methods
+    for name in async_methods:
+        if name in ("aclose", "get_async_repository"):
+            continue
+        twin = name.removesuffix("_async") if name.endswith("_async") else f"{name}_sync"
+        assert callable(getattr(CacheServiceClient, twin, None)), twin
+
+
+@pytest.fixture(params=["memory", "redis"])
+def url(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> str:
+    if request.param == "memory":
+        return "memory://"
+    base: str = request.getfixturevalue("redis_url")
+    return f"{base}?key_prefix={key_strategy.prefix}"
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[CacheServiceClient]:
+    with CacheServiceClient.from_url(url) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_client(url: str) -> AsyncIterator[CacheServiceClient]:
+    async with CacheServiceClient.from_url(url) as client:
+        yield client
+
+
+def test_sync_round_trip_with_a_plain_dict(client: CacheServiceClient) -> None:
+    assert client.store_device_metadata("sensor-1", {**PLAN, "firmware": "1.2", "rack": 7}) is True
+    meta = client.get_device_metadata_sync("sensor-1")
+    assert isinstance(meta, DeviceMetadata)
+    assert meta.additional_properties == {"firmware": "1.2", "rack": 7}
+    assert meta.last_updated.tzinfo is not None
+    assert abs((datetime.now(timezone.utc) - meta.last_updated).total_seconds()) < 60
+    assert client.list_devices_sync() == ["sensor-1"]
+    assert client.device_exists_sync("sensor-1")
+    assert client.count_devices_sync() == 1
+    assert client.get_cache_info_sync().total_devices == 1
+    assert client.check_health_sync().status == "healthy"
+    assert client.delete_device_metadata_sync("sensor-1") is True
+    with pytest.raises(DeviceNotFoundError):
+        client.get_device_metadata_sync("sensor-1")
+    assert client.get_device_metadata_sync("sensor-1", None) is None
+
+
+def test_sync_batches_and_paging(client: CacheServiceClient) -> None:
+    items = {f"dev-{i:02d}": {**PLAN, "n": i} for i in range(30)}
+    assert client.store_many_device_metadata_sync(items) == 30
+    assert client.list_devices_sync(limit=3, offset=10) == ["dev-10", "dev-11", "dev-12"]
+    assert client.list_devices_sync(pattern="dev-2?", limit=2) == ["dev-20", "dev-21"]
+    got = client.get_many_device_metadata_sync(["dev-01", "nope"])
+    assert list(got) == ["dev-01"]
+    assert got["dev-01"].additional_properties == {"n": 1}
+    assert client.delete_many_device_metadata_sync(["dev-01", "dev-02", "nope"]) == 2
+
+
+def test_store_failures_raise_and_write_nothing(client: CacheServiceClient) -> None:
+    with pytest.raises(ValidationError, match="datatype_name: is required"):
+        client.store_device_metadata("d", {"datatype_id": "t", "persist": True})
+    with pytest.raises(ValidationError, match="persist"):
+        client.store_device_metadata("d", {**PLAN, "persist": "yes"})
+    with pytest.raises(ValidationError, match="device_id"):
+        client.store_device_metadata("bad id", PLAN)
+    with pytest.raises(ValidationError, match="last_updated"):
+        client.store_device_metadata("d", {**PLAN, "last_updated": datetime(2026, 1, 1)})
+    with pytest.raises(ValidationError, match="differs"):
+        client.store_device_metadata("d", {**PLAN, "device_id": "other"})
+    assert client.list_devices_sync() == []
+
+
+async def test_async_api(async_client: CacheServiceClient) -> None:
+    client = async_client
+    assert await client.store_device_metadata_async("a", {**PLAN, "x": [1, 2]}) is True
+    assert await client.store_many_device_metadata({"b": PLAN, "c": PLAN}) == 2
+    assert (await client.get_device_metadata("a")).additional_properties == {"x": [1, 2]}
+    assert await client.get_device_metadata("zz", default="fallback") == "fallback"
+    assert await client.list_devices(limit=2) == ["a", "b"]
+    assert await client.list_devices(pattern="[bc]") == ["b", "c"]
+    assert set(await client.get_many_device_metadata(["a", "c", "q"])) == {"a", "c"}
+    assert (await client.get_cache_info()).total_devices == 3
+    assert (await client.check_health()).status == "healthy"
+    assert await client.delete_device_metadata("a") is True
+    assert await client.delete_many_device_metadata(["b", "c"]) == 2
+    assert await client.count_devices() == 0
+    assert not await client.device_exists("a")
+
+
+async def test_sync_twins_work_from_a_running_loops_thread_pool(
+    async_client: CacheServiceClient,
+) -> None:
+    await async_client.store_device_metadata_async("t", PLAN)
+    loop = asyncio.get_running_loop()
+    meta = await loop.run_in_executor(None, async_client.get_device_metadata_sync, "t")
+    assert meta.device_id == "t"
+    assert await loop.run_in_executor(None, async_client.list_devices_sync) == ["t"]
+
+
+def test_sync_twins_work_inside_a_running_loop_thread() -> None:
+    async def inside() -> None:
+        with CacheServiceClient.from_url("memory://") as client:
+            client.store_device_metadata("x", PLAN)  # called while a loop runs in this thread
+            assert client.get_device_metadata_sync("x").device_id == "x"
+
+    asyncio.run(inside())
+
+
+def test_memory_client_shares_data_between_sync_and_async() -> None:
+    client = CacheServiceClient.from_url("memory://")
+    client.store_device_metadata("shared", PLAN)
+
+    async def read() -> str:
+        async with client:
+            return (await client.get_device_metadata("shared")).device_id
+
+    assert asyncio.run(read()) == "shared"
+
+
+def test_configure_validates_and_applies(client: CacheServiceClient) -> None:
+    client.configure(metadata_ttl=0.3, socket_timeout=2.5)
+    assert client.settings.metadata_ttl == 0.3
+    assert client.settings.socket_timeout == 2.5
+    client.store_device_metadata("short", PLAN)
+    time.sleep(0.45)
+    assert not client.device_exists_sync("short")
+    with pytest.raises(ConfigurationError, match="configure\\(\\) socket_timeout: must be > 0"):
+        client.configure(socket_timeout=-1)
+    with pytest.raises(ConfigurationError, match="cannot change at run time"):
+        client.configure(host="elsewhere")
+    with pytest.raises(ConfigurationError, match="is not a number"):
+        client.configure(metadata_ttl="soon")
+
+
+def test_socket_timeout_reaches_live_connections(redis_url: str) -> None:
+    with CacheServiceClient.from_url(redis_url) as client:
+        client.check_health_sync()
+        client.configure(socket_timeout=1.25)
+        pool = client.container.redis_client().connection_pool
+        assert pool.connection_kwargs["socket_timeout"] == 1.25
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"port": -1}, "argument port: must be between 1 and 65535, not -1"),
+        ({"port": "x"}, "argument port: 'x' is not an integer"),
+        ({"db": -2}, "argument db: must be >= 0"),
+        ({"socket_timeout": 0}, "argument socket_timeout: must be > 0"),
+        ({"metadata_ttl": -1}, "argument metadata_ttl"),
+        ({"use_http": True}, "use_http needs http_url"),
+        ({"use_http": True, "http_url": "http://gw"}, "HTTP backend is not part of this version"),
+        ({"bogus_option": 1}, "unknown setting 'bogus_option'"),
+        ({"connection_pool": object()}, "argument connection_pool"),
+    ],
+)
+def test_construction_errors(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        CacheServiceClient(**kwargs)
+    assert message in str(caught.value)
+
+
+def test_explicit_arguments_beat_the_url_and_defaults_do_not() -> None:
+    client = CacheServiceClient(url="redis://url-host:7000/3", db=5)
+    assert (client.settings.host, client.settings.port, client.settings.db) == ("url-host", 7000, 5)
+
+
+def test_from_env_and_from_file(tmp_path: Path) -> None:
+    env = {"CACHE_SERVICE_URL": "memory://", "CACHE_SERVICE_METADATA_TTL": "60"}
+    client = CacheServiceClient.from_env(environ=env)
+    assert client.settings.backend == "memory"
+    assert client.settings.metadata_ttl == 60
+    path = tmp_path / "cache.toml"
+    path.write_text('[cache_service]\nurl = "memory://"\nkey_prefix = "m"\n')
+    client = CacheServiceClient.from_file(path, metadata_ttl=5)
+    assert (client.settings.key_prefix, client.settings.metadata_ttl) == ("m", 5)
+    assert CacheServiceClient.from_settings(client.settings).settings == client.settings
+
+
+def test_secrets_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="cache_service_client"):
+        client = CacheServiceClient(
+            host="127.0.0.1",
+            port=free_port(),
+            password=SECRET,
+            socket_timeout=0.3,
+            retry_attempts=2,
+            retry_backoff_base=0.01,
+        )
+        for text in (repr(client), str(client), repr(client.settings), str(client.settings)):
+            assert SECRET not in text
+        with pytest.raises(BackendConnectionError) as caught:
+            client.get_device_metadata_sync("x")
+        health = client.check_health_sync()
+        client.close()
+    assert SECRET not in str(caught.value)
+    assert SECRET not in repr(caught.value)
+    assert SECRET not in health.message
+    assert SECRET not in str(health.details)
+    assert caplog.records, "expected DEBUG records (creation, retries)"
+    assert SECRET not in caplog.text
+    with_url = CacheServiceClient.from_url(f"redis://user:{SECRET}@h:1/0")
+    assert SECRET not in repr(with_url)
+    assert "user:***@h:1" in repr(with_url)
+
+
+def test_health_of_a_dead_port_is_unhealthy_within_the_timeout() -> None:
+    client = CacheServiceClient(host="127.0.0.1", port=free_port(), socket_timeout=0.5)
+    started = time.monotonic()
+    health = client.check_health_sync()
+    assert health.status == "unhealthy"
+    assert time.monotonic() - started < 1.5
+    client.close()
+
+
+async def test_async_health_of_a_dead_port() -> None:
+    async with CacheServiceClient(host="127.0.0.1", port=free_port(), socket_timeout=0.5) as c:
+        started = time.monotonic()
+        health = await c.check_health()
+        assert health.status == "unhealthy"
+        assert time.monotonic() - started < 1.5
+
+
+def test_health_of_a_wrong_password_is_unhealthy() -> None:
+    server = RedisServer(find_redis_server(), extra_args=("--requirepass", SECRET))
+    server.start()
+    try:
+        with CacheServiceClient(port=server.port, host="127.0.0.1", password="wrong") as client:
+            health = client.check_health_sync()
+        assert health.status == "unhealthy"
+        assert "authentication" in health.message.lower()
+        assert SECRET not in health.message
+    finally:
+        server.stop()
+
+
+def test_a_restarted_redis_is_recovered_without_user_action() -> None:
+    server = RedisServer(find_redis_server())
+    server.start()
+    try:
+        client = CacheServiceClient(host="127.0.0.1", port=server.port, socket_timeout=1.0)
+        client.store_device_metadata("before", PLAN)
+        server.restart()
+        client.store_device_metadata("after", PLAN)  # the stale connection is replaced
+        assert client.list_devices_sync() == ["after"]  # the server keeps nothing on disk
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_container_builds_and_overrides() -> None:
+    container = Container()
+    container.settings.override(providers.Object(CacheServiceClient.from_url("memory://").settings))
+    repo = container.repository()
+    assert isinstance(repo, InMemoryDeviceMetadataRepository)
+    fake = InMemoryDeviceMetadataRepository()
+    with container.repository.override(fake):
+        assert container.repository() is fake
+
+
+def test_injected_repositories_are_used() -> None:
+    sync_repo = InMemoryDeviceMetadataRepository()
+    async_repo = AsyncInMemoryDeviceMetadataRepository(core=sync_repo)
+    client = CacheServiceClient(repository=sync_repo, async_repository=async_repo)
+    client.store_device_metadata("x", PLAN)
+    assert sync_repo.get("x").device_id == "x"
+
+    async def read() -> list[str]:
+        return await client.list_devices()
+
+    assert asyncio.run(read()) == ["x"]
+
+
+def test_connection_pool_argument_is_used_and_left_open(
+    redis_url: str, key_strategy: KeyStrategy
+) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url)
+    client = CacheServiceClient(connection_pool=pool, key_prefix=key_strategy.prefix)
+    client.store_device_metadata("p", PLAN)
+    client.close()
+    assert redis.Redis(connection_pool=pool).exists(key_strategy.device_key("p")) == 1
+    pool.disconnect()
+
+
+def test_custom_key_strategy_and_retry(redis_url: str, key_strategy: KeyStrategy) -> None:
+    policy = RetryPolicy(attempts=1)
+    with CacheServiceClient.from_url(redis_url) as plain:
+        client = CacheServiceClient(
+            settings=plain.settings, key_strategy=key_strategy, retry=policy
+        )
+        client.store_device_metadata("k", PLAN)
+        raw = redis.Redis.from_url(redis_url)
+        assert raw.exists(key_strategy.device_key("k")) == 1
+        raw.close()
+        client.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    server = RedisServer(find_redis_server())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_health_is_degraded_near_maxmemory(own_server: RedisServer) -> None:
+    raw = redis.Redis(port=own_server.port)
+    used = int(raw.info("memory")["used_memory"])
+    raw.config_set("maxmemory", str(int(used * 1.02)))
+    raw.close()
+    with CacheServiceClient(host="127.0.0.1", port=own_server.port) as client:
+        health = client.check_health_sync()
+    assert health.status == "degraded"
+    assert "maxmemory" in health.message
+
+
+def test_health_is_degraded_on_a_read_only_replica(own_server: RedisServer) -> None:
+    replica = RedisServer(
+        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_server.port))
+    )
+    replica.start()
+    try:
+        with CacheServiceClient(host="127.0.0.1", port=replica.port) as client:
+            health = client.check_health_sync()
+        assert health.status == "degraded"
+        assert "read-only" in health.message
+        assert health.details["role"] == "slave"
+    finally:
+        replica.stop()
+
+
+def test_health_is_degraded_when_slow(own_server: RedisServer) -> None:
+    with CacheServiceClient(host="127.0.0.1", port=own_server.port, health_slow_ms=0.000001) as c:
+        health = c.check_health_sync()
+    assert health.status == "degraded"
+    assert "slow" in health.message

@@ -1,0 +1,872 @@
+"""Tests of RetryPolicy: plain functions first, then real Redis servers that die, hang or refuse.
+
+No Redis is mocked: the integration tests start servers of their own (tests/redis_server.py) and
+use redis-py clients whose own retry is off, so every attempt seen here is the policy's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import backoff
+import pytest
+import redis
+import redis.asyncio
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cache_service_client import (
+    AsyncRedisDeviceMetadataRepository,
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    ConfigurationError,
+    DataCorruptionError,
+    DeviceMetadata,
+    DeviceNotFoundError,
+    KeyStrategy,
+    RedisDeviceMetadataRepository,
+    ValidationError,
+)
+from cache_service_client.retry import RetryPolicy
+from tests.redis_server import RedisServer, find_redis_server, free_port
+
+LOGGER = "cache_service_client.retry"
+SECRET = "pa55-w0rd-never-logged"
+
+
+def meta(device_id: str) -> DeviceMetadata:
+    return DeviceMetadata(
+        device_id=device_id,
+        datatype_id="t",
+        datatype_name="temperature",
+        persist=True,
+        last_updated=datetime(2026, 1, 2, tzinfo=timezone.utc),
+    )
+
+
+def fast(attempts: int, *, deadline: float | None = 10.0) -> RetryPolicy:
+    """A policy with millisecond waits."""
+    return RetryPolicy(attempts=attempts, deadline=deadline, backoff_base=0.001, backoff_max=0.005)
+
+
+def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The "retrying in" records of the retry logger (give-up records left out)."""
+    return [r for r in caplog.records if r.name == LOGGER and "retrying in" in r.getMessage()]
+
+
+def logger_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER]
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+
+
+class Script:
+    """A plain function that raises the scripted errors in turn, then returns ``value``."""
+
+    def __init__(self, *errors: Exception, value: str = "ok") -> None:
+        self.errors = list(errors)
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.value
+
+    async def coro(self) -> str:
+        return self()
+
+
+class Always:
+    """A plain function that always fails with a new BackendConnectionError."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.delay = delay
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        raise BackendConnectionError(f"refused #{self.calls}")
+
+    async def coro(self) -> str:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        raise BackendConnectionError(f"refused #{self.calls}")
+
+
+NOT_RETRYABLE: list[Exception] = [
+    AuthenticationError("authentication failed: WRONGPASS"),
+    ValidationError("device_id", "must not be empty"),
+    DataCorruptionError("device:a", "not JSON"),
+    DeviceNotFoundError("a"),
+    BackendError("Redis error: OOM command not allowed"),
+    ValueError("not even ours"),
+]
+NOT_RETRYABLE_IDS = [type(e).__name__ for e in NOT_RETRYABLE]
+
+
+# --- construction -------------------------------------------------------------------------------
+
+
+def test_defaults_repr_equality_and_hash() -> None:
+    policy = RetryPolicy()
+    assert (policy.attempts, policy.deadline, policy.backoff_base, policy.backoff_max) == (
+        3,
+        10.0,
+        0.05,
+        1.0,
+    )
+    assert policy.jitter is True
+    assert repr(policy) == (
+        "RetryPolicy(attempts=3, deadline=10.0, backoff_base=0.05, backoff_max=1.0, jitter=True)"
+    )
+    assert policy == RetryPolicy(attempts=3, deadline=10, backoff_base=0.05)
+    assert hash(policy) == hash(RetryPolicy())
+    assert policy != RetryPolicy(jitter=False)
+    assert policy != "RetryPolicy()"
+    assert RetryPolicy.disabled().attempts == 1
+    assert RetryPolicy.disabled() == RetryPolicy(attempts=1)
+    assert RetryPolicy(deadline=None).deadline is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"attempts": 0},
+        {"attempts": 1.5},
+        {"attempts": True},
+        {"deadline": 0},
+        {"deadline": -1.0},
+        {"deadline": float("inf")},
+        {"backoff_base": -0.1},
+        {"backoff_max": float("nan")},
+        {"backoff_max": "1"},
+    ],
+)
+def test_invalid_arguments_are_configuration_errors(kwargs: dict[str, Any]) -> None:
+    (name,) = kwargs
+    with pytest.raises(ConfigurationError, match=name):
+        RetryPolicy(**kwargs)
+
+
+def test_is_retryable() -> None:
+    policy = RetryPolicy()
+    assert policy.is_retryable(BackendConnectionError("x"))
+    assert policy.is_retryable(BackendTimeoutError("x"))
+    for error in NOT_RETRYABLE:
+        assert not policy.is_retryable(error)
+
+
+# --- sync unit tests ----------------------------------------------------------------------------
+
+
+def test_first_attempt_success_is_a_plain_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_backoff(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backoff machinery must not start on success")
+
+    monkeypatch.setattr(backoff, "on_exception", no_backoff)
+    script = Script()
+    assert RetryPolicy().call(script, operation="get") == "ok"
+    assert script.calls == 1
+    assert logger_records(caplog) == []
+
+
+def test_retries_up_to_attempts_then_raises_the_last_error() -> None:
+    errors = [BackendConnectionError("1"), BackendTimeoutError("2"), BackendConnectionError("3")]
+    script = Script(*errors)
+    with pytest.raises(BackendConnectionError) as info:
+        fast(3).call(script, operation="get")
+    assert info.value is errors[2]
+    assert script.calls == 3
+
+
+def test_succeeds_after_transient_failures() -> None:
+    script = Script(BackendConnectionError("down"), BackendTimeoutError("slow"), value="done")
+    assert fast(3).call(script, operation="get") == "done"
+    assert script.calls == 3
+
+
+def test_disabled_policy_makes_one_attempt() -> None:
+    script = Script(BackendConnectionError("down"))
+    with pytest.raises(BackendConnectionError):
+        RetryPolicy.disabled().call(script, operation="get")
+    assert script.calls == 1
+
+
+@pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
+def test_never_retries_other_errors(error: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    script = Script(error)
+    with pytest.raises(type(error)) as info:
+        fast(5).call(script, operation="get")
+    assert info.value is error
+    assert script.calls == 1
+    assert logger_records(caplog) == []
+
+
+@pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
+def test_a_definite_error_after_a_retry_ends_the_call(error: Exception) -> None:
+    script = Script(BackendConnectionError("down"), error)
+    with pytest.raises(type(error)) as info:
+        fast(5).call(script, operation="get")
+    assert info.value is error
+    assert script.calls == 2
+
+
+def test_honours_the_deadline() -> None:
+    always = Always()
+    policy = RetryPolicy(attempts=1000, deadline=0.3, backoff_base=0.01, backoff_max=0.05)
+    started = time.monotonic()
+    with pytest.raises(BackendConnectionError) as info:
+        policy.call(always, operation="get")
+    elapsed = time.monotonic() - started
+    assert 0.3 - 0.05 - 0.02 <= elapsed < 0.3 + 0.08
+    assert 5 < always.calls < 1000
+    assert str(info.value) == f"refused #{always.calls}"  # the last error, unchanged
+
+
+def test_the_deadline_counts_the_first_attempt() -> None:
+    always = Always(delay=0.2)
+    with pytest.raises(BackendConnectionError):
+        fast(5, deadline=0.15).call(always, operation="get")
+    assert always.calls == 1
+
+
+def test_backoff_delays_grow_and_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    policy = RetryPolicy(
+        attempts=6, deadline=None, backoff_base=0.01, backoff_max=0.04, jitter=False
+    )
+    with pytest.raises(BackendConnectionError):
+        policy.call(Always(), operation="get")
+    waits = [r.__dict__["retry_wait"] for r in retry_records(caplog)]
+    assert waits == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04])
+
+
+def test_jitter_draws_waits_below_the_computed_ones(caplog: pytest.LogCaptureFixture) -> None:
+    policy = RetryPolicy(attempts=6, deadline=None, backoff_base=0.004, backoff_max=0.01)
+    with pytest.raises(BackendConnectionError):
+        policy.call(Always(), operation="get")
+    waits = [r.__dict__["retry_wait"] for r in retry_records(caplog)]
+    assert len(waits) == 5
+    for wait, ceiling in zip(waits, [0.004, 0.008, 0.01, 0.01, 0.01], strict=True):
+        assert 0 <= wait <= ceiling
+
+
+def test_every_retry_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    script = Script(BackendConnectionError("connection refused"), BackendTimeoutError("slow"))
+    fast(3).call(script, operation="list_ids")
+    records = retry_records(caplog)
+    assert [r.levelno for r in records] == [logging.DEBUG, logging.DEBUG]
+    first, second = (r.getMessage() for r in records)
+    assert first.startswith("list_ids: attempt 1 of 3 failed with BackendConnectionError: ")
+    assert "connection refused" in first
+    assert "retrying in" in first
+    assert second.startswith("list_ids: attempt 2 of 3 failed with BackendTimeoutError: slow")
+    assert [r.__dict__["retry_attempt"] for r in records] == [1, 2]
+    assert {r.__dict__["retry_operation"] for r in records} == {"list_ids"}
+
+
+def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(BackendConnectionError):
+        fast(2).call(Always(), operation="get")
+    messages = [r.getMessage() for r in logger_records(caplog)]
+    assert len(messages) == 2
+    assert messages[1].startswith("get: giving up after attempt 2 of 2 (out of attempts)")
+
+
+# --- async unit tests ---------------------------------------------------------------------------
+
+
+async def test_async_first_attempt_success_is_a_plain_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_backoff(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backoff machinery must not start on success")
+
+    monkeypatch.setattr(backoff, "on_exception", no_backoff)
+    script = Script()
+    assert await RetryPolicy().call_async(script.coro, operation="get") == "ok"
+    assert script.calls == 1
+    assert logger_records(caplog) == []
+
+
+async def test_async_retries_up_to_attempts_then_raises_the_last_error() -> None:
+    errors = [BackendTimeoutError("1"), BackendConnectionError("2"), BackendTimeoutError("3")]
+    script = Script(*errors)
+    with pytest.raises(BackendTimeoutError) as info:
+        await fast(3).call_async(script.coro, operation="get")
+    assert info.value is errors[2]
+    assert script.calls == 3
+
+
+async def test_async_succeeds_after_transient_failures() -> None:
+    script = Script(BackendConnectionError("down"), BackendConnectionError("down"), value="done")
+    assert await fast(3).call_async(script.coro, operation="get") == "done"
+    assert script.calls == 3
+
+
+@pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
+async def test_async_never_retries_other_errors(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = Script(error)
+    with pytest.raises(type(error)) as info:
+        await fast(5).call_async(script.coro, operation="get")
+    assert info.value is error
+    assert script.calls == 1
+    assert logger_records(caplog) == []
+
+
+async def test_async_honours_the_deadline() -> None:
+    always = Always()
+    policy = RetryPolicy(attempts=1000, deadline=0.3, backoff_base=0.01, backoff_max=0.05)
+    started = time.monotonic()
+    with pytest.raises(BackendConnectionError) as info:
+        await policy.call_async(always.coro, operation="get")
+    elapsed = time.monotonic() - started
+    assert 0.3 - 0.05 - 0.02 <= elapsed < 0.3 + 0.08
+    assert str(info.value) == f"refused #{always.calls}"
+
+
+async def test_async_bounds_a_hung_retry_attempt_by_the_deadline() -> None:
+    first = BackendConnectionError("connection lost")
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise first
+        await asyncio.sleep(10)  # hangs
+        return "never"
+
+    started = time.monotonic()
+    with pytest.raises(BackendTimeoutError) as info:
+        await fast(5, deadline=0.3).call_async(attempt, operation="get")
+    assert time.monotonic() - started < 0.3 + 0.08
+    assert calls == 2
+    assert "get: deadline of 0.3 s exceeded in attempt 2 of 5" in str(info.value)
+    assert "connection lost" in str(info.value)
+    assert info.value.__cause__ is first
+
+
+async def test_async_cancellation_is_not_retried_nor_converted() -> None:
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BackendConnectionError("down")
+        await asyncio.sleep(10)
+        return "never"
+
+    task = asyncio.create_task(fast(5, deadline=5).call_async(attempt, operation="get"))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == 2
+
+
+async def test_async_backoff_delays_grow_and_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    policy = RetryPolicy(
+        attempts=5, deadline=None, backoff_base=0.01, backoff_max=0.03, jitter=False
+    )
+    with pytest.raises(BackendConnectionError):
+        await policy.call_async(Always().coro, operation="get")
+    waits = [r.__dict__["retry_wait"] for r in retry_records(caplog)]
+    assert waits == pytest.approx([0.01, 0.02, 0.03, 0.03])
+
+
+async def test_async_every_retry_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    script = Script(BackendConnectionError("connection refused"))
+    await fast(3).call_async(script.coro, operation="count")
+    (record,) = retry_records(caplog)
+    assert record.levelno == logging.DEBUG
+    assert record.getMessage().startswith(
+        "count: attempt 1 of 3 failed with BackendConnectionError: connection refused"
+    )
+
+
+# --- secrets never reach the logs ---------------------------------------------------------------
+
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def test_retry_logs_never_show_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # nothing listens there
+    client = redis.Redis.from_url(
+        f"redis://user:{SECRET}@127.0.0.1:{port}/0", retry=NO_RETRY, socket_connect_timeout=1
+    )
+    repo = RedisDeviceMetadataRepository(client, close_client=True, retry=fast(3))
+    try:
+        with pytest.raises(BackendConnectionError):
+            repo.get("sensor-1")
+    finally:
+        repo.close()
+    assert len(retry_records(caplog)) == 2
+    assert SECRET not in caplog.text
+    for record in caplog.records:
+        assert SECRET not in repr(record.__dict__)
+
+
+async def test_async_retry_logs_never_show_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    client = redis.asyncio.Redis.from_url(
+        f"redis://:{SECRET}@127.0.0.1:{port}/0",
+        retry=AsyncRetry(NoBackoff(), 0),
+        socket_connect_timeout=1,
+    )
+    repo = AsyncRedisDeviceMetadataRepository(client, close_client=True, retry=fast(3))
+    try:
+        with pytest.raises(BackendConnectionError):
+            await repo.put(meta("sensor-1"))
+    finally:
+        await repo.close()
+    assert len(retry_records(caplog)) == 2
+    assert SECRET not in caplog.text
+
+
+# --- repositories -------------------------------------------------------------------------------
+
+
+def test_repository_retry_is_the_default_policy_unless_given() -> None:
+    client = redis.Redis(retry=NO_RETRY)
+    try:
+        assert RedisDeviceMetadataRepository(client).retry == RetryPolicy()
+        policy = RetryPolicy(attempts=7)
+        repo = RedisDeviceMetadataRepository(client, retry=policy)
+        assert repo.retry is policy
+        assert "retry=RetryPolicy(attempts=7" in repr(repo)
+        with pytest.raises(AttributeError):
+            repo.retry = RetryPolicy()  # type: ignore[misc]
+    finally:
+        client.close()
+
+
+# --- real servers -------------------------------------------------------------------------------
+
+
+def sync_client(port: int, *, password: str | None = None, timeout: float = 2.0) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        retry=NO_RETRY,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
+def async_client(
+    port: int, *, password: str | None = None, timeout: float = 2.0
+) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        retry=AsyncRetry(NoBackoff(), 0),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def binary() -> str:
+    return find_redis_server()
+
+
+@pytest.fixture
+def fresh_server(binary: str) -> Iterator[Callable[..., RedisServer]]:
+    """Start servers of this test's own; every one is stopped at the end."""
+    started: list[RedisServer] = []
+
+    def start(*extra_args: str) -> RedisServer:
+        server = RedisServer(binary, extra_args=extra_args)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+class Restartable:
+    """A redis-server that can be terminated and started again on the same port."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.server: RedisServer | None = None
+        self.timers: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def start(self) -> None:
+        server = RedisServer(self.binary, port=self.port)
+        self.server = server
+        server.start()
+
+    def kill(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def start_later(self, delay: float) -> None:
+        def run() -> None:
+            time.sleep(delay)
+            try:
+                self.start()
+            except BaseException as exc:  # reported by the test, not lost in the thread
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        self.timers.append(thread)
+        thread.start()
+
+    def close(self) -> None:
+        for thread in self.timers:
+            thread.join()
+        self.kill()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def restartable(binary: str) -> Iterator[Restartable]:
+    server = Restartable(binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def test_sync_repository_survives_a_redis_restart(
+    restartable: Restartable, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = RetryPolicy(attempts=50, deadline=5.0, backoff_base=0.02, backoff_max=0.1)
+    repo = RedisDeviceMetadataRepository(
+        sync_client(restartable.port), close_client=True, retry=policy
+    )
+    try:
+        repo.put(meta("a"))
+        # Restarted before the next call: the pooled connection is stale.
+        restartable.kill()
+        restartable.start()
+        assert repo.exists("a") is False  # no persistence: the data went with the process
+        # Down when the call starts, back 0.3 s later: the retries reconnect.
+        restartable.kill()
+        restartable.start_later(0.3)
+        started = time.monotonic()
+        repo.put(meta("b"))
+        assert time.monotonic() - started >= 0.2
+        assert repo.get("b") == meta("b")
+        assert retry_records(caplog)
+        assert all(
+            r.__dict__["retry_error"] == "BackendConnectionError" for r in retry_records(caplog)
+        )
+    finally:
+        repo.close()
+
+
+async def test_async_repository_survives_a_redis_restart(
+    restartable: Restartable, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = RetryPolicy(attempts=50, deadline=5.0, backoff_base=0.02, backoff_max=0.1)
+    repo = AsyncRedisDeviceMetadataRepository(
+        async_client(restartable.port), close_client=True, retry=policy
+    )
+    try:
+        await repo.put(meta("a"))
+        restartable.kill()
+        restartable.start()
+        # The stale pooled connection fails ("closed by server"); the retry reconnects.
+        assert await repo.exists("a") is False
+        assert len(retry_records(caplog)) == 1
+        restartable.kill()
+        restartable.start_later(0.3)
+        started = time.monotonic()
+        await repo.put(meta("b"))
+        assert time.monotonic() - started >= 0.2
+        assert await repo.get("b") == meta("b")
+        assert len(retry_records(caplog)) > 1
+    finally:
+        await repo.close()
+
+
+def pause(server: RedisServer, milliseconds: int) -> None:
+    admin = sync_client(server.port)
+    try:
+        admin.client_pause(milliseconds, all=True)
+    finally:
+        admin.close()
+
+
+# A paused server is hung for every client: with ALL, even CLIENT UNPAUSE from another
+# connection waits for the pause to end (Redis 7.0), so the tests stop their own server instead.
+
+
+def test_sync_hung_redis_fails_with_a_timeout_within_the_deadline(
+    fresh_server: Callable[..., RedisServer],
+) -> None:
+    server = fresh_server()
+    policy = RetryPolicy(deadline=1.0)
+    repo = RedisDeviceMetadataRepository(
+        sync_client(server.port, timeout=0.3), close_client=True, retry=policy
+    )
+    try:
+        assert repo.count() == 0  # a pooled connection, ready before the pause
+        pause(server, 3000)
+        started = time.monotonic()
+        with pytest.raises(BackendTimeoutError):
+            repo.get("a")
+        assert time.monotonic() - started < 1.5
+    finally:
+        repo.close()
+
+
+async def test_async_hung_redis_fails_with_a_timeout_within_the_deadline(
+    fresh_server: Callable[..., RedisServer],
+) -> None:
+    server = fresh_server()
+    policy = RetryPolicy(deadline=1.0)
+    repo = AsyncRedisDeviceMetadataRepository(
+        async_client(server.port, timeout=0.3), close_client=True, retry=policy
+    )
+    try:
+        assert await repo.count() == 0
+        pause(server, 3000)
+        started = time.monotonic()
+        with pytest.raises(BackendTimeoutError):
+            await repo.get("a")
+        assert time.monotonic() - started < 1.5
+    finally:
+        await repo.close()
+
+
+@pytest.fixture(scope="module")
+def busy_server(binary: str) -> Iterator[RedisServer]:
+    # lua-time-limit: BUSY replies after 50 ms (busy-reply-threshold is its 7.0 name).
+    server = RedisServer(binary, extra_args=("--lua-time-limit", "50"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+class BusyScript:
+    """Runs an endless Lua script from a thread and kills it (SCRIPT KILL) when told."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.errors: list[BaseException] = []
+        self.hog = threading.Thread(target=self._hog)
+        self.killer: threading.Thread | None = None
+
+    def _hog(self) -> None:
+        client = redis.Redis(host="127.0.0.1", port=self.port, retry=NO_RETRY)
+        try:
+            client.eval("while true do end", 0)
+        except rex.ResponseError as exc:  # "Script killed by user with SCRIPT KILL..."
+            if "SCRIPT KILL" not in str(exc):
+                self.errors.append(exc)
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        """Start the script and wait until the server answers BUSY."""
+        self.hog.start()
+        probe = sync_client(self.port)
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    probe.ping()
+                except rex.ResponseError as exc:
+                    if str(exc).startswith("BUSY"):
+                        return
+                    raise
+                time.sleep(0.01)
+            raise AssertionError("the server never answered BUSY")
+        finally:
+            probe.close()
+
+    def kill_later(self, delay: float) -> None:
+        def run() -> None:
+            time.sleep(delay)
+            client = sync_client(self.port)
+            try:
+                client.script_kill()
+            except BaseException as exc:
+                self.errors.append(exc)
+            finally:
+                client.close()
+
+        self.killer = threading.Thread(target=run)
+        self.killer.start()
+
+    def join(self) -> None:
+        if self.killer is not None:
+            self.killer.join()
+        self.hog.join(timeout=5)
+        assert not self.hog.is_alive()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def busy(busy_server: RedisServer) -> Iterator[BusyScript]:
+    script = BusyScript(busy_server.port)
+    try:
+        yield script
+    finally:
+        if script.hog.is_alive() and script.killer is None:
+            script.kill_later(0)
+        script.join()
+
+
+def test_sync_busy_is_retried_until_the_script_is_killed(
+    busy_server: RedisServer, busy: BusyScript, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_strategy = KeyStrategy("busy-sync")
+    policy = RetryPolicy(attempts=100, deadline=5.0, backoff_base=0.02, backoff_max=0.05)
+    repo = RedisDeviceMetadataRepository(
+        sync_client(busy_server.port), key_strategy=key_strategy, close_client=True, retry=policy
+    )
+    try:
+        busy.start()
+        busy.kill_later(0.3)
+        started = time.monotonic()
+        repo.put(meta("a"))
+        assert time.monotonic() - started >= 0.2
+        busy.join()
+        assert repo.get("a") == meta("a")
+        messages = [r.getMessage() for r in retry_records(caplog)]
+        assert messages
+        assert all("BUSY" in m for m in messages)
+    finally:
+        repo.close()
+
+
+async def test_async_busy_is_retried_until_the_script_is_killed(
+    busy_server: RedisServer, busy: BusyScript, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_strategy = KeyStrategy("busy-async")
+    policy = RetryPolicy(attempts=100, deadline=5.0, backoff_base=0.02, backoff_max=0.05)
+    repo = AsyncRedisDeviceMetadataRepository(
+        async_client(busy_server.port), key_strategy=key_strategy, close_client=True, retry=policy
+    )
+    try:
+        busy.start()
+        busy.kill_later(0.3)
+        started = time.monotonic()
+        assert await repo.exists("a") is False
+        assert time.monotonic() - started >= 0.2
+        await asyncio.to_thread(busy.join)
+        messages = [r.getMessage() for r in retry_records(caplog)]
+        assert messages
+        assert all("BUSY" in m for m in messages)
+    finally:
+        await repo.close()
+
+
+@pytest.fixture(scope="module")
+def auth_server(binary: str) -> Iterator[RedisServer]:
+    server = RedisServer(binary, extra_args=("--requirepass", SECRET))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("password", [None, "wrong-password"], ids=["none", "wrong"])
+def test_sync_authentication_error_is_not_retried(
+    auth_server: RedisServer, password: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = RedisDeviceMetadataRepository(
+        sync_client(auth_server.port, password=password),
+        close_client=True,
+        retry=RetryPolicy(attempts=5, backoff_base=0.2),
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            repo.get("a")
+        assert time.monotonic() - started < 0.5
+        assert logger_records(caplog) == []
+        assert SECRET not in caplog.text
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize("password", [None, "wrong-password"], ids=["none", "wrong"])
+async def test_async_authentication_error_is_not_retried(
+    auth_server: RedisServer, password: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = AsyncRedisDeviceMetadataRepository(
+        async_client(auth_server.port, password=password),
+        close_client=True,
+        retry=RetryPolicy(attempts=5, backoff_base=0.2),
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            await repo.count()
+        assert time.monotonic() - started < 0.5
+        assert logger_records(caplog) == []
+    finally:
+        await repo.close()
+
+
+def test_health_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    repo = RedisDeviceMetadataRepository(
+        sync_client(free_port()), close_client=True, retry=RetryPolicy(attempts=5)
+    )
+    try:
+        started = time.monotonic()
+        assert repo.health().status == "unhealthy"
+        assert time.monotonic() - started < 0.5
+        assert logger_records(caplog) == []
+    finally:
+        repo.close()
+
+
+async def test_one_shot_iterators_survive_a_retry(
+    restartable: Restartable,
+) -> None:
+    policy = RetryPolicy(attempts=50, deadline=5.0, backoff_base=0.02, backoff_max=0.1)
+    repo = AsyncRedisDeviceMetadataRepository(
+        async_client(restartable.port), close_client=True, retry=policy
+    )
+    try:
+        restartable.kill()
+        restartable.start_later(0.2)
+        # Without a copy, the retry would find the generator spent and write nothing.
+        assert await repo.put_many(meta(i) for i in ("a", "b")) == 2
+        assert await repo.count() == 2
+    finally:
+        await repo.close()
