@@ -208,6 +208,9 @@ def test_nesting_limit_does_not_count_a_trailing_star() -> None:
 
 @pytest.mark.parametrize("stars", [1000, 1001])
 def test_nesting_limit_agrees_with_redis(redis_client: redis.Redis, stars: int) -> None:
+    version = str(redis_client.info("server")["redis_version"])
+    if stars > 1000 and int(version.split(".")[0]) < 7:
+        pytest.skip(f"Redis {version} has no nesting limit; the matcher follows Redis 7")
     texts = {"a" * stars, "a" * (stars + 1), "b" * stars}
     pattern = "*a" * stars
     expected = {text for text in texts if glob_match(pattern, text)}
