@@ -18,9 +18,12 @@ from cache_service_client import (
     CacheInfo,
     DeviceMetadata,
     DeviceMetadataRepository,
+    DeviceQuery,
     HealthStatus,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
+    Page,
+    RepairReport,
 )
 
 
@@ -71,6 +74,12 @@ class SyncAsAsync:
     async def count(self) -> int:
         return self.sync.count()
 
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        return self.sync.query(query)
+
+    async def repair(self) -> RepairReport:
+        return self.sync.repair()
+
     async def info(self) -> CacheInfo:
         return self.sync.info()
 
@@ -96,6 +105,10 @@ class Backdoor:
         """Number of keys in the store (DBSIZE for Redis)."""
         raise NotImplementedError
 
+    def delete_raw(self, device_id: str) -> None:
+        """Delete the device's key behind the repository's back (its index entries stay)."""
+        raise NotImplementedError
+
 
 @dataclass
 class RedisBackdoor(Backdoor):
@@ -113,6 +126,9 @@ class RedisBackdoor(Backdoor):
     def size(self) -> int:
         return int(self.client.dbsize())
 
+    def delete_raw(self, device_id: str) -> None:
+        self.client.delete(self.keys.device_key(device_id))
+
 
 @dataclass
 class MemoryBackdoor(Backdoor):
@@ -127,6 +143,9 @@ class MemoryBackdoor(Backdoor):
     def size(self) -> int:
         # The fake keyspace: the value keys plus the index entries.
         return len(self.repo._data) + len(self.repo._index)
+
+    def delete_raw(self, device_id: str) -> None:
+        self.repo.inject_raw(device_id, None)
 
 
 @dataclass

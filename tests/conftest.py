@@ -17,7 +17,9 @@ from cache_service_client import (
 from tests.backends import Backend, MemoryBackdoor, RedisBackdoor, SyncAsAsync
 from tests.redis_server import session_redis_url
 
-BACKENDS = ["memory-sync", "memory-async", "redis-sync", "redis-async"]
+# "redis-buckets" runs the cluster code path (indexes sharded into buckets, merged by the
+# client) on a single node: the same keys, hash tags and scripts, without the cluster.
+BACKENDS = ["memory-sync", "memory-async", "redis-sync", "redis-async", "redis-buckets"]
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +75,10 @@ def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backen
         repo = AsyncInMemoryDeviceMetadataRepository(core=core)
         return Backend(name, repo, MemoryBackdoor(core), key_strategy)
     sync_client: redis.Redis = request.getfixturevalue("redis_client")
+    if name == "redis-buckets":
+        key_strategy = KeyStrategy(prefix=key_strategy.prefix, buckets=4)
     backdoor = RedisBackdoor(sync_client, key_strategy)
-    if name == "redis-sync":
+    if name in ("redis-sync", "redis-buckets"):
         sync_repo = RedisDeviceMetadataRepository(sync_client, key_strategy=key_strategy)
         return Backend(name, SyncAsAsync(sync_repo), backdoor, key_strategy)
     async_client: redis.asyncio.Redis = request.getfixturevalue("async_redis_client")

@@ -18,9 +18,11 @@ from cache_service_client import (
     DataCorruptionError,
     DeviceMetadata,
     DeviceNotFoundError,
+    DeviceQuery,
     KeyStrategy,
     ValidationError,
 )
+from cache_service_client._glob import glob_match
 from tests.backends import Backend
 
 NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
@@ -547,3 +549,231 @@ async def test_list_ids_pattern_matches_exactly_what_redis_scan_matches(
         redis_client.delete(*reference.device_keys(ids))
     assert await repo.list_ids(pattern=pattern) == expected
     assert await repo.list_ids(pattern=pattern, limit=2, offset=1) == expected[1:3]
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+def fleet() -> list[DeviceMetadata]:
+    """30 devices over 3 datatypes, with ties in last_updated (same millisecond)."""
+    items = []
+    for i in range(30):
+        items.append(
+            meta(
+                f"dev-{i:02d}",
+                datatype_id=("temp", "hum", "co2")[i % 3],
+                persist=i % 4 != 0,
+                last_updated=NOW + timedelta(milliseconds=(i * 7) % 10),
+            )
+        )
+    return items
+
+
+def order_key(m: DeviceMetadata) -> tuple[datetime, bool, str]:
+    return (
+        m.last_updated.replace(microsecond=m.last_updated.microsecond // 1000 * 1000),
+        m.persist,
+        m.device_id,
+    )
+
+
+async def walk(repo: Any, query: DeviceQuery) -> list[str]:
+    ids: list[str] = []
+    pages = 0
+    while True:
+        page = await repo.query(query)
+        ids += [m.device_id for m in page.items]
+        pages += 1
+        assert pages < 100
+        if page.next_cursor is None:
+            return ids
+        query = msgspec.structs.replace(query, cursor=page.next_cursor)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("limit", [1, 7, 30, 100])
+async def test_query_by_id_pages_through_everything(
+    backend: Backend, descending: bool, limit: int
+) -> None:
+    items = fleet()
+    await backend.repo.put_many(items)
+    expected = sorted((m.device_id for m in items), reverse=descending)
+    assert await walk(backend.repo, DeviceQuery(limit=limit, descending=descending)) == expected
+
+
+@pytest.mark.parametrize("descending", [False, True])
+async def test_query_by_last_updated_breaks_ties_by_persist_then_id(
+    backend: Backend, descending: bool
+) -> None:
+    items = fleet()
+    await backend.repo.put_many(items)
+    expected = [m.device_id for m in sorted(items, key=order_key, reverse=descending)]
+    query = DeviceQuery(sort="last_updated", descending=descending, limit=4)
+    assert await walk(backend.repo, query) == expected
+
+
+FILTERS: list[dict[str, Any]] = [
+    {"datatype_id": "hum"},
+    {"persist": False},
+    {"persist": True, "datatype_id": "co2"},
+    {"updated_after": NOW + timedelta(milliseconds=3)},
+    {"updated_before": NOW + timedelta(milliseconds=3)},
+    {
+        "updated_after": NOW + timedelta(milliseconds=1),
+        "updated_before": NOW + timedelta(milliseconds=8),
+        "persist": True,
+    },
+    {"pattern": "dev-1?"},
+    {"pattern": "*[05]", "datatype_id": "temp"},
+    {"datatype_id": "nope"},
+]
+
+
+def expected_for(items: list[DeviceMetadata], filters: dict[str, Any]) -> list[DeviceMetadata]:
+    def ms(value: datetime) -> int:
+        return int((value - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(milliseconds=1))
+
+    out = []
+    for m in items:
+        if "datatype_id" in filters and m.datatype_id != filters["datatype_id"]:
+            continue
+        if "persist" in filters and m.persist != filters["persist"]:
+            continue
+        if "updated_after" in filters and not ms(m.last_updated) > ms(filters["updated_after"]):
+            continue
+        if "updated_before" in filters and not ms(m.last_updated) < ms(filters["updated_before"]):
+            continue
+        if "pattern" in filters and not glob_match(filters["pattern"], m.device_id):
+            continue
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: ",".join(sorted(f)))
+@pytest.mark.parametrize("sort", ["device_id", "last_updated"])
+async def test_query_filters(backend: Backend, filters: dict[str, Any], sort: str) -> None:
+    items = fleet()
+    await backend.repo.put_many(items)
+    matching = expected_for(items, filters)
+    if sort == "device_id":
+        expected = sorted(m.device_id for m in matching)
+    else:
+        expected = [m.device_id for m in sorted(matching, key=order_key)]
+    query = DeviceQuery(sort=sort, limit=5, **filters)  # type: ignore[arg-type]
+    assert await walk(backend.repo, query) == expected
+    first = await backend.repo.query(msgspec.structs.replace(query, limit=1000))
+    assert [m.device_id for m in first.items] == expected
+    assert first.total is None  # filtered: no total
+
+
+async def test_query_items_and_total(backend: Backend) -> None:
+    items = fleet()
+    await backend.repo.put_many(items)
+    page = await backend.repo.query(DeviceQuery(limit=3))
+    assert page.items == sorted(items, key=lambda m: m.device_id)[:3]
+    assert page.total == 30
+    follow = await backend.repo.query(DeviceQuery(limit=3, cursor=page.next_cursor))
+    assert follow.total is None
+    empty = await backend.repo.query(DeviceQuery(datatype_id="none"))
+    assert (empty.items, empty.next_cursor) == ([], None)
+
+
+async def test_query_rejects_bad_input(backend: Backend) -> None:
+    await backend.repo.put_many(fleet())
+    page = await backend.repo.query(DeviceQuery(limit=2))
+    for query, field in [
+        (DeviceQuery(limit=0), "limit"),
+        (DeviceQuery(limit=1001), "limit"),
+        (DeviceQuery(sort="colour"), "sort"),  # type: ignore[arg-type]
+        (DeviceQuery(updated_after=datetime(2026, 1, 1)), "updated_after"),
+        (DeviceQuery(cursor="garbage!"), "cursor"),
+        (DeviceQuery(limit=2, cursor=page.next_cursor, datatype_id="temp"), "cursor"),
+        (DeviceQuery(sort="last_updated", cursor=page.next_cursor), "cursor"),
+        (DeviceQuery(datatype_id=""), "datatype_id"),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            await backend.repo.query(query)
+        assert caught.value.field == field
+    with pytest.raises(ValidationError):
+        await backend.repo.query({"limit": 5})  # type: ignore[arg-type]
+
+
+async def test_query_pages_are_stable_under_concurrent_changes(backend: Backend) -> None:
+    stable = [meta(f"s-{i:03d}", last_updated=NOW + timedelta(seconds=i)) for i in range(40)]
+    await backend.repo.put_many(stable)
+    churn = [meta(f"c-{i:03d}") for i in range(40)]
+    for sort in ("device_id", "last_updated"):
+        for descending in (False, True):
+            await backend.repo.put_many(churn)
+            query: DeviceQuery | None = DeviceQuery(sort=sort, descending=descending, limit=6)
+            seen: list[str] = []
+            step = 0
+            while query is not None:
+                page = await backend.repo.query(query)
+                seen += [m.device_id for m in page.items]
+                # Between pages: delete some churn devices, add new ones on both sides.
+                step += 1
+                await backend.repo.delete_many([f"c-{i:03d}" for i in range(step, 40, 7)])
+                await backend.repo.put_many(
+                    [
+                        meta(f"a-{step}-{sort}-{descending}", last_updated=NOW - timedelta(days=1)),
+                        meta(f"z-{step}-{sort}-{descending}", last_updated=NOW + timedelta(days=1)),
+                    ]
+                )
+                query = (
+                    None
+                    if page.next_cursor is None
+                    else msgspec.structs.replace(query, cursor=page.next_cursor)
+                )
+            stable_seen = [i for i in seen if i.startswith("s-")]
+            assert sorted(stable_seen) == [m.device_id for m in stable]  # each exactly once
+            assert len(seen) == len(set(seen))
+
+
+@pytest.mark.slow
+async def test_query_never_returns_expired_devices(backend: Backend) -> None:
+    backend.repo.ttl = 0.3  # type: ignore[attr-defined]
+    await backend.repo.put_many([meta(f"short-{i}") for i in range(5)])
+    backend.repo.ttl = None  # type: ignore[attr-defined]
+    await backend.repo.put(meta("long"))
+    await asyncio.sleep(0.45)
+    for sort in ("device_id", "last_updated"):
+        page = await backend.repo.query(DeviceQuery(sort=sort))
+        assert [m.device_id for m in page.items] == ["long"]
+    assert (await backend.repo.query(DeviceQuery())).total == 1
+
+
+# -- repair ---------------------------------------------------------------------------------------
+
+
+async def test_repair_indexes_foreign_values_and_removes_orphans(backend: Backend) -> None:
+    await backend.repo.put_many([meta("a"), meta("b"), meta("c")])
+    assert (await backend.repo.repair()).indexed == 0
+    backend.backdoor.delete_raw("b")  # gone behind our back: an orphan in the indexes
+    foreign = msgspec.json.encode(meta("from-other-tool", datatype_id="hum"))
+    backend.backdoor.set_raw("from-other-tool", foreign)  # a value nobody indexed
+    backend.backdoor.set_raw("broken", b"not json")
+    report = await backend.repo.repair()
+    assert report.indexed == 1
+    assert report.orphans_removed == 1
+    assert report.corrupted == [backend.keys.device_key("broken")]
+    assert report.scanned == 4  # a, c, from-other-tool, broken
+    assert await backend.repo.list_ids() == ["a", "c", "from-other-tool"]
+    assert await backend.repo.count() == 3
+    page = await backend.repo.query(DeviceQuery(datatype_id="hum"))
+    assert [m.device_id for m in page.items] == ["from-other-tool"]
+    again = await backend.repo.repair()
+    assert (again.indexed, again.orphans_removed) == (0, 0)
+
+
+async def test_repair_fixes_a_changed_datatype(backend: Backend) -> None:
+    await backend.repo.put(meta("x", datatype_id="temp"))
+    backend.backdoor.set_raw("x", msgspec.json.encode(meta("x", datatype_id="hum", persist=False)))
+    report = await backend.repo.repair()
+    assert report.indexed == 1
+    hum = await backend.repo.query(DeviceQuery(datatype_id="hum", sort="last_updated"))
+    temp = await backend.repo.query(DeviceQuery(datatype_id="temp", sort="last_updated"))
+    assert ([m.device_id for m in hum.items], temp.items) == (["x"], [])
+    assert [m.device_id for m in (await backend.repo.query(DeviceQuery(persist=False))).items] == [
+        "x"
+    ]

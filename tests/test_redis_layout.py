@@ -63,10 +63,12 @@ def test_value_is_readable_json_with_ttl_and_schema_version(
     assert isinstance(raw, bytes)
     assert raw.startswith(b'{"v":1,"device_id":"sensor-1"')
     assert 59_000 < redis_client.pttl(key_strategy.device_key("sensor-1")) <= 60_000
-    expiry = redis_client.zscore(key_strategy.expiry_index, "sensor-1")
+    expiry = redis_client.zscore(key_strategy.expiry_index(), "sensor-1")
     assert expiry is not None
     assert abs(expiry - (time.time() * 1000 + 60_000)) < 2_000
-    assert redis_client.zscore(key_strategy.updated_index, "sensor-1") == NOW.timestamp() * 1000
+    score = redis_client.zscore(key_strategy.updated_index("t"), "sensor-1")
+    assert score == NOW.timestamp() * 1000 * 2 + 1  # ms * 2 + persist
+    assert redis_client.smembers(key_strategy.datatypes_index()) == {b"t"}
 
 
 def test_no_ttl_means_no_expiry(
@@ -76,7 +78,7 @@ def test_no_ttl_means_no_expiry(
     repo.ttl = None
     repo.put(meta("d"))
     assert redis_client.pttl(key_strategy.device_key("d")) == -1
-    assert redis_client.zscore(key_strategy.expiry_index, "d") is None
+    assert redis_client.zscore(key_strategy.expiry_index(), "d") is None
 
 
 def test_scan_match_on_the_prefix_finds_only_device_values(
@@ -124,9 +126,10 @@ def test_expired_entries_are_pruned_from_the_indexes(
     time.sleep(0.35)
     assert repo.count() == 1
     assert repo.list_ids() == ["stays"]
-    for index in key_strategy.index_keys():
-        assert redis_client.zrange(index, 0, -1) in ([b"stays"], [])
-    assert redis_client.zcard(key_strategy.ids_index) == 1
+    for index in (key_strategy.ids_index(), key_strategy.updated_index("t")):
+        assert redis_client.zrange(index, 0, -1) == [b"stays"]
+    assert redis_client.zcard(key_strategy.expiry_index()) == 0
+    assert redis_client.zcard(key_strategy.ids_index()) == 1
 
 
 def test_foreign_deletes_are_pruned_when_listed(
@@ -135,7 +138,7 @@ def test_foreign_deletes_are_pruned_when_listed(
     repo.put_many([meta("a"), meta("b"), meta("c")])
     redis_client.delete(key_strategy.device_key("b"))
     assert repo.list_ids() == ["a", "c"]
-    assert redis_client.zcard(key_strategy.ids_index) == 2
+    assert redis_client.zcard(key_strategy.ids_index()) == 2
     assert repo.count() == 2
 
 

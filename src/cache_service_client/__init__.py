@@ -32,9 +32,11 @@ from cache_service_client.models import (
     BatchGetResult,
     CacheInfo,
     DeviceMetadata,
+    DeviceQuery,
     HealthState,
     HealthStatus,
     Page,
+    RepairReport,
 )
 from cache_service_client.repository import (
     AsyncDeviceMetadataRepository,
@@ -65,6 +67,7 @@ __all__ = [
     "DeviceMetadata",
     "DeviceMetadataRepository",
     "DeviceNotFoundError",
+    "DeviceQuery",
     "HealthState",
     "HealthStatus",
     "InMemoryDeviceMetadataRepository",
@@ -72,6 +75,7 @@ __all__ = [
     "MetadataCodec",
     "Page",
     "RedisDeviceMetadataRepository",
+    "RepairReport",
     "RetryPolicy",
     "Settings",
     "ValidationError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -23,6 +23,20 @@ MAX_NESTING = 32
 MAX_TTL = 100 * 365 * 86400
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def datetime_from_ms(ms: float) -> datetime:
+    """Return the UTC datetime of ``ms`` milliseconds since the epoch."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """Return ``value`` as whole milliseconds since the epoch (rounded toward -inf)."""
+    delta = value - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def validate_device_id(device_id: object, field: str = "device_id") -> str:

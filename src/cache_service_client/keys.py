@@ -1,25 +1,39 @@
 """KeyStrategy: every Redis key name and SCAN pattern is made here, and nowhere else.
 
-Layout for ``KeyStrategy(prefix="device", separator=":")``:
+Layout for ``KeyStrategy(prefix="device", separator=":")`` (a single Redis node):
 
-=========================  =========================================================
-``device:<id>``            the device's encoded metadata (a string, with a TTL)
-``device index:ids``       sorted set of all device ids (score 0, ordered by id)
-``device index:expiry``    sorted set id -> expiry time in ms since the epoch
-``device index:updated``   sorted set id -> ``last_updated`` in ms since the epoch
-=========================  =========================================================
+================================  ===========================================================
+``device:<id>``                   the device's encoded metadata (a string, with a TTL)
+``device index:ids``              sorted set of all device ids (score 0, ordered by id)
+``device index:expiry``           sorted set id -> expiry time in ms since the epoch
+``device index:updated:<dt>``     one sorted set per datatype id: id -> ``last_updated`` in ms
+                                  since the epoch, times two, plus one when ``persist``
+``device index:datatypes``        set of the datatype ids that have an ``updated`` index
+================================  ===========================================================
 
 Index keys hold a space, which neither a prefix, a separator nor a device id may contain; so no
 device key of any strategy can ever be an index key, and ``SCAN MATCH device:*`` finds exactly
 the device values.
+
+For Redis Cluster (``buckets > 1``) devices are spread over ``buckets`` index shards. Every key of
+a bucket carries the bucket's hash tag, so a device's value and the index entries it belongs to
+share a slot (writes stay atomic in one script): ``device:{b7}:<id>``,
+``device index:{b7}:ids``, ... The tags are chosen so that the buckets' slots are spread evenly
+over the slot space, hence over the masters.
 """
 
 from __future__ import annotations
+
+import zlib
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from cache_service_client._glob import escape_glob
 from cache_service_client.exceptions import ConfigurationError
 
 __all__ = ["KeyStrategy"]
+
+MAX_BUCKETS = 1024
 
 
 def _check_part(name: str, value: object) -> str:
@@ -29,98 +43,188 @@ def _check_part(name: str, value: object) -> str:
         raise ConfigurationError(
             f"KeyStrategy {name}: {value!r} must not contain whitespace or control characters"
         )
+    if "{" in value or "}" in value:
+        raise ConfigurationError(
+            f"KeyStrategy {name}: {value!r} must not contain braces (Redis Cluster hash tags)"
+        )
     return value
+
+
+def _spread_tags(buckets: int) -> list[str]:
+    """Return one hash tag per bucket, the b-th landing in the b-th slice of the slot space."""
+    tags: list[str] = []
+    width = REDIS_CLUSTER_HASH_SLOTS / buckets
+    candidate = 0
+    for bucket in range(buckets):
+        while True:
+            tag = f"b{candidate}"
+            candidate += 1
+            if int(key_slot(tag.encode()) // width) == bucket:
+                tags.append(tag)
+                candidate = 0
+                break
+    return tags
 
 
 class KeyStrategy:
     """Names the keys of one cache namespace.
 
     Args:
-        prefix: First part of every key (``"device"``). No whitespace or control characters.
+        prefix: First part of every key (``"device"``). No whitespace, control characters or
+            braces.
         separator: Put between the prefix and the device id (``":"``).
-
-    The invariant ``device_key(id) == device_key_prefix + id`` holds and server-side scripts rely
-    on it.
-
+        buckets: 1 for a single Redis node (keys without hash tags); more for Redis Cluster,
+            where indexes are sharded into this many buckets (at most 1024).
     """
 
-    __slots__ = ("_device_prefix", "_index_prefix", "prefix", "separator")
+    __slots__ = (
+        "_device_prefixes",
+        "_index_prefixes",
+        "_tags",
+        "buckets",
+        "prefix",
+        "separator",
+    )
 
-    def __init__(self, prefix: str = "device", separator: str = ":") -> None:
+    def __init__(self, prefix: str = "device", separator: str = ":", *, buckets: int = 1) -> None:
         self.prefix = _check_part("prefix", prefix)
         self.separator = _check_part("separator", separator)
-        self._device_prefix = prefix + separator
-        self._index_prefix = f"{prefix} index{separator}"
+        if type(buckets) is not int or not 1 <= buckets <= MAX_BUCKETS:
+            raise ConfigurationError(
+                f"KeyStrategy buckets: must be an int from 1 to {MAX_BUCKETS}, not {buckets!r}"
+            )
+        self.buckets = buckets
+        if buckets == 1:
+            self._tags = [""]
+            self._device_prefixes = [prefix + separator]
+            self._index_prefixes = [f"{prefix} index{separator}"]
+        else:
+            self._tags = [f"{{{tag}}}" for tag in _spread_tags(buckets)]
+            self._device_prefixes = [f"{prefix}{separator}{t}{separator}" for t in self._tags]
+            self._index_prefixes = [f"{prefix} index{separator}{t}{separator}" for t in self._tags]
 
     def __repr__(self) -> str:
-        return f"KeyStrategy(prefix={self.prefix!r}, separator={self.separator!r})"
+        extra = f", buckets={self.buckets}" if self.buckets > 1 else ""
+        return f"KeyStrategy(prefix={self.prefix!r}, separator={self.separator!r}{extra})"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, KeyStrategy)
             and other.prefix == self.prefix
             and other.separator == self.separator
+            and other.buckets == self.buckets
         )
 
     def __hash__(self) -> int:
-        return hash((KeyStrategy, self.prefix, self.separator))
+        return hash((KeyStrategy, self.prefix, self.separator, self.buckets))
+
+    # -- buckets ---------------------------------------------------------------------------
+
+    def bucket_of(self, device_id: str) -> int:
+        """Return the bucket (index shard) a device belongs to; always 0 on a single node."""
+        if self.buckets == 1:
+            return 0
+        return zlib.crc32(device_id.encode()) % self.buckets
+
+    def group_by_bucket(self, device_ids: list[str]) -> dict[int, list[int]]:
+        """Return, per bucket, the positions in ``device_ids`` of the ids that belong to it."""
+        groups: dict[int, list[int]] = {}
+        for position, device_id in enumerate(device_ids):
+            groups.setdefault(self.bucket_of(device_id), []).append(position)
+        return groups
+
+    # -- device keys -----------------------------------------------------------------------
 
     @property
     def device_key_prefix(self) -> str:
-        """The part every device key starts with (``"device:"``)."""
-        return self._device_prefix
+        """The part every device key starts with (``"device:"``); single node only."""
+        if self.buckets != 1:
+            raise ValueError("device keys of a bucketed KeyStrategy have one prefix per bucket")
+        return self._device_prefixes[0]
+
+    def bucket_device_prefix(self, bucket: int) -> str:
+        """The part every device key of ``bucket`` starts with."""
+        return self._device_prefixes[bucket]
 
     def device_key(self, device_id: str) -> str:
         """Return the key that holds ``device_id``'s metadata."""
-        return self._device_prefix + device_id
+        return self._device_prefixes[self.bucket_of(device_id)] + device_id
 
     def device_keys(self, device_ids: list[str]) -> list[str]:
         """Return the keys of several devices, in order."""
-        prefix = self._device_prefix
-        return [prefix + device_id for device_id in device_ids]
+        if self.buckets == 1:
+            prefix = self._device_prefixes[0]
+            return [prefix + device_id for device_id in device_ids]
+        return [self.device_key(device_id) for device_id in device_ids]
 
     def is_device_key(self, key: str) -> bool:
-        """True when ``key`` is a device key of this strategy."""
-        return key.startswith(self._device_prefix) and len(key) > len(self._device_prefix)
+        """Return True when ``key`` is a device key of this strategy."""
+        try:
+            self.device_id(key)
+        except ValueError:
+            return False
+        return True
 
     def device_id(self, key: str) -> str:
         """Return the device id stored under ``key``.
 
         Raises:
             ValueError: If ``key`` is not a device key of this strategy.
-
         """
-        if not self.is_device_key(key):
-            raise ValueError(f"{key!r} is not a device key of {self!r}")
-        return key[len(self._device_prefix) :]
+        if self.buckets == 1:
+            prefix = self._device_prefixes[0]
+            if key.startswith(prefix) and len(key) > len(prefix):
+                return key[len(prefix) :]
+        else:
+            head = self.prefix + self.separator
+            if key.startswith(head + "{"):
+                end = key.find("}", len(head))
+                prefix = key[: end + 1 + len(self.separator)]
+                device_id = key[len(prefix) :]
+                if end > 0 and device_id and self.device_key(device_id) == key:
+                    return device_id
+        raise ValueError(f"{key!r} is not a device key of {self!r}")
 
     def device_pattern(self, pattern: str | None = None) -> str:
         """Return a ``SCAN MATCH`` pattern for device keys whose id matches ``pattern``.
 
         The prefix and separator are escaped, so a prefix like ``t[1]`` never matches keys of
-        prefix ``t1``; ``pattern`` itself is a Redis glob over device ids (None: all).
+        prefix ``t1``; ``pattern`` itself is a Redis glob over device ids (None: all). With
+        buckets, the pattern covers every bucket's tag; check candidates with
+        :meth:`is_device_key`.
         """
-        return escape_glob(self._device_prefix) + ("*" if pattern is None else pattern)
+        tail = "*" if pattern is None else pattern
+        if self.buckets == 1:
+            return escape_glob(self._device_prefixes[0]) + tail
+        head = escape_glob(self.prefix + self.separator)
+        return f"{head}{{*}}{escape_glob(self.separator)}{tail}"
 
-    def index_key(self, name: str) -> str:
-        """Return the key of the index called ``name``."""
-        return self._index_prefix + name
+    # -- index keys ------------------------------------------------------------------------
 
-    @property
-    def ids_index(self) -> str:
-        """Sorted set of all device ids, lexicographically ordered."""
-        return self._index_prefix + "ids"
+    def index_prefix(self, bucket: int = 0) -> str:
+        """The part every index key of ``bucket`` starts with (``"device index:"``)."""
+        return self._index_prefixes[bucket]
 
-    @property
-    def expiry_index(self) -> str:
-        """Sorted set of device ids scored by expiry time (ms since the epoch)."""
-        return self._index_prefix + "expiry"
+    def ids_index(self, bucket: int = 0) -> str:
+        """Sorted set of the bucket's device ids, lexicographically ordered (score 0)."""
+        return self._index_prefixes[bucket] + "ids"
 
-    @property
-    def updated_index(self) -> str:
-        """Sorted set of device ids scored by ``last_updated`` (ms since the epoch)."""
-        return self._index_prefix + "updated"
+    def expiry_index(self, bucket: int = 0) -> str:
+        """Sorted set of the bucket's device ids scored by expiry time (ms since the epoch)."""
+        return self._index_prefixes[bucket] + "expiry"
 
-    def index_keys(self) -> list[str]:
-        """All index keys, in the order the server-side scripts expect them."""
-        return [self.ids_index, self.expiry_index, self.updated_index]
+    def datatypes_index(self, bucket: int = 0) -> str:
+        """Set of the datatype ids that have an updated index in the bucket."""
+        return self._index_prefixes[bucket] + "datatypes"
+
+    def updated_index_prefix(self, bucket: int = 0) -> str:
+        """Prefix of the bucket's per-datatype updated indexes (the datatype id follows)."""
+        return self._index_prefixes[bucket] + "updated" + self.separator
+
+    def updated_index(self, datatype_id: str, bucket: int = 0) -> str:
+        """Sorted set of the bucket's devices of one datatype, scored ``ms * 2 + persist``."""
+        return self.updated_index_prefix(bucket) + datatype_id
+
+    def index_keys(self, bucket: int = 0) -> list[str]:
+        """The fixed index keys of a bucket, in the order the server-side scripts expect."""
+        return [self.ids_index(bucket), self.expiry_index(bucket), self.datatypes_index(bucket)]

@@ -9,7 +9,7 @@ readable after the model grows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -22,9 +22,12 @@ __all__ = [
     "BatchGetResult",
     "CacheInfo",
     "DeviceMetadata",
+    "DeviceQuery",
     "HealthState",
     "HealthStatus",
     "Page",
+    "QuerySort",
+    "RepairReport",
 ]
 
 #: Schema version written into every stored value (the ``"v"`` field).
@@ -158,3 +161,62 @@ class BatchGetResult:
     found: dict[str, DeviceMetadata]
     missing: list[str]
     corrupted: dict[str, DataCorruptionError]
+
+
+QuerySort = Literal["device_id", "last_updated"]
+
+
+class DeviceQuery(msgspec.Struct, kw_only=True, frozen=True):
+    """A filtered, sorted, paged query over stored devices.
+
+    All filters combine (AND). Times compare at millisecond precision, as the indexes keep them.
+
+    Attributes:
+        datatype_id: Only devices of this datatype.
+        persist: Only devices whose ``persist`` flag is this.
+        updated_after: Only devices with ``last_updated`` strictly after this (aware datetime).
+        updated_before: Only devices with ``last_updated`` strictly before this.
+        pattern: Only devices whose id matches this Redis glob.
+        sort: ``"device_id"`` (default) or ``"last_updated"`` (ties broken by id).
+        descending: Sort the other way round.
+        limit: Page size, 1 to 1000 (default 100).
+        cursor: ``next_cursor`` of the previous page of the same query; None for the first.
+    """
+
+    datatype_id: str | None = None
+    persist: bool | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    pattern: str | None = None
+    sort: QuerySort = "device_id"
+    descending: bool = False
+    limit: int = 100
+    cursor: str | None = None
+
+    @property
+    def has_filters(self) -> bool:
+        """True when any filter is set (a pattern counts, ``"*"`` too)."""
+        return (
+            self.datatype_id is not None
+            or self.persist is not None
+            or self.updated_after is not None
+            or self.updated_before is not None
+            or self.pattern is not None
+        )
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :meth:`repair` found and fixed.
+
+    Attributes:
+        scanned: Device keys read from the keyspace.
+        indexed: Devices whose index entries were added or corrected.
+        orphans_removed: Index entries removed because their device is gone.
+        corrupted: Keys whose value could not be decoded (left in place, not indexed).
+    """
+
+    scanned: int = 0
+    indexed: int = 0
+    orphans_removed: int = 0
+    corrupted: list[str] = field(default_factory=list)

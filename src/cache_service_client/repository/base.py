@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
 from cache_service_client._validation import validate_metadata
 from cache_service_client.exceptions import ValidationError
-from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.models import (
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    Page,
+    RepairReport,
+)
 
 __all__ = [
     "AsyncDeviceMetadataRepository",
@@ -93,6 +100,22 @@ class DeviceMetadataRepository(Protocol):
         """Return how many devices are stored."""
         ...
 
+    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """Return one page of devices matching ``query``, in its order.
+
+        Pages are stable: a device that exists for the whole walk is returned exactly once, even
+        while others are written, deleted or expire. ``total`` is set on the first page of a
+        query without filters.
+
+        Raises:
+            ValidationError: For an invalid query or a cursor of another query.
+        """
+        ...
+
+    def repair(self) -> RepairReport:
+        """Rebuild the indexes from the stored values and report what was fixed."""
+        ...
+
     def info(self) -> CacheInfo:
         """Return figures about the cache."""
         ...
@@ -156,6 +179,14 @@ class AsyncDeviceMetadataRepository(Protocol):
         """Return how many devices are stored."""
         ...
 
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """Return one page of devices matching ``query``; see the sync protocol."""
+        ...
+
+    async def repair(self) -> RepairReport:
+        """Rebuild the indexes from the stored values and report what was fixed."""
+        ...
+
     async def info(self) -> CacheInfo:
         """Return figures about the cache."""
         ...
@@ -189,20 +220,6 @@ def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:
     for error in result.corrupted.values():
         logger.warning("batch read skipped a corrupted entry: %s", error)
     return result.found
-
-
-def datetime_from_ms(ms: float) -> datetime:
-    """Return the UTC datetime of ``ms`` milliseconds since the epoch."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-
-
-def datetime_to_ms(value: datetime) -> int:
-    """Return ``value`` as whole milliseconds since the epoch (rounded toward -inf)."""
-    delta = value - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def page(ids: Sequence[str], limit: int | None, offset: int) -> list[str]:

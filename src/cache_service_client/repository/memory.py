@@ -16,7 +16,10 @@ from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timezone
 
 from cache_service_client._glob import compile_glob, literal_prefix
+from cache_service_client._query import plan_query, score_of
 from cache_service_client._validation import (
+    datetime_from_ms,
+    datetime_to_ms,
     validate_device_id,
     validate_device_ids,
     validate_metadata,
@@ -26,11 +29,18 @@ from cache_service_client._validation import (
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.exceptions import DataCorruptionError, DeviceNotFoundError
 from cache_service_client.keys import KeyStrategy
-from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.models import (
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    Page,
+    RepairReport,
+)
 from cache_service_client.repository.base import (
-    datetime_from_ms,
-    datetime_to_ms,
     log_corrupted,
+    logger,
     validate_batch,
 )
 
@@ -75,9 +85,10 @@ class InMemoryDeviceMetadataRepository:
         self._clock = clock if clock is not None else time.time
         self._lock = threading.RLock()
         self._data: dict[str, _Entry] = {}
-        # The ids index: sorted ids (str order is UTF-8 byte order) and id -> last_updated ms.
+        # The ids index: sorted ids (str order is UTF-8 byte order), and per indexed id its
+        # datatype and index score (last_updated ms * 2 + persist), as the Redis indexes keep.
         self._index: list[str] = []
-        self._updated: dict[str, int] = {}
+        self._updated: dict[str, tuple[str, int]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -185,16 +196,21 @@ class InMemoryDeviceMetadataRepository:
         """Store several devices atomically; nothing is written if any is invalid."""
         checked = validate_batch(items)
         encoded = [
-            (m.device_id, self.codec.encode(m), datetime_to_ms(m.last_updated)) for m in checked
+            (
+                m.device_id,
+                self.codec.encode(m),
+                (m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist)),
+            )
+            for m in checked
         ]
         ttl = self._ttl
         with self._lock:
             expires_at = None if ttl is None else self._now_ms() + max(1, round(ttl * 1000))
-            for device_id, value, updated_ms in encoded:
+            for device_id, value, indexed in encoded:
                 self._data[self.key_strategy.device_key(device_id)] = _Entry(value, expires_at)
                 if device_id not in self._updated:
                     bisect.insort(self._index, device_id)
-                self._updated[device_id] = updated_ms
+                self._updated[device_id] = indexed
         return len(encoded)
 
     def delete(self, device_id: str) -> bool:
@@ -229,14 +245,14 @@ class InMemoryDeviceMetadataRepository:
         Must be called with the lock held and consumed before it is released.
         """
         dead: list[str] = []
-        key_prefix = self.key_strategy.device_key_prefix
+        device_key = self.key_strategy.device_key
         try:
             index = self._index  # not changed while this runs: pruning waits for the end
             for position in range(start, len(index)):
                 device_id = index[position]
                 if not device_id.startswith(prefix):
                     break
-                if self._live(key_prefix + device_id, now) is None:
+                if self._live(device_key(device_id), now) is None:
                     dead.append(device_id)
                     continue
                 yield device_id
@@ -274,16 +290,85 @@ class InMemoryDeviceMetadataRepository:
         with self._lock:
             return sum(1 for _ in self._alive_ids(self._now_ms()))
 
+    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """Return one page of devices matching ``query``; see :class:`DeviceMetadataRepository`."""
+        plan = plan_query(query)
+        keys = self.key_strategy
+        with self._lock:
+            now = self._now_ms()
+            start = bisect.bisect_left(self._index, plan.prefix)
+            candidates = []
+            for device_id in self._alive_ids(now, start, plan.prefix):
+                datatype_id, score = self._updated[device_id]
+                if plan.datatype_id is not None and datatype_id != plan.datatype_id:
+                    continue
+                if plan.matches(device_id, score):
+                    candidates.append((plan.sort_key(device_id, score), device_id))
+            candidates.sort(reverse=plan.descending)
+            chosen = [c for c in candidates if plan.is_after(c[0])][: plan.limit + 1]
+            entries = [
+                (device_id, self._data[keys.device_key(device_id)]) for _, device_id in chosen
+            ]
+            total = len(candidates) if plan.after is None and not query.has_filters else None
+        items: list[DeviceMetadata] = []
+        for device_id, entry in entries[: plan.limit]:
+            try:
+                items.append(self._decode(keys.device_key(device_id), entry, device_id))
+            except DataCorruptionError as exc:
+                logger.warning("query skipped a corrupted entry: %s", exc)
+        more = len(chosen) > plan.limit
+        next_cursor = plan.cursor(chosen[plan.limit - 1][0]) if more else None
+        return Page(items=items, next_cursor=next_cursor, total=total)
+
+    def repair(self) -> RepairReport:
+        """Rebuild the index from the stored values, as the Redis repository does.
+
+        Values written past the index (with :meth:`inject_raw`) are indexed when they decode;
+        index entries whose value is gone are removed.
+        """
+        keys = self.key_strategy
+        with self._lock:
+            now = self._now_ms()
+            orphans = 0
+            for device_id in list(self._index):
+                if self._live(keys.device_key(device_id), now) is None:
+                    self._unindex(device_id)
+                    orphans += 1
+            scanned = indexed = 0
+            corrupted: list[str] = []
+            for key in sorted(self._data):
+                entry = self._live(key, now)
+                if entry is None:
+                    continue
+                scanned += 1
+                device_id = keys.device_id(key)
+                try:
+                    metadata = self._decode(key, entry, device_id)
+                except DataCorruptionError:
+                    corrupted.append(key)
+                    continue
+                wanted = (
+                    metadata.datatype_id,
+                    score_of(datetime_to_ms(metadata.last_updated), metadata.persist),
+                )
+                if self._updated.get(device_id) != wanted:
+                    if device_id not in self._updated:
+                        bisect.insort(self._index, device_id)
+                    self._updated[device_id] = wanted
+                    indexed += 1
+        return RepairReport(
+            scanned=scanned, indexed=indexed, orphans_removed=orphans, corrupted=corrupted
+        )
+
     def info(self) -> CacheInfo:
         """Return figures about the cache; memory is the bytes of keys and encoded values."""
         with self._lock:
             ids = list(self._alive_ids(self._now_ms()))
-            prefix = self.key_strategy.device_key_prefix
             size = 0
             for device_id in ids:
-                value = self._data[prefix + device_id].value
-                size += len((prefix + device_id).encode()) + len(value)
-            stamps = [self._updated[device_id] for device_id in ids]
+                key = self.key_strategy.device_key(device_id)
+                size += len(key.encode()) + len(self._data[key].value)
+            stamps = [self._updated[device_id][1] // 2 for device_id in ids]
         return CacheInfo(
             total_devices=len(ids),
             memory_usage_bytes=size,
@@ -394,6 +479,14 @@ class AsyncInMemoryDeviceMetadataRepository:
     async def count(self) -> int:
         """See :meth:`InMemoryDeviceMetadataRepository.count`."""
         return self.sync.count()
+
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """See :meth:`InMemoryDeviceMetadataRepository.query`."""
+        return self.sync.query(query)
+
+    async def repair(self) -> RepairReport:
+        """See :meth:`InMemoryDeviceMetadataRepository.repair`."""
+        return self.sync.repair()
 
     async def info(self) -> CacheInfo:
         """See :meth:`InMemoryDeviceMetadataRepository.info`."""

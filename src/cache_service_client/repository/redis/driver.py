@@ -22,7 +22,14 @@ from cache_service_client.exceptions import (
     CacheServiceError,
     DataCorruptionError,
 )
-from cache_service_client.repository.redis.ops import Command, Flow, Op, Pipeline, ScriptCall
+from cache_service_client.repository.redis.ops import (
+    Command,
+    Flow,
+    Op,
+    Pipeline,
+    ScanBatch,
+    ScriptCall,
+)
 from cache_service_client.retry import RetryPolicy
 
 __all__ = ["AsyncRedisDriver", "SyncRedisDriver", "translate_error"]
@@ -78,11 +85,40 @@ def _script_args(call: ScriptCall) -> tuple[Any, ...]:
     return (len(call.keys), *call.keys, *call.args)
 
 
+def _queue(pipe: Any, op: Pipeline) -> None:
+    queue: Callable[..., Any] = pipe.execute_command
+    for entry in op.commands:
+        if isinstance(entry, ScriptCall):
+            queue("EVALSHA", entry.script.sha, *_script_args(entry))
+        else:
+            queue(*entry.args)
+
+
+def _unloaded(replies: list[Any], op: Pipeline) -> list[int]:
+    """Positions of script calls that failed because the script was not loaded (NOSCRIPT)."""
+    return [
+        i
+        for i, (reply, entry) in enumerate(zip(replies, op.commands, strict=True))
+        if isinstance(entry, ScriptCall) and isinstance(reply, rex.NoScriptError)
+    ]
+
+
 def _pipeline_replies(replies: list[Any], op: Pipeline) -> list[Any]:
     return [
         translate_error(reply, command) if isinstance(reply, Exception) else reply
         for reply, command in zip(replies, op.commands, strict=True)
     ]
+
+
+def _scan_command(op: ScanBatch) -> tuple[Any, ...]:
+    cursor = 0 if op.position is None else op.position
+    return ("SCAN", cursor, "MATCH", op.pattern, "COUNT", op.count)
+
+
+def _scan_reply(reply: Any) -> tuple[Any, list[Any]]:
+    cursor, keys = reply
+    cursor = int(cursor)
+    return (None if cursor == 0 else cursor), list(keys)
 
 
 class SyncRedisDriver:
@@ -142,11 +178,19 @@ class SyncRedisDriver:
                 return self._call("EVALSHA", op.script.sha, *_script_args(op))
             except rex.NoScriptError:
                 return self._call("EVAL", op.script.source, *_script_args(op))
+        if isinstance(op, ScanBatch):
+            return _scan_reply(self._call(*_scan_command(op)))
         pipe = self.client.pipeline(transaction=op.transaction)
-        queue: Callable[..., Any] = pipe.execute_command
-        for command in op.commands:
-            queue(*command.args)
-        return _pipeline_replies(pipe.execute(raise_on_error=False), op)
+        _queue(pipe, op)
+        replies = list(pipe.execute(raise_on_error=False))
+        for i in _unloaded(replies, op):
+            call = op.commands[i]
+            assert isinstance(call, ScriptCall)
+            try:
+                replies[i] = self._call("EVAL", call.script.source, *_script_args(call))
+            except rex.RedisError as exc:
+                replies[i] = exc
+        return _pipeline_replies(replies, op)
 
 
 class AsyncRedisDriver:
@@ -210,8 +254,16 @@ class AsyncRedisDriver:
                 return await self._call("EVALSHA", op.script.sha, *_script_args(op))
             except rex.NoScriptError:
                 return await self._call("EVAL", op.script.source, *_script_args(op))
+        if isinstance(op, ScanBatch):
+            return _scan_reply(await self._call(*_scan_command(op)))
         pipe = self.client.pipeline(transaction=op.transaction)
-        queue: Callable[..., Any] = pipe.execute_command
-        for command in op.commands:
-            queue(*command.args)
-        return _pipeline_replies(await pipe.execute(raise_on_error=False), op)
+        _queue(pipe, op)
+        replies = list(await pipe.execute(raise_on_error=False))
+        for i in _unloaded(replies, op):
+            call = op.commands[i]
+            assert isinstance(call, ScriptCall)
+            try:
+                replies[i] = await self._call("EVAL", call.script.source, *_script_args(call))
+            except rex.RedisError as exc:
+                replies[i] = exc
+        return _pipeline_replies(replies, op)

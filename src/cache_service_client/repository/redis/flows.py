@@ -3,18 +3,26 @@
 A flow yields :mod:`~cache_service_client.repository.redis.ops` values and receives the replies;
 the sync and the async driver run the same flows. Flows validate their input before their first
 ``yield``, so invalid input never reaches the server.
+
+Indexes live in buckets (one on a single node, several in a cluster, see
+:class:`~cache_service_client.KeyStrategy`). Writes go to each device's bucket in one script;
+reads that walk indexes merge the buckets' ordered streams here, in the client.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from cache_service_client._glob import compile_glob, literal_prefix
+from cache_service_client._query import Position, QueryPlan, plan_query, score_of
 from cache_service_client._validation import (
+    datetime_from_ms,
+    datetime_to_ms,
     validate_device_id,
     validate_device_ids,
     validate_metadata,
@@ -28,19 +36,39 @@ from cache_service_client.exceptions import (
     DeviceNotFoundError,
 )
 from cache_service_client.keys import KeyStrategy
-from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
-from cache_service_client.repository.base import datetime_from_ms, datetime_to_ms, validate_batch
+from cache_service_client.models import (
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    Page,
+    RepairReport,
+)
+from cache_service_client.repository.base import (
+    logger,
+    validate_batch,
+)
 from cache_service_client.repository.redis import lua
-from cache_service_client.repository.redis.ops import Command, Flow, Pipeline, ScriptCall
+from cache_service_client.repository.redis.ops import (
+    Command,
+    Flow,
+    Op,
+    Pipeline,
+    ScanBatch,
+    ScriptCall,
+)
 
 __all__ = ["FlowContext"]
 
-#: Index entries examined per RANGE call while listing.
+#: Index entries examined per RANGE / SCORE_RANGE call while walking an index.
 RANGE_CHUNK = 512
 #: Expired index entries removed per read, at most (keeps every script short).
 PRUNE_BATCH = 256
-#: Entries INFO examines from each end of the updated index to find a live one.
+#: Entries INFO examines from each end of each updated index to find a live one.
 INFO_BUDGET = 10_000
+#: Keys read per SCAN step of a repair.
+SCAN_COUNT = 1000
 
 
 @dataclass
@@ -53,7 +81,6 @@ class FlowContext:
         ttl_ms: TTL of new values in milliseconds; None: no expiry.
         slow_ms: A PING slower than this makes the health check "degraded".
         memory_ratio: used_memory / maxmemory above this makes it "degraded".
-
     """
 
     keys: KeyStrategy
@@ -67,6 +94,41 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _script(
+    ctx: FlowContext, script: Any, bucket: int, keys: Iterable[str], args: Iterable[Any]
+) -> ScriptCall:
+    """A call of ``script`` in ``bucket``.
+
+    Its keys are the bucket's index keys, then ``keys``; its arguments the bucket's prefixes,
+    then ``args``.
+    """
+    k = ctx.keys
+    return ScriptCall(
+        script,
+        (*k.index_keys(bucket), *keys),
+        (k.bucket_device_prefix(bucket), k.updated_index_prefix(bucket), *args),
+    )
+
+
+def _each(ops: list[Op]) -> Flow[list[Any]]:
+    """Run ``ops`` in one round trip (a bare op when there is one) and return their replies.
+
+    A failed op's error is raised.
+    """
+    if not ops:
+        return []
+    if len(ops) == 1:
+        return [(yield ops[0])]
+    replies = yield Pipeline(tuple(ops))  # type: ignore[arg-type]
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return list(replies)
+
+
+# -- single devices and batches -------------------------------------------------------------
+
+
 def get(ctx: FlowContext, device_id: str) -> Flow[DeviceMetadata]:
     """GET one device and decode it."""
     validate_device_id(device_id)
@@ -75,6 +137,20 @@ def get(ctx: FlowContext, device_id: str) -> Flow[DeviceMetadata]:
     if raw is None:
         raise DeviceNotFoundError(device_id)
     return ctx.codec.decode(key, raw, device_id)
+
+
+def _mget(ctx: FlowContext, keys: list[str]) -> Flow[list[Any]]:
+    """MGET ``keys`` (one MGET per bucket, so that each stays in one slot); replies in order."""
+    if ctx.keys.buckets == 1:
+        return list((yield Command(("MGET", *keys))))
+    ids = [ctx.keys.device_id(key) for key in keys]
+    groups = list(ctx.keys.group_by_bucket(ids).values())
+    replies = yield from _each([Command(("MGET", *(keys[i] for i in group))) for group in groups])
+    values: list[Any] = [None] * len(keys)
+    for group, reply in zip(groups, replies, strict=True):
+        for position, value in zip(group, reply, strict=True):
+            values[position] = value
+    return values
 
 
 def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult]:
@@ -86,7 +162,7 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
     if not ids:
         return BatchGetResult(found=found, missing=missing, corrupted=corrupted)
     keys = ctx.keys.device_keys(ids)
-    raws = yield Command(("MGET", *keys))
+    raws = yield from _mget(ctx, keys)
     nil: list[int] = []
     decode = ctx.codec.decode
     for index, raw in enumerate(raws):
@@ -99,10 +175,8 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
             corrupted[ids[index]] = exc
     if nil:
         # MGET answers nil for keys of another type too; only TYPE tells them apart.
-        types = yield Pipeline(tuple(Command(("TYPE", keys[index])) for index in nil))
+        types = yield from _each([Command(("TYPE", keys[index])) for index in nil])
         for index, kind in zip(nil, types, strict=True):
-            if isinstance(kind, Exception):
-                raise kind
             kind_text = _text(kind)
             if kind_text in ("none", "string"):  # "string": written after the MGET
                 missing.append(ids[index])
@@ -114,17 +188,23 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
 
 
 def put_many(ctx: FlowContext, items: Iterable[DeviceMetadata]) -> Flow[int]:
-    """Write values and index entries of a batch atomically, in one script call."""
+    """Write values and index entries atomically: one script call per bucket, one round trip."""
     checked = validate_batch(items)
     if not checked:
         return 0
     encode = ctx.codec.encode
-    args: list[str | bytes | int] = [ctx.ttl_ms or 0]
-    for metadata in checked:
-        args += (metadata.device_id, encode(metadata), datetime_to_ms(metadata.last_updated))
-    keys = (*ctx.keys.index_keys(), *ctx.keys.device_keys([m.device_id for m in checked]))
-    written = yield ScriptCall(lua.PUT, keys, tuple(args))
-    return int(written)
+    ids = [m.device_id for m in checked]
+    calls: list[Op] = []
+    for bucket, positions in ctx.keys.group_by_bucket(ids).items():
+        args: list[str | bytes | int] = [ctx.ttl_ms or 0]
+        for position in positions:
+            m = checked[position]
+            score = score_of(datetime_to_ms(m.last_updated), m.persist)
+            args += (m.device_id, encode(m), m.datatype_id, score)
+        keys = ctx.keys.device_keys([ids[p] for p in positions])
+        calls.append(_script(ctx, lua.PUT, bucket, keys, args))
+    written = yield from _each(calls)
+    return sum(int(n) for n in written)
 
 
 def put(ctx: FlowContext, metadata: DeviceMetadata) -> Flow[None]:
@@ -133,13 +213,14 @@ def put(ctx: FlowContext, metadata: DeviceMetadata) -> Flow[None]:
 
 
 def delete_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[int]:
-    """Delete values and index entries of a batch atomically; return how many existed."""
+    """Delete values and index entries atomically per bucket; return how many existed."""
     ids = validate_device_ids(device_ids)
-    if not ids:
-        return 0
-    keys = (*ctx.keys.index_keys(), *ctx.keys.device_keys(ids))
-    deleted = yield ScriptCall(lua.DELETE, keys, tuple(ids))
-    return int(deleted)
+    calls: list[Op] = []
+    for bucket, positions in ctx.keys.group_by_bucket(ids).items():
+        chosen = [ids[p] for p in positions]
+        calls.append(_script(ctx, lua.DELETE, bucket, ctx.keys.device_keys(chosen), chosen))
+    deleted = yield from _each(calls)
+    return sum(int(n) for n in deleted)
 
 
 def delete(ctx: FlowContext, device_id: str) -> Flow[bool]:
@@ -153,6 +234,99 @@ def exists(ctx: FlowContext, device_id: str) -> Flow[bool]:
     validate_device_id(device_id)
     found = yield Command(("EXISTS", ctx.keys.device_key(device_id)))
     return bool(found)
+
+
+# -- ordered walks over the indexes ------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    """One live device met on an index walk."""
+
+    key: Position
+    device_id: str
+    score: int | None = None
+    datatype_id: str | None = None
+
+
+@dataclass
+class _Stream:
+    """An ordered stream of live devices from one index of one bucket, fetched in chunks."""
+
+    request: Callable[[Any], Op]  # builds the op fetching the chunk after a continuation
+    parse: Callable[[Any], tuple[list[_Item], Any]]  # chunk reply -> items, continuation
+    continuation: Any
+    buffer: deque[_Item] = field(default_factory=deque)
+    done: bool = False
+
+
+def _walk(streams: list[_Stream], descending: bool, accept: Callable[[_Item], bool]) -> Flow[None]:
+    """Merge ``streams`` in order and hand each item to ``accept`` until it returns True.
+
+    Chunks of all streams that ran dry are fetched together, in one round trip.
+    """
+    while True:
+        empty = [s for s in streams if not s.buffer and not s.done]
+        if empty:
+            replies = yield from _each([s.request(s.continuation) for s in empty])
+            for stream, reply in zip(empty, replies, strict=True):
+                items, stream.continuation = stream.parse(reply)
+                stream.buffer.extend(items)
+                stream.done = stream.continuation is None
+            continue
+        live = [s for s in streams if s.buffer]
+        if not live:
+            return
+        if len(live) == 1:
+            stream = live[0]
+        elif descending:
+            stream = max(live, key=lambda s: s.buffer[0].key)
+        else:
+            stream = min(live, key=lambda s: s.buffer[0].key)
+        if accept(stream.buffer.popleft()):
+            return
+
+
+def _lex_bounds(prefix: str, descending: bool) -> tuple[str | bytes, str | bytes]:
+    low: str | bytes = "[" + prefix if prefix else "-"
+    # UTF-8 never contains the byte 0xFF, so every id with this prefix sorts below prefix+0xFF.
+    high: str | bytes = b"[" + prefix.encode() + b"\xff" if prefix else "+"
+    return (high, low) if descending else (low, high)
+
+
+def _id_streams(
+    ctx: FlowContext, prefix: str, descending: bool, after: str | None, with_scores: bool
+) -> list[_Stream]:
+    start, stop = _lex_bounds(prefix, descending)
+    reverse = "1" if descending else "0"
+    scores = "1" if with_scores else "0"
+
+    def stream(bucket: int) -> _Stream:
+        def request(continuation: Any) -> Op:
+            return _script(
+                ctx, lua.RANGE, bucket, (), (continuation, stop, RANGE_CHUNK, reverse, scores)
+            )
+
+        def parse(reply: Any) -> tuple[list[_Item], Any]:
+            flat, last = reply
+            items: list[_Item] = []
+            step = 3 if with_scores else 1
+            for i in range(0, len(flat), step):
+                device_id = _text(flat[i])
+                item = _Item((device_id,), device_id)
+                if with_scores:
+                    dt, score = _text(flat[i + 1]), _text(flat[i + 2])
+                    item.datatype_id = dt or None
+                    item.score = int(float(score)) if score else None
+                items.append(item)
+            if last is None:
+                return items, None
+            return items, (b"(" + last if isinstance(last, bytes) else "(" + str(last))
+
+        first = start if after is None else "(" + after
+        return _Stream(request, parse, first)
+
+    return [stream(bucket) for bucket in range(ctx.keys.buckets)]
 
 
 def list_ids(
@@ -173,36 +347,121 @@ def list_ids(
         return result
     prefix = literal_prefix(pattern) if pattern is not None else ""
     matches = compile_glob(pattern) if pattern is not None and pattern != prefix + "*" else None
-    start: str | bytes = "[" + prefix if prefix else "-"
-    # UTF-8 never contains the byte 0xFF, so every id with this prefix sorts below prefix+0xFF.
-    stop: str | bytes = b"[" + prefix.encode() + b"\xff" if prefix else "+"
-    index_keys = tuple(ctx.keys.index_keys())
-    key_prefix = ctx.keys.device_key_prefix
-    while True:
-        chunk, last = yield ScriptCall(
-            lua.RANGE, index_keys, (key_prefix, start, stop, RANGE_CHUNK)
+    remaining = [skip]
+
+    def accept(item: _Item) -> bool:
+        if matches is not None and not matches(item.device_id):
+            return False
+        if remaining[0]:
+            remaining[0] -= 1
+            return False
+        result.append(item.device_id)
+        return limit is not None and len(result) >= limit
+
+    yield from _walk(_id_streams(ctx, prefix, False, None, False), False, accept)
+    return result
+
+
+def _score_streams(ctx: FlowContext, plan: QueryPlan) -> Flow[list[_Stream]]:
+    """One stream per (bucket, datatype) updated index the query has to read."""
+    buckets = range(ctx.keys.buckets)
+    if plan.datatype_id is not None:
+        shards = [(bucket, plan.datatype_id) for bucket in buckets]
+    else:
+        members = yield from _each(
+            [Command(("SMEMBERS", ctx.keys.datatypes_index(b))) for b in buckets]
         )
-        for raw in chunk:
-            device_id = _text(raw)
-            if matches is not None and not matches(device_id):
-                continue
-            if skip:
-                skip -= 1
-                continue
-            result.append(device_id)
-            if limit is not None and len(result) >= limit:
-                return result
-        if last is None:
-            return result
-        start = b"(" + last if isinstance(last, bytes) else "(" + str(last)
+        shards = [
+            (bucket, _text(dt))
+            for bucket, names in zip(buckets, members, strict=True)
+            for dt in sorted(names)
+        ]
+    lo = "-inf" if plan.lo is None else str(plan.lo)
+    hi = "+inf" if plan.hi is None else str(plan.hi)
+    reverse = "1" if plan.descending else "0"
+
+    def stream(bucket: int, datatype_id: str) -> _Stream:
+        index = ctx.keys.updated_index(datatype_id, bucket)
+
+        def request(continuation: Any) -> Op:
+            score, device_id = continuation if continuation is not None else ("", "")
+            args = (lo, hi, score, device_id, RANGE_CHUNK, reverse)
+            return _script(ctx, lua.SCORE_RANGE, bucket, (index,), args)
+
+        def parse(reply: Any) -> tuple[list[_Item], Any]:
+            flat, last = reply
+            items = []
+            for i in range(0, len(flat), 2):
+                device_id, score = _text(flat[i]), int(float(_text(flat[i + 1])))
+                items.append(_Item((score, device_id), device_id, score, datatype_id))
+            if last is None:
+                return items, None
+            return items, (int(float(_text(last[0]))), _text(last[1]))
+
+        start = None if plan.after is None else plan.after
+        return _Stream(request, parse, start)
+
+    return [stream(bucket, dt) for bucket, dt in shards]
+
+
+def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
+    """Walk the index the query's order needs, filter, and read one page of values.
+
+    Sorted by id, the ids index is walked from the pattern's literal prefix; sorted by
+    ``last_updated``, the per-datatype updated indexes are walked from the time bounds and merged.
+    The other filters are checked on each live entry met. Reads ``limit + 1`` matches to know
+    whether another page follows.
+    """
+    plan = plan_query(query)
+    chosen: list[_Item] = []
+    by_datatype = plan.datatype_id
+
+    def accept(item: _Item) -> bool:
+        if by_datatype is not None and item.datatype_id != by_datatype:
+            return False
+        if plan.needs_score and item.score is None:
+            return False
+        if not plan.matches(item.device_id, item.score if plan.needs_score else None):
+            return False
+        chosen.append(item)
+        return len(chosen) > plan.limit
+
+    if plan.by_time:
+        streams = yield from _score_streams(ctx, plan)
+    else:
+        after = str(plan.after[0]) if plan.after is not None else None
+        with_scores = plan.needs_score or by_datatype is not None
+        streams = _id_streams(ctx, plan.prefix, plan.descending, after, with_scores)
+    yield from _walk(streams, plan.descending, accept)
+    page_items = chosen[: plan.limit]
+    total = None
+    if plan.after is None and not query.has_filters:
+        total = yield from count(ctx)
+    items: list[DeviceMetadata] = []
+    if page_items:
+        ids = [item.device_id for item in page_items]
+        keys = ctx.keys.device_keys(ids)
+        raws = yield from _mget(ctx, keys)
+        for device_id, key, raw in zip(ids, keys, raws, strict=True):
+            if raw is None:
+                continue  # deleted since the index was read
+            try:
+                items.append(ctx.codec.decode(key, raw, device_id))
+            except DataCorruptionError as exc:
+                logger.warning("query skipped a corrupted entry: %s", exc)
+    next_cursor = plan.cursor(page_items[-1].key) if len(chosen) > plan.limit else None
+    return Page(items=items, next_cursor=next_cursor, total=total)
+
+
+# -- whole-cache figures -----------------------------------------------------------------------
 
 
 def count(ctx: FlowContext) -> Flow[int]:
     """Count live devices from the indexes (O(log N)), pruning a batch of expired entries."""
-    total = yield ScriptCall(
-        lua.COUNT, tuple(ctx.keys.index_keys()), (ctx.keys.device_key_prefix, PRUNE_BATCH)
+    totals = yield from _each(
+        [_script(ctx, lua.COUNT, b, (), (PRUNE_BATCH,)) for b in range(ctx.keys.buckets)]
     )
-    return int(total)
+    return sum(int(n) for n in totals)
 
 
 def _info_number(info: dict[str, Any], name: str) -> int:
@@ -214,18 +473,102 @@ def _info_number(info: dict[str, Any], name: str) -> int:
 
 def info(ctx: FlowContext) -> Flow[CacheInfo]:
     """Count, oldest and newest entry from the indexes; memory from INFO memory."""
-    total, oldest, newest = yield ScriptCall(
-        lua.INFO,
-        tuple(ctx.keys.index_keys()),
-        (ctx.keys.device_key_prefix, PRUNE_BATCH, INFO_BUDGET),
+    replies = yield from _each(
+        [_script(ctx, lua.INFO, b, (), (PRUNE_BATCH, INFO_BUDGET)) for b in range(ctx.keys.buckets)]
     )
+    total = 0
+    lowest: int | None = None
+    highest: int | None = None
+    for n, low, high in replies:
+        total += int(n)
+        if low is not None:
+            value = int(_text(low))
+            lowest = value if lowest is None else min(lowest, value)
+        if high is not None:
+            value = int(_text(high))
+            highest = value if highest is None else max(highest, value)
     memory = yield Command(("INFO", "memory"))
     return CacheInfo(
-        total_devices=int(total),
-        memory_usage_bytes=_info_number(memory, "used_memory"),
-        oldest_entry=None if oldest is None else datetime_from_ms(float(oldest)),
-        newest_entry=None if newest is None else datetime_from_ms(float(newest)),
+        total_devices=total,
+        memory_usage_bytes=_used_memory(memory),
+        oldest_entry=None if lowest is None else datetime_from_ms(lowest // 2),
+        newest_entry=None if highest is None else datetime_from_ms(highest // 2),
         backend="redis",
+    )
+
+
+def _used_memory(reply: Any) -> int:
+    """``used_memory`` of an INFO reply; a cluster answers per node, and those are summed."""
+    if isinstance(reply, dict) and "used_memory" not in reply and reply:
+        return sum(
+            _info_number(node, "used_memory") for node in reply.values() if isinstance(node, dict)
+        )
+    return _info_number(reply, "used_memory") if isinstance(reply, dict) else 0
+
+
+# -- repair ------------------------------------------------------------------------------------
+
+
+def repair(ctx: FlowContext) -> Flow[RepairReport]:
+    """Rebuild the indexes from the values: index every stored device, then sweep orphans.
+
+    Scans the keyspace for device keys (``SCAN MATCH``, every primary of a cluster), reads them in
+    batches and makes their index entries agree (REINDEX); then sweeps every index of every bucket
+    and removes entries whose device is gone (SWEEP). Safe to run while the cache is in use.
+    """
+    keys = ctx.keys
+    scanned = indexed = orphans = 0
+    corrupted: list[str] = []
+    position: Any = None
+    while True:
+        position, batch = yield ScanBatch(keys.device_pattern(), position, SCAN_COUNT)
+        ids: list[str] = []
+        for raw_key in batch:
+            key = _text(raw_key)
+            if not keys.is_device_key(key):
+                continue
+            device_id = keys.device_id(key)
+            try:
+                ids.append(validate_device_id(device_id))
+            except ValueError:
+                corrupted.append(key)  # written by another tool under an invalid id
+        if ids:
+            result = yield from get_many(ctx, ids)
+            scanned += len(ids)
+            corrupted += [error.key for error in result.corrupted.values()]
+            found = list(result.found.values())
+            calls: list[Op] = []
+            for bucket, positions in keys.group_by_bucket([m.device_id for m in found]).items():
+                chosen = [found[p] for p in positions]
+                args: list[Any] = []
+                for m in chosen:
+                    score = score_of(datetime_to_ms(m.last_updated), m.persist)
+                    args += (m.device_id, m.datatype_id, score)
+                device_keys = keys.device_keys([m.device_id for m in chosen])
+                calls.append(_script(ctx, lua.REINDEX, bucket, device_keys, args))
+            changed = yield from _each(calls)
+            indexed += sum(int(n) for n in changed)
+        if position is None:
+            break
+    for bucket in range(keys.buckets):
+        names = yield Command(("SMEMBERS", keys.datatypes_index(bucket)))
+        shards = [keys.updated_index(_text(dt), bucket) for dt in sorted(names)]
+        for index_key in (keys.ids_index(bucket), keys.expiry_index(bucket), *shards):
+            cursor: Any = "0"
+            while True:
+                cursor, removed = yield _script(ctx, lua.SWEEP, bucket, (index_key,), (cursor,))
+                orphans += int(removed)
+                if _text(cursor) == "0":
+                    break
+        cursor = "0"
+        while True:
+            cursor, _ = yield _script(
+                ctx, lua.SWEEP, bucket, (keys.datatypes_index(bucket),), (cursor,)
+            )
+            if _text(cursor) == "0":
+                break
+    return RepairReport(
+        scanned=scanned, indexed=indexed, orphans_removed=orphans, corrupted=corrupted
     )
 
 

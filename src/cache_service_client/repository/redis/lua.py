@@ -1,9 +1,12 @@
 """The server-side scripts that keep values and indexes consistent.
 
-Every script takes the three index keys as ``KEYS[1..3]`` (ids, expiry, updated; see
-:class:`~cache_service_client.KeyStrategy`). Device keys are ``KEYS[4..]`` where the script
-writes them; where a script finds ids in an index it forms their keys from the device key prefix
-passed in ``ARGV[1]`` (``KeyStrategy.device_key(id) == device_key_prefix + id``).
+Every script works inside one bucket (one hash slot in Redis Cluster) and takes the bucket's
+fixed index keys as ``KEYS[1..3]`` (ids, expiry, datatypes; see
+:class:`~cache_service_client.KeyStrategy`), the bucket's device key prefix as ``ARGV[1]`` and
+the prefix of its per-datatype updated indexes as ``ARGV[2]``. Device keys are ``KEYS[4..]``
+where a script writes them; where a script finds ids in an index it forms their keys as
+``ARGV[1] .. id`` (``KeyStrategy.device_key(id)`` is exactly that) and the updated index of a
+datatype as ``ARGV[2] .. datatype``.
 
 Expiry follows Redis: a key that expires at ``at`` ms is gone once the server time ``now > at``.
 Values are written with ``PXAT`` and the same ``at`` goes into the expiry index, so index and
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from cache_service_client.repository.redis.ops import LuaScript
 
-__all__ = ["COUNT", "DELETE", "INFO", "PUT", "RANGE"]
+__all__ = ["COUNT", "DELETE", "INFO", "PUT", "RANGE", "REINDEX", "SCORE_RANGE", "SWEEP"]
 
 # Shared helpers, put in front of the scripts that need them.
 _PRELUDE = """
@@ -23,45 +26,88 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local datatypes = nil
+local function shard_of(id)
+  if datatypes == nil then datatypes = redis.call('SMEMBERS', KEYS[3]) end
+  for _, dt in ipairs(datatypes) do
+    local key = ARGV[2] .. dt
+    local score = redis.call('ZSCORE', key, id)
+    if score then return key, dt, score end
+  end
+  return nil
+end
+local function drop_shard_entry(id)
+  local key, dt = shard_of(id)
+  if key then
+    redis.call('ZREM', key, id)
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('SREM', KEYS[3], dt)
+      datatypes = nil
+    end
+  end
+end
 local function unindex(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
+  drop_shard_entry(id)
+end
+local function alive(id)
+  return redis.call('EXISTS', ARGV[1] .. id) == 1
 end
 -- Remove up to `limit` expired entries from the indexes (their keys are already gone).
-local function prune_expired(prefix, now, limit)
+local function prune_expired(now, limit)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
-    if redis.call('EXISTS', prefix .. id) == 0 then unindex(id) end
+    if not alive(id) then unindex(id) end
   end
+end
+-- Byte-wise a < b, as Redis orders members (Lua's own < follows the server's locale).
+local function bytes_lt(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
 end
 local function alive_count(now)
   return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
+end
+-- Index one device: ids, expiry (at = 0: none) and the updated index of its datatype.
+local function index(id, dt, score, at)
+  local target = ARGV[2] .. dt
+  if not redis.call('ZSCORE', target, id) then
+    if redis.call('ZSCORE', KEYS[1], id) then drop_shard_entry(id) end
+    if redis.call('SADD', KEYS[3], dt) == 1 then datatypes = nil end
+  end
+  redis.call('ZADD', target, score, id)
+  redis.call('ZADD', KEYS[1], 0, id)
+  if at > 0 then
+    redis.call('ZADD', KEYS[2], at, id)
+  else
+    redis.call('ZREM', KEYS[2], id)
+  end
 end
 """
 
 PUT = LuaScript.of(
     "put",
-    """
--- ARGV: ttl_ms, then (id, value, last_updated_ms) per device in KEYS[4..]
-local ttl = tonumber(ARGV[1])
+    _PRELUDE
+    + """
+-- ARGV[3]: ttl_ms (0: none); then (id, value, datatype, score) per device in KEYS[4..]
+local ttl = tonumber(ARGV[3])
 local at = 0
-if ttl > 0 then
-  local t = redis.call('TIME')
-  at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
-end
+if ttl > 0 then at = now_ms() + ttl end
 local n = #KEYS - 3
 for i = 1, n do
-  local id = ARGV[3 * i - 1]
-  if ttl > 0 then
-    redis.call('SET', KEYS[3 + i], ARGV[3 * i], 'PXAT', at)
-    redis.call('ZADD', KEYS[2], at, id)
+  local base = 4 * i
+  local id = ARGV[base]
+  if at > 0 then
+    redis.call('SET', KEYS[3 + i], ARGV[base + 1], 'PXAT', at)
   else
-    redis.call('SET', KEYS[3 + i], ARGV[3 * i])
-    redis.call('ZREM', KEYS[2], id)
+    redis.call('SET', KEYS[3 + i], ARGV[base + 1])
   end
-  redis.call('ZADD', KEYS[1], 0, id)
-  redis.call('ZADD', KEYS[3], ARGV[3 * i + 1], id)
+  index(id, ARGV[base + 2], ARGV[base + 3], at)
 end
 return n
 """,
@@ -69,14 +115,13 @@ return n
 
 DELETE = LuaScript.of(
     "delete",
-    """
--- ARGV: the ids of the device keys in KEYS[4..]
+    _PRELUDE
+    + """
+-- ARGV[3..]: the ids of the device keys in KEYS[4..]
 local deleted = 0
-for i = 1, #ARGV do
+for i = 1, #KEYS - 3 do
   deleted = deleted + redis.call('DEL', KEYS[3 + i])
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
+  unindex(ARGV[2 + i])
 end
 return deleted
 """,
@@ -86,20 +131,111 @@ RANGE = LuaScript.of(
     "range",
     _PRELUDE
     + """
--- ARGV: key prefix, lex start, lex stop, how many index entries to examine.
--- Returns {ids whose key exists, in order; the last id examined or false when the range ended}.
-local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-local alive = {}
+-- Walk the ids index by id. ARGV[3]: lex start, ARGV[4]: lex stop, ARGV[5]: how many entries
+-- to examine, ARGV[6]: "1" to walk backwards (start and stop then swap roles), ARGV[7]: "1" to
+-- return each id's datatype and score too.
+-- Returns {ids whose key exists (with datatype and score when asked), last id examined or
+-- false when the range ended}.
+local count = tonumber(ARGV[5])
+local ids
+if ARGV[6] == '1' then
+  ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[3], ARGV[4], 'LIMIT', 0, count)
+else
+  ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[3], ARGV[4], 'LIMIT', 0, count)
+end
+local out = {}
 for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 1 then
-    alive[#alive + 1] = id
+  if alive(id) then
+    out[#out + 1] = id
+    if ARGV[7] == '1' then
+      local _, dt, score = shard_of(id)
+      out[#out + 1] = dt or ''
+      out[#out + 1] = score or ''
+    end
   else
     unindex(id)
   end
 end
 local last = false
-if #ids == tonumber(ARGV[4]) then last = ids[#ids] end
-return {alive, last}
+if #ids == count then last = ids[#ids] end
+return {out, last}
+""",
+)
+
+SCORE_RANGE = LuaScript.of(
+    "score_range",
+    _PRELUDE
+    + """
+-- Walk one updated index (KEYS[4]) by (score, id). ARGV[3], ARGV[4]: lowest and highest score
+-- allowed (inclusive, '-inf' / '+inf' for none); ARGV[5], ARGV[6]: the (score, id) to resume
+-- after ('' for the start); ARGV[7]: how many entries to examine; ARGV[8]: "1" backwards.
+-- Returns {id, score, id, score... of live devices; last (score, id) examined or false}.
+local shard, reverse, count = KEYS[4], ARGV[8] == '1', tonumber(ARGV[7])
+local lo, hi = ARGV[3], ARGV[4]
+local start
+if ARGV[5] == '' then
+  if reverse then
+    start = redis.call('ZCOUNT', shard, '(' .. hi, '+inf')
+  else
+    start = redis.call('ZCOUNT', shard, '-inf', '(' .. lo)
+  end
+else
+  local cs, cid = ARGV[5], ARGV[6]
+  local s = redis.call('ZSCORE', shard, cid)
+  if s and tonumber(s) == tonumber(cs) then
+    if reverse then start = redis.call('ZREVRANK', shard, cid) + 1
+    else start = redis.call('ZRANK', shard, cid) + 1 end
+  else
+    -- The cursor's member is gone: binary search its place among the equal scores.
+    local first, last
+    if reverse then
+      first = redis.call('ZCOUNT', shard, '(' .. cs, '+inf')
+      last = redis.call('ZCOUNT', shard, cs, '+inf')
+    else
+      first = redis.call('ZCOUNT', shard, '-inf', '(' .. cs)
+      last = redis.call('ZCOUNT', shard, '-inf', cs)
+    end
+    while first < last do
+      local mid = math.floor((first + last) / 2)
+      local member
+      if reverse then member = redis.call('ZREVRANGE', shard, mid, mid)[1]
+      else member = redis.call('ZRANGE', shard, mid, mid)[1] end
+      if (reverse and bytes_lt(cid, member)) or ((not reverse) and bytes_lt(member, cid)) then
+        first = mid + 1
+      else
+        last = mid
+      end
+    end
+    start = first
+  end
+end
+local batch
+if reverse then
+  batch = redis.call('ZREVRANGE', shard, start, start + count - 1, 'WITHSCORES')
+else
+  batch = redis.call('ZRANGE', shard, start, start + count - 1, 'WITHSCORES')
+end
+local out = {}
+local ended = #batch < 2 * count
+local last = false
+for i = 1, #batch, 2 do
+  local id, score = batch[i], batch[i + 1]
+  local n = tonumber(score)
+  if (reverse and lo ~= '-inf' and n < tonumber(lo)) or
+     ((not reverse) and hi ~= '+inf' and n > tonumber(hi)) then
+    ended = true
+    break
+  end
+  if alive(id) then
+    out[#out + 1] = id
+    out[#out + 1] = score
+  else
+    unindex(id)
+  end
+  last = {score, id}
+end
+if ended then last = false end
+return {out, last}
 """,
 )
 
@@ -107,9 +243,9 @@ COUNT = LuaScript.of(
     "count",
     _PRELUDE
     + """
--- ARGV: key prefix, prune batch size
+-- ARGV[3]: prune batch size
 local now = now_ms()
-prune_expired(ARGV[1], now, tonumber(ARGV[2]))
+prune_expired(now, tonumber(ARGV[3]))
 return alive_count(now)
 """,
 )
@@ -118,31 +254,32 @@ INFO = LuaScript.of(
     "info",
     _PRELUDE
     + """
--- ARGV: key prefix, prune batch size, most entries to examine from each end.
--- Returns {count, oldest last_updated ms or false, newest or false}.
+-- ARGV[3]: prune batch size, ARGV[4]: most entries to examine from each end of each index.
+-- Returns {count, lowest live score or false, highest live score or false}.
 local now = now_ms()
-prune_expired(ARGV[1], now, tonumber(ARGV[2]))
-local budget = tonumber(ARGV[3])
-local function first_alive(reverse)
+prune_expired(now, tonumber(ARGV[3]))
+local function live(id)
+  local at = redis.call('ZSCORE', KEYS[2], id)
+  if at and tonumber(at) < now then return false end
+  return alive(id)
+end
+local function first_live(shard, reverse)
+  local budget = tonumber(ARGV[4])
   local start = 0
   while budget > 0 do
     local batch
     if reverse then
-      batch = redis.call('ZREVRANGE', KEYS[3], start, start + 15, 'WITHSCORES')
+      batch = redis.call('ZREVRANGE', shard, start, start + 15, 'WITHSCORES')
     else
-      batch = redis.call('ZRANGE', KEYS[3], start, start + 15, 'WITHSCORES')
+      batch = redis.call('ZRANGE', shard, start, start + 15, 'WITHSCORES')
     end
     if #batch == 0 then return false end
     local dead = 0
     for i = 1, #batch, 2 do
       budget = budget - 1
-      local id = batch[i]
-      local at = redis.call('ZSCORE', KEYS[2], id)
-      if (at == false or tonumber(at) >= now) and redis.call('EXISTS', ARGV[1] .. id) == 1 then
-        return batch[i + 1]
-      end
-      if redis.call('EXISTS', ARGV[1] .. id) == 0 then
-        unindex(id)
+      if live(batch[i]) then return tonumber(batch[i + 1]) end
+      if not alive(batch[i]) then
+        unindex(batch[i])
         dead = dead + 1
       end
     end
@@ -150,6 +287,102 @@ local function first_alive(reverse)
   end
   return false
 end
-return {alive_count(now), first_alive(false), first_alive(true)}
+local lowest, highest = false, false
+for _, dt in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local shard = ARGV[2] .. dt
+  local low = first_live(shard, false)
+  if low and (not lowest or low < lowest) then lowest = low end
+  local high = first_live(shard, true)
+  if high and (not highest or high > highest) then highest = high end
+end
+if lowest then lowest = string.format('%d', lowest) end
+if highest then highest = string.format('%d', highest) end
+return {alive_count(now), lowest, highest}
+""",
+)
+
+REINDEX = LuaScript.of(
+    "reindex",
+    _PRELUDE
+    + """
+-- Make the indexes agree with values read by a repair. ARGV[3..]: (id, datatype, score) per
+-- device in KEYS[4..]. A key that is gone by now is unindexed instead.
+-- Returns how many devices needed a change.
+local changed = 0
+for i = 1, #KEYS - 3 do
+  local base = 3 * i
+  local id, dt, score = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local key = KEYS[3 + i]
+  if redis.call('EXISTS', key) == 1 then
+    local pttl = redis.call('PTTL', key)
+    local at = 0
+    if pttl > 0 then at = now_ms() + pttl end
+    -- A stale entry in another datatype's index goes first.
+    local stale = false
+    for _, other in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+      if other ~= dt and redis.call('ZREM', ARGV[2] .. other, id) == 1 then
+        stale = true
+        if redis.call('EXISTS', ARGV[2] .. other) == 0 then redis.call('SREM', KEYS[3], other) end
+      end
+    end
+    datatypes = nil
+    local had = redis.call('ZSCORE', ARGV[2] .. dt, id)
+    local indexed = redis.call('ZSCORE', KEYS[1], id)
+    local old_at = redis.call('ZSCORE', KEYS[2], id)
+    local expiry_ok = (at == 0 and not old_at) or (at > 0 and old_at and
+      math.abs(tonumber(old_at) - at) <= 1000)
+    if stale or not (had and tonumber(had) == tonumber(score) and indexed and expiry_ok) then
+      if had and tonumber(had) == tonumber(score) and indexed and at > 0 then
+        redis.call('ZADD', KEYS[2], at, id)
+      else
+        index(id, dt, score, at)
+      end
+      changed = changed + 1
+    end
+  else
+    unindex(id)
+  end
+end
+return changed
+""",
+)
+
+SWEEP = LuaScript.of(
+    "sweep",
+    _PRELUDE
+    + """
+-- Remove index entries whose device is gone from one index (KEYS[4]), scanning it with ZSCAN or
+-- SSCAN from cursor ARGV[3]. For the datatypes set (KEYS[4] == KEYS[3]) empty datatypes are
+-- dropped. Returns {next cursor, entries removed}.
+local key = KEYS[4]
+local removed = 0
+if key == KEYS[3] then
+  local reply = redis.call('SSCAN', key, ARGV[3], 'COUNT', 200)
+  for _, dt in ipairs(reply[2]) do
+    if redis.call('EXISTS', ARGV[2] .. dt) == 0 then
+      redis.call('SREM', key, dt)
+      removed = removed + 1
+    end
+  end
+  return {reply[1], removed}
+end
+local reply = redis.call('ZSCAN', key, ARGV[3], 'COUNT', 200)
+local entries = reply[2]
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  if not alive(id) then
+    if redis.call('ZREM', key, id) == 1 then removed = removed + 1 end
+    unindex(id)
+  elseif key ~= KEYS[1] and key ~= KEYS[2] and not redis.call('ZSCORE', KEYS[1], id) then
+    -- in an updated index but not in ids: a stale entry of a datatype change
+    redis.call('ZREM', key, id)
+    removed = removed + 1
+  end
+end
+if key ~= KEYS[1] and key ~= KEYS[2] and redis.call('EXISTS', key) == 0 then
+  local dt = string.sub(key, #ARGV[2] + 1)
+  redis.call('SREM', KEYS[3], dt)
+end
+return {reply[1], removed}
 """,
 )

@@ -13,7 +13,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Command", "Flow", "LuaScript", "Op", "Pipeline", "ScriptCall"]
+__all__ = ["Command", "Flow", "LuaScript", "Op", "Pipeline", "ScanBatch", "ScriptCall"]
 
 T = TypeVar("T")
 
@@ -66,15 +66,33 @@ class ScriptCall:
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Several commands sent in one round trip; the reply is the list of their replies.
+    """Several commands or script calls sent in one round trip (per node, in a cluster).
 
-    A failed command's entry in the reply list is its translated exception, not a value.
+    The reply is the list of their replies; a failed entry's reply is its translated exception,
+    not a value.
     """
 
-    commands: tuple[Command, ...]
+    commands: tuple[Command | ScriptCall, ...]
     transaction: bool = False
 
 
-Op = Command | ScriptCall | Pipeline
+@dataclass(frozen=True, slots=True)
+class ScanBatch:
+    """One step of ``SCAN ... MATCH`` over the whole keyspace (every primary of a cluster).
+
+    The reply is ``(next_position, keys)``; ``next_position`` is None when the scan is done.
+
+    Attributes:
+        pattern: The ``MATCH`` pattern.
+        position: Where to go on: None to start, else the ``next_position`` of the last reply.
+        count: The ``COUNT`` hint.
+    """
+
+    pattern: str
+    position: Any = None
+    count: int = 1000
+
+
+Op = Command | ScriptCall | Pipeline | ScanBatch
 Flow = Generator[Op, Any, T]
 """A Redis operation written once: yields :data:`Op` values and returns a ``T``."""

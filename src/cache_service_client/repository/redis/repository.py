@@ -12,7 +12,15 @@ from cache_service_client._validation import validate_ttl
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.exceptions import ConfigurationError
 from cache_service_client.keys import KeyStrategy
-from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.models import (
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    Page,
+    RepairReport,
+)
 from cache_service_client.repository.base import log_corrupted
 from cache_service_client.repository.redis import flows
 from cache_service_client.repository.redis.driver import AsyncRedisDriver, SyncRedisDriver
@@ -189,6 +197,14 @@ class RedisDeviceMetadataRepository(_Common):
         """Count stored devices from the indexes."""
         return self._driver.run(flows.count, self._ctx)
 
+    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """Return one page of devices matching ``query`` (index walk, then one MGET)."""
+        return self._driver.run(flows.query, self._ctx, query)
+
+    def repair(self) -> RepairReport:
+        """Rebuild the indexes from the stored values; see :func:`flows.repair`."""
+        return self._driver.run(flows.repair, self._ctx)
+
     def info(self) -> CacheInfo:
         """Return cache figures from the indexes and INFO memory."""
         return self._driver.run(flows.info, self._ctx)
@@ -278,6 +294,14 @@ class AsyncRedisDeviceMetadataRepository(_Common):
     async def count(self) -> int:
         """Count stored devices from the indexes."""
         return await self._driver.run(flows.count, self._ctx)
+
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """Return one page of devices matching ``query`` (index walk, then one MGET)."""
+        return await self._driver.run(flows.query, self._ctx, query)
+
+    async def repair(self) -> RepairReport:
+        """Rebuild the indexes from the stored values; see :func:`flows.repair`."""
+        return await self._driver.run(flows.repair, self._ctx)
 
     async def info(self) -> CacheInfo:
         """Return cache figures from the indexes and INFO memory."""

@@ -1,0 +1,32 @@
+"""The REST gateway: device metadata over HTTP, in front of any async repository.
+
+Needs the ``[server]`` extra (Starlette and uvicorn)::
+
+    from cache_service_client.server import create_app
+
+    app = create_app(AsyncRedisDeviceMetadataRepository(redis.asyncio.Redis()), auth_token="...")
+
+or from the command line: ``python -m cache_service_client.server --url redis://... --port 8080``.
+
+:mod:`cache_service_client.server.wire` (paths and JSON bodies) and
+:mod:`cache_service_client.server.openapi` import no web framework, so the HTTP repository can
+share them with only the ``[http]`` extra installed; :func:`create_app` is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cache_service_client.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Starlette is imported only when the application is wanted, not with the wire types.
+    if name in __all__:
+        from cache_service_client.server import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
