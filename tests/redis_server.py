@@ -65,6 +65,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "no",
             "--dir", self.workdir,
+            "--logfile", "redis.log",
             *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -79,7 +80,9 @@ class RedisServer:
             while True:
                 if self.process.poll() is not None:
                     err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(f"redis-server exited early: {err}")
+                    log = Path(self.workdir, "redis.log")
+                    tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+                    raise RuntimeError(f"redis-server exited early: {err}{tail}")
                 try:
                     if client.ping():
                         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -69,7 +69,16 @@ def validate_device_ids(device_ids: Iterable[str], field: str = "device_ids") ->
         raise ValidationError(field, "must be an iterable of ids, not a single str")
     seen: dict[str, None] = {}
     for index, device_id in enumerate(device_ids):
-        seen[validate_device_id(device_id, f"{field}[{index}]")] = None
+        # The common case costs no error name: it is only formatted for an invalid id.
+        if (
+            type(device_id) is str
+            and 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH
+            and device_id.isprintable()
+            and " " not in device_id
+        ):
+            seen[device_id] = None
+        else:
+            seen[validate_device_id(device_id, f"{field}[{index}]")] = None
     return list(seen)
 
 
@@ -129,6 +138,108 @@ def _check_json(value: Any, field: str, depth: int) -> None:
     )
 
 
+def _text_ok(value: str) -> bool:
+    """True when ``value`` is valid text (what :func:`_check_text` accepts)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_ok(value: Any, depth: int) -> bool:
+    """True when :func:`_check_json` accepts ``value``; no error names are built.
+
+    Scalars inside containers are checked inline, so a flat dict costs one call.
+    """
+    kind = type(value)
+    if kind is dict:
+        if depth >= MAX_NESTING:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or _text_ok(key)):
+                return False
+            kind = type(item)
+            if kind is str:
+                if not (item.isascii() or _text_ok(item)):
+                    return False
+            elif kind is bool or item is None:
+                pass
+            elif kind is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    return False
+            elif kind is float:
+                if item - item != 0.0:  # inf - inf and nan - nan are nan
+                    return False
+            elif not _json_ok(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if depth >= MAX_NESTING:
+            return False
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                if not (item.isascii() or _text_ok(item)):
+                    return False
+            elif kind is bool or item is None:
+                pass
+            elif kind is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    return False
+            elif kind is float:
+                if item - item != 0.0:
+                    return False
+            elif not _json_ok(item, depth + 1):
+                return False
+        return True
+    if kind is str:
+        return value.isascii() or _text_ok(value)
+    if kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(_INT_MIN <= value <= _INT_MAX)
+    if kind is float:
+        return bool(value - value == 0.0)
+    return False
+
+
+def metadata_ok(metadata: object) -> TypeGuard[DeviceMetadata]:
+    """True when :func:`validate_metadata` would return ``metadata`` itself, unchanged.
+
+    The write path's fast check: no error names are formatted and nothing is copied. It is
+    False for anything the full check would reject, and also for valid metadata that the
+    full check would change (a ``last_updated`` in another timezone than ``timezone.utc``).
+    """
+    if type(metadata) is not DeviceMetadata:
+        return False
+    device_id = metadata.device_id
+    datatype_id = metadata.datatype_id
+    name = metadata.datatype_name
+    unit = metadata.datatype_unit
+    updated = metadata.last_updated
+    props = metadata.additional_properties
+    return (
+        type(device_id) is str
+        and 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH
+        and device_id.isprintable()
+        and " " not in device_id
+        and type(datatype_id) is str
+        and datatype_id != ""
+        and (datatype_id.isascii() or _text_ok(datatype_id))
+        and type(name) is str
+        and (name.isascii() or _text_ok(name))
+        and (unit is None or (type(unit) is str and (unit.isascii() or _text_ok(unit))))
+        and type(metadata.persist) is bool
+        and type(updated) is datetime
+        and updated.tzinfo is timezone.utc
+        and type(props) is dict
+        and _json_ok(props, 0)
+    )
+
+
 def validate_metadata(metadata: object, field: str = "metadata") -> DeviceMetadata:
     """Check every field of ``metadata`` and return it with ``last_updated`` in UTC.
 
@@ -140,6 +251,28 @@ def validate_metadata(metadata: object, field: str = "metadata") -> DeviceMetada
         ValidationError: Naming the first offending field.
 
     """
+    if metadata_ok(metadata):
+        return metadata
+    return _validate_metadata(metadata, field)
+
+
+def validate_metadata_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
+    """Validate every item of a batch, naming ``[i].field`` on error.
+
+    The last of a duplicate id wins, in the position of its last occurrence, as it would
+    with sequential writes. Error names are only formatted for an invalid item.
+    """
+    by_id: dict[str, DeviceMetadata] = {}
+    for index, item in enumerate(items):
+        checked = item if metadata_ok(item) else _validate_metadata(item, f"[{index}]")
+        device_id = checked.device_id
+        by_id.pop(device_id, None)
+        by_id[device_id] = checked
+    return list(by_id.values())
+
+
+def _validate_metadata(metadata: object, field: str) -> DeviceMetadata:
+    """The full check of :func:`validate_metadata`, naming the first offending field."""
     prefix = "" if field == "metadata" else f"{field}."
     if not isinstance(metadata, DeviceMetadata):
         raise ValidationError(field, f"must be a DeviceMetadata, not {type(metadata).__name__}")

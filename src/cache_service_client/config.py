@@ -48,7 +48,7 @@ __all__ = [
 DEFAULT_ENV_PREFIX = "CACHE_SERVICE_"
 MASK = "***"
 
-Backend = Literal["redis", "memory"]
+Backend = Literal["redis", "memory", "cluster", "sentinel"]
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -58,7 +58,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     than directly, so that values are checked.
 
     Attributes:
-        backend: ``"redis"`` or ``"memory"`` (the in-process backend for demos and tests).
+        backend: ``"redis"`` (one node), ``"cluster"`` (Redis Cluster), ``"sentinel"`` (a master
+            found through Redis Sentinel) or ``"memory"`` (in-process, for demos and tests).
         host: Redis host.
         port: Redis port (1-65535).
         db: Redis database number (>= 0).
@@ -75,6 +76,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         socket_timeout: Seconds to wait for a reply (> 0); also bounds a health check.
         socket_connect_timeout: Seconds to wait for a connection; None: ``socket_timeout``.
         max_connections: Connections per pool (sync and async each); extra callers wait.
+        cluster_buckets: Redis Cluster only: how many index shards (buckets) devices are
+            spread over; every bucket lives in one slot.
+        sentinel_service: Sentinel only: the monitored master's name.
+        sentinel_password: Sentinel only: the password of the sentinels themselves, if any
+            (masked in every repr).
         metadata_ttl: Seconds until stored metadata expires; 0 or None: never.
         key_prefix: Prefix of every key (see :class:`~cache_service_client.KeyStrategy`).
         key_separator: Between the prefix and the device id.
@@ -108,6 +114,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     socket_timeout: float = 5.0
     socket_connect_timeout: float | None = None
     max_connections: int = 50
+    cluster_buckets: int = 16
+    sentinel_service: str | None = None
+    sentinel_password: str | None = None
     metadata_ttl: float | None = 86400
     key_prefix: str = "device"
     key_separator: str = ":"
@@ -171,7 +180,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         )
 
 
-_SECRETS = ("password", "http_auth_token")
+_SECRETS = ("password", "http_auth_token", "sentinel_password")
 
 
 def mask_url(url: str) -> str:
@@ -231,7 +240,7 @@ def _non_empty(value: Any) -> str | None:
 
 _POSITIVE = _at_least(0, strict=True)
 _FIELDS: dict[str, _Field] = {
-    "backend": _Field(str, choices=("redis", "memory")),
+    "backend": _Field(str, choices=("redis", "memory", "cluster", "sentinel")),
     "host": _Field(str, check=_non_empty),
     "port": _Field(int, check=_between(1, 65535)),
     "db": _Field(int, check=_at_least(0)),
@@ -248,6 +257,9 @@ _FIELDS: dict[str, _Field] = {
     "socket_timeout": _Field(float, check=_POSITIVE),
     "socket_connect_timeout": _Field(float, optional=True, check=_POSITIVE),
     "max_connections": _Field(int, check=_at_least(1)),
+    "cluster_buckets": _Field(int, check=_between(2, 1024)),
+    "sentinel_service": _Field(str, optional=True, check=_non_empty),
+    "sentinel_password": _Field(str, optional=True),
     "metadata_ttl": _Field(float, optional=True, check=_between(0, 100 * 365 * 86400)),
     "key_prefix": _Field(str, check=_non_empty),
     "key_separator": _Field(str, check=_non_empty),
@@ -338,6 +350,10 @@ def _build(values: dict[str, Any], source: str) -> Settings:
         values["metadata_ttl"] = None
     if values.get("use_http") and not values.get("http_url"):
         raise ConfigurationError(f"{source}: use_http needs http_url")
+    if values.get("backend") == "sentinel" and not values.get("sentinel_service"):
+        raise ConfigurationError(f"{source}: the sentinel backend needs sentinel_service")
+    if values.get("backend") == "cluster" and values.get("db"):
+        raise ConfigurationError(f"{source}: Redis Cluster has only database 0")
     if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
         raise ConfigurationError(f"{source}: ssl_keyfile needs ssl_certfile")
     return Settings(**values)
@@ -345,7 +361,16 @@ def _build(values: dict[str, Any], source: str) -> Settings:
 
 # -- sources -----------------------------------------------------------------------------------
 
-_URL_SCHEMES = {"redis": False, "rediss": True, "unix": False}
+# scheme -> (backend, TLS)
+_URL_SCHEMES = {
+    "redis": ("redis", False),
+    "rediss": ("redis", True),
+    "unix": ("redis", False),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
 
 
 def _url_layer(url: str, source: str) -> Layer:
@@ -361,8 +386,9 @@ def _url_layer(url: str, source: str) -> Layer:
     if scheme == "memory":
         layer["backend"] = ("memory", label)
     elif scheme in _URL_SCHEMES:
-        layer["backend"] = ("redis", label)
-        layer["ssl"] = (_URL_SCHEMES[scheme], label)
+        backend, tls = _URL_SCHEMES[scheme]
+        layer["backend"] = (backend, label)
+        layer["ssl"] = (tls, label)
         if parts.username:
             layer["username"] = (unquote(parts.username), label)
         if parts.password is not None:
@@ -377,6 +403,14 @@ def _url_layer(url: str, source: str) -> Layer:
             if port is not None:
                 layer["port"] = (port, label)
             path = parts.path.strip("/")
+            if backend == "sentinel":
+                # redis+sentinel://host:26379/service-name[/db]
+                service, _, path = path.partition("/")
+                if not service:
+                    raise ConfigurationError(f"{label}: a sentinel URL needs /service-name")
+                layer["sentinel_service"] = (unquote(service), label)
+            if backend == "cluster" and path:
+                raise ConfigurationError(f"{label}: Redis Cluster has only database 0")
             if path:
                 try:
                     layer["db"] = (int(path), label)
@@ -385,7 +419,7 @@ def _url_layer(url: str, source: str) -> Layer:
                         f"{label}: database {path!r} is not an integer"
                     ) from None
     else:
-        known = ", ".join(f"{s}://" for s in (*_URL_SCHEMES, "memory"))
+        known = ", ".join(f"{s}://" for s in (*_URL_SCHEMES, "memory"))  # noqa: RUF100
         raise ConfigurationError(f"{label}: unsupported scheme {scheme!r} (use {known})")
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in _FIELDS or name in ("url", "password"):

@@ -25,7 +25,11 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 from dependency_injector import containers, providers
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.config import Settings
@@ -43,7 +47,13 @@ from cache_service_client.retry import RetryPolicy
 
 __all__ = [
     "Container",
+    "build_key_strategy",
+    "build_redis_repository",
     "build_retry_policy",
+    "init_async_cluster_client",
+    "init_async_sentinel_client",
+    "init_cluster_client",
+    "init_sentinel_client",
     "init_async_redis_client",
     "init_redis_client",
     "redis_connection_kwargs",
@@ -130,6 +140,107 @@ async def init_async_redis_client(settings: Settings) -> AsyncIterator[redis.asy
         await client.aclose()
 
 
+def _no_retry() -> redis.retry.Retry:
+    return redis.retry.Retry(NoBackoff(), 0)
+
+
+def _node_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection arguments of cluster and sentinel-managed nodes (TCP only, no db for cluster)."""
+    kwargs = redis_connection_kwargs(settings)
+    kwargs.pop("path", None)
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if settings.ssl:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def init_cluster_client(settings: Settings) -> Iterator[RedisCluster]:
+    """Resource: a sync Redis Cluster client; redis-py follows MOVED/ASK, never retries."""
+    kwargs = _node_kwargs(settings)
+    kwargs.pop("db", None)
+    client = RedisCluster(
+        host=settings.host,
+        port=settings.port,
+        retry=_no_retry(),
+        max_connections=settings.max_connections,
+        **kwargs,
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+async def init_async_cluster_client(settings: Settings) -> AsyncIterator[AsyncRedisCluster]:
+    """Resource: an async Redis Cluster client, closed with ``aclose()``."""
+    kwargs = _node_kwargs(settings)
+    kwargs.pop("db", None)
+    kwargs.pop("retry_on_timeout", None)
+    client = AsyncRedisCluster(
+        host=settings.host,
+        port=settings.port,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        max_connections=settings.max_connections,
+        **kwargs,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+    }
+    if settings.sentinel_password is not None:
+        kwargs["password"] = settings.sentinel_password
+    return kwargs
+
+
+def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
+    """Resource: a sync client on the master that Redis Sentinel names; follows failovers."""
+    sentinel = Sentinel(
+        [(settings.host, settings.port)],
+        sentinel_kwargs=_sentinel_kwargs(settings),
+        retry=_no_retry(),
+        **_node_kwargs(settings),
+    )
+    client = sentinel.master_for(str(settings.sentinel_service))
+    try:
+        yield client
+    finally:
+        client.close()
+        for node in sentinel.sentinels:
+            node.close()
+
+
+async def init_async_sentinel_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    """Resource: an async client on the master that Redis Sentinel names."""
+    kwargs = _node_kwargs(settings)
+    sentinel = AsyncSentinel(
+        [(settings.host, settings.port)],
+        sentinel_kwargs=_sentinel_kwargs(settings),
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        **kwargs,
+    )
+    client = sentinel.master_for(str(settings.sentinel_service))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        for node in sentinel.sentinels:
+            await node.aclose()
+
+
+def build_key_strategy(settings: Settings) -> KeyStrategy:
+    """The key strategy the settings describe (buckets only for Redis Cluster)."""
+    buckets = settings.cluster_buckets if settings.backend == "cluster" else 1
+    return KeyStrategy(settings.key_prefix, settings.key_separator, buckets=buckets)
+
+
 def build_retry_policy(settings: Settings) -> RetryPolicy:
     """The retry policy the settings describe."""
     return RetryPolicy(
@@ -161,6 +272,26 @@ async def shutdown_resources(container: Any) -> None:
         await closing
 
 
+def build_redis_repository(
+    factory: Any,
+    client: Any,
+    settings: Settings,
+    key_strategy: KeyStrategy,
+    codec: MetadataCodec,
+    retry: RetryPolicy,
+) -> Any:
+    """Build a (sync or async) Redis repository on ``client`` as the settings describe."""
+    return factory(
+        client,
+        key_strategy=key_strategy,
+        codec=codec,
+        ttl=settings.metadata_ttl,
+        retry=retry,
+        health_slow_ms=settings.health_slow_ms,
+        health_memory_ratio=settings.health_memory_ratio,
+    )
+
+
 class Container(containers.DeclarativeContainer):
     """Builds clients, key strategy, codec, retry policy and repositories from ``settings``.
 
@@ -170,14 +301,16 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Object(Settings())
 
-    key_strategy = providers.Singleton(
-        KeyStrategy, prefix=settings.provided.key_prefix, separator=settings.provided.key_separator
-    )
+    key_strategy = providers.Singleton(build_key_strategy, settings)
     codec = providers.Singleton(MetadataCodec, settings.provided.codec)
     retry = providers.Singleton(build_retry_policy, settings)
 
     redis_client = providers.Resource(init_redis_client, settings)
     async_redis_client = providers.Resource(init_async_redis_client, settings)
+    cluster_client = providers.Resource(init_cluster_client, settings)
+    async_cluster_client = providers.Resource(init_async_cluster_client, settings)
+    sentinel_client = providers.Resource(init_sentinel_client, settings)
+    async_sentinel_client = providers.Resource(init_async_sentinel_client, settings)
 
     memory_repository = providers.Singleton(
         InMemoryDeviceMetadataRepository,
@@ -186,18 +319,19 @@ class Container(containers.DeclarativeContainer):
         codec=codec,
     )
 
+    # One Singleton per backend and flavour; each takes the same configuration.
+    _config = (settings, key_strategy, codec, retry)
     repository = providers.Selector(
         settings.provided.backend,
         memory=memory_repository,
         redis=providers.Singleton(
-            RedisDeviceMetadataRepository,
-            redis_client,
-            key_strategy=key_strategy,
-            codec=codec,
-            ttl=settings.provided.metadata_ttl,
-            retry=retry,
-            health_slow_ms=settings.provided.health_slow_ms,
-            health_memory_ratio=settings.provided.health_memory_ratio,
+            build_redis_repository, RedisDeviceMetadataRepository, redis_client, *_config
+        ),
+        cluster=providers.Singleton(
+            build_redis_repository, RedisDeviceMetadataRepository, cluster_client, *_config
+        ),
+        sentinel=providers.Singleton(
+            build_redis_repository, RedisDeviceMetadataRepository, sentinel_client, *_config
         ),
     )
 
@@ -206,13 +340,21 @@ class Container(containers.DeclarativeContainer):
         # Shares the sync core, so sync and async calls of one client see the same data.
         memory=providers.Singleton(AsyncInMemoryDeviceMetadataRepository, core=memory_repository),
         redis=providers.Singleton(
+            build_redis_repository,
             AsyncRedisDeviceMetadataRepository,
             async_redis_client,
-            key_strategy=key_strategy,
-            codec=codec,
-            ttl=settings.provided.metadata_ttl,
-            retry=retry,
-            health_slow_ms=settings.provided.health_slow_ms,
-            health_memory_ratio=settings.provided.health_memory_ratio,
+            *_config,
+        ),
+        cluster=providers.Singleton(
+            build_redis_repository,
+            AsyncRedisDeviceMetadataRepository,
+            async_cluster_client,
+            *_config,
+        ),
+        sentinel=providers.Singleton(
+            build_redis_repository,
+            AsyncRedisDeviceMetadataRepository,
+            async_sentinel_client,
+            *_config,
         ),
     )

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from cache_service_client._query import plan_query
 from cache_service_client._validation import (
     validate_device_id,
     validate_device_ids,
@@ -54,7 +55,15 @@ from cache_service_client.exceptions import (
     DeviceNotFoundError,
     ValidationError,
 )
-from cache_service_client.models import BatchGetResult, CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.models import (
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    Page,
+    RepairReport,
+)
 from cache_service_client.repository.base import log_corrupted, validate_batch
 from cache_service_client.retry import RetryPolicy
 from cache_service_client.server import wire
@@ -78,6 +87,8 @@ _IDS = msgspec.json.Decoder(wire.IdsResponse)
 _COUNT = msgspec.json.Decoder(wire.CountResponse)
 _INFO = msgspec.json.Decoder(CacheInfo)
 _HEALTH = msgspec.json.Decoder(HealthStatus)
+_PAGE = msgspec.json.Decoder(Page[DeviceMetadata])
+_REPAIR = msgspec.json.Decoder(RepairReport)
 _ERROR = msgspec.json.Decoder(wire.ErrorBody)
 _EXISTS_HEADER = "x-device-exists"
 
@@ -95,6 +106,7 @@ class _Op(Generic[T]):
     device_id: str | None = None  # the device a 404 is about
     batch_field: str = "metadata"  # the field a 413 is about
     every_status: bool = False  # read() takes error answers too (HEAD: no body to tell them)
+    retried: bool = True  # False: one attempt only (a slow repair must not run twice)
 
 
 def _decode(decoder: msgspec.json.Decoder[T], response: httpx.Response, where: str) -> T:
@@ -455,6 +467,18 @@ class _HttpCommon:
             params["offset"] = str(skip)
         return _Op("list_ids", "GET", wire.DEVICES_PATH, _reader(_IDS, "ids"), params=params)
 
+    def _query(self, query: DeviceQuery) -> _Op[Page[DeviceMetadata]]:
+        if isinstance(query, DeviceQuery):
+            # Everything but the cursor is checked here; the cursor is the gateway's to judge.
+            plan_query(msgspec.structs.replace(query, cursor=None))
+        else:
+            plan_query(query)  # raises, naming "query"
+        body = _ENCODER.encode(query)
+        return _Op("query", "POST", wire.QUERY_PATH, _read_whole(_PAGE), body=body)
+
+    def _repair(self) -> _Op[RepairReport]:
+        return _Op("repair", "POST", wire.REPAIR_PATH, _read_whole(_REPAIR), retried=False)
+
     def _count(self) -> _Op[Any]:
         return _Op("count", "GET", wire.COUNT_PATH, _reader(_COUNT, "count"))
 
@@ -549,6 +573,8 @@ class HttpDeviceMetadataRepository(_HttpCommon):
             raise _transport_error(exc, self._where(op), self._timeout) from exc
 
     def _run(self, op: _Op[T]) -> T:
+        if not op.retried:
+            return self._answer(op, self._send(op))
         return self._retry.call(lambda: self._answer(op, self._send(op)), operation=op.name)
 
     def get(self, device_id: str) -> DeviceMetadata:
@@ -597,6 +623,14 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         """Return how many devices are stored."""
         count: int = self._run(self._count())
         return count
+
+    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """Return one page of devices matching ``query`` (``POST /v1/devices:query``)."""
+        return self._run(self._query(query))
+
+    def repair(self) -> RepairReport:
+        """Rebuild the backend's indexes through the gateway (one attempt, never retried)."""
+        return self._run(self._repair())
 
     def info(self) -> CacheInfo:
         """Return figures about the cache (the backend's, through the gateway)."""
@@ -665,6 +699,8 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         async def attempt() -> T:
             return self._answer(op, await self._send(op))
 
+        if not op.retried:
+            return await attempt()
         return await self._retry.call_async(attempt, operation=op.name)
 
     async def get(self, device_id: str) -> DeviceMetadata:
@@ -713,6 +749,14 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         """See :meth:`HttpDeviceMetadataRepository.count`."""
         count: int = await self._run(self._count())
         return count
+
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """See :meth:`HttpDeviceMetadataRepository.query`."""
+        return await self._run(self._query(query))
+
+    async def repair(self) -> RepairReport:
+        """See :meth:`HttpDeviceMetadataRepository.repair`."""
+        return await self._run(self._repair())
 
     async def info(self) -> CacheInfo:
         """See :meth:`HttpDeviceMetadataRepository.info`."""

@@ -12,6 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 from redis import exceptions as rex
 
 from cache_service_client.exceptions import (
@@ -115,6 +117,11 @@ def _scan_command(op: ScanBatch) -> tuple[Any, ...]:
     return ("SCAN", cursor, "MATCH", op.pattern, "COUNT", op.count)
 
 
+def _cluster_scan_reply(cursors: dict[str, int], keys: list[Any]) -> tuple[Any, list[Any]]:
+    remaining = {name: cursor for name, cursor in cursors.items() if int(cursor) != 0}
+    return (remaining or None), list(keys)
+
+
 def _scan_reply(reply: Any) -> tuple[Any, list[Any]]:
     cursor, keys = reply
     cursor = int(cursor)
@@ -130,10 +137,13 @@ class SyncRedisDriver:
 
     """
 
-    __slots__ = ("_call", "client", "retry")
+    __slots__ = ("_call", "_cluster", "client", "retry")
 
-    def __init__(self, client: redis.Redis, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis | RedisCluster, retry: RetryPolicy | None = None
+    ) -> None:
         self.client = client
+        self._cluster = isinstance(client, RedisCluster)
         self.retry = retry if retry is not None else RetryPolicy.disabled()
         self._call: Callable[..., Any] = client.execute_command
 
@@ -172,6 +182,8 @@ class SyncRedisDriver:
 
     def _execute(self, op: Op) -> Any:
         if isinstance(op, Command):
+            if op.broadcast and self._cluster:
+                return self._call(*op.args, target_nodes=RedisCluster.PRIMARIES)
             return self._call(*op.args)
         if isinstance(op, ScriptCall):
             try:
@@ -179,7 +191,19 @@ class SyncRedisDriver:
             except rex.NoScriptError:
                 return self._call("EVAL", op.script.source, *_script_args(op))
         if isinstance(op, ScanBatch):
-            return _scan_reply(self._call(*_scan_command(op)))
+            if not self._cluster:
+                return _scan_reply(self._call(*_scan_command(op)))
+            cluster: Any = self.client
+            if op.position is None:
+                cursors, keys = cluster.scan(match=op.pattern, count=op.count)
+                return _cluster_scan_reply(cursors, keys)
+            cursors, keys = {}, []
+            for name, cursor in op.position.items():
+                node = cluster.get_node(node_name=name)
+                step, data = cluster.scan(cursor, op.pattern, op.count, target_nodes=node)
+                cursors.update(step)
+                keys += data
+            return _cluster_scan_reply(cursors, keys)
         pipe = self.client.pipeline(transaction=op.transaction)
         _queue(pipe, op)
         replies = list(pipe.execute(raise_on_error=False))
@@ -206,10 +230,13 @@ class AsyncRedisDriver:
 
     """
 
-    __slots__ = ("_call", "client", "retry")
+    __slots__ = ("_call", "_cluster", "client", "retry")
 
-    def __init__(self, client: redis.asyncio.Redis, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis | AsyncRedisCluster, retry: RetryPolicy | None = None
+    ) -> None:
         self.client = client
+        self._cluster = isinstance(client, AsyncRedisCluster)
         self.retry = retry if retry is not None else RetryPolicy.disabled()
         self._call: Callable[..., Awaitable[Any]] = client.execute_command
 
@@ -248,6 +275,8 @@ class AsyncRedisDriver:
 
     async def _execute(self, op: Op) -> Any:
         if isinstance(op, Command):
+            if op.broadcast and self._cluster:
+                return await self._call(*op.args, target_nodes=AsyncRedisCluster.PRIMARIES)
             return await self._call(*op.args)
         if isinstance(op, ScriptCall):
             try:
@@ -255,7 +284,19 @@ class AsyncRedisDriver:
             except rex.NoScriptError:
                 return await self._call("EVAL", op.script.source, *_script_args(op))
         if isinstance(op, ScanBatch):
-            return _scan_reply(await self._call(*_scan_command(op)))
+            if not self._cluster:
+                return _scan_reply(await self._call(*_scan_command(op)))
+            cluster: Any = self.client
+            if op.position is None:
+                cursors, keys = await cluster.scan(match=op.pattern, count=op.count)
+                return _cluster_scan_reply(cursors, keys)
+            cursors, keys = {}, []
+            for name, cursor in op.position.items():
+                node = cluster.get_node(node_name=name)
+                step, data = await cluster.scan(cursor, op.pattern, op.count, target_nodes=node)
+                cursors.update(step)
+                keys += data
+            return _cluster_scan_reply(cursors, keys)
         pipe = self.client.pipeline(transaction=op.transaction)
         _queue(pipe, op)
         replies = list(await pipe.execute(raise_on_error=False))

@@ -487,7 +487,7 @@ def info(ctx: FlowContext) -> Flow[CacheInfo]:
         if high is not None:
             value = int(_text(high))
             highest = value if highest is None else max(highest, value)
-    memory = yield Command(("INFO", "memory"))
+    memory = yield Command(("INFO", "memory"), broadcast=True)
     return CacheInfo(
         total_devices=total,
         memory_usage_bytes=_used_memory(memory),
@@ -572,12 +572,23 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
     )
 
 
+def _per_node(reply: Any) -> dict[str, dict[str, Any]]:
+    """An INFO reply per node: a cluster answers ``{node: info}``, a single node ``info``."""
+    if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
+        return {str(node): info for node, info in reply.items()}
+    return {"": reply if isinstance(reply, dict) else {}}
+
+
 def health(ctx: FlowContext) -> Flow[HealthStatus]:
-    """PING, then INFO: healthy, degraded (slow, near maxmemory, read-only) or unhealthy."""
+    """PING, then INFO (every primary of a cluster): healthy, degraded or unhealthy.
+
+    Degraded: reachable but slow, near maxmemory, or read-only (a replica). Unhealthy:
+    unreachable or authentication refused. Never raises.
+    """
     now = datetime.now(timezone.utc)
     started = time.perf_counter()
     try:
-        yield Command(("PING",))
+        yield Command(("PING",), broadcast=True)
     except AuthenticationError as exc:
         return HealthStatus(
             status="unhealthy",
@@ -598,19 +609,27 @@ def health(ctx: FlowContext) -> Flow[HealthStatus]:
     if latency_ms > ctx.slow_ms:
         problems.append(f"slow: PING took {latency_ms:.1f} ms (threshold {ctx.slow_ms:g} ms)")
     try:
-        server = yield Command(("INFO",))
+        reply = yield Command(("INFO",), broadcast=True)
     except BackendError as exc:  # INFO may be disabled on managed services
         details["info_error"] = str(exc)
-        server = {}
-    details["redis_version"] = server.get("redis_version")
-    details["role"] = server.get("role")
-    used, maximum = _info_number(server, "used_memory"), _info_number(server, "maxmemory")
-    details["used_memory"] = used
-    details["maxmemory"] = maximum
-    if maximum and used / maximum > ctx.memory_ratio:
-        problems.append(f"near maxmemory: {used} of {maximum} bytes used")
-    if server.get("role") == "slave" and str(server.get("slave_read_only", "1")) == "1":
-        problems.append("read-only: connected to a replica")
+        reply = {}
+    nodes = _per_node(reply)
+    if len(nodes) > 1:
+        details["nodes"] = len(nodes)
+    used_total = max_total = 0
+    for node, server in nodes.items():
+        where = f" ({node})" if node else ""
+        details.setdefault("redis_version", server.get("redis_version"))
+        details.setdefault("role", server.get("role"))
+        used, maximum = _info_number(server, "used_memory"), _info_number(server, "maxmemory")
+        used_total += used
+        max_total += maximum
+        if maximum and used / maximum > ctx.memory_ratio:
+            problems.append(f"near maxmemory{where}: {used} of {maximum} bytes used")
+        if server.get("role") == "slave" and str(server.get("slave_read_only", "1")) == "1":
+            problems.append(f"read-only{where}: connected to a replica")
+    details["used_memory"] = used_total
+    details["maxmemory"] = max_total
     if problems:
         return HealthStatus(
             status="degraded",

@@ -27,11 +27,13 @@ class Command:
     Attributes:
         args: The command and its arguments, e.g. ``("GET", "device:a")``.
         key: The key to name in errors about this command (e.g. WRONGTYPE), if any.
-
+        broadcast: For a keyless command: on Redis Cluster, run it on every primary (the reply
+            is then ``{node: reply}``, or merged by redis-py); on one node, no difference.
     """
 
     args: tuple[Arg, ...]
     key: str | None = None
+    broadcast: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from cache_service_client._validation import validate_ttl
 from cache_service_client.codec import MetadataCodec
@@ -32,7 +34,7 @@ T = TypeVar("T")
 
 
 def _context(
-    client: redis.Redis | redis.asyncio.Redis,
+    client: Any,
     key_strategy: KeyStrategy | None,
     codec: MetadataCodec | None,
     ttl: float | None,
@@ -40,13 +42,18 @@ def _context(
     health_memory_ratio: float,
 ) -> flows.FlowContext:
     codec = codec if codec is not None else MetadataCodec()
-    kwargs = client.connection_pool.connection_kwargs
-    if codec.format == "msgpack" and kwargs.get("decode_responses"):
+    if codec.format == "msgpack" and client.get_encoder().decode_responses:
         raise ConfigurationError(
             "codec: msgpack values are binary; use a client with decode_responses=False"
         )
+    keys = key_strategy if key_strategy is not None else KeyStrategy()
+    if isinstance(client, (RedisCluster, AsyncRedisCluster)) and keys.buckets == 1:
+        raise ConfigurationError(
+            "key_strategy: Redis Cluster needs a KeyStrategy with buckets > 1 "
+            "(e.g. KeyStrategy(buckets=16)), so that each write stays in one slot"
+        )
     return flows.FlowContext(
-        keys=key_strategy if key_strategy is not None else KeyStrategy(),
+        keys=keys,
         codec=codec,
         ttl_ms=_ttl_ms(validate_ttl(ttl)),
         slow_ms=health_slow_ms,
@@ -132,7 +139,7 @@ class RedisDeviceMetadataRepository(_Common):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         key_strategy: KeyStrategy | None = None,
         codec: MetadataCodec | None = None,
@@ -149,7 +156,7 @@ class RedisDeviceMetadataRepository(_Common):
         self._owns_client = close_client
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> redis.Redis | RedisCluster:
         """The redis-py client in use."""
         return self._driver.client
 
@@ -230,7 +237,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: redis.asyncio.Redis | AsyncRedisCluster,
         *,
         key_strategy: KeyStrategy | None = None,
         codec: MetadataCodec | None = None,
@@ -247,7 +254,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         self._owns_client = close_client
 
     @property
-    def client(self) -> redis.asyncio.Redis:
+    def client(self) -> redis.asyncio.Redis | AsyncRedisCluster:
         """The redis-py client in use."""
         return self._driver.client
 
