@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
+from redis.cluster import RedisCluster
 
 from cache_service_client import (
     AsyncDeviceMetadataRepository,
@@ -112,7 +113,7 @@ class Backdoor:
 
 @dataclass
 class RedisBackdoor(Backdoor):
-    client: redis.Redis
+    client: redis.Redis | RedisCluster
     keys: KeyStrategy
 
     def set_raw(self, device_id: str, value: bytes) -> None:
@@ -124,6 +125,8 @@ class RedisBackdoor(Backdoor):
         self.client.rpush(key, b"x")
 
     def size(self) -> int:
+        if isinstance(self.client, RedisCluster):
+            return int(self.client.dbsize(target_nodes=RedisCluster.PRIMARIES))
         return int(self.client.dbsize())
 
     def delete_raw(self, device_id: str) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
@@ -15,11 +18,20 @@ from cache_service_client import (
     RedisDeviceMetadataRepository,
 )
 from tests.backends import Backend, MemoryBackdoor, RedisBackdoor, SyncAsAsync
+from tests.redis_cluster import RedisClusterProcess
 from tests.redis_server import session_redis_url
 
 # "redis-buckets" runs the cluster code path (indexes sharded into buckets, merged by the
 # client) on a single node: the same keys, hash tags and scripts, without the cluster.
-BACKENDS = ["memory-sync", "memory-async", "redis-sync", "redis-async", "redis-buckets"]
+BACKENDS = [
+    "memory-sync",
+    "memory-async",
+    "redis-sync",
+    "redis-async",
+    "redis-buckets",
+    "cluster-sync",
+    "cluster-async",
+]
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +43,44 @@ def redis_url() -> Iterator[str]:
     finally:
         if server is not None:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A ``redis+cluster://`` URL of a three-master cluster started for this session.
+
+    ``REDIS_CLUSTER_URL`` names an existing cluster instead.
+    """
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    cluster = RedisClusterProcess()
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(cluster_url: str) -> Iterator[RedisCluster]:
+    """A sync cluster client (bytes replies), redis-py's retry off."""
+    client = RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def async_cluster_client(cluster_url: str) -> AsyncIterator[AsyncRedisCluster]:
+    """An async cluster client (bytes replies)."""
+    client = AsyncRedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"))
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -74,6 +124,16 @@ def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backen
             return Backend(name, SyncAsAsync(core), MemoryBackdoor(core), key_strategy)
         repo = AsyncInMemoryDeviceMetadataRepository(core=core)
         return Backend(name, repo, MemoryBackdoor(core), key_strategy)
+    if name.startswith("cluster"):
+        keys = KeyStrategy(prefix=key_strategy.prefix, buckets=8)
+        cluster: RedisCluster = request.getfixturevalue("cluster_client")
+        cluster_backdoor = RedisBackdoor(cluster, keys)
+        if name == "cluster-sync":
+            on_cluster = RedisDeviceMetadataRepository(cluster, key_strategy=keys)
+            return Backend(name, SyncAsAsync(on_cluster), cluster_backdoor, keys)
+        acluster: AsyncRedisCluster = request.getfixturevalue("async_cluster_client")
+        arepo = AsyncRedisDeviceMetadataRepository(acluster, key_strategy=keys)
+        return Backend(name, arepo, cluster_backdoor, keys)
     sync_client: redis.Redis = request.getfixturevalue("redis_client")
     if name == "redis-buckets":
         key_strategy = KeyStrategy(prefix=key_strategy.prefix, buckets=4)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tests.redis_server import RedisServer, find_redis_server, free_port
+from tests.redis_server import RedisServer, command, find_redis_server, free_port
 
 SLOTS = 16384
 
@@ -66,17 +66,20 @@ class RedisClusterProcess:
         clients = [redis.Redis(port=port) for port in self.ports]
         try:
             for client in clients[1:]:
-                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
+                command(client, "CLUSTER", "MEET", "127.0.0.1", self.ports[0])
             share = SLOTS // self.masters
             for index, client in enumerate(clients):
                 first = index * share
                 last = SLOTS - 1 if index == self.masters - 1 else first + share - 1
-                client.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+                command(client, "CLUSTER", "ADDSLOTS", *range(first, last + 1))
             deadline = time.monotonic() + timeout
             while True:
-                states = [c.execute_command("CLUSTER", "INFO") for c in clients]
+                states = [command(c, "CLUSTER", "INFO") for c in clients]
                 texts = [s.decode() if isinstance(s, bytes) else str(s) for s in states]
-                if all("cluster_state:ok" in t and "cluster_known_nodes:" + str(self.masters) in t for t in texts):
+                if all(
+                    "cluster_state:ok" in t and "cluster_known_nodes:" + str(self.masters) in t
+                    for t in texts
+                ):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the cluster did not come up: {texts[0]}")

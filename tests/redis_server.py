@@ -14,8 +14,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
+
+
+def command(client: Any, *args: Any) -> Any:
+    """``client.execute_command(*args)``, typed (redis-py leaves it untyped)."""
+    return client.execute_command(*args)
 
 
 def find_redis_server() -> str:

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
+from redis.crc import key_slot
 
 from cache_service_client import (
     AuthenticationError,
@@ -17,19 +19,34 @@ from cache_service_client import (
     DataCorruptionError,
     DeviceMetadata,
     DeviceNotFoundError,
+    DeviceQuery,
     KeyStrategy,
     MetadataCodec,
+    RepairReport,
     ValidationError,
 )
-from cache_service_client.repository.base import datetime_to_ms
+from cache_service_client._validation import datetime_to_ms
 from cache_service_client.repository.redis import flows, lua
-from cache_service_client.repository.redis.ops import Command, Flow, Op, Pipeline, ScriptCall
+from cache_service_client.repository.redis.ops import (
+    Command,
+    Flow,
+    LuaScript,
+    Op,
+    Pipeline,
+    ScanBatch,
+    ScriptCall,
+)
 
 T = TypeVar("T")
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
-INDEX_KEYS = ("device index:ids", "device index:expiry", "device index:updated")
+# KEYS[1..3] and ARGV[1..2] of every script call on a single node.
+INDEX_KEYS = ("device index:ids", "device index:expiry", "device index:datatypes")
+PREFIXES = ("device:", "device index:updated:")
 CODEC = MetadataCodec()
+# Health asks every primary of a cluster.
+PING = Command(("PING",), broadcast=True)
+INFO = Command(("INFO",), broadcast=True)
 
 
 def run_flow(flow: Flow[T], replies: Sequence[object]) -> tuple[T, list[Op]]:
@@ -73,6 +90,16 @@ def make(device_id: str = "a", **changes: Any) -> DeviceMetadata:
 
 def encoded(device_id: str = "a", **changes: Any) -> bytes:
     return CODEC.encode(make(device_id, **changes))
+
+
+def score(when: datetime = WHEN, persist: bool = True) -> int:
+    """The updated-index score of a device: last_updated in ms, times two, plus persist."""
+    return datetime_to_ms(when) * 2 + int(persist)
+
+
+def call(script: LuaScript, *args: object, keys: Sequence[str] = ()) -> ScriptCall:
+    """A script call on a single node: index keys and prefixes first."""
+    return ScriptCall(script, (*INDEX_KEYS, *keys), (*PREFIXES, *args))  # type: ignore[arg-type]
 
 
 # --- the helper itself ---------------------------------------------------------------------------
@@ -183,7 +210,9 @@ def test_get_many_sorts_found_missing_and_corrupted() -> None:
     ],
 )
 def test_get_many_classifies_nil_replies_by_type(kind: bytes | str, outcome: str) -> None:
-    result, _ = run_flow(flows.get_many(ctx(), ["x"]), [[None], [kind]])
+    # One nil: a bare TYPE command, whose reply is the type itself.
+    result, ops = run_flow(flows.get_many(ctx(), ["x"]), [[None], kind])
+    assert ops == [Command(("MGET", "device:x")), Command(("TYPE", "device:x"))]
     if outcome == "missing":
         assert result.missing == ["x"]
         assert not result.corrupted
@@ -229,23 +258,37 @@ def test_put_many_yields_one_put_script_call_with_index_keys_first() -> None:
             lua.PUT,
             (*INDEX_KEYS, "device:a", "device:b"),
             (
+                *PREFIXES,
                 5000,
                 "a",
                 CODEC.encode(items[0]),
-                datetime_to_ms(WHEN),
+                "temp",
+                datetime_to_ms(WHEN) * 2 + 1,
                 "b",
                 CODEC.encode(items[1]),
-                datetime_to_ms(WHEN) + 1000,
+                "temp",
+                (datetime_to_ms(WHEN) + 1000) * 2 + 1,
             ),
         )
     ]
+
+
+def test_put_many_scores_persist_into_the_lowest_bit() -> None:
+    items = [make("a", persist=False), make("b", persist=True, datatype_id="hum")]
+    _, ops = run_flow(flows.put_many(ctx(), items), [2])
+    (op,) = ops
+    assert isinstance(op, ScriptCall)
+    # (id, value, datatype, score) per device after the prefixes and the TTL.
+    assert op.args[3::4] == ("a", "b")
+    assert op.args[5::4] == ("temp", "hum")
+    assert op.args[6::4] == (score(persist=False), score(persist=True))
 
 
 def test_put_many_without_ttl_sends_zero() -> None:
     _, ops = run_flow(flows.put_many(ctx(ttl_ms=None), [make("a")]), [1])
     (op,) = ops
     assert isinstance(op, ScriptCall)
-    assert op.args[0] == 0
+    assert op.args[:3] == (*PREFIXES, 0)
 
 
 def test_put_many_last_duplicate_wins() -> None:
@@ -254,8 +297,8 @@ def test_put_many_last_duplicate_wins() -> None:
     (op,) = ops
     assert isinstance(op, ScriptCall)
     assert op.keys == (*INDEX_KEYS, "device:b", "device:a")
-    assert op.args[1::3] == ("b", "a")
-    assert op.args[5] == CODEC.encode(last)
+    assert op.args[3::4] == ("b", "a")
+    assert op.args[8] == CODEC.encode(last)
 
 
 def test_put_many_stores_last_updated_in_utc() -> None:
@@ -263,8 +306,9 @@ def test_put_many_stores_last_updated_in_utc() -> None:
     _, ops = run_flow(flows.put_many(ctx(), [make("a", last_updated=local)]), [1])
     (op,) = ops
     assert isinstance(op, ScriptCall)
-    assert op.args[2] == encoded("a")
-    assert b'"2024-05-06T07:08:09Z"' in op.args[2]
+    assert op.args[4] == encoded("a")
+    assert b'"2024-05-06T07:08:09Z"' in op.args[4]
+    assert op.args[6] == score(WHEN)
 
 
 @pytest.mark.parametrize("bad_index", [0, 1, 2])
@@ -295,9 +339,7 @@ def test_put_many_of_nothing_sends_nothing() -> None:
 def test_put_yields_the_same_script_call() -> None:
     result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a")), [1])
     assert result is None
-    assert ops == [
-        ScriptCall(lua.PUT, (*INDEX_KEYS, "device:a"), (1, "a", encoded("a"), datetime_to_ms(WHEN)))
-    ]
+    assert ops == [call(lua.PUT, 1, "a", encoded("a"), "temp", score(), keys=["device:a"])]
 
 
 def test_put_names_the_field_without_a_batch_index() -> None:
@@ -313,13 +355,13 @@ def test_put_names_the_field_without_a_batch_index() -> None:
 def test_delete(reply: int, expected: bool) -> None:
     result, ops = run_flow(flows.delete(ctx(), "a"), [reply])
     assert result is expected
-    assert ops == [ScriptCall(lua.DELETE, (*INDEX_KEYS, "device:a"), ("a",))]
+    assert ops == [call(lua.DELETE, "a", keys=["device:a"])]
 
 
 def test_delete_many() -> None:
     result, ops = run_flow(flows.delete_many(ctx(), ["a", "b", "a"]), [1])
     assert result == 1
-    assert ops == [ScriptCall(lua.DELETE, (*INDEX_KEYS, "device:a", "device:b"), ("a", "b"))]
+    assert ops == [call(lua.DELETE, "a", "b", keys=["device:a", "device:b"])]
     assert run_flow(flows.delete_many(ctx(), []), []) == (0, [])
 
 
@@ -333,17 +375,18 @@ def test_exists(reply: int, expected: bool) -> None:
 def test_count() -> None:
     result, ops = run_flow(flows.count(ctx()), [7])
     assert result == 7
-    assert ops == [ScriptCall(lua.COUNT, INDEX_KEYS, ("device:", flows.PRUNE_BATCH))]
+    assert ops == [call(lua.COUNT, flows.PRUNE_BATCH)]
 
 
 def test_info() -> None:
-    oldest, newest = datetime_to_ms(WHEN), datetime_to_ms(WHEN + timedelta(days=1))
+    # The script answers the lowest and highest index score: ms * 2 + persist.
+    oldest, newest = score(WHEN, persist=False), score(WHEN + timedelta(days=1), persist=True)
     result, ops = run_flow(
         flows.info(ctx()), [[3, str(oldest).encode(), str(newest).encode()], {"used_memory": 123}]
     )
     assert ops == [
-        ScriptCall(lua.INFO, INDEX_KEYS, ("device:", flows.PRUNE_BATCH, flows.INFO_BUDGET)),
-        Command(("INFO", "memory")),
+        call(lua.INFO, flows.PRUNE_BATCH, flows.INFO_BUDGET),
+        Command(("INFO", "memory"), broadcast=True),
     ]
     assert result.total_devices == 3
     assert result.memory_usage_bytes == 123
@@ -363,8 +406,11 @@ def test_info_of_an_empty_cache() -> None:
 # --- list_ids ------------------------------------------------------------------------------------
 
 
-def range_call(start: str | bytes, stop: str | bytes) -> ScriptCall:
-    return ScriptCall(lua.RANGE, INDEX_KEYS, ("device:", start, stop, flows.RANGE_CHUNK))
+def range_call(
+    start: str | bytes, stop: str | bytes, *, reverse: bool = False, scores: bool = False
+) -> ScriptCall:
+    flags = ("1" if reverse else "0", "1" if scores else "0")
+    return call(lua.RANGE, start, stop, flows.RANGE_CHUNK, *flags)
 
 
 def test_list_ids_walks_the_literal_prefix_range_in_chunks() -> None:
@@ -459,6 +505,600 @@ def test_list_ids_validates_before_yielding(kwargs: dict[str, Any]) -> None:
         next(flows.list_ids(ctx(), **kwargs))
 
 
+# --- query ---------------------------------------------------------------------------------------
+
+
+def score_range_call(
+    datatype_id: str,
+    lo: str = "-inf",
+    hi: str = "+inf",
+    after: tuple[int | str, str] = ("", ""),
+    *,
+    reverse: bool = False,
+) -> ScriptCall:
+    index = f"device index:updated:{datatype_id}"
+    flag = "1" if reverse else "0"
+    return call(lua.SCORE_RANGE, lo, hi, *after, flows.RANGE_CHUNK, flag, keys=[index])
+
+
+def scored(*entries: tuple[str, int]) -> list[bytes]:
+    """A SCORE_RANGE reply's flat list: id, score, id, score..."""
+    return [part for device_id, s in entries for part in (device_id.encode(), str(s).encode())]
+
+
+def with_scores(*entries: tuple[str, str, int | None]) -> list[bytes]:
+    """A RANGE reply's flat list with scores: id, datatype, score... ("" when not indexed)."""
+    flat: list[bytes] = []
+    for device_id, datatype_id, s in entries:
+        flat += [device_id.encode(), datatype_id.encode(), b"" if s is None else str(s).encode()]
+    return flat
+
+
+def test_query_by_id_walks_the_ids_index_counts_and_reads_the_page() -> None:
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=2)),
+        [[[b"a", b"b", b"c"], None], 7, [encoded("a"), encoded("b")]],
+    )
+    assert ops == [
+        range_call("-", "+"),
+        call(lua.COUNT, flows.PRUNE_BATCH),
+        Command(("MGET", "device:a", "device:b")),
+    ]
+    assert page.items == [make("a"), make("b")]
+    assert page.total == 7
+    assert page.next_cursor is not None
+
+
+def test_query_cursor_resumes_after_the_last_id_of_the_previous_page() -> None:
+    first, _ = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=2)),
+        [[[b"a", b"b", b"c"], None], 3, [encoded("a"), encoded("b")]],
+    )
+    second, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=2, cursor=first.next_cursor)),
+        [[[b"c"], None], [encoded("c")]],
+    )
+    # No COUNT on later pages; the walk starts right after "b".
+    assert ops == [range_call("(b", "+"), Command(("MGET", "device:c"))]
+    assert second.items == [make("c")]
+    assert second.next_cursor is None
+    assert second.total is None
+
+
+def test_query_exactly_limit_matches_has_no_next_page() -> None:
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=2, pattern="*")),
+        [[[b"a", b"b"], None], [encoded("a"), encoded("b")]],
+    )
+    assert len(ops) == 2  # a filter (even "*"): no COUNT
+    assert page.next_cursor is None
+    assert page.total is None
+
+
+def test_query_reads_limit_plus_one_matches_across_chunks() -> None:
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=2, pattern="?1")),
+        [
+            [[b"a1", b"a2"], b"a2"],
+            [[b"b1", b"b2"], b"b2"],
+            [[b"c1"], b"c1"],  # the third match: enough to know a next page exists
+            [encoded("a1"), encoded("b1")],
+        ],
+    )
+    assert ops == [
+        range_call("-", "+"),
+        range_call(b"(a2", "+"),
+        range_call(b"(b2", "+"),
+        Command(("MGET", "device:a1", "device:b1")),
+    ]
+    assert [m.device_id for m in page.items] == ["a1", "b1"]
+    assert page.next_cursor is not None
+
+
+def test_query_descending_by_id_swaps_the_lex_bounds() -> None:
+    query = DeviceQuery(pattern="dev-*", descending=True, limit=1)
+    page, ops = run_flow(
+        flows.query(ctx(), query), [[[b"dev-9", b"dev-8"], None], [encoded("dev-9")]]
+    )
+    assert ops[0] == range_call(b"[dev-\xff", "[dev-", reverse=True)
+    assert [m.device_id for m in page.items] == ["dev-9"]
+    cursor = page.next_cursor
+    assert cursor is not None
+    _, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=cursor)),
+        [[[b"dev-8"], None], [encoded("dev-8")]],
+    )
+    assert ops[0] == range_call("(dev-9", "[dev-", reverse=True)
+
+
+def test_query_descending_without_pattern_walks_from_the_top() -> None:
+    _, ops = run_flow(flows.query(ctx(), DeviceQuery(descending=True)), [[[], None], 0])
+    assert ops == [range_call("+", "-", reverse=True), call(lua.COUNT, flows.PRUNE_BATCH)]
+
+
+def test_query_empty_page_reads_no_values() -> None:
+    page, ops = run_flow(flows.query(ctx(), DeviceQuery(pattern="x*")), [[[], None]])
+    assert ops == [range_call("[x", b"[x\xff")]
+    assert page.items == []
+    assert page.next_cursor is None
+
+
+def test_query_by_id_asks_for_scores_to_filter_on_persist() -> None:
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(persist=True)),
+        [
+            [
+                with_scores(
+                    ("a", "temp", score(persist=True)),
+                    ("b", "temp", score(persist=False)),
+                    ("c", "", None),  # in the ids index only: never matches a score filter
+                    ("d", "hum", score(persist=True)),
+                ),
+                None,
+            ],
+            [encoded("a"), encoded("d", datatype_id="hum")],
+        ],
+    )
+    assert ops == [
+        range_call("-", "+", scores=True),
+        Command(("MGET", "device:a", "device:d")),
+    ]
+    assert [m.device_id for m in page.items] == ["a", "d"]
+    assert page.total is None
+
+
+def test_query_by_id_filters_on_the_datatype_from_the_scores() -> None:
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(datatype_id="hum")),
+        [
+            [with_scores(("a", "temp", score()), ("b", "hum", score()), ("c", "", None)), None],
+            [encoded("b", datatype_id="hum")],
+        ],
+    )
+    assert ops[0] == range_call("-", "+", scores=True)
+    assert ops[1] == Command(("MGET", "device:b"))
+    assert [m.device_id for m in page.items] == ["b"]
+
+
+def test_query_by_id_filters_on_time_bounds() -> None:
+    later = WHEN + timedelta(seconds=1)
+    query = DeviceQuery(updated_after=WHEN, updated_before=later + timedelta(seconds=1))
+    page, ops = run_flow(
+        flows.query(ctx(), query),
+        [
+            [
+                with_scores(
+                    ("a", "temp", score(WHEN)),  # not strictly after
+                    ("b", "temp", score(later, persist=False)),
+                    ("c", "temp", score(later + timedelta(seconds=1))),  # not strictly before
+                ),
+                None,
+            ],
+            [encoded("b", last_updated=later, persist=False)],
+        ],
+    )
+    assert ops[0] == range_call("-", "+", scores=True)
+    assert [m.device_id for m in page.items] == ["b"]
+
+
+def test_query_by_last_updated_merges_the_datatype_indexes() -> None:
+    t = datetime_to_ms(WHEN) * 2
+    query = DeviceQuery(sort="last_updated", limit=3)
+    page, ops = run_flow(
+        flows.query(ctx(), query),
+        [
+            {b"temp", b"hum"},
+            [
+                [scored(("h1", t + 2), ("h2", t + 6)), None],
+                [scored(("t1", t + 4), ("t2", t + 6), ("t3", t + 8)), None],
+            ],
+            5,
+            [encoded("h1"), encoded("t1"), encoded("h2")],
+        ],
+    )
+    assert ops == [
+        Command(("SMEMBERS", "device index:datatypes")),
+        Pipeline((score_range_call("hum"), score_range_call("temp"))),
+        call(lua.COUNT, flows.PRUNE_BATCH),
+        Command(("MGET", "device:h1", "device:t1", "device:h2")),
+    ]
+    # By (score, id): h1, t1, then h2 and t2 at the same score, by id.
+    assert [m.device_id for m in page.items] == ["h1", "t1", "h2"]
+    assert page.total == 5
+    assert page.next_cursor is not None
+    # The next page resumes every index after (score, id) of h2.
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
+        [
+            [b"hum", b"temp"],
+            [[[], None], [scored(("t2", t + 6), ("t3", t + 8)), None]],
+            [encoded("t2"), encoded("t3")],
+        ],
+    )
+    assert ops[1] == Pipeline(
+        (
+            score_range_call("hum", after=(t + 6, "h2")),
+            score_range_call("temp", after=(t + 6, "h2")),
+        )
+    )
+    assert [m.device_id for m in second.items] == ["t2", "t3"]
+    assert second.next_cursor is None
+    assert second.total is None
+
+
+def test_query_by_last_updated_fetches_only_the_streams_that_ran_dry() -> None:
+    t = datetime_to_ms(WHEN) * 2
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(sort="last_updated", limit=2)),
+        [
+            [b"temp", b"hum"],
+            [
+                [scored(("h1", t + 2)), [str(t + 2).encode(), b"h1"]],  # more to come
+                [scored(("t1", t + 4), ("t2", t + 8)), None],
+            ],
+            [scored(("h2", t + 6)), None],
+            0,
+            [encoded("h1"), encoded("t1")],
+        ],
+    )
+    assert ops[2] == score_range_call("hum", after=(t + 2, "h1"))
+    assert [m.device_id for m in page.items] == ["h1", "t1"]
+    # h2 was the third match; the next page resumes after t1 in every index.
+    assert page.next_cursor is not None
+    query = DeviceQuery(sort="last_updated", limit=2, cursor=page.next_cursor)
+    _, ops = run_flow(flows.query(ctx(), query), [[b"hum", b"temp"], [[[], None], [[], None]]])
+    assert ops[1] == Pipeline(
+        (
+            score_range_call("hum", after=(t + 4, "t1")),
+            score_range_call("temp", after=(t + 4, "t1")),
+        )
+    )
+
+
+def test_query_by_last_updated_descending_with_a_datatype_and_time_bounds() -> None:
+    t = datetime_to_ms(WHEN)
+    query = DeviceQuery(
+        sort="last_updated",
+        descending=True,
+        datatype_id="temp",
+        updated_after=WHEN,
+        updated_before=WHEN + timedelta(seconds=1),
+        persist=False,
+    )
+    page, ops = run_flow(
+        flows.query(ctx(), query),
+        [
+            [scored(("b", (t + 500) * 2 + 1), ("a", (t + 400) * 2)), None],
+            [encoded("a", persist=False, last_updated=WHEN + timedelta(milliseconds=400))],
+        ],
+    )
+    # A datatype filter: no SMEMBERS; bounds are exclusive, in ms * 2 + persist.
+    lo, hi = str((t + 1) * 2), str((t + 999) * 2 + 1)
+    assert ops == [
+        score_range_call("temp", lo, hi, reverse=True),
+        Command(("MGET", "device:a")),
+    ]
+    assert [m.device_id for m in page.items] == ["a"]  # b is persisted
+
+
+def test_query_skips_values_deleted_or_corrupted_since_the_index_was_read() -> None:
+    page, _ = run_flow(
+        flows.query(ctx(), DeviceQuery(pattern="*")),
+        [[[b"a", b"b", b"c"], None], [None, b"garbage", encoded("c")]],
+    )
+    assert page.items == [make("c")]
+
+
+def test_query_cursor_of_another_query_raises_before_yielding() -> None:
+    first, _ = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=1)),
+        [[[b"a", b"b"], None], 2, [encoded("a")]],
+    )
+    assert first.next_cursor is not None
+    for other in (
+        DeviceQuery(limit=1, descending=True, cursor=first.next_cursor),
+        DeviceQuery(limit=1, pattern="a*", cursor=first.next_cursor),
+        DeviceQuery(limit=1, sort="last_updated", cursor=first.next_cursor),
+    ):
+        with pytest.raises(ValidationError) as info:
+            next(flows.query(ctx(), other))
+        assert info.value.field == "cursor"
+    # The same query with another page size keeps its cursors.
+    _, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=5, cursor=first.next_cursor)), [[[], None]]
+    )
+    assert ops == [range_call("(a", "+")]
+
+
+@pytest.mark.parametrize("cursor", ["not a cursor", "", "AAAA"])
+def test_query_rejects_garbage_cursors(cursor: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        next(flows.query(ctx(), DeviceQuery(cursor=cursor)))
+    assert info.value.field == "cursor"
+
+
+# --- repair --------------------------------------------------------------------------------------
+
+
+def test_repair_indexes_every_stored_device_and_sweeps_the_indexes() -> None:
+    report, ops = run_flow(
+        flows.repair(ctx()),
+        [
+            (17, [b"device:a", b"device:b", b"device:bad id", "device:c"]),
+            [encoded("a"), b"garbage", encoded("c", persist=False)],
+            1,
+            (None, [b"device:d"]),
+            [None],
+            b"none",  # gone since the scan
+            {b"temp", b"hum"},
+            [b"12", 2],
+            [b"0", 1],
+            ["0", 0],
+            [b"0", 0],
+            [b"0", 4],
+            [b"0", 1],  # the datatypes set: not index entries of devices
+        ],
+    )
+    assert ops == [
+        ScanBatch("device:*", None, flows.SCAN_COUNT),
+        Command(("MGET", "device:a", "device:b", "device:c")),
+        call(
+            lua.REINDEX,
+            "a",
+            "temp",
+            score(persist=True),
+            "c",
+            "temp",
+            score(persist=False),
+            keys=["device:a", "device:c"],
+        ),
+        ScanBatch("device:*", 17, flows.SCAN_COUNT),
+        Command(("MGET", "device:d")),
+        Command(("TYPE", "device:d")),
+        Command(("SMEMBERS", "device index:datatypes")),
+        call(lua.SWEEP, "0", keys=["device index:ids"]),
+        call(lua.SWEEP, b"12", keys=["device index:ids"]),
+        call(lua.SWEEP, "0", keys=["device index:expiry"]),
+        call(lua.SWEEP, "0", keys=["device index:updated:hum"]),
+        call(lua.SWEEP, "0", keys=["device index:updated:temp"]),
+        call(lua.SWEEP, "0", keys=["device index:datatypes"]),
+    ]
+    assert report == RepairReport(
+        scanned=4, indexed=1, orphans_removed=7, corrupted=["device:bad id", "device:b"]
+    )
+
+
+def test_repair_of_an_empty_cache() -> None:
+    report, ops = run_flow(
+        flows.repair(ctx()),
+        [(None, []), set(), [b"0", 0], [b"0", 0], [b"0", 0]],
+    )
+    assert len(ops) == 5
+    assert report == RepairReport()
+
+
+# --- buckets (Redis Cluster) ---------------------------------------------------------------------
+
+BUCKETED = KeyStrategy(buckets=4)
+
+
+def bctx() -> flows.FlowContext:
+    return flows.FlowContext(keys=BUCKETED, codec=CODEC, ttl_ms=1000)
+
+
+def bucket_call(
+    script: LuaScript, bucket: int, *args: object, keys: Sequence[str] = ()
+) -> ScriptCall:
+    k = BUCKETED
+    return ScriptCall(
+        script,
+        (*k.index_keys(bucket), *keys),
+        (k.bucket_device_prefix(bucket), k.updated_index_prefix(bucket), *args),  # type: ignore[arg-type]
+    )
+
+
+def ids_in(bucket: int, count: int, start: int = 0) -> list[str]:
+    """The first ``count`` ids "d<n>" (n >= start) of ``bucket``."""
+    found: list[str] = []
+    n = start
+    while len(found) < count:
+        if BUCKETED.bucket_of(f"d{n}") == bucket:
+            found.append(f"d{n}")
+        n += 1
+    return found
+
+
+def slot(key: str) -> int:
+    return int(key_slot(key.encode()))
+
+
+def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
+    ids = [f"d{n}" for n in range(12)]
+    items = [make(i) for i in ids]
+    buckets = list(dict.fromkeys(BUCKETED.bucket_of(i) for i in ids))
+    assert len(buckets) > 1
+    written, ops = run_flow(flows.put_many(bctx(), items), [[3] * len(buckets)])
+    assert written == 3 * len(buckets)
+    (op,) = ops
+    assert isinstance(op, Pipeline)
+    assert len(op.commands) == len(buckets)
+    seen: list[str] = []
+    for bucket, entry in zip(buckets, op.commands, strict=True):
+        members = [i for i in ids if BUCKETED.bucket_of(i) == bucket]
+        args: list[object] = [1000]
+        for i in members:
+            args += [i, encoded(i), "temp", score()]
+        assert entry == bucket_call(
+            lua.PUT, bucket, *args, keys=[BUCKETED.device_key(i) for i in members]
+        )
+        # Everything a script touches lives in one slot.
+        assert len({slot(key) for key in entry.keys}) == 1
+        assert isinstance(entry.args[0], str)
+        assert slot(entry.args[0] + "x") == slot(entry.keys[0])
+        seen += members
+    assert sorted(seen) == sorted(ids)
+
+
+def test_bucketed_put_of_one_device_is_a_bare_script_call() -> None:
+    _, ops = run_flow(flows.put(bctx(), make("a")), [1])
+    bucket = BUCKETED.bucket_of("a")
+    assert ops == [
+        bucket_call(
+            lua.PUT,
+            bucket,
+            1000,
+            "a",
+            encoded("a"),
+            "temp",
+            score(),
+            keys=[BUCKETED.device_key("a")],
+        )
+    ]
+
+
+def test_bucketed_put_many_raises_the_error_of_a_failed_bucket() -> None:
+    ids = [*ids_in(0, 1), *ids_in(1, 1)]
+    error = BackendConnectionError("Redis is unavailable: CLUSTERDOWN")
+    with pytest.raises(BackendConnectionError):
+        run_flow(flows.put_many(bctx(), [make(i) for i in ids]), [[1, error]])
+
+
+def test_bucketed_get_many_groups_mgets_by_bucket_and_keeps_request_order() -> None:
+    a0, b0 = ids_in(0, 2)
+    a2, b2 = ids_in(2, 2)
+    (a3,) = ids_in(3, 1)
+    ids = [a2, a0, a3, b2, b0]
+    key = BUCKETED.device_key
+    result, ops = run_flow(
+        flows.get_many(bctx(), ids),
+        [
+            [
+                [encoded(a2), None],  # bucket 2: a2, b2
+                [encoded(a0), None],  # bucket 0: a0, b0
+                [encoded(a3)],  # bucket 3
+            ],
+            [b"none", b"hash"],
+        ],
+    )
+    assert ops == [
+        Pipeline(
+            (
+                Command(("MGET", key(a2), key(b2))),
+                Command(("MGET", key(a0), key(b0))),
+                Command(("MGET", key(a3))),
+            )
+        ),
+        # The nil replies, back in request order.
+        Pipeline((Command(("TYPE", key(b2))), Command(("TYPE", key(b0))))),
+    ]
+    assert list(result.found) == [a2, a0, a3]
+    assert result.found[a3] == make(a3)
+    assert result.missing == [b2]
+    assert set(result.corrupted) == {b0}
+    assert result.corrupted[b0].key == key(b0)
+
+
+def test_bucketed_get_many_in_one_bucket_is_a_bare_mget() -> None:
+    ids = ids_in(1, 3)
+    result, ops = run_flow(flows.get_many(bctx(), ids), [[encoded(i) for i in ids]])
+    assert ops == [Command(("MGET", *BUCKETED.device_keys(ids)))]
+    assert list(result.found) == ids
+
+
+def test_bucketed_list_ids_merges_the_buckets_in_id_order() -> None:
+    per_bucket = [sorted(ids_in(bucket, 3)) for bucket in range(4)]
+    everything = sorted(i for ids in per_bucket for i in ids)
+    assert everything != [i for ids in per_bucket for i in ids]  # the buckets interleave
+    start = ("-", "+", flows.RANGE_CHUNK, "0", "0")
+    replies: list[object] = [
+        [
+            # Bucket 0 answers one id at a time; the others at once.
+            [[per_bucket[0][0].encode()], per_bucket[0][0].encode()],
+            *([[i.encode() for i in ids], None] for ids in per_bucket[1:]),
+        ]
+    ]
+    # Bucket 0 is refetched alone each time its buffer runs dry, while the others wait.
+    replies.append([[per_bucket[0][1].encode()], per_bucket[0][1].encode()])
+    replies.append([[per_bucket[0][2].encode()], None])
+    result, ops = run_flow(flows.list_ids(bctx()), replies)
+    assert result == everything
+    assert ops[0] == Pipeline(tuple(bucket_call(lua.RANGE, b, *start) for b in range(4)))
+    assert ops[1:] == [
+        bucket_call(
+            lua.RANGE, 0, b"(" + per_bucket[0][0].encode(), "+", flows.RANGE_CHUNK, "0", "0"
+        ),
+        bucket_call(
+            lua.RANGE, 0, b"(" + per_bucket[0][1].encode(), "+", flows.RANGE_CHUNK, "0", "0"
+        ),
+    ]
+
+
+def test_bucketed_list_ids_stops_at_the_limit() -> None:
+    result, ops = run_flow(
+        flows.list_ids(bctx(), pattern="x*", limit=3),
+        [[[[b"x1", b"x5"], None], [[b"x2"], None], [[], None], [[b"x3", b"x4"], None]]],
+    )
+    assert result == ["x1", "x2", "x3"]
+    assert len(ops) == 1
+    (op,) = ops
+    assert isinstance(op, Pipeline)
+    assert [entry.args[2:4] for entry in op.commands] == [("[x", b"[x\xff")] * 4
+
+
+def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
+    total, ops = run_flow(flows.count(bctx()), [[1, 2, 0, 4]])
+    assert total == 7
+    assert ops == [Pipeline(tuple(bucket_call(lua.COUNT, b, flows.PRUNE_BATCH) for b in range(4)))]
+    low, high = score(WHEN, persist=False), score(WHEN + timedelta(days=1))
+    result, _ = run_flow(
+        flows.info(bctx()),
+        [
+            [
+                [1, str(high).encode(), str(high).encode()],
+                [0, None, None],
+                [2, str(low).encode(), str(low + 10).encode()],
+                [0, None, None],
+            ],
+            {"node-1": {"used_memory": 10}, "node-2": {"used_memory": 5}},
+        ],
+    )
+    assert result.total_devices == 3
+    assert result.oldest_entry == WHEN
+    assert result.newest_entry == WHEN + timedelta(days=1)
+    assert result.memory_usage_bytes == 15
+
+
+def test_bucketed_repair_scans_every_bucket_and_reindexes_per_bucket() -> None:
+    (a0,) = ids_in(0, 1)
+    (a3,) = ids_in(3, 1)
+    key = BUCKETED.device_key
+    replies: list[object] = [
+        (None, [key(a3).encode(), key(a0).encode(), b"device:plain", b"device index:{b0}:ids"]),
+        [[encoded(a3)], [encoded(a0)]],
+        [1, 0],
+    ]
+    for _ in range(4):
+        replies += [{b"temp"}, [b"0", 0], [b"0", 1], [b"0", 0], [b"0", 0]]
+    report, ops = run_flow(flows.repair(bctx()), replies)
+    assert ops[0] == ScanBatch(BUCKETED.device_pattern(), None, flows.SCAN_COUNT)
+    assert ops[2] == Pipeline(
+        (
+            bucket_call(lua.REINDEX, 3, a3, "temp", score(), keys=[key(a3)]),
+            bucket_call(lua.REINDEX, 0, a0, "temp", score(), keys=[key(a0)]),
+        )
+    )
+    sweeps = [op for op in ops if isinstance(op, ScriptCall) and op.script is lua.SWEEP]
+    assert len(sweeps) == 4 * 4
+    for bucket in range(4):
+        assert [s.keys[3] for s in sweeps[4 * bucket : 4 * bucket + 4]] == [
+            BUCKETED.ids_index(bucket),
+            BUCKETED.expiry_index(bucket),
+            BUCKETED.updated_index("temp", bucket),
+            BUCKETED.datatypes_index(bucket),
+        ]
+    assert report == RepairReport(scanned=2, indexed=1, orphans_removed=4, corrupted=[])
+
+
 # --- health --------------------------------------------------------------------------------------
 
 
@@ -475,7 +1115,7 @@ def healthy_info(**changes: object) -> dict[str, object]:
 
 def test_health_healthy() -> None:
     status, ops = run_flow(flows.health(ctx()), [b"PONG", healthy_info()])
-    assert ops == [Command(("PING",)), Command(("INFO",))]
+    assert ops == [PING, INFO]
     assert status.status == "healthy"
     assert status.is_healthy
     assert status.latency_ms is not None
@@ -495,7 +1135,7 @@ def test_health_healthy() -> None:
 )
 def test_health_unhealthy_when_ping_fails(error: BackendError) -> None:
     status, ops = run_flow(flows.health(ctx()), [error])
-    assert ops == [Command(("PING",))]
+    assert ops == [PING]
     assert status.status == "unhealthy"
     assert not status.is_healthy
     assert status.latency_ms is None
@@ -505,7 +1145,7 @@ def test_health_unhealthy_when_ping_fails(error: BackendError) -> None:
 
 def test_health_unhealthy_on_authentication_failure() -> None:
     flow = flows.health(ctx())
-    assert next(flow) == Command(("PING",))
+    assert next(flow) == PING
     with pytest.raises(StopIteration) as stop:
         flow.throw(AuthenticationError("WRONGPASS"))
     status = stop.value.value
@@ -516,9 +1156,9 @@ def test_health_unhealthy_on_authentication_failure() -> None:
 
 def test_health_degraded_when_ping_is_slow() -> None:
     flow = flows.health(ctx(slow_ms=1.0))
-    assert next(flow) == Command(("PING",))
+    assert next(flow) == PING
     time.sleep(0.005)
-    assert flow.send(b"PONG") == Command(("INFO",))
+    assert flow.send(b"PONG") == INFO
     with pytest.raises(StopIteration) as stop:
         flow.send(healthy_info())
     status = stop.value.value
@@ -582,4 +1222,4 @@ def test_health_when_info_is_disabled() -> None:
 def test_get_many_does_not_report_a_failed_type_check_as_missing() -> None:
     error = BackendConnectionError("Redis is unavailable (TYPE): LOADING")
     with pytest.raises(BackendConnectionError):
-        run_flow(flows.get_many(ctx(), ["x"]), [[None], [error]])
+        run_flow(flows.get_many(ctx(), ["x"]), [[None], error])

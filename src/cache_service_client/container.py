@@ -159,6 +159,7 @@ def init_cluster_client(settings: Settings) -> Iterator[RedisCluster]:
     """Resource: a sync Redis Cluster client; redis-py follows MOVED/ASK, never retries."""
     kwargs = _node_kwargs(settings)
     kwargs.pop("db", None)
+    kwargs.pop("retry_on_timeout", None)  # deprecated for clusters; retry=... says it all
     client = RedisCluster(
         host=settings.host,
         port=settings.port,
@@ -202,13 +203,15 @@ def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
 
 def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
     """Resource: a sync client on the master that Redis Sentinel names; follows failovers."""
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         [(settings.host, settings.port)],
         sentinel_kwargs=_sentinel_kwargs(settings),
         retry=_no_retry(),
         **_node_kwargs(settings),
     )
-    client = sentinel.master_for(str(settings.sentinel_service))
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        str(settings.sentinel_service)
+    )
     try:
         yield client
     finally:
@@ -220,7 +223,7 @@ def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
 async def init_async_sentinel_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
     """Resource: an async client on the master that Redis Sentinel names."""
     kwargs = _node_kwargs(settings)
-    sentinel = AsyncSentinel(
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
         [(settings.host, settings.port)],
         sentinel_kwargs=_sentinel_kwargs(settings),
         retry=redis.asyncio.retry.Retry(NoBackoff(), 0),

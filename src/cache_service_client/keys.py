@@ -17,13 +17,14 @@ the device values.
 
 For Redis Cluster (``buckets > 1``) devices are spread over ``buckets`` index shards. Every key of
 a bucket carries the bucket's hash tag, so a device's value and the index entries it belongs to
-share a slot (writes stay atomic in one script): ``device:{b7}:<id>``,
-``device index:{b7}:ids``, ... The tags are chosen so that the buckets' slots are spread evenly
-over the slot space, hence over the masters.
+share a slot (writes stay atomic in one script): ``device:{16.7}:<id>``,
+``device index:{16.7}:ids``, ... (the tag names the bucket count, then a number). The tags are
+chosen so that the buckets' slots are spread evenly over the slot space, hence over the masters.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -50,20 +51,25 @@ def _check_part(name: str, value: object) -> str:
     return value
 
 
-def _spread_tags(buckets: int) -> list[str]:
-    """Return one hash tag per bucket, the b-th landing in the b-th slice of the slot space."""
-    tags: list[str] = []
-    width = REDIS_CLUSTER_HASH_SLOTS / buckets
+@functools.lru_cache(maxsize=32)
+def _spread_tags(buckets: int) -> tuple[str, ...]:
+    """Return one hash tag per bucket, the b-th landing in the b-th slice of the slot space.
+
+    Tags name the bucket count too (``16.3``), so strategies with different bucket counts never
+    share a key.
+    """
+    tags: list[str | None] = [None] * buckets
+    missing = buckets
     candidate = 0
-    for bucket in range(buckets):
-        while True:
-            tag = f"b{candidate}"
-            candidate += 1
-            if int(key_slot(tag.encode()) // width) == bucket:
-                tags.append(tag)
-                candidate = 0
-                break
-    return tags
+    while missing:
+        tag = f"{buckets}.{candidate}"
+        candidate += 1
+        # The slice of the slot's bucket, in exact integer arithmetic.
+        bucket = key_slot(tag.encode()) * buckets // REDIS_CLUSTER_HASH_SLOTS
+        if tags[bucket] is None:
+            tags[bucket] = tag
+            missing -= 1
+    return tuple(tag for tag in tags if tag is not None)
 
 
 class KeyStrategy:
@@ -190,8 +196,8 @@ class KeyStrategy:
 
         The prefix and separator are escaped, so a prefix like ``t[1]`` never matches keys of
         prefix ``t1``; ``pattern`` itself is a Redis glob over device ids (None: all). With
-        buckets, the pattern covers every bucket's tag; check candidates with
-        :meth:`is_device_key`.
+        buckets, the pattern covers every bucket's tag and may match more than asked (a glob
+        cannot stop at the tag's ``}``): check each key with :meth:`device_id` and the id glob.
         """
         tail = "*" if pattern is None else pattern
         if self.buckets == 1:

@@ -12,9 +12,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
+from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
-from redis import exceptions as rex
 
 from cache_service_client.exceptions import (
     AuthenticationError,
@@ -72,7 +72,12 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
         error = BackendTimeoutError(f"Redis did not answer in time{_where(op)}: {message}")
     elif isinstance(exc, rex.ConnectionError):  # BusyLoadingError included
         error = BackendConnectionError(f"Redis connection failed{_where(op)}: {message}")
-    elif isinstance(exc, _RETRYABLE_CLASSES) or message.startswith(_RETRYABLE_PREFIXES):
+    elif (
+        isinstance(exc, _RETRYABLE_CLASSES)
+        or message.startswith(_RETRYABLE_PREFIXES)
+        # A script met a key already moved away: its slot is migrating; try again after it.
+        or "non local key" in message
+    ):
         error = BackendConnectionError(f"Redis is unavailable{_where(op)}: {message}")
     elif message.startswith("WRONGTYPE") and isinstance(op, Command) and op.key:
         error = DataCorruptionError(op.key, "holds a value of another Redis type (WRONGTYPE)")
