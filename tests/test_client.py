@@ -23,6 +23,7 @@ from cache_service_client import (
     ConfigurationError,
     DeviceMetadata,
     DeviceNotFoundError,
+    DeviceQuery,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
     RetryPolicy,
@@ -403,3 +404,39 @@ def test_health_is_degraded_when_slow(own_server: RedisServer) -> None:
         health = c.check_health_sync()
     assert health.status == "degraded"
     assert "slow" in health.message
+
+
+def test_query_devices_and_repair(client: CacheServiceClient) -> None:
+    client.store_many_device_metadata_sync(
+        {f"d{i}": {**PLAN, "datatype_id": ("t", "h")[i % 2], "persist": i < 4} for i in range(8)}
+    )
+    page = client.query_devices_sync(datatype_id="t", limit=2)
+    assert [m.device_id for m in page.items] == ["d0", "d2"]
+    rest = client.query_devices_sync(datatype_id="t", limit=2, cursor=page.next_cursor)
+    assert [m.device_id for m in rest.items] == ["d4", "d6"]
+    assert rest.next_cursor is None
+    query = DeviceQuery(persist=True, sort="last_updated", descending=True)
+    assert len(client.query_devices_sync(query).items) == 4
+    assert client.query_devices_sync(limit=3).total == 8
+    with pytest.raises(ValidationError, match="limit"):
+        client.query_devices_sync(limit="many")
+    with pytest.raises(ValidationError, match="not both"):
+        client.query_devices_sync(query, limit=3)
+    assert client.repair_indexes_sync().scanned == 8
+
+
+async def test_async_query_devices_and_repair(async_client: CacheServiceClient) -> None:
+    await async_client.store_many_device_metadata({"a": PLAN, "b": {**PLAN, "persist": False}})
+    page = await async_client.query_devices(persist=False)
+    assert [m.device_id for m in page.items] == ["b"]
+    assert (await async_client.repair_indexes()).scanned == 2
+
+
+def test_cluster_and_sentinel_options_pick_the_backend() -> None:
+    assert CacheServiceClient(cluster=True).settings.backend == "cluster"
+    assert CacheServiceClient(sentinel_service="mymaster").settings.backend == "sentinel"
+    assert CacheServiceClient.from_url("redis+cluster://h:7000").settings.cluster is True
+    with pytest.raises(ConfigurationError, match="only database 0"):
+        CacheServiceClient.from_url("redis+cluster://h:7000/2")
+    with pytest.raises(ConfigurationError, match="needs /service-name"):
+        CacheServiceClient.from_url("redis+sentinel://h:26379")

@@ -1,4 +1,4 @@
-"""Command line: ``devcache demo`` (or ``python -m cache_service_client demo``).
+"""Command line: ``devcache demo`` and ``devcache repair`` (or ``python -m cache_service_client``).
 
 The demo stores some thousands of synthetic devices, then shows single and batch reads, pattern
 listing with paging, cache info and health, with timings. It runs on the in-memory backend by
@@ -131,6 +131,19 @@ def run_demo(url: str, count: int, seed: int, keep: bool) -> int:
         odd = timed("list_devices('*-door-*[13579]', limit=5)", listing)
         print(f"    -> {odd}")
 
+        print("\nqueries (indexed filters, sort, cursor pages)")
+        newest_co2 = partial(
+            client.query_devices_sync, datatype_id="co2", sort="last_updated", descending=True
+        )
+        page = timed("query_devices(co2, newest first, limit 100)", newest_co2)
+        print(f"    -> {[m.device_id for m in page.items[:3]]} ... ({len(page.items)} items)")
+        follow = partial(newest_co2, cursor=page.next_cursor)
+        page = timed("  next page (cursor)", follow)
+        print(f"    -> {[m.device_id for m in page.items[:3]]} ...")
+        persisted = partial(client.query_devices_sync, persist=True, pattern="tokyo-*", limit=5)
+        page = timed("query_devices(persist, 'tokyo-*', limit 5)", persisted)
+        print(f"    -> {[m.device_id for m in page.items]}")
+
         print("\nasync API: cache info, health, 500 concurrent gets")
         asyncio.run(_async_part(client, ids, remove=not keep and prefix != "device"))
     return 0
@@ -159,6 +172,25 @@ async def _async_part(client: CacheServiceClient, ids: Sequence[str], *, remove:
             print(f"\nremoved the {deleted} demo devices (use --keep to keep them)")
 
 
+def run_repair(url: str, key_prefix: str | None) -> int:
+    """Rebuild the indexes of the cache at ``url`` and print the report."""
+    overrides = {} if key_prefix is None else {"key_prefix": key_prefix}
+    with CacheServiceClient.from_url(url, **overrides) as client:
+        started = time.perf_counter()
+        report = client.repair_indexes_sync()
+        elapsed = time.perf_counter() - started
+    print(f"repaired {mask_url(url)} in {elapsed:.2f} s")
+    print(f"  device keys scanned:    {report.scanned}")
+    print(f"  devices (re)indexed:    {report.indexed}")
+    print(f"  orphan entries removed: {report.orphans_removed}")
+    print(f"  corrupted values:       {len(report.corrupted)}")
+    for key in report.corrupted[:20]:
+        print(f"    {key}")
+    if len(report.corrupted) > 20:
+        print(f"    ... and {len(report.corrupted) - 20} more")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``devcache`` command."""
     parser = argparse.ArgumentParser(prog="devcache", description=__doc__.splitlines()[0])
@@ -169,10 +201,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--devices", type=int, default=5000, help="how many devices (default 5000)")
     demo.add_argument("--seed", type=int, default=42, help="random seed of the synthetic data")
     demo.add_argument("--keep", action="store_true", help="keep the demo devices in Redis")
+    repair = commands.add_parser(
+        "repair", help="rebuild the indexes from the stored values (safe while in use)"
+    )
+    repair.add_argument("--url", required=True, help="the cache, e.g. redis://host:6379/0")
+    repair.add_argument("--key-prefix", default=None, help="the key prefix (default: device)")
     args = parser.parse_args(argv)
-    if args.devices < 1:
-        parser.error("--devices must be at least 1")
     try:
+        if args.command == "repair":
+            return run_repair(args.url, args.key_prefix)
+        if args.devices < 1:
+            parser.error("--devices must be at least 1")
         return run_demo(args.url, args.devices, args.seed, args.keep)
     except CacheServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)

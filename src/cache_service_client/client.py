@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+import msgspec
 import redis
 import redis.asyncio
 from dependency_injector import providers
@@ -29,9 +30,20 @@ from cache_service_client.config import (
     settings_from_url,
 )
 from cache_service_client.container import Container, resolve_async_repository
-from cache_service_client.exceptions import ConfigurationError, DeviceNotFoundError
+from cache_service_client.exceptions import (
+    ConfigurationError,
+    DeviceNotFoundError,
+    ValidationError,
+)
 from cache_service_client.keys import KeyStrategy
-from cache_service_client.models import CacheInfo, DeviceMetadata, HealthStatus
+from cache_service_client.models import (
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    Page,
+    RepairReport,
+)
 from cache_service_client.repository.base import (
     AsyncDeviceMetadataRepository,
     DeviceMetadataRepository,
@@ -384,6 +396,21 @@ class CacheServiceClient:
         """Return how many devices are stored."""
         return await (await self.get_async_repository()).count()
 
+    async def query_devices(
+        self, query: DeviceQuery | None = None, **filters: Any
+    ) -> Page[DeviceMetadata]:
+        """Return one page of devices matching a query (filters, sort, cursor).
+
+        Give a :class:`~cache_service_client.DeviceQuery`, or its fields as keywords:
+        ``await client.query_devices(datatype_id="temp", sort="last_updated", limit=50)``.
+        Pass ``cursor=page.next_cursor`` for the next page.
+        """
+        return await (await self.get_async_repository()).query(_query(query, filters))
+
+    async def repair_indexes(self) -> RepairReport:
+        """Rebuild the indexes from the stored values and report what was fixed."""
+        return await (await self.get_async_repository()).repair()
+
     async def get_cache_info(self) -> CacheInfo:
         """Return total devices, memory usage and the oldest and newest entries."""
         return await (await self.get_async_repository()).info()
@@ -475,6 +502,16 @@ class CacheServiceClient:
         """Sync twin of :meth:`count_devices`."""
         return self.repository.count()
 
+    def query_devices_sync(
+        self, query: DeviceQuery | None = None, **filters: Any
+    ) -> Page[DeviceMetadata]:
+        """Sync twin of :meth:`query_devices`."""
+        return self.repository.query(_query(query, filters))
+
+    def repair_indexes_sync(self) -> RepairReport:
+        """Sync twin of :meth:`repair_indexes`."""
+        return self.repository.repair()
+
     def get_cache_info_sync(self) -> CacheInfo:
         """Sync twin of :meth:`get_cache_info`."""
         return self.repository.info()
@@ -501,6 +538,18 @@ class CacheServiceClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _query(query: DeviceQuery | None, filters: dict[str, Any]) -> DeviceQuery:
+    if query is not None and filters:
+        raise ValidationError("query", "give a DeviceQuery or keyword filters, not both")
+    if query is not None:
+        return query
+    try:
+        return msgspec.convert(filters, DeviceQuery)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else "query"
+        raise ValidationError(field, str(exc)) from None
 
 
 def _unhealthy(exc: Exception) -> HealthStatus:

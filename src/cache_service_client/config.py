@@ -76,6 +76,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         socket_timeout: Seconds to wait for a reply (> 0); also bounds a health check.
         socket_connect_timeout: Seconds to wait for a connection; None: ``socket_timeout``.
         max_connections: Connections per pool (sync and async each); extra callers wait.
+        cluster: Use Redis Cluster (the same as ``backend="cluster"``; ``redis+cluster://``).
         cluster_buckets: Redis Cluster only: how many index shards (buckets) devices are
             spread over; every bucket lives in one slot.
         sentinel_service: Sentinel only: the monitored master's name.
@@ -114,6 +115,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     socket_timeout: float = 5.0
     socket_connect_timeout: float | None = None
     max_connections: int = 50
+    cluster: bool = False
     cluster_buckets: int = 16
     sentinel_service: str | None = None
     sentinel_password: str | None = None
@@ -257,6 +259,7 @@ _FIELDS: dict[str, _Field] = {
     "socket_timeout": _Field(float, check=_POSITIVE),
     "socket_connect_timeout": _Field(float, optional=True, check=_POSITIVE),
     "max_connections": _Field(int, check=_at_least(1)),
+    "cluster": _Field(bool),
     "cluster_buckets": _Field(int, check=_between(2, 1024)),
     "sentinel_service": _Field(str, optional=True, check=_non_empty),
     "sentinel_password": _Field(str, optional=True),
@@ -350,6 +353,11 @@ def _build(values: dict[str, Any], source: str) -> Settings:
         values["metadata_ttl"] = None
     if values.get("use_http") and not values.get("http_url"):
         raise ConfigurationError(f"{source}: use_http needs http_url")
+    if values.get("cluster") and values.get("backend") == "redis":
+        values["backend"] = "cluster"
+    if values.get("sentinel_service") and values.get("backend") == "redis":
+        values["backend"] = "sentinel"
+    values["cluster"] = values.get("backend") == "cluster"
     if values.get("backend") == "sentinel" and not values.get("sentinel_service"):
         raise ConfigurationError(f"{source}: the sentinel backend needs sentinel_service")
     if values.get("backend") == "cluster" and values.get("db"):

@@ -1,0 +1,64 @@
+"""The ``devcache`` command: demo and repair."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from cache_service_client import CacheServiceClient, KeyStrategy
+from cache_service_client.__main__ import main
+
+
+def test_demo_on_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--devices", "300"]) == 0
+    out = capsys.readouterr().out
+    for part in (
+        "health: healthy",
+        "store_many",
+        "get_many_device_metadata_sync",
+        "list_devices",
+        "query_devices",
+        "get_cache_info(): 301 devices",
+        "500 x get_device_metadata",
+    ):
+        assert part in out, part
+
+
+def test_demo_on_redis_cleans_up(
+    redis_url: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = redis_client.dbsize()
+    assert main(["demo", "--devices", "200", "--url", redis_url]) == 0
+    assert "removed the 201 demo devices" in capsys.readouterr().out
+    after = redis_client.dbsize()
+    assert after == before
+
+
+def test_demo_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--url", "redis://127.0.0.1:1/0?socket_timeout=0.3&retry_attempts=1"]) == 1
+    assert "unhealthy" in capsys.readouterr().out
+
+
+def test_repair_command(
+    redis_url: str,
+    redis_client: redis.Redis,
+    key_strategy: KeyStrategy,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with CacheServiceClient.from_url(redis_url, key_prefix=key_strategy.prefix) as client:
+        client.store_device_metadata(
+            "x", {"datatype_id": "t", "datatype_name": "n", "persist": True}
+        )
+    redis_client.delete(key_strategy.ids_index())
+    assert main(["repair", "--url", redis_url, "--key-prefix", key_strategy.prefix]) == 0
+    out = capsys.readouterr().out
+    assert "devices (re)indexed:    1" in out
+    assert redis_client.zcard(key_strategy.ids_index()) == 1
+
+
+def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--devices", "0"])
+    assert "--devices must be at least 1" in capsys.readouterr().err
+    assert main(["repair", "--url", "ftp://x"]) == 1
+    assert "unsupported scheme" in capsys.readouterr().err
