@@ -23,8 +23,10 @@ shell around an operation built once (the HTTP counterpart of the Redis flows).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -377,6 +379,11 @@ class _HttpCommon:
             timeout=self._timeout,
         )
 
+    def _tls(self, verify: bool | ssl.SSLContext) -> bool | ssl.SSLContext:
+        # Loading the CA bundle takes some 30 ms; a plain http:// gateway never needs it (no
+        # redirect is followed, so no request can go to an https:// address either).
+        return verify if self._base_url.lower().startswith("https:") else False
+
     def _write_params(self) -> dict[str, str] | None:
         ttl = self._ttl
         return None if isinstance(ttl, str) else {"ttl": _seconds(ttl)}
@@ -524,14 +531,17 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         base_url: The gateway's URL (``http://`` or ``https://``, optionally with a path prefix).
         auth_token: Bearer token for the gateway (printable ASCII; never shown anywhere).
         timeout: Seconds per request: to connect, for each read or write, and to wait for a
-            pooled connection.
+            free connection.
         retry: Retries connection failures, timeouts and 503 answers of each call; None:
             ``RetryPolicy()``. Use ``RetryPolicy.disabled()`` for none.
         ttl: ``"server"`` (default): the gateway's TTL; or seconds (0/None: never expire), sent
             with each write (see :attr:`ttl`).
         client: An ``httpx.Client`` to use instead of building one; the caller keeps it (it is
             not closed by :meth:`close`). Redirects are not followed even if the client would.
-        max_connections: Size of the connection pool (kept alive between calls).
+        max_connections: Size of the connection pool (kept alive between calls). Calls beyond
+            it wait their turn in front of the pool: httpcore's pool does work in proportion to
+            connections times waiting requests on every change, so a small pool and a queue in
+            front of it serve many concurrent calls faster than a large pool.
         verify: TLS verification: True (system CAs), False, or an ``ssl.SSLContext``.
         trust_env: Use proxy settings and CA bundles from the environment, as httpx does.
 
@@ -549,15 +559,16 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         retry: RetryPolicy | None = None,
         ttl: float | ServerTTL | None = _SERVER,
         client: httpx.Client | None = None,
-        max_connections: int = 50,
+        max_connections: int = 10,
         verify: bool | ssl.SSLContext = True,
         trust_env: bool = True,
     ) -> None:
         super().__init__(base_url, auth_token=auth_token, timeout=timeout, retry=retry, ttl=ttl)
         limits = _limits(max_connections)
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._owns_client = client is None
         self._client = client or httpx.Client(
-            timeout=self._timeout, limits=limits, verify=verify, trust_env=trust_env
+            timeout=self._timeout, limits=limits, verify=self._tls(verify), trust_env=trust_env
         )
 
     @property
@@ -567,10 +578,16 @@ class HttpDeviceMetadataRepository(_HttpCommon):
 
     def _send(self, op: _Op[Any]) -> httpx.Response:
         request = self._build(self._client, op)
+        if not self._slots.acquire(timeout=self._timeout):
+            raise BackendTimeoutError(
+                f"{self._where(op)}: no free connection within {self._timeout:g} s"
+            )
         try:
             return self._client.send(request, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self._where(op), self._timeout) from exc
+        finally:
+            self._slots.release()
 
     def _run(self, op: _Op[T]) -> T:
         if not op.retried:
@@ -672,15 +689,17 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         retry: RetryPolicy | None = None,
         ttl: float | ServerTTL | None = _SERVER,
         client: httpx.AsyncClient | None = None,
-        max_connections: int = 50,
+        max_connections: int = 10,
         verify: bool | ssl.SSLContext = True,
         trust_env: bool = True,
     ) -> None:
         super().__init__(base_url, auth_token=auth_token, timeout=timeout, retry=retry, ttl=ttl)
         limits = _limits(max_connections)
+        # Bound to the event loop of its first use, like the client itself.
+        self._slots = asyncio.Semaphore(max_connections)
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
-            timeout=self._timeout, limits=limits, verify=verify, trust_env=trust_env
+            timeout=self._timeout, limits=limits, verify=self._tls(verify), trust_env=trust_env
         )
 
     @property
@@ -690,10 +709,13 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
 
     async def _send(self, op: _Op[Any]) -> httpx.Response:
         request = self._build(self._client, op)
-        try:
-            return await self._client.send(request, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self._where(op), self._timeout) from exc
+        # No timeout on the queue in front of the pool: every call ahead is bounded by the
+        # timeout (or cancelled), so the wait is too.
+        async with self._slots:
+            try:
+                return await self._client.send(request, follow_redirects=False)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, self._where(op), self._timeout) from exc
 
     async def _run(self, op: _Op[T]) -> T:
         async def attempt() -> T:

@@ -61,7 +61,7 @@ from cache_service_client.repository.redis.ops import (
 
 __all__ = ["FlowContext"]
 
-#: Index entries examined per RANGE / SCORE_RANGE call while walking an index.
+#: Index entries examined per RANGE call (matches asked per SCORE_MERGE call), at most.
 RANGE_CHUNK = 512
 #: Expired index entries removed per read, at most (keeps every script short).
 PRUNE_BATCH = 256
@@ -253,26 +253,34 @@ class _Item:
 class _Stream:
     """An ordered stream of live devices from one index of one bucket, fetched in chunks."""
 
-    request: Callable[[Any], Op]  # builds the op fetching the chunk after a continuation
+    request: Callable[[Any, int], Op]  # the op fetching `count` entries after a continuation
     parse: Callable[[Any], tuple[list[_Item], Any]]  # chunk reply -> items, continuation
     continuation: Any
+    chunk: int = RANGE_CHUNK  # entries to examine in the next fetch; grows up to RANGE_CHUNK
     buffer: deque[_Item] = field(default_factory=deque)
     done: bool = False
 
 
-def _walk(streams: list[_Stream], descending: bool, accept: Callable[[_Item], bool]) -> Flow[None]:
+def _walk(
+    streams: list[_Stream], descending: bool, accept: Callable[[_Item], bool], first: int
+) -> Flow[None]:
     """Merge ``streams`` in order and hand each item to ``accept`` until it returns True.
 
-    Chunks of all streams that ran dry are fetched together, in one round trip.
+    Chunks of all streams that ran dry are fetched together, in one round trip. The first chunk
+    of each stream examines ``first`` entries (what a page needs when everything matches); later
+    ones grow fourfold up to :data:`RANGE_CHUNK`, so a selective filter still walks quickly.
     """
+    for stream in streams:
+        stream.chunk = max(1, min(first, RANGE_CHUNK))
     while True:
         empty = [s for s in streams if not s.buffer and not s.done]
         if empty:
-            replies = yield from _each([s.request(s.continuation) for s in empty])
+            replies = yield from _each([s.request(s.continuation, s.chunk) for s in empty])
             for stream, reply in zip(empty, replies, strict=True):
                 items, stream.continuation = stream.parse(reply)
                 stream.buffer.extend(items)
                 stream.done = stream.continuation is None
+                stream.chunk = min(stream.chunk * 4, RANGE_CHUNK)
             continue
         live = [s for s in streams if s.buffer]
         if not live:
@@ -302,10 +310,8 @@ def _id_streams(
     scores = "1" if with_scores else "0"
 
     def stream(bucket: int) -> _Stream:
-        def request(continuation: Any) -> Op:
-            return _script(
-                ctx, lua.RANGE, bucket, (), (continuation, stop, RANGE_CHUNK, reverse, scores)
-            )
+        def request(continuation: Any, count: int) -> Op:
+            return _script(ctx, lua.RANGE, bucket, (), (continuation, stop, count, reverse, scores))
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
             flat, last = reply
@@ -358,50 +364,42 @@ def list_ids(
         result.append(item.device_id)
         return limit is not None and len(result) >= limit
 
-    yield from _walk(_id_streams(ctx, prefix, False, None, False), False, accept)
+    first = RANGE_CHUNK if limit is None else skip + limit + 1
+    yield from _walk(_id_streams(ctx, prefix, False, None, False), False, accept, first)
     return result
 
 
-def _score_streams(ctx: FlowContext, plan: QueryPlan) -> Flow[list[_Stream]]:
-    """One stream per (bucket, datatype) updated index the query has to read."""
-    buckets = range(ctx.keys.buckets)
-    if plan.datatype_id is not None:
-        shards = [(bucket, plan.datatype_id) for bucket in buckets]
-    else:
-        members = yield from _each(
-            [Command(("SMEMBERS", ctx.keys.datatypes_index(b))) for b in buckets]
-        )
-        shards = [
-            (bucket, _text(dt))
-            for bucket, names in zip(buckets, members, strict=True)
-            for dt in sorted(names)
-        ]
+def _score_streams(ctx: FlowContext, plan: QueryPlan) -> list[_Stream]:
+    """One stream per bucket: its updated indexes merged by (score, id) on the server.
+
+    The persist filter is applied there too (the score's lowest bit); the id pattern is not.
+    """
+    datatype = plan.datatype_id or ""
     lo = "-inf" if plan.lo is None else str(plan.lo)
     hi = "+inf" if plan.hi is None else str(plan.hi)
     reverse = "1" if plan.descending else "0"
+    persist = "" if plan.persist is None else str(int(plan.persist))
 
-    def stream(bucket: int, datatype_id: str) -> _Stream:
-        index = ctx.keys.updated_index(datatype_id, bucket)
-
-        def request(continuation: Any) -> Op:
+    def stream(bucket: int) -> _Stream:
+        def request(continuation: Any, count: int) -> Op:
             score, device_id = continuation if continuation is not None else ("", "")
-            args = (lo, hi, score, device_id, RANGE_CHUNK, reverse)
-            return _script(ctx, lua.SCORE_RANGE, bucket, (index,), args)
+            budget = max(4 * count, RANGE_CHUNK)
+            args = (datatype, lo, hi, score, device_id, count, reverse, persist, budget)
+            return _script(ctx, lua.SCORE_MERGE, bucket, (), args)
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
             flat, last = reply
             items = []
-            for i in range(0, len(flat), 2):
+            for i in range(0, len(flat), 3):
                 device_id, score = _text(flat[i]), int(float(_text(flat[i + 1])))
-                items.append(_Item((score, device_id), device_id, score, datatype_id))
+                items.append(_Item((score, device_id), device_id, score, _text(flat[i + 2])))
             if last is None:
                 return items, None
             return items, (int(float(_text(last[0]))), _text(last[1]))
 
-        start = None if plan.after is None else plan.after
-        return _Stream(request, parse, start)
+        return _Stream(request, parse, plan.after)
 
-    return [stream(bucket, dt) for bucket, dt in shards]
+    return [stream(bucket) for bucket in range(ctx.keys.buckets)]
 
 
 def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
@@ -427,12 +425,12 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
         return len(chosen) > plan.limit
 
     if plan.by_time:
-        streams = yield from _score_streams(ctx, plan)
+        streams = _score_streams(ctx, plan)
     else:
         after = str(plan.after[0]) if plan.after is not None else None
         with_scores = plan.needs_score or by_datatype is not None
         streams = _id_streams(ctx, plan.prefix, plan.descending, after, with_scores)
-    yield from _walk(streams, plan.descending, accept)
+    yield from _walk(streams, plan.descending, accept, plan.limit + 1)
     page_items = chosen[: plan.limit]
     total = None
     if plan.after is None and not query.has_filters:

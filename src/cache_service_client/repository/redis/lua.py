@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from cache_service_client.repository.redis.ops import LuaScript
 
-__all__ = ["COUNT", "DELETE", "INFO", "PUT", "RANGE", "REINDEX", "SCORE_RANGE", "SWEEP"]
+__all__ = ["COUNT", "DELETE", "INFO", "PUT", "RANGE", "REINDEX", "SCORE_MERGE", "SWEEP"]
 
 # Shared helpers, put in front of the scripts that need them.
 _PRELUDE = """
@@ -162,79 +162,122 @@ return {out, last}
 """,
 )
 
-SCORE_RANGE = LuaScript.of(
-    "score_range",
+SCORE_MERGE = LuaScript.of(
+    "score_merge",
     _PRELUDE
     + """
--- Walk one updated index (KEYS[4]) by (score, id). ARGV[3], ARGV[4]: lowest and highest score
--- allowed (inclusive, '-inf' / '+inf' for none); ARGV[5], ARGV[6]: the (score, id) to resume
--- after ('' for the start); ARGV[7]: how many entries to examine; ARGV[8]: "1" backwards.
--- Returns {id, score, id, score... of live devices; last (score, id) examined or false}.
-local shard, reverse, count = KEYS[4], ARGV[8] == '1', tonumber(ARGV[7])
-local lo, hi = ARGV[3], ARGV[4]
-local start
-if ARGV[5] == '' then
-  if reverse then
-    start = redis.call('ZCOUNT', shard, '(' .. hi, '+inf')
-  else
-    start = redis.call('ZCOUNT', shard, '-inf', '(' .. lo)
+-- Walk the bucket's updated indexes by (score, id), merged. ARGV[3]: one datatype, or '' for
+-- all; ARGV[4], ARGV[5]: lowest and highest score allowed (inclusive, '-inf' / '+inf' for none);
+-- ARGV[6], ARGV[7]: the (score, id) to resume after ('' for the start); ARGV[8]: how many live
+-- matches to return; ARGV[9]: "1" backwards; ARGV[10]: persist filter ('' none, '0', '1');
+-- ARGV[11]: most entries to examine.
+-- Returns {id, score, datatype, ... of live matches in order; the last (score, id) examined, or
+-- false when every index is exhausted}.
+local reverse = ARGV[9] == '1'
+local lo, hi = ARGV[4], ARGV[5]
+local want, budget = tonumber(ARGV[8]), tonumber(ARGV[11])
+local persist = ARGV[10]
+local cs, cid = ARGV[6], ARGV[7]
+local function position(shard)
+  if cs == '' then
+    if reverse then return redis.call('ZCOUNT', shard, '(' .. hi, '+inf') end
+    return redis.call('ZCOUNT', shard, '-inf', '(' .. lo)
   end
-else
-  local cs, cid = ARGV[5], ARGV[6]
   local s = redis.call('ZSCORE', shard, cid)
   if s and tonumber(s) == tonumber(cs) then
-    if reverse then start = redis.call('ZREVRANK', shard, cid) + 1
-    else start = redis.call('ZRANK', shard, cid) + 1 end
+    if reverse then return redis.call('ZREVRANK', shard, cid) + 1 end
+    return redis.call('ZRANK', shard, cid) + 1
+  end
+  -- The cursor's member is not here (another datatype, or gone): binary search its place
+  -- among the equal scores.
+  local first, last
+  if reverse then
+    first = redis.call('ZCOUNT', shard, '(' .. cs, '+inf')
+    last = redis.call('ZCOUNT', shard, cs, '+inf')
   else
-    -- The cursor's member is gone: binary search its place among the equal scores.
-    local first, last
-    if reverse then
-      first = redis.call('ZCOUNT', shard, '(' .. cs, '+inf')
-      last = redis.call('ZCOUNT', shard, cs, '+inf')
+    first = redis.call('ZCOUNT', shard, '-inf', '(' .. cs)
+    last = redis.call('ZCOUNT', shard, '-inf', cs)
+  end
+  while first < last do
+    local mid = math.floor((first + last) / 2)
+    local member
+    if reverse then member = redis.call('ZREVRANGE', shard, mid, mid)[1]
+    else member = redis.call('ZRANGE', shard, mid, mid)[1] end
+    if (reverse and bytes_lt(cid, member)) or ((not reverse) and bytes_lt(member, cid)) then
+      first = mid + 1
     else
-      first = redis.call('ZCOUNT', shard, '-inf', '(' .. cs)
-      last = redis.call('ZCOUNT', shard, '-inf', cs)
+      last = mid
     end
-    while first < last do
-      local mid = math.floor((first + last) / 2)
-      local member
-      if reverse then member = redis.call('ZREVRANGE', shard, mid, mid)[1]
-      else member = redis.call('ZRANGE', shard, mid, mid)[1] end
-      if (reverse and bytes_lt(cid, member)) or ((not reverse) and bytes_lt(member, cid)) then
-        first = mid + 1
-      else
-        last = mid
+  end
+  return first
+end
+local names
+if ARGV[3] ~= '' then names = {ARGV[3]} else names = redis.call('SMEMBERS', KEYS[3]) end
+local heads = {}
+for _, dt in ipairs(names) do
+  local shard = ARGV[2] .. dt
+  heads[#heads + 1] = {shard = shard, dt = dt, next = position(shard), buf = {}, at = 1}
+end
+local function refill(h)
+  local batch
+  if reverse then
+    batch = redis.call('ZREVRANGE', h.shard, h.next, h.next + 31, 'WITHSCORES')
+  else
+    batch = redis.call('ZRANGE', h.shard, h.next, h.next + 31, 'WITHSCORES')
+  end
+  h.next = h.next + 32
+  h.buf, h.at = batch, 1
+end
+-- Load the head's next entry into h.id / h.score / h.text, or mark it done.
+local function advance(h)
+  if h.at > #h.buf then
+    refill(h)
+    if #h.buf == 0 then h.done = true return end
+  end
+  local text = h.buf[h.at + 1]
+  local score = tonumber(text)
+  if (reverse and lo ~= '-inf' and score < tonumber(lo)) or
+     ((not reverse) and hi ~= '+inf' and score > tonumber(hi)) then
+    h.done = true
+    return
+  end
+  h.id, h.score, h.text = h.buf[h.at], score, text
+  h.at = h.at + 2
+end
+for _, h in ipairs(heads) do advance(h) end
+local out, found, last = {}, 0, false
+while found < want and budget > 0 do
+  local best = nil
+  for _, h in ipairs(heads) do
+    if not h.done then
+      if best == nil then best = h
+      elseif reverse then
+        if h.score > best.score or (h.score == best.score and bytes_lt(best.id, h.id)) then
+          best = h
+        end
+      elseif h.score < best.score or (h.score == best.score and bytes_lt(h.id, best.id)) then
+        best = h
       end
     end
-    start = first
   end
-end
-local batch
-if reverse then
-  batch = redis.call('ZREVRANGE', shard, start, start + count - 1, 'WITHSCORES')
-else
-  batch = redis.call('ZRANGE', shard, start, start + count - 1, 'WITHSCORES')
-end
-local out = {}
-local ended = #batch < 2 * count
-local last = false
-for i = 1, #batch, 2 do
-  local id, score = batch[i], batch[i + 1]
-  local n = tonumber(score)
-  if (reverse and lo ~= '-inf' and n < tonumber(lo)) or
-     ((not reverse) and hi ~= '+inf' and n > tonumber(hi)) then
-    ended = true
-    break
-  end
+  if best == nil then return {out, false} end
+  budget = budget - 1
+  local id, score, text = best.id, best.score, best.text
+  last = {text, id}
   if alive(id) then
-    out[#out + 1] = id
-    out[#out + 1] = score
+    if persist == '' or tostring(score % 2) == persist then
+      out[#out + 1] = id
+      out[#out + 1] = text
+      out[#out + 1] = best.dt
+      found = found + 1
+    end
   else
     unindex(id)
+    best.next = best.next - 1  -- the entries after it moved up by one
   end
-  last = {score, id}
+  advance(best)
 end
-if ended then last = false end
+-- Stopped on the budget or with enough matches: more may follow.
 return {out, last}
 """,
 )

@@ -1,0 +1,143 @@
+"""Scale: how the index-backed reads behave as the fleet grows (10k, 100k, 1M devices).
+
+``python -m benchmarks.scale`` loads N devices into its own redis-server (or ``--url``) and
+reports, per N: the latency of cache info, count, the first query page by id and by
+last_updated, a prefix-pattern listing and a leading-wildcard listing, plus memory per device
+(``used_memory`` delta / N, indexes included). Then the ratio of the largest N to the smallest for
+each read: close to 1 means the read does not grow with N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+
+import redis
+
+from benchmarks.report import cpu_model
+from benchmarks.server import RedisServer
+from cache_service_client import (
+    DeviceMetadata,
+    DeviceQuery,
+    KeyStrategy,
+    RedisDeviceMetadataRepository,
+)
+
+SITES = ("berlin", "lisbon", "oslo", "tokyo", "lima", "cairo", "perth", "quito")
+DATATYPES = ("temp", "hum", "pres", "co2", "door")
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def devices(n: int, seed: int = 7) -> list[DeviceMetadata]:
+    """N devices like a real fleet: site prefixes, five datatypes, spread last_updated."""
+    rng = random.Random(seed)
+    return [
+        DeviceMetadata(
+            device_id=f"{SITES[i % len(SITES)]}-sensor-{i:07d}",
+            datatype_id=DATATYPES[rng.randrange(len(DATATYPES))],
+            datatype_name="temperature",
+            datatype_unit="C",
+            persist=rng.random() < 0.7,
+            last_updated=START + timedelta(seconds=rng.randrange(300 * 86400)),
+            additional_properties={"firmware": "1.2.3", "floor": rng.randrange(12)},
+        )
+        for i in range(n)
+    ]
+
+
+def median_us(fn: Callable[[], object], rounds: int) -> float:
+    """Median wall time of ``fn`` in microseconds over ``rounds`` calls (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+READS: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
+    "cache info": lambda repo: repo.info(),
+    "count": lambda repo: repo.count(),
+    "first page by id (100)": lambda repo: repo.query(DeviceQuery(limit=100)),
+    "first page by last_updated (100)": lambda repo: repo.query(
+        DeviceQuery(sort="last_updated", descending=True, limit=100)
+    ),
+    "prefix pattern 'oslo-sensor-00*' (100)": lambda repo: repo.list_ids(
+        pattern="oslo-sensor-00*", limit=100
+    ),
+    "leading wildcard '*7' (100)": lambda repo: repo.list_ids(pattern="*7", limit=100),
+}
+BOUNDED = list(READS)[:4]
+
+
+def measure(client: redis.Redis, n: int, rounds: int) -> dict[str, float]:
+    """Load ``n`` devices under a fresh prefix and time every read."""
+    keys = KeyStrategy(prefix=f"scale{n}")
+    repo = RedisDeviceMetadataRepository(client, key_strategy=keys, ttl=86400)
+    client.flushdb()
+    client.execute_command("MEMORY", "PURGE")
+    before = int(client.info("memory")["used_memory"])
+    fleet = devices(n)
+    for start in range(0, n, 1000):
+        repo.put_many(fleet[start : start + 1000])
+    client.execute_command("MEMORY", "PURGE")
+    used = int(client.info("memory")["used_memory"]) - before
+    results = {"memory per device (bytes)": used / n}
+    for name, read in READS.items():
+        results[name] = median_us(lambda read=read: read(repo), rounds)  # type: ignore[misc]
+    client.flushdb()
+    return results
+
+
+def table(sizes: Sequence[int], rows: dict[int, dict[str, float]]) -> str:
+    """A markdown table: one row per measurement, one column per N, and the ratio."""
+    first, last = sizes[0], sizes[-1]
+    header = "| read | " + " | ".join(f"N = {n:,}" for n in sizes) + f" | {last:,} / {first:,} |"
+    lines = [header, "|---" * (len(sizes) + 2) + "|"]
+    for name in rows[first]:
+        unit = "" if "memory" in name else " µs"
+        cells = [
+            f"{rows[n][name]:,.0f}{unit}" if "memory" in name else f"{rows[n][name]:,.0f}{unit}"
+            for n in sizes
+        ]
+        ratio = rows[last][name] / rows[first][name]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``python -m benchmarks.scale [--sizes 10000,100000,1000000] [--url URL]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated fleet sizes")
+    parser.add_argument("--url", default=None, help="use this Redis (its db is FLUSHED)")
+    parser.add_argument("--rounds", type=int, default=200, help="timed calls per read")
+    parser.add_argument("--quick", action="store_true", help="1000 and 5000 devices, 20 rounds")
+    args = parser.parse_args(argv)
+    sizes = [1000, 5000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    rounds = 20 if args.quick else args.rounds
+    server = None if args.url else RedisServer()
+    if server is not None:
+        server.start()
+    url = args.url or (server.url if server else "")
+    client = redis.Redis.from_url(url)
+    try:
+        version = client.info("server")["redis_version"]
+        rows = {n: measure(client, n, rounds) for n in sizes}
+    finally:
+        client.close()
+        if server is not None:
+            server.stop()
+    print(f"Redis {version}, {cpu_model()}, median of {rounds} calls each\n")
+    print(table(sizes, rows))
+    worst = max(rows[sizes[-1]][name] / rows[sizes[0]][name] for name in BOUNDED)
+    print(f"\nlargest growth of the index-bounded reads ({', '.join(BOUNDED)}): {worst:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
