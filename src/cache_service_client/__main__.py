@@ -22,7 +22,7 @@ from cache_service_client._version import __version__
 from cache_service_client.client import CacheServiceClient
 from cache_service_client.config import mask_url
 from cache_service_client.exceptions import CacheServiceError
-from cache_service_client.models import DeviceMetadata
+from cache_service_client.models import DeviceMetadata, Page
 
 __all__ = ["main"]
 
@@ -125,8 +125,8 @@ def run_demo(url: str, count: int, seed: int, keep: bool) -> int:
             listing = partial(
                 client.list_devices_sync, limit=5, offset=5 * number, pattern="oslo-temp-*"
             )
-            page = timed(f"list_devices('oslo-temp-*', limit=5, page {number})", listing)
-            print(f"    -> {page}")
+            ids = timed(f"list_devices('oslo-temp-*', limit=5, page {number})", listing)
+            print(f"    -> {ids}")
         listing = partial(client.list_devices_sync, limit=5, pattern="*-door-*[13579]")
         odd = timed("list_devices('*-door-*[13579]', limit=5)", listing)
         print(f"    -> {odd}")
@@ -135,7 +135,9 @@ def run_demo(url: str, count: int, seed: int, keep: bool) -> int:
         newest_co2 = partial(
             client.query_devices_sync, datatype_id="co2", sort="last_updated", descending=True
         )
-        page = timed("query_devices(co2, newest first, limit 100)", newest_co2)
+        page: Page[DeviceMetadata] = timed(
+            "query_devices(co2, newest first, limit 100)", newest_co2
+        )
         print(f"    -> {[m.device_id for m in page.items[:3]]} ... ({len(page.items)} items)")
         follow = partial(newest_co2, cursor=page.next_cursor)
         page = timed("  next page (cursor)", follow)
