@@ -407,10 +407,16 @@ def test_info_of_an_empty_cache() -> None:
 
 
 def range_call(
-    start: str | bytes, stop: str | bytes, *, reverse: bool = False, scores: bool = False
+    start: str | bytes,
+    stop: str | bytes,
+    *,
+    count: int = flows.RANGE_CHUNK,
+    reverse: bool = False,
+    scores: bool = False,
 ) -> ScriptCall:
+    """A RANGE call examining ``count`` entries (a walk's first chunk: limit + 1, then x4)."""
     flags = ("1" if reverse else "0", "1" if scores else "0")
-    return call(lua.RANGE, start, stop, flows.RANGE_CHUNK, *flags)
+    return call(lua.RANGE, start, stop, count, *flags)
 
 
 def test_list_ids_walks_the_literal_prefix_range_in_chunks() -> None:
@@ -483,8 +489,24 @@ def test_list_ids_offset_and_limit_count_matching_ids_across_chunks() -> None:
         ],
     )
     assert result == ["b1", "c1"]
-    # The limit was reached inside the second chunk: no third RANGE call.
-    assert len(ops) == 2
+    # offset + limit + 1 entries first, then four times as many; the limit was reached inside
+    # the second chunk: no third RANGE call.
+    assert ops == [range_call("-", "+", count=4), range_call(b"(b1", "+", count=16)]
+
+
+def test_list_ids_without_a_limit_examines_range_chunk_entries_from_the_start() -> None:
+    ids = [f"x{n:04d}".encode() for n in range(700)]
+    full, rest = ids[: flows.RANGE_CHUNK], ids[flows.RANGE_CHUNK :]
+    result, ops = run_flow(
+        flows.list_ids(ctx(), pattern="x*", offset=600),
+        [[full, full[-1]], [rest, None]],  # a full chunk (more to come), then the end
+    )
+    assert result == [i.decode() for i in ids[600:]]
+    # Nothing bounds the walk: every chunk, the first included, examines RANGE_CHUNK entries.
+    assert ops == [
+        range_call("[x", b"[x\xff", count=flows.RANGE_CHUNK),
+        range_call(b"(" + full[-1], b"[x\xff", count=flows.RANGE_CHUNK),
+    ]
 
 
 def test_list_ids_offset_beyond_the_end() -> None:
@@ -508,22 +530,37 @@ def test_list_ids_validates_before_yielding(kwargs: dict[str, Any]) -> None:
 # --- query ---------------------------------------------------------------------------------------
 
 
-def score_range_call(
-    datatype_id: str,
+def merge_args(
+    datatype_id: str = "",
     lo: str = "-inf",
     hi: str = "+inf",
     after: tuple[int | str, str] = ("", ""),
     *,
+    count: int,
     reverse: bool = False,
-) -> ScriptCall:
-    index = f"device index:updated:{datatype_id}"
-    flag = "1" if reverse else "0"
-    return call(lua.SCORE_RANGE, lo, hi, *after, flows.RANGE_CHUNK, flag, keys=[index])
+    persist: str = "",
+    budget: int = flows.RANGE_CHUNK,
+) -> tuple[object, ...]:
+    """SCORE_MERGE's arguments after the prefixes: ``count`` live matches asked (limit + 1 first,
+    then x4), at most ``budget`` entries examined ("" datatype: all of them merged)."""
+    return (datatype_id, lo, hi, *after, count, "1" if reverse else "0", persist, budget)
 
 
-def scored(*entries: tuple[str, int]) -> list[bytes]:
-    """A SCORE_RANGE reply's flat list: id, score, id, score..."""
-    return [part for device_id, s in entries for part in (device_id.encode(), str(s).encode())]
+def score_merge_call(*args: Any, **kwargs: Any) -> ScriptCall:
+    """A SCORE_MERGE call on a single node (see :func:`merge_args`)."""
+    return call(lua.SCORE_MERGE, *merge_args(*args, **kwargs))
+
+
+# The first chunk of a query's walk: the default page size plus one (to see a next page).
+FIRST = DeviceQuery().limit + 1
+
+
+def merged(*entries: tuple[str, int, str]) -> list[bytes]:
+    """A SCORE_MERGE reply's flat list: id, score, datatype, id, score, datatype..."""
+    flat: list[bytes] = []
+    for device_id, s, datatype_id in entries:
+        flat += [device_id.encode(), str(s).encode(), datatype_id.encode()]
+    return flat
 
 
 def with_scores(*entries: tuple[str, str, int | None]) -> list[bytes]:
@@ -540,7 +577,7 @@ def test_query_by_id_walks_the_ids_index_counts_and_reads_the_page() -> None:
         [[[b"a", b"b", b"c"], None], 7, [encoded("a"), encoded("b")]],
     )
     assert ops == [
-        range_call("-", "+"),
+        range_call("-", "+", count=3),  # limit + 1 entries: a full page and a next-page check
         call(lua.COUNT, flows.PRUNE_BATCH),
         Command(("MGET", "device:a", "device:b")),
     ]
@@ -559,7 +596,7 @@ def test_query_cursor_resumes_after_the_last_id_of_the_previous_page() -> None:
         [[[b"c"], None], [encoded("c")]],
     )
     # No COUNT on later pages; the walk starts right after "b".
-    assert ops == [range_call("(b", "+"), Command(("MGET", "device:c"))]
+    assert ops == [range_call("(b", "+", count=3), Command(("MGET", "device:c"))]
     assert second.items == [make("c")]
     assert second.next_cursor is None
     assert second.total is None
@@ -576,22 +613,52 @@ def test_query_exactly_limit_matches_has_no_next_page() -> None:
 
 
 def test_query_reads_limit_plus_one_matches_across_chunks() -> None:
+    second = [f"a{n}".encode() for n in range(4, 10)] + [f"b{n}".encode() for n in range(6)]
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2, pattern="?1")),
         [
-            [[b"a1", b"a2"], b"a2"],
-            [[b"b1", b"b2"], b"b2"],
-            [[b"c1"], b"c1"],  # the third match: enough to know a next page exists
+            [[b"a1", b"a2", b"a3"], b"a3"],  # 3 entries examined, one match
+            [second, b"b5"],  # 12 entries examined, one match (b1)
+            [[b"b6", b"b7", b"b8", b"b9", b"c0", b"c1", b"c2"], None],  # the end of the index
             [encoded("a1"), encoded("b1")],
         ],
     )
+    # c1 is the third match: enough to know a next page exists (c2 is never looked at).
     assert ops == [
-        range_call("-", "+"),
-        range_call(b"(a2", "+"),
-        range_call(b"(b2", "+"),
+        range_call("-", "+", count=3),
+        range_call(b"(a3", "+", count=12),
+        range_call(b"(b5", "+", count=48),
         Command(("MGET", "device:a1", "device:b1")),
     ]
     assert [m.device_id for m in page.items] == ["a1", "b1"]
+    assert page.next_cursor is not None
+
+
+def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects() -> None:
+    assert flows.RANGE_CHUNK == 512
+    # limit + 1 = 3 entries first, then x4 each time, capped at RANGE_CHUNK.
+    sizes = [3, 12, 48, 192, 512, 512]
+    hits = {399, 799, 1199}  # the only matches: in the fifth and the sixth chunk
+    ids = [f"d{n:04d}-hit" if n in hits else f"d{n:04d}" for n in range(sum(sizes))]
+    replies: list[object] = []
+    starts: list[str | bytes] = ["-"]
+    position = 0
+    for size in sizes:
+        chunk = [i.encode() for i in ids[position : position + size]]
+        position += size
+        replies.append([chunk, chunk[-1]])  # a full chunk: more to come
+        starts.append(b"(" + chunk[-1])
+    replies.append([encoded("d0399-hit"), encoded("d0799-hit")])
+    page, ops = run_flow(flows.query(ctx(), DeviceQuery(limit=2, pattern="*-hit")), replies)
+    # d1199-hit, the third match, ends the walk inside the sixth chunk.
+    assert ops == [
+        *(
+            range_call(start, "+", count=size)
+            for start, size in zip(starts[:-1], sizes, strict=True)
+        ),
+        Command(("MGET", "device:d0399-hit", "device:d0799-hit")),
+    ]
+    assert [m.device_id for m in page.items] == ["d0399-hit", "d0799-hit"]
     assert page.next_cursor is not None
 
 
@@ -600,7 +667,7 @@ def test_query_descending_by_id_swaps_the_lex_bounds() -> None:
     page, ops = run_flow(
         flows.query(ctx(), query), [[[b"dev-9", b"dev-8"], None], [encoded("dev-9")]]
     )
-    assert ops[0] == range_call(b"[dev-\xff", "[dev-", reverse=True)
+    assert ops[0] == range_call(b"[dev-\xff", "[dev-", count=2, reverse=True)
     assert [m.device_id for m in page.items] == ["dev-9"]
     cursor = page.next_cursor
     assert cursor is not None
@@ -608,17 +675,20 @@ def test_query_descending_by_id_swaps_the_lex_bounds() -> None:
         flows.query(ctx(), msgspec.structs.replace(query, cursor=cursor)),
         [[[b"dev-8"], None], [encoded("dev-8")]],
     )
-    assert ops[0] == range_call("(dev-9", "[dev-", reverse=True)
+    assert ops[0] == range_call("(dev-9", "[dev-", count=2, reverse=True)
 
 
 def test_query_descending_without_pattern_walks_from_the_top() -> None:
     _, ops = run_flow(flows.query(ctx(), DeviceQuery(descending=True)), [[[], None], 0])
-    assert ops == [range_call("+", "-", reverse=True), call(lua.COUNT, flows.PRUNE_BATCH)]
+    assert ops == [
+        range_call("+", "-", count=FIRST, reverse=True),
+        call(lua.COUNT, flows.PRUNE_BATCH),
+    ]
 
 
 def test_query_empty_page_reads_no_values() -> None:
     page, ops = run_flow(flows.query(ctx(), DeviceQuery(pattern="x*")), [[[], None]])
-    assert ops == [range_call("[x", b"[x\xff")]
+    assert ops == [range_call("[x", b"[x\xff", count=FIRST)]
     assert page.items == []
     assert page.next_cursor is None
 
@@ -640,7 +710,7 @@ def test_query_by_id_asks_for_scores_to_filter_on_persist() -> None:
         ],
     )
     assert ops == [
-        range_call("-", "+", scores=True),
+        range_call("-", "+", count=FIRST, scores=True),
         Command(("MGET", "device:a", "device:d")),
     ]
     assert [m.device_id for m in page.items] == ["a", "d"]
@@ -655,7 +725,7 @@ def test_query_by_id_filters_on_the_datatype_from_the_scores() -> None:
             [encoded("b", datatype_id="hum")],
         ],
     )
-    assert ops[0] == range_call("-", "+", scores=True)
+    assert ops[0] == range_call("-", "+", count=FIRST, scores=True)
     assert ops[1] == Command(("MGET", "device:b"))
     assert [m.device_id for m in page.items] == ["b"]
 
@@ -677,82 +747,51 @@ def test_query_by_id_filters_on_time_bounds() -> None:
             [encoded("b", last_updated=later, persist=False)],
         ],
     )
-    assert ops[0] == range_call("-", "+", scores=True)
+    assert ops[0] == range_call("-", "+", count=FIRST, scores=True)
     assert [m.device_id for m in page.items] == ["b"]
 
 
-def test_query_by_last_updated_merges_the_datatype_indexes() -> None:
+def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> None:
     t = datetime_to_ms(WHEN) * 2
     query = DeviceQuery(sort="last_updated", limit=3)
     page, ops = run_flow(
         flows.query(ctx(), query),
         [
-            {b"temp", b"hum"},
             [
-                [scored(("h1", t + 2), ("h2", t + 6)), None],
-                [scored(("t1", t + 4), ("t2", t + 6), ("t3", t + 8)), None],
+                # Merged by (score, id): h1, t1, then h2 and t2 at the same score, by id.
+                merged(("h1", t + 2, "hum"), ("t1", t + 4, "temp"), ("h2", t + 6, "hum")),
+                [str(t + 6).encode(), b"h2"],  # the budget ran out before limit + 1 matches
             ],
+            [merged(("t2", t + 6, "temp")), None],
             5,
             [encoded("h1"), encoded("t1"), encoded("h2")],
         ],
     )
+    # No datatype filter: every datatype ("") in one call, no SMEMBERS; then 4 times as many.
     assert ops == [
-        Command(("SMEMBERS", "device index:datatypes")),
-        Pipeline((score_range_call("hum"), score_range_call("temp"))),
+        score_merge_call(count=4),
+        score_merge_call(after=(t + 6, "h2"), count=16),
         call(lua.COUNT, flows.PRUNE_BATCH),
         Command(("MGET", "device:h1", "device:t1", "device:h2")),
     ]
-    # By (score, id): h1, t1, then h2 and t2 at the same score, by id.
     assert [m.device_id for m in page.items] == ["h1", "t1", "h2"]
     assert page.total == 5
     assert page.next_cursor is not None
-    # The next page resumes every index after (score, id) of h2.
+    # The next page resumes after (score, id) of h2.
     second, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
         [
-            [b"hum", b"temp"],
-            [[[], None], [scored(("t2", t + 6), ("t3", t + 8)), None]],
+            [merged(("t2", t + 6, "temp"), ("t3", t + 8, "temp")), None],
             [encoded("t2"), encoded("t3")],
         ],
     )
-    assert ops[1] == Pipeline(
-        (
-            score_range_call("hum", after=(t + 6, "h2")),
-            score_range_call("temp", after=(t + 6, "h2")),
-        )
-    )
+    assert ops == [
+        score_merge_call(after=(t + 6, "h2"), count=4),
+        Command(("MGET", "device:t2", "device:t3")),
+    ]
     assert [m.device_id for m in second.items] == ["t2", "t3"]
     assert second.next_cursor is None
     assert second.total is None
-
-
-def test_query_by_last_updated_fetches_only_the_streams_that_ran_dry() -> None:
-    t = datetime_to_ms(WHEN) * 2
-    page, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(sort="last_updated", limit=2)),
-        [
-            [b"temp", b"hum"],
-            [
-                [scored(("h1", t + 2)), [str(t + 2).encode(), b"h1"]],  # more to come
-                [scored(("t1", t + 4), ("t2", t + 8)), None],
-            ],
-            [scored(("h2", t + 6)), None],
-            0,
-            [encoded("h1"), encoded("t1")],
-        ],
-    )
-    assert ops[2] == score_range_call("hum", after=(t + 2, "h1"))
-    assert [m.device_id for m in page.items] == ["h1", "t1"]
-    # h2 was the third match; the next page resumes after t1 in every index.
-    assert page.next_cursor is not None
-    query = DeviceQuery(sort="last_updated", limit=2, cursor=page.next_cursor)
-    _, ops = run_flow(flows.query(ctx(), query), [[b"hum", b"temp"], [[[], None], [[], None]]])
-    assert ops[1] == Pipeline(
-        (
-            score_range_call("hum", after=(t + 4, "t1")),
-            score_range_call("temp", after=(t + 4, "t1")),
-        )
-    )
 
 
 def test_query_by_last_updated_descending_with_a_datatype_and_time_bounds() -> None:
@@ -768,17 +807,18 @@ def test_query_by_last_updated_descending_with_a_datatype_and_time_bounds() -> N
     page, ops = run_flow(
         flows.query(ctx(), query),
         [
-            [scored(("b", (t + 500) * 2 + 1), ("a", (t + 400) * 2)), None],
+            [merged(("a", (t + 400) * 2, "temp")), None],
             [encoded("a", persist=False, last_updated=WHEN + timedelta(milliseconds=400))],
         ],
     )
-    # A datatype filter: no SMEMBERS; bounds are exclusive, in ms * 2 + persist.
+    # The datatype and the persist filter go to the server; bounds are exclusive, in ms * 2 +
+    # persist.
     lo, hi = str((t + 1) * 2), str((t + 999) * 2 + 1)
     assert ops == [
-        score_range_call("temp", lo, hi, reverse=True),
+        score_merge_call("temp", lo, hi, count=FIRST, reverse=True, persist="0"),
         Command(("MGET", "device:a")),
     ]
-    assert [m.device_id for m in page.items] == ["a"]  # b is persisted
+    assert [m.device_id for m in page.items] == ["a"]
 
 
 def test_query_skips_values_deleted_or_corrupted_since_the_index_was_read() -> None:
@@ -807,7 +847,7 @@ def test_query_cursor_of_another_query_raises_before_yielding() -> None:
     _, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=5, cursor=first.next_cursor)), [[[], None]]
     )
-    assert ops == [range_call("(a", "+")]
+    assert ops == [range_call("(a", "+", count=6)]  # the new limit + 1
 
 
 @pytest.mark.parametrize("cursor", ["not a cursor", "", "AAAA"])
@@ -1042,7 +1082,47 @@ def test_bucketed_list_ids_stops_at_the_limit() -> None:
     assert len(ops) == 1
     (op,) = ops
     assert isinstance(op, Pipeline)
-    assert [entry.args[2:4] for entry in op.commands] == [("[x", b"[x\xff")] * 4
+    # Every bucket's first chunk: limit + 1 entries.
+    assert [entry.args[2:5] for entry in op.commands] == [("[x", b"[x\xff", 4)] * 4
+
+
+def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() -> None:
+    t = datetime_to_ms(WHEN) * 2
+    h1, h2 = ids_in(0, 2)
+    t1, t2 = ids_in(1, 2)
+    key = BUCKETED.device_key
+
+    def merge(bucket: int, **kwargs: Any) -> ScriptCall:
+        return bucket_call(lua.SCORE_MERGE, bucket, *merge_args(**kwargs))
+
+    page, ops = run_flow(
+        flows.query(bctx(), DeviceQuery(sort="last_updated", limit=2)),
+        [
+            [
+                [merged((h1, t + 2, "hum")), [str(t + 2).encode(), h1.encode()]],  # more to come
+                [merged((t1, t + 4, "temp"), (t2, t + 8, "temp")), None],
+                [[], None],
+                [[], None],
+            ],
+            [merged((h2, t + 6, "hum")), None],
+            [2, 2, 0, 0],
+            [[encoded(h1)], [encoded(t1)]],
+        ],
+    )
+    assert ops == [
+        Pipeline(tuple(merge(b, count=3) for b in range(4))),  # limit + 1 from every bucket
+        # Only bucket 0 ran dry; its next chunk is four times the first.
+        merge(0, after=(t + 2, h1), count=12),
+        Pipeline(tuple(bucket_call(lua.COUNT, b, flows.PRUNE_BATCH) for b in range(4))),
+        Pipeline((Command(("MGET", key(h1))), Command(("MGET", key(t1))))),
+    ]
+    assert [m.device_id for m in page.items] == [h1, t1]
+    assert page.total == 4
+    # h2 was the third match; the next page resumes after t1 in every bucket.
+    assert page.next_cursor is not None
+    query = DeviceQuery(sort="last_updated", limit=2, cursor=page.next_cursor)
+    _, ops = run_flow(flows.query(bctx(), query), [[[[], None]] * 4])
+    assert ops == [Pipeline(tuple(merge(b, after=(t + 4, t1), count=3) for b in range(4)))]
 
 
 def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
