@@ -7,7 +7,6 @@ tool writing to Redis would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -15,24 +14,14 @@ from redis.cluster import RedisCluster
 
 from cache_service_client import (
     AsyncDeviceMetadataRepository,
-    BatchGetResult,
-    CacheInfo,
-    DeviceMetadata,
-    DeviceMetadataRepository,
-    DeviceQuery,
-    HealthStatus,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
-    Page,
-    RepairReport,
 )
+from cache_service_client.repository.base import InlineAsyncRepository
 
 
-class SyncAsAsync:
-    """Exposes a sync repository through the async protocol (calls run inline)."""
-
-    def __init__(self, sync: DeviceMetadataRepository) -> None:
-        self.sync = sync
+class SyncAsAsync(InlineAsyncRepository):
+    """Runs a sync repository through the async protocol (the contract suite is async)."""
 
     @property
     def ttl(self) -> float | None:
@@ -42,53 +31,6 @@ class SyncAsAsync:
     @ttl.setter
     def ttl(self, value: float | None) -> None:
         self.sync.ttl = value  # type: ignore[attr-defined]
-
-    async def get(self, device_id: str) -> DeviceMetadata:
-        return self.sync.get(device_id)
-
-    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
-        return self.sync.get_many(device_ids)
-
-    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
-        return self.sync.get_many_detailed(device_ids)
-
-    async def put(self, metadata: DeviceMetadata) -> None:
-        self.sync.put(metadata)
-
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        return self.sync.put_many(items)
-
-    async def delete(self, device_id: str) -> bool:
-        return self.sync.delete(device_id)
-
-    async def delete_many(self, device_ids: Iterable[str]) -> int:
-        return self.sync.delete_many(device_ids)
-
-    async def exists(self, device_id: str) -> bool:
-        return self.sync.exists(device_id)
-
-    async def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        return self.sync.list_ids(pattern=pattern, limit=limit, offset=offset)
-
-    async def count(self) -> int:
-        return self.sync.count()
-
-    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        return self.sync.query(query)
-
-    async def repair(self) -> RepairReport:
-        return self.sync.repair()
-
-    async def info(self) -> CacheInfo:
-        return self.sync.info()
-
-    async def health(self) -> HealthStatus:
-        return self.sync.health()
-
-    async def close(self) -> None:
-        self.sync.close()
 
 
 class Backdoor:

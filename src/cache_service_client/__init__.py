@@ -43,6 +43,7 @@ from cache_service_client.repository import (
     AsyncInMemoryDeviceMetadataRepository,
     AsyncRedisDeviceMetadataRepository,
     DeviceMetadataRepository,
+    InlineAsyncRepository,
     InMemoryDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "HealthState",
     "HealthStatus",
     "InMemoryDeviceMetadataRepository",
+    "InlineAsyncRepository",
     "KeyStrategy",
     "MetadataCodec",
     "Page",

@@ -3,6 +3,7 @@
 from cache_service_client.repository.base import (
     AsyncDeviceMetadataRepository,
     DeviceMetadataRepository,
+    InlineAsyncRepository,
 )
 from cache_service_client.repository.memory import (
     AsyncInMemoryDeviceMetadataRepository,
@@ -19,5 +20,6 @@ __all__ = [
     "AsyncRedisDeviceMetadataRepository",
     "DeviceMetadataRepository",
     "InMemoryDeviceMetadataRepository",
+    "InlineAsyncRepository",
     "RedisDeviceMetadataRepository",
 ]

@@ -21,6 +21,7 @@ from cache_service_client.models import (
 __all__ = [
     "AsyncDeviceMetadataRepository",
     "DeviceMetadataRepository",
+    "InlineAsyncRepository",
     "validate_batch",
 ]
 
@@ -198,6 +199,86 @@ class AsyncDeviceMetadataRepository(Protocol):
     async def close(self) -> None:
         """Release the repository's resources."""
         ...
+
+
+class InlineAsyncRepository:
+    """Exposes a sync repository through :class:`AsyncDeviceMetadataRepository`, calls inline.
+
+    For repositories that never wait on I/O (the in-memory one), and for running async code
+    against a sync repository in tests. Each call runs to completion without yielding to the
+    event loop, so it is trivially cancellation-safe; do not wrap a repository that blocks.
+
+    Args:
+        sync: The repository to expose; available as :attr:`sync`.
+    """
+
+    def __init__(self, sync: DeviceMetadataRepository) -> None:
+        self.sync = sync
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sync!r})"
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """See :meth:`DeviceMetadataRepository.get`."""
+        return self.sync.get(device_id)
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """See :meth:`DeviceMetadataRepository.get_many`."""
+        return self.sync.get_many(device_ids)
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """See :meth:`DeviceMetadataRepository.get_many_detailed`."""
+        return self.sync.get_many_detailed(device_ids)
+
+    async def put(self, metadata: DeviceMetadata) -> None:
+        """See :meth:`DeviceMetadataRepository.put`."""
+        self.sync.put(metadata)
+
+    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+        """See :meth:`DeviceMetadataRepository.put_many`."""
+        return self.sync.put_many(items)
+
+    async def delete(self, device_id: str) -> bool:
+        """See :meth:`DeviceMetadataRepository.delete`."""
+        return self.sync.delete(device_id)
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """See :meth:`DeviceMetadataRepository.delete_many`."""
+        return self.sync.delete_many(device_ids)
+
+    async def exists(self, device_id: str) -> bool:
+        """See :meth:`DeviceMetadataRepository.exists`."""
+        return self.sync.exists(device_id)
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """See :meth:`DeviceMetadataRepository.list_ids`."""
+        return self.sync.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    async def count(self) -> int:
+        """See :meth:`DeviceMetadataRepository.count`."""
+        return self.sync.count()
+
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """See :meth:`DeviceMetadataRepository.query`."""
+        return self.sync.query(query)
+
+    async def repair(self) -> RepairReport:
+        """See :meth:`DeviceMetadataRepository.repair`."""
+        return self.sync.repair()
+
+    async def info(self) -> CacheInfo:
+        """See :meth:`DeviceMetadataRepository.info`."""
+        return self.sync.info()
+
+    async def health(self) -> HealthStatus:
+        """See :meth:`DeviceMetadataRepository.health`."""
+        return self.sync.health()
+
+    async def close(self) -> None:
+        """See :meth:`DeviceMetadataRepository.close`."""
+        self.sync.close()
 
 
 def validate_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:

@@ -39,6 +39,7 @@ from cache_service_client.models import (
     RepairReport,
 )
 from cache_service_client.repository.base import (
+    InlineAsyncRepository,
     log_corrupted,
     logger,
     validate_batch,
@@ -401,12 +402,14 @@ class InMemoryDeviceMetadataRepository:
             self._updated.clear()
 
 
-class AsyncInMemoryDeviceMetadataRepository:
+class AsyncInMemoryDeviceMetadataRepository(InlineAsyncRepository):
     """The async twin of :class:`InMemoryDeviceMetadataRepository`, sharing its core.
 
     Takes the same arguments, or ``core=`` an existing sync repository to share its data.
     Operations run inline (they never wait on I/O), so they are trivially cancellation-safe.
     """
+
+    sync: InMemoryDeviceMetadataRepository
 
     def __init__(
         self,
@@ -417,8 +420,11 @@ class AsyncInMemoryDeviceMetadataRepository:
         codec: MetadataCodec | None = None,
         core: InMemoryDeviceMetadataRepository | None = None,
     ) -> None:
-        self.sync = core or InMemoryDeviceMetadataRepository(
-            key_strategy=key_strategy, ttl=ttl, clock=clock, codec=codec
+        super().__init__(
+            core
+            or InMemoryDeviceMetadataRepository(
+                key_strategy=key_strategy, ttl=ttl, clock=clock, codec=codec
+            )
         )
 
     def __repr__(self) -> str:
@@ -437,65 +443,3 @@ class AsyncInMemoryDeviceMetadataRepository:
     def key_strategy(self) -> KeyStrategy:
         """The key strategy of the shared core."""
         return self.sync.key_strategy
-
-    async def get(self, device_id: str) -> DeviceMetadata:
-        """See :meth:`InMemoryDeviceMetadataRepository.get`."""
-        return self.sync.get(device_id)
-
-    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
-        """See :meth:`InMemoryDeviceMetadataRepository.get_many`."""
-        return self.sync.get_many(device_ids)
-
-    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
-        """See :meth:`InMemoryDeviceMetadataRepository.get_many_detailed`."""
-        return self.sync.get_many_detailed(device_ids)
-
-    async def put(self, metadata: DeviceMetadata) -> None:
-        """See :meth:`InMemoryDeviceMetadataRepository.put`."""
-        self.sync.put(metadata)
-
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """See :meth:`InMemoryDeviceMetadataRepository.put_many`."""
-        return self.sync.put_many(items)
-
-    async def delete(self, device_id: str) -> bool:
-        """See :meth:`InMemoryDeviceMetadataRepository.delete`."""
-        return self.sync.delete(device_id)
-
-    async def delete_many(self, device_ids: Iterable[str]) -> int:
-        """See :meth:`InMemoryDeviceMetadataRepository.delete_many`."""
-        return self.sync.delete_many(device_ids)
-
-    async def exists(self, device_id: str) -> bool:
-        """See :meth:`InMemoryDeviceMetadataRepository.exists`."""
-        return self.sync.exists(device_id)
-
-    async def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        """See :meth:`InMemoryDeviceMetadataRepository.list_ids`."""
-        return self.sync.list_ids(pattern=pattern, limit=limit, offset=offset)
-
-    async def count(self) -> int:
-        """See :meth:`InMemoryDeviceMetadataRepository.count`."""
-        return self.sync.count()
-
-    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """See :meth:`InMemoryDeviceMetadataRepository.query`."""
-        return self.sync.query(query)
-
-    async def repair(self) -> RepairReport:
-        """See :meth:`InMemoryDeviceMetadataRepository.repair`."""
-        return self.sync.repair()
-
-    async def info(self) -> CacheInfo:
-        """See :meth:`InMemoryDeviceMetadataRepository.info`."""
-        return self.sync.info()
-
-    async def health(self) -> HealthStatus:
-        """See :meth:`InMemoryDeviceMetadataRepository.health`."""
-        return self.sync.health()
-
-    async def close(self) -> None:
-        """See :meth:`InMemoryDeviceMetadataRepository.close`."""
-        self.sync.close()

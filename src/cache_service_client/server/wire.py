@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -95,6 +95,9 @@ def device_path(device_id: str) -> str:
 
 # -- request bodies ----------------------------------------------------------------------------
 
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
 
 class DeviceMetadataInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Device metadata as a client sends it: the stored form, with some fields optional.
@@ -105,8 +108,8 @@ class DeviceMetadataInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     """
 
     v: Literal[1] = 1
-    device_id: str | None = None
-    datatype_id: str
+    device_id: DeviceId | None = None
+    datatype_id: NonEmpty
     datatype_name: str
     datatype_unit: str | None = None
     persist: bool
@@ -129,7 +132,7 @@ class DeviceMetadataInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
 class DeviceIdsBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of the batch get and batch delete requests."""
 
-    device_ids: list[str]
+    device_ids: list[DeviceId]
 
 
 class BatchPutBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
