@@ -18,6 +18,11 @@ from cache_service_client import (
     RedisDeviceMetadataRepository,
 )
 from tests.backends import Backend, MemoryBackdoor, RedisBackdoor, SyncAsAsync
+from tests.http_gateway import (  # noqa: F401 - fixtures
+    HTTP_BACKENDS,
+    http_contract_backend,
+    http_gateway,
+)
 from tests.redis_cluster import RedisClusterProcess
 from tests.redis_server import session_redis_url
 
@@ -31,6 +36,7 @@ BACKENDS = [
     "redis-buckets",
     "cluster-sync",
     "cluster-async",
+    *HTTP_BACKENDS,
 ]
 
 
@@ -118,6 +124,9 @@ def key_strategy() -> KeyStrategy:
 def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backend:
     """Each repository implementation in turn, behind the async protocol."""
     name: str = request.param
+    if name.startswith("http-"):
+        http: Backend = request.getfixturevalue("http_contract_backend")
+        return http
     if name.startswith("memory"):
         core = InMemoryDeviceMetadataRepository(key_strategy=key_strategy)
         if name == "memory-sync":

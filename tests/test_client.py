@@ -18,6 +18,7 @@ from dependency_injector import providers
 
 from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
+    AuthenticationError,
     BackendConnectionError,
     CacheServiceClient,
     ConfigurationError,
@@ -30,6 +31,7 @@ from cache_service_client import (
     ValidationError,
 )
 from cache_service_client.container import Container
+from tests.http_gateway import Gateway
 from tests.redis_server import RedisServer, find_redis_server, free_port
 
 SECRET = "hunter2-secret"
@@ -217,7 +219,6 @@ def test_socket_timeout_reaches_live_connections(redis_url: str) -> None:
         ({"socket_timeout": 0}, "argument socket_timeout: must be > 0"),
         ({"metadata_ttl": -1}, "argument metadata_ttl"),
         ({"use_http": True}, "use_http needs http_url"),
-        ({"use_http": True, "http_url": "http://gw"}, "HTTP backend is not part of this version"),
         ({"bogus_option": 1}, "unknown setting 'bogus_option'"),
         ({"connection_pool": object()}, "argument connection_pool"),
     ],
@@ -440,3 +441,30 @@ def test_cluster_and_sentinel_options_pick_the_backend() -> None:
         CacheServiceClient.from_url("redis+cluster://h:7000/2")
     with pytest.raises(ConfigurationError, match="needs /service-name"):
         CacheServiceClient.from_url("redis+sentinel://h:26379")
+
+
+def test_http_mode_through_the_gateway() -> None:
+    token = "gateway-" + SECRET
+    with Gateway(auth_token=token) as gateway:
+        client = CacheServiceClient(use_http=True, http_url=gateway.url, http_auth_token=token)
+        assert client.settings.backend == "http"
+        assert token not in repr(client)
+        assert client.store_device_metadata("h1", {**PLAN, "site": "lab"}) is True
+        assert client.get_device_metadata_sync("h1").additional_properties == {"site": "lab"}
+        assert client.list_devices_sync() == ["h1"]
+        assert client.check_health_sync().status == "healthy"
+
+        async def run() -> list[str]:
+            async with CacheServiceClient.from_url(
+                gateway.url + "?http_timeout=3", http_auth_token=token
+            ) as other:
+                await other.store_device_metadata_async("h2", PLAN)
+                return await other.list_devices()
+
+        assert asyncio.run(run()) == ["h1", "h2"]
+        wrong = CacheServiceClient(use_http=True, http_url=gateway.url, http_auth_token="nope")
+        with pytest.raises(AuthenticationError):
+            wrong.get_device_metadata_sync("h1")
+        assert wrong.check_health_sync().status == "unhealthy"
+        wrong.close()
+        client.close()

@@ -23,6 +23,7 @@ from cache_service_client.client import CacheServiceClient
 from cache_service_client.config import mask_url
 from cache_service_client.exceptions import CacheServiceError
 from cache_service_client.models import DeviceMetadata, Page
+from cache_service_client.server import cli as gateway_cli
 
 __all__ = ["main"]
 
@@ -125,8 +126,8 @@ def run_demo(url: str, count: int, seed: int, keep: bool) -> int:
             listing = partial(
                 client.list_devices_sync, limit=5, offset=5 * number, pattern="oslo-temp-*"
             )
-            ids = timed(f"list_devices('oslo-temp-*', limit=5, page {number})", listing)
-            print(f"    -> {ids}")
+            listed = timed(f"list_devices('oslo-temp-*', limit=5, page {number})", listing)
+            print(f"    -> {listed}")
         listing = partial(client.list_devices_sync, limit=5, pattern="*-door-*[13579]")
         odd = timed("list_devices('*-door-*[13579]', limit=5)", listing)
         print(f"    -> {odd}")
@@ -208,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     repair.add_argument("--url", required=True, help="the cache, e.g. redis://host:6379/0")
     repair.add_argument("--key-prefix", default=None, help="the key prefix (default: device)")
+    gateway_cli.build_parser(
+        commands.add_parser("serve", help="run the REST gateway ([server] extra)")
+    )
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return gateway_cli.run(args)
     try:
         if args.command == "repair":
             return run_repair(args.url, args.key_prefix)

@@ -158,11 +158,6 @@ class CacheServiceClient:
                 raise ConfigurationError("argument url: give either settings or url, not both")
         else:
             self._settings = load_settings(arguments=arguments, env=False, url=url)
-        if self._settings.use_http:
-            raise ConfigurationError(
-                "argument use_http: the HTTP backend is not part of this version; "
-                "connect to Redis, or use memory:// for tests"
-            )
         self._container = Container()
         self._container.settings.override(providers.Object(self._settings))
         if key_strategy is not None:
@@ -246,6 +241,8 @@ class CacheServiceClient:
         s = self._settings
         if s.backend == "memory":
             where = "memory://"
+        elif s.backend == "http":
+            where = mask_url(s.http_url or "")
         elif s.url is not None:
             where = mask_url(s.url)
         elif s.unix_socket_path is not None:
@@ -425,9 +422,10 @@ class CacheServiceClient:
     async def aclose(self) -> None:
         """Close every connection (sync and async) this client opened."""
         self.close()
-        closing = self._container.async_redis_client.shutdown()
-        if inspect.isawaitable(closing):
-            await closing
+        for resource in (self._container.async_redis_client, self._container.async_http_repository):
+            closing = resource.shutdown()
+            if inspect.isawaitable(closing):
+                await closing
         self._async_repository = None
 
     async def __aenter__(self) -> CacheServiceClient:
@@ -526,6 +524,7 @@ class CacheServiceClient:
     def close(self) -> None:
         """Close the sync connections. Use :meth:`aclose` when async methods were used."""
         self._container.redis_client.shutdown()
+        self._container.http_repository.shutdown()
         self._repository = None
 
     def __enter__(self) -> CacheServiceClient:

@@ -48,7 +48,7 @@ __all__ = [
 DEFAULT_ENV_PREFIX = "CACHE_SERVICE_"
 MASK = "***"
 
-Backend = Literal["redis", "memory", "cluster", "sentinel"]
+Backend = Literal["redis", "memory", "cluster", "sentinel", "http"]
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -242,7 +242,7 @@ def _non_empty(value: Any) -> str | None:
 
 _POSITIVE = _at_least(0, strict=True)
 _FIELDS: dict[str, _Field] = {
-    "backend": _Field(str, choices=("redis", "memory", "cluster", "sentinel")),
+    "backend": _Field(str, choices=("redis", "memory", "cluster", "sentinel", "http")),
     "host": _Field(str, check=_non_empty),
     "port": _Field(int, check=_between(1, 65535)),
     "db": _Field(int, check=_at_least(0)),
@@ -351,7 +351,10 @@ def _coerce_layer(layer: Layer, *, text: bool) -> dict[str, Any]:
 def _build(values: dict[str, Any], source: str) -> Settings:
     if values.get("metadata_ttl") == 0:
         values["metadata_ttl"] = None
-    if values.get("use_http") and not values.get("http_url"):
+    if values.get("use_http"):
+        values["backend"] = "http"
+    values["use_http"] = values.get("backend") == "http"
+    if values["use_http"] and not values.get("http_url"):
         raise ConfigurationError(f"{source}: use_http needs http_url")
     if values.get("cluster") and values.get("backend") == "redis":
         values["backend"] = "cluster"
@@ -393,6 +396,10 @@ def _url_layer(url: str, source: str) -> Layer:
     layer: Layer = {}
     if scheme == "memory":
         layer["backend"] = ("memory", label)
+    elif scheme in ("http", "https"):
+        # The REST gateway: the URL without its query (query options are settings).
+        layer["backend"] = ("http", label)
+        layer["http_url"] = (urlunsplit((scheme, parts.netloc, parts.path, "", "")), label)
     elif scheme in _URL_SCHEMES:
         backend, tls = _URL_SCHEMES[scheme]
         layer["backend"] = (backend, label)

@@ -295,6 +295,38 @@ def build_redis_repository(
     )
 
 
+def init_http_repository(settings: Settings, retry: RetryPolicy) -> Iterator[Any]:
+    """Resource: the sync HTTP repository (httpx is imported here only: the [http] extra)."""
+    from cache_service_client.repository.http import HttpDeviceMetadataRepository
+
+    repository = HttpDeviceMetadataRepository(
+        settings.http_url or "",
+        auth_token=settings.http_auth_token,
+        timeout=settings.http_timeout,
+        retry=retry,
+    )
+    try:
+        yield repository
+    finally:
+        repository.close()
+
+
+async def init_async_http_repository(settings: Settings, retry: RetryPolicy) -> AsyncIterator[Any]:
+    """Resource: the async HTTP repository, closed with ``await close()``."""
+    from cache_service_client.repository.http import AsyncHttpDeviceMetadataRepository
+
+    repository = AsyncHttpDeviceMetadataRepository(
+        settings.http_url or "",
+        auth_token=settings.http_auth_token,
+        timeout=settings.http_timeout,
+        retry=retry,
+    )
+    try:
+        yield repository
+    finally:
+        await repository.close()
+
+
 class Container(containers.DeclarativeContainer):
     """Builds clients, key strategy, codec, retry policy and repositories from ``settings``.
 
@@ -313,6 +345,8 @@ class Container(containers.DeclarativeContainer):
     cluster_client = providers.Resource(init_cluster_client, settings)
     async_cluster_client = providers.Resource(init_async_cluster_client, settings)
     sentinel_client = providers.Resource(init_sentinel_client, settings)
+    http_repository = providers.Resource(init_http_repository, settings, retry)
+    async_http_repository = providers.Resource(init_async_http_repository, settings, retry)
     async_sentinel_client = providers.Resource(init_async_sentinel_client, settings)
 
     memory_repository = providers.Singleton(
@@ -336,6 +370,7 @@ class Container(containers.DeclarativeContainer):
         sentinel=providers.Singleton(
             build_redis_repository, RedisDeviceMetadataRepository, sentinel_client, *_config
         ),
+        http=http_repository,
     )
 
     async_repository = providers.Selector(
@@ -360,4 +395,5 @@ class Container(containers.DeclarativeContainer):
             async_sentinel_client,
             *_config,
         ),
+        http=async_http_repository,
     )

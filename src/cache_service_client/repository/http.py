@@ -34,8 +34,15 @@ from datetime import datetime, timezone
 from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"{exc}: the HTTP repositories need the [http] extra "
+        "(pip install 'cache-service-client[http]')"
+    ) from exc
 
 from cache_service_client._query import plan_query
 from cache_service_client._validation import (
@@ -567,8 +574,12 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         limits = _limits(max_connections)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=self._timeout, limits=limits, verify=self._tls(verify), trust_env=trust_env
+        self._client = (
+            client
+            if client is not None
+            else httpx.Client(
+                timeout=self._timeout, limits=limits, verify=self._tls(verify), trust_env=trust_env
+            )
         )
 
     @property
@@ -662,7 +673,7 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         started = time.perf_counter()
         try:
             response = self._send(op)
-        except BackendError as exc:
+        except Exception as exc:  # never raises: a closed client is unhealthy too
             return _unhealthy(str(exc), type(exc).__name__)
         return self._health_answer(response, started)
 
@@ -698,8 +709,12 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         # Bound to the event loop of its first use, like the client itself.
         self._slots = asyncio.Semaphore(max_connections)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=self._timeout, limits=limits, verify=self._tls(verify), trust_env=trust_env
+        self._client = (
+            client
+            if client is not None
+            else httpx.AsyncClient(
+                timeout=self._timeout, limits=limits, verify=self._tls(verify), trust_env=trust_env
+            )
         )
 
     @property
@@ -790,7 +805,7 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         started = time.perf_counter()
         try:
             response = await self._send(op)
-        except BackendError as exc:
+        except Exception as exc:  # never raises: a closed client is unhealthy too
             return _unhealthy(str(exc), type(exc).__name__)
         return self._health_answer(response, started)
 

@@ -26,7 +26,12 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 def __getattr__(name: str) -> Any:
     # Starlette is imported only when the application is wanted, not with the wire types.
     if name in __all__:
-        from cache_service_client.server import app
-
+        try:
+            from cache_service_client.server import app
+        except ImportError as exc:
+            raise ImportError(
+                f"{exc}: the gateway needs the [server] extra "
+                "(pip install 'cache-service-client[server]')"
+            ) from exc
         return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,8 +47,7 @@ from cache_service_client.server.openapi import openapi_json
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
-#: Default limit of a request body: room for a batch of some 20 000 devices.
-DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES: Final = wire.DEFAULT_MAX_BODY_BYTES
 
 logger = logging.getLogger("cache_service_client.server")
 
@@ -316,7 +315,7 @@ class _Gateway:
             headers={"Connection": "close"},
         )
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
+        if _INTEGER.fullmatch(length) and int(length) > self.max_body_bytes:
             raise too_large
         chunks: list[bytes] = []
         size = 0

@@ -303,6 +303,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json("HealthStatus", "Healthy or degraded."),
                     "401": _UNAUTHORIZED,
+                    "422": _INVALID,
                     "503": _json("HealthStatus", "Unhealthy."),
                 },
             }

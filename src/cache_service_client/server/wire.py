@@ -27,6 +27,7 @@ __all__ = [
     "BATCH_GET_PATH",
     "BATCH_PUT_PATH",
     "COUNT_PATH",
+    "DEFAULT_MAX_BODY_BYTES",
     "QUERY_PATH",
     "REPAIR_PATH",
     "DEVICES_PATH",
@@ -54,6 +55,9 @@ __all__ = [
 
 #: Version of the REST API (the ``/v1`` prefix and the OpenAPI ``info.version``).
 API_VERSION: Final = "1.0.0"
+
+#: Default limit of a request body: room for a batch of some 20 000 devices.
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 
 DEVICES_PATH: Final = "/v1/devices"
 DEVICE_PATH_PREFIX: Final = "/v1/devices/"

@@ -1,0 +1,196 @@
+"""The benchmark suite runs and its tables are well formed (speed is never judged here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks import others
+from benchmarks.harness import Candidate, Config, GroupResult, Result, Runner, markdown_table
+from benchmarks.harness import percentile as pct
+from benchmarks.report import from_json, markdown_report, to_json
+from benchmarks.run import main
+from benchmarks.suites import run_groups
+from benchmarks.targets import TARGETS, Outcome, evaluate, markdown_targets
+from benchmarks.workloads import AsyncRedisWork, CodecWork, SyncRedisWork, run_prefix
+
+TINY = Config(rounds=5, round_time=0.0005, min_samples=1)
+
+
+@pytest.fixture(autouse=True)
+def _no_redis_om(monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-om is only installed in the benchmarks' own environment; never import it here.
+    monkeypatch.setattr(others, "have_redis_om", lambda: False)
+
+
+def test_percentile_interpolates() -> None:
+    assert pct([3.0], 99) == 3.0
+    assert pct([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert pct([0.0, 10.0], 25) == 2.5
+    with pytest.raises(ValueError, match="no values"):
+        pct([], 50)
+
+
+def test_config_needs_five_rounds() -> None:
+    with pytest.raises(ValueError, match="at least 5"):
+        Config(rounds=4)
+
+
+def test_runner_interleaves_and_reports_ratios() -> None:
+    calls: list[str] = []
+
+    def slow() -> None:
+        calls.append("slow")
+        sum(range(2000))
+
+    def fast() -> None:
+        calls.append("fast")
+
+    result = Runner(TINY).run(
+        "g",
+        "g.t",
+        "A table",
+        "work",
+        [
+            Candidate("fast one", fast, role="ours", key="ours"),
+            Candidate("slow one", slow, ops=2, role="baseline", key="base"),
+        ],
+    )
+    assert [r.key for r in result.results] == ["base", "ours"]  # baseline first
+    base, ours = result.results
+    assert len(base.round_times) == len(ours.ratios) == 5
+    assert base.ratios == [1.0] * 5
+    assert ours.ratio > 0
+    assert base.seconds_per_op > 0
+    assert {"slow", "fast"} == set(calls)
+    assert result.speedup("ours", "base") == pytest.approx(ours.ratio)
+    assert base.ratio == 1.0
+    assert ours.ratio == pytest.approx(sorted(ours.ratios)[2])
+    assert result.speedup("ours", "missing") is None
+    table = markdown_table(result).splitlines()
+    assert table[0] == "| work | op/s | µs/op | p50 µs | p99 µs | vs baseline |"
+    assert table[2].startswith("| slow one (baseline) |")
+    assert table[2].endswith("| 1.00x |")
+    assert table[3].startswith("| **fast one** |")
+
+
+def test_runner_needs_one_baseline() -> None:
+    with pytest.raises(ValueError, match="baseline"):
+        Runner(TINY).run("g", "g.t", "T", "t", [Candidate("a", lambda: None, role="ours")])
+
+
+def test_runner_times_async_candidates_on_its_loop() -> None:
+    async def nap() -> None:
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    try:
+        result = Runner(TINY, loop).run(
+            "g", "g.t", "T", "t", [Candidate("nap", nap, role="baseline", key="nap")]
+        )
+    finally:
+        loop.close()
+    assert result.results[0].ops_per_second > 0
+    with pytest.raises(RuntimeError, match="event loop"):
+        Runner(TINY).run("g", "g.t", "T", "t", [Candidate("nap", nap, role="baseline")])
+
+
+def _group(table: str, ratios: dict[str, float]) -> GroupResult:
+    results = [
+        Result(
+            key, key, "baseline" if i == 0 else "ours", 1, [1e-6 / r] * 5, [1e-6] * 5, [r] * 5, r
+        )
+        for i, (key, r) in enumerate(ratios.items())
+    ]
+    return GroupResult("single", table, "Name", "title", "op", results)
+
+
+def test_targets_are_judged_from_paired_ratios() -> None:
+    outcomes = evaluate(
+        [
+            _group("single.get", {"raw": 1.0, "ours": 0.95, "redis-om": 0.5}),
+            _group("single.put", {"raw": 1.0, "ours": 0.5}),
+            _group("codec.encode_one", {"msgspec": 1.0, "ours": 0.9, "pydantic": 0.2}),
+        ]
+    )
+    verdicts = {(o.target.table, o.target.over): o.verdict for o in outcomes}
+    assert verdicts[("single.get", "raw")] == "met"
+    assert verdicts[("single.get", "redis-om")] == "met"  # 0.95 / 0.5 = 1.9 >= 1.5
+    assert verdicts[("single.put", "raw")] == "NOT met"
+    assert verdicts[("single.put", "redis-om")] == "skipped"
+    assert verdicts[("codec.encode_one", "msgspec")] == "met"  # 1.11x the time <= 1.15x
+    assert verdicts[("codec.encode_one", "pydantic")] == "met"  # 4.5x
+    text = markdown_targets(outcomes)
+    assert "| codec encode one: within 1.15x of msgspec | 1.11x the time | <= 1.15x | met |" in text
+    assert "**NOT met**" in text
+    assert all(t.table.split(".")[0] in {"codec", "single", "batch", "async"} for t in TARGETS)
+    skipped = Outcome(TARGETS[0], None)
+    assert skipped.measured() == "-"
+
+
+def test_codec_workload_candidates_agree() -> None:
+    work = CodecWork()
+    work.verify()
+    for fns in (work.encode_one(), work.decode_one(), work.encode_batch(), work.decode_batch()):
+        assert {"ours", "msgspec", "json"} <= set(fns)
+        for fn in fns.values():
+            fn()
+
+
+def test_redis_workloads_do_the_same_work(redis_url: str) -> None:
+    work = SyncRedisWork(redis_url, run_prefix())
+    try:
+        work.verify()
+    finally:
+        work.cleanup()
+
+    async def run_async() -> None:
+        awork = await AsyncRedisWork.create(redis_url, run_prefix())
+        try:
+            await awork.verify()
+            for fn in awork.get().values():
+                await fn()
+        finally:
+            await awork.cleanup()
+
+    asyncio.run(run_async())
+
+
+def test_redis_groups_run_and_clean_up(redis_url: str) -> None:
+    import redis
+
+    results = list(run_groups(Runner(TINY), ("single", "facade"), redis_url))
+    assert [r.table for r in results] == ["single.get", "single.put", "facade.get"]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert not list(client.scan_iter(match="csc-bench-*"))
+    finally:
+        client.close()
+
+
+def test_command_line_quick_codec_run_writes_markdown_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    md, js = tmp_path / "out.md", tmp_path / "out.json"
+    argv = ["--only", "codec", "--rounds", "5", "--round-time", "0.0005"]
+    assert main([*argv, "--markdown", str(md), "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    assert "## Codec: encode one device" in printed
+    assert "## Targets" in printed
+    report = md.read_text()
+    assert report.count("| bare msgspec Encoder/Decoder (baseline) |") == 4
+    groups, info, config = from_json(js.read_text())
+    assert [g.table for g in groups][:2] == ["codec.encode_one", "codec.decode_one"]
+    assert config.rounds == 5
+    assert "python" in info
+    assert len(groups[0].results[0].samples) == 1001
+    assert json.loads(to_json(groups, info, config))["config"]["rounds"] == 5
+    assert markdown_report(groups, info, config, command="x").count("### ") == 5
+
+
+def test_command_line_rejects_unknown_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "codec,nope"])
+    assert "nope" in capsys.readouterr().err
