@@ -39,7 +39,9 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 T = TypeVar("T")
 
 
-class DeviceMetadata(msgspec.Struct, kw_only=True, frozen=True, tag_field="v", tag=SCHEMA_VERSION):
+class DeviceMetadata(
+    msgspec.Struct, kw_only=True, frozen=True, gc=False, tag_field="v", tag=SCHEMA_VERSION
+):
     """Metadata of one IoT device, as cached.
 
     Attributes:
@@ -52,6 +54,9 @@ class DeviceMetadata(msgspec.Struct, kw_only=True, frozen=True, tag_field="v", t
         additional_properties: Free-form JSON-compatible properties (str keys; str, int, float,
             bool, None, lists and dicts of those).
 
+    Instances are not tracked by the garbage collector (``gc=False``: faster to create and
+    decode); they only ever hold JSON values, which cannot form reference cycles. Do not put an
+    object that refers back to the instance into ``additional_properties``.
     """
 
     device_id: str

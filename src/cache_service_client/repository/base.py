@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from cache_service_client._validation import validate_metadata
+from cache_service_client._validation import validate_metadata_batch
 from cache_service_client.exceptions import ValidationError
 from cache_service_client.models import (
     BatchGetResult,
@@ -288,12 +288,7 @@ def validate_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
     """
     if isinstance(items, (DeviceMetadata, str, bytes, dict)):
         raise ValidationError("items", "must be an iterable of DeviceMetadata")
-    by_id: dict[str, DeviceMetadata] = {}
-    for index, item in enumerate(items):
-        checked = validate_metadata(item, f"[{index}]")
-        by_id.pop(checked.device_id, None)
-        by_id[checked.device_id] = checked
-    return list(by_id.values())
+    return validate_metadata_batch(items)
 
 
 def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:

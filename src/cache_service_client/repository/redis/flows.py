@@ -156,60 +156,62 @@ def _mget(ctx: FlowContext, keys: list[str]) -> Flow[list[Any]]:
 def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult]:
     """MGET a batch; keys that read as nil are checked with TYPE to tell missing from corrupt."""
     ids = validate_device_ids(device_ids)
-    found: dict[str, DeviceMetadata] = {}
     missing: list[str] = []
-    corrupted: dict[str, DataCorruptionError] = {}
     if not ids:
-        return BatchGetResult(found=found, missing=missing, corrupted=corrupted)
+        return BatchGetResult(found={}, missing=missing, corrupted={})
     keys = ctx.keys.device_keys(ids)
     raws = yield from _mget(ctx, keys)
-    nil: list[int] = []
-    decode = ctx.codec.decode
-    for index, raw in enumerate(raws):
-        if raw is None:
-            nil.append(index)
-            continue
-        try:
-            found[ids[index]] = decode(keys[index], raw, ids[index])
-        except DataCorruptionError as exc:
-            corrupted[ids[index]] = exc
+    found, nil, corrupted = ctx.codec.decode_many(keys, raws, ids)
     if nil:
         # MGET answers nil for keys of another type too; only TYPE tells them apart.
-        types = yield from _each([Command(("TYPE", keys[index])) for index in nil])
-        for index, kind in zip(nil, types, strict=True):
+        nil_keys = ctx.keys.device_keys(nil)
+        types = yield from _each([Command(("TYPE", key)) for key in nil_keys])
+        for device_id, key, kind in zip(nil, nil_keys, types, strict=True):
             kind_text = _text(kind)
             if kind_text in ("none", "string"):  # "string": written after the MGET
-                missing.append(ids[index])
+                missing.append(device_id)
             else:
-                corrupted[ids[index]] = DataCorruptionError(
-                    keys[index], f"holds a Redis {kind_text}, not a string (WRONGTYPE)"
+                corrupted[device_id] = DataCorruptionError(
+                    key, f"holds a Redis {kind_text}, not a string (WRONGTYPE)"
                 )
     return BatchGetResult(found=found, missing=missing, corrupted=corrupted)
 
 
-def put_many(ctx: FlowContext, items: Iterable[DeviceMetadata]) -> Flow[int]:
-    """Write values and index entries atomically: one script call per bucket, one round trip."""
-    checked = validate_batch(items)
+def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata]) -> Flow[int]:
+    """Write validated devices: one PUT script call per bucket, in one round trip."""
     if not checked:
         return 0
-    encode = ctx.codec.encode
+    values = ctx.codec.encode_many(checked)
+    ttl = ctx.ttl_ms or 0
+    if ctx.keys.buckets == 1:
+        args: list[str | bytes | int] = [ttl]
+        for m, value in zip(checked, values, strict=True):
+            score = score_of(datetime_to_ms(m.last_updated), m.persist)
+            args += (m.device_id, value, m.datatype_id, score)
+        keys = ctx.keys.device_keys([m.device_id for m in checked])
+        return int((yield _script(ctx, lua.PUT, 0, keys, args)))
     ids = [m.device_id for m in checked]
     calls: list[Op] = []
     for bucket, positions in ctx.keys.group_by_bucket(ids).items():
-        args: list[str | bytes | int] = [ctx.ttl_ms or 0]
+        args = [ttl]
         for position in positions:
             m = checked[position]
             score = score_of(datetime_to_ms(m.last_updated), m.persist)
-            args += (m.device_id, encode(m), m.datatype_id, score)
+            args += (m.device_id, values[position], m.datatype_id, score)
         keys = ctx.keys.device_keys([ids[p] for p in positions])
         calls.append(_script(ctx, lua.PUT, bucket, keys, args))
     written = yield from _each(calls)
     return sum(int(n) for n in written)
 
 
+def put_many(ctx: FlowContext, items: Iterable[DeviceMetadata]) -> Flow[int]:
+    """Write values and index entries atomically: one script call per bucket, one round trip."""
+    return (yield from _put_checked(ctx, validate_batch(items)))
+
+
 def put(ctx: FlowContext, metadata: DeviceMetadata) -> Flow[None]:
     """Write one device (value and index entries) atomically."""
-    yield from put_many(ctx, [validate_metadata(metadata)])
+    yield from _put_checked(ctx, [validate_metadata(metadata)])
 
 
 def delete_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[int]:

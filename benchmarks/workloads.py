@@ -1,0 +1,428 @@
+"""The work each candidate does, set up once and shared by the suites and the profiler.
+
+Every candidate of a comparison does the same work and returns the same information: the
+workloads' ``verify`` methods check that before anything is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio
+
+from benchmarks import others
+from benchmarks.data import (
+    BATCH,
+    DataclassDevice,
+    dataclass_decode,
+    dataclass_encode,
+    make_batch,
+    make_metadata,
+    to_dataclass,
+)
+from cache_service_client import (
+    AsyncRedisDeviceMetadataRepository,
+    CacheServiceClient,
+    DeviceMetadata,
+    KeyStrategy,
+    MetadataCodec,
+    RedisDeviceMetadataRepository,
+)
+
+#: TTL of everything the benchmarks write, in seconds.
+TTL = 3600
+#: Calls per sample for single-object codec work (sub-microsecond calls need a loop).
+INNER = 100
+#: Concurrent tasks of the async benchmark, and gets each task makes per sample.
+TASKS = 64
+GETS_PER_TASK = 8
+
+
+def run_prefix() -> str:
+    """A key prefix of this run's own, so a shared server's other keys are never touched."""
+    return f"csc-bench-{uuid.uuid4().hex[:8]}"
+
+
+class CodecWork:
+    """Encode and decode through our codec, bare msgspec, pydantic v2 and json + dataclass."""
+
+    def __init__(self) -> None:
+        self.one = make_metadata(0)
+        self.batch = make_batch(BATCH)
+        self.codec = MetadataCodec()
+        keys = KeyStrategy()
+        self.key = keys.device_key(self.one.device_id)
+        self.ids = [m.device_id for m in self.batch]
+        self.keys = keys.device_keys(self.ids)
+        self.encoder = msgspec.json.Encoder()
+        self.decoder = msgspec.json.Decoder(DeviceMetadata)
+        self.raw = self.codec.encode(self.one)
+        self.raws = [self.codec.encode(m) for m in self.batch]
+        self.dc_one = to_dataclass(self.one)
+        self.dc_batch = [to_dataclass(m) for m in self.batch]
+        self.dc_raw = dataclass_encode(self.dc_one)
+        self.dc_raws = [dataclass_encode(d) for d in self.dc_batch]
+        self.pydantic: Any = None
+        if others.have_pydantic():
+            self.pydantic = others.pydantic_model()
+            self.pd_one = others.to_pydantic(self.pydantic, self.one)
+            self.pd_batch = [others.to_pydantic(self.pydantic, m) for m in self.batch]
+            self.pd_raw = self.pd_one.model_dump_json()
+            self.pd_raws = [p.model_dump_json() for p in self.pd_batch]
+
+    # -- one object, INNER times per call ------------------------------------------------
+
+    def encode_one(self) -> dict[str, Callable[[], object]]:
+        """Encode one device, INNER times per call; by candidate key."""
+        ours, bare, one, dc_one = self.codec.encode, self.encoder.encode, self.one, self.dc_one
+        loop = range(INNER)
+
+        def f_ours() -> None:
+            for _ in loop:
+                ours(one)
+
+        def f_msgspec() -> None:
+            for _ in loop:
+                bare(one)
+
+        def f_json() -> None:
+            for _ in loop:
+                dataclass_encode(dc_one)
+
+        out: dict[str, Callable[[], object]] = {
+            "msgspec": f_msgspec,
+            "ours": f_ours,
+            "json": f_json,
+        }
+        if self.pydantic is not None:
+            pd_one = self.pd_one
+
+            def f_pydantic() -> None:
+                for _ in loop:
+                    pd_one.model_dump_json()
+
+            out["pydantic"] = f_pydantic
+        return out
+
+    def decode_one(self) -> dict[str, Callable[[], object]]:
+        """Decode one device, INNER times per call; by candidate key."""
+        ours, bare = self.codec.decode, self.decoder.decode
+        key, raw, device_id, dc_raw = self.key, self.raw, self.one.device_id, self.dc_raw
+        loop = range(INNER)
+
+        def f_ours() -> None:
+            for _ in loop:
+                ours(key, raw, device_id)
+
+        def f_msgspec() -> None:
+            for _ in loop:
+                bare(raw)
+
+        def f_json() -> None:
+            for _ in loop:
+                dataclass_decode(dc_raw)
+
+        out: dict[str, Callable[[], object]] = {
+            "msgspec": f_msgspec,
+            "ours": f_ours,
+            "json": f_json,
+        }
+        if self.pydantic is not None:
+            validate, pd_raw = self.pydantic.model_validate_json, self.pd_raw
+
+            def f_pydantic() -> None:
+                for _ in loop:
+                    validate(pd_raw)
+
+            out["pydantic"] = f_pydantic
+        return out
+
+    # -- a batch of BATCH objects, one value each (as they are stored) -------------------
+
+    def encode_batch(self) -> dict[str, Callable[[], object]]:
+        """Encode BATCH devices, one value each; by candidate key."""
+        codec, bare, batch, dc_batch = self.codec, self.encoder.encode, self.batch, self.dc_batch
+        one_by_one = codec.encode
+        out: dict[str, Callable[[], object]] = {
+            "msgspec": lambda: [bare(m) for m in batch],
+            "ours": lambda: codec.encode_many(batch),
+            "ours-per-item": lambda: [one_by_one(m) for m in batch],
+            "json": lambda: [dataclass_encode(d) for d in dc_batch],
+        }
+        if self.pydantic is not None:
+            pd_batch = self.pd_batch
+            out["pydantic"] = lambda: [p.model_dump_json() for p in pd_batch]
+        return out
+
+    def decode_batch(self) -> dict[str, Callable[[], object]]:
+        """Decode BATCH values, checking each belongs to its key (as ``get_many`` does)."""
+        codec, bare = self.codec, self.decoder.decode
+        one_by_one = codec.decode
+        keys, raws, ids, dc_raws = self.keys, self.raws, self.ids, self.dc_raws
+        out: dict[str, Callable[[], object]] = {
+            "msgspec": lambda: [bare(r) for r in raws],
+            "ours": lambda: codec.decode_many(keys, raws, ids),
+            "ours-per-item": lambda: [
+                one_by_one(k, r, i) for k, r, i in zip(keys, raws, ids, strict=True)
+            ],
+            "json": lambda: [dataclass_decode(r) for r in dc_raws],
+        }
+        if self.pydantic is not None:
+            validate, pd_raws = self.pydantic.model_validate_json, self.pd_raws
+            out["pydantic"] = lambda: [validate(r) for r in pd_raws]
+        return out
+
+    def verify(self) -> None:
+        """Every candidate's output decodes back to the same device."""
+        assert self.codec.decode(self.key, self.raw, self.one.device_id) == self.one
+        assert self.decoder.decode(self.encoder.encode(self.one)) == self.one
+        assert self.encoder.encode(self.one) == self.codec.encode(self.one)
+        assert self.codec.encode_many(self.batch) == self.raws
+        decoded = self.codec.decode_many(self.keys, self.raws, self.ids)
+        assert decoded.found == dict(zip(self.ids, self.batch, strict=True))
+        assert dataclass_decode(self.dc_raw) == self.dc_one
+        assert 250 <= len(self.raw) <= 400, len(self.raw)
+        if self.pydantic is not None:
+            back = self.pydantic.model_validate_json(self.pd_raw)
+            assert back == self.pd_one
+            assert back.model_dump() == {"v": 1, **self.one.to_dict()}
+
+
+class SyncRedisWork:
+    """Sync Redis work: our repository, raw redis-py + msgspec, redis-om and the facade.
+
+    Args:
+        url: The Redis server.
+        prefix: Every key written starts with it (see :func:`run_prefix`).
+
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client: redis.Redis = redis.Redis.from_url(url)
+        self.keys = KeyStrategy(prefix=prefix)
+        self.repo = RedisDeviceMetadataRepository(self.client, key_strategy=self.keys, ttl=TTL)
+        self.raw_prefix = f"{prefix}-raw:"
+        self.raw_index = f"{prefix}-raw index:updated"
+        self.encoder = msgspec.json.Encoder()
+        self.decoder = msgspec.json.Decoder(DeviceMetadata)
+        self.one = make_metadata(0)
+        self.batch = make_batch(BATCH)
+        self.ids = [m.device_id for m in self.batch]
+        self.repo.put_many(self.batch)
+        pipe = self.client.pipeline(transaction=False)
+        for m in self.batch:
+            pipe.set(self.raw_prefix + m.device_id, self.encoder.encode(m), ex=TTL)
+        pipe.execute()
+        self.om_client: Any = None
+        self.om_model: Any = None
+        if others.have_redis_om():
+            self.om_client = redis.Redis.from_url(url, decode_responses=True)
+            self.om_model = others.redis_om_model(self.om_client, f"{prefix}-om")
+            self.om_one = others.to_redis_om(self.om_model, self.one)
+            self._om_put()
+        self.facade = CacheServiceClient(url=url, key_prefix=prefix, metadata_ttl=TTL)
+
+    # -- single operations ---------------------------------------------------------------
+
+    def get(self) -> dict[str, Callable[[], object]]:
+        """One GET + decode of the same device; by candidate key."""
+        repo_get, client_get, decode = self.repo.get, self.client.get, self.decoder.decode
+        device_id, raw_prefix = self.one.device_id, self.raw_prefix
+        out: dict[str, Callable[[], object]] = {
+            "raw": lambda: decode(client_get(raw_prefix + device_id)),  # type: ignore[arg-type]
+            "ours": lambda: repo_get(device_id),
+        }
+        if self.om_model is not None:
+            om_get = self.om_model.get
+            loads = json.loads
+
+            def f_om() -> object:
+                found = om_get(device_id)
+                return found, loads(found.additional_properties)
+
+            out["redis-om"] = f_om
+        return out
+
+    def put(self) -> dict[str, Callable[[], object]]:
+        """Store one device with a TTL; by candidate key."""
+        repo_put, client_set, encode = self.repo.put, self.client.set, self.encoder.encode
+        one, key = self.one, self.raw_prefix + self.one.device_id
+        out: dict[str, Callable[[], object]] = {
+            "raw": lambda: client_set(key, encode(one), ex=TTL),
+            "ours": lambda: repo_put(one),
+        }
+        if self.om_model is not None:
+            out["redis-om"] = self._om_put
+        return out
+
+    def _om_put(self) -> object:
+        """redis-om's save + expire, atomic in one MULTI/EXEC round trip like our put."""
+        pipe = self.om_client.pipeline()
+        self.om_one.save(pipeline=pipe)
+        self.om_one.expire(TTL, pipeline=pipe)
+        return pipe.execute()
+
+    # -- batches -------------------------------------------------------------------------
+
+    def get_many(self) -> dict[str, Callable[[], object]]:
+        """Read BATCH devices in one round trip; by candidate key."""
+        repo_get_many, mget, decode = self.repo.get_many, self.client.mget, self.decoder.decode
+        ids, raw_prefix = self.ids, self.raw_prefix
+
+        def f_raw() -> dict[str, DeviceMetadata]:
+            raws = mget([raw_prefix + i for i in ids])
+            return {i: decode(r) for i, r in zip(ids, raws, strict=True) if r is not None}
+
+        return {"raw": f_raw, "ours": lambda: repo_get_many(ids)}
+
+    def put_many(self) -> dict[str, Callable[[], object]]:
+        """Store BATCH devices with a TTL and an index; by candidate key."""
+        repo_put_many, batch = self.repo.put_many, self.batch
+        client, encode = self.client, self.encoder.encode
+        raw_prefix, raw_index = self.raw_prefix, self.raw_index
+
+        def raw_pipeline(transaction: bool) -> object:
+            pipe = client.pipeline(transaction=transaction)
+            for m in batch:
+                pipe.set(raw_prefix + m.device_id, encode(m), ex=TTL)
+            pipe.zadd(raw_index, {m.device_id: m.last_updated.timestamp() * 1000 for m in batch})
+            return pipe.execute()
+
+        return {
+            "raw": lambda: raw_pipeline(False),
+            "ours": lambda: repo_put_many(batch),
+            "raw-multi": lambda: raw_pipeline(True),
+        }
+
+    # -- the facade ----------------------------------------------------------------------
+
+    def facade_get(self) -> dict[str, Callable[[], object]]:
+        """``CacheServiceClient.get_device_metadata_sync`` and its repository's ``get``."""
+        device_id = self.one.device_id
+        repo_get = self.facade.repository.get
+        facade_get = self.facade.get_device_metadata_sync
+        return {"repository": lambda: repo_get(device_id), "facade": lambda: facade_get(device_id)}
+
+    def verify(self) -> None:
+        """Every candidate reads and writes the same information."""
+        for fn in self.put().values():
+            fn()
+        got = {key: fn() for key, fn in self.get().items()}
+        assert got["ours"] == got["raw"] == self.one, got
+        if "redis-om" in got:
+            om: Any = got["redis-om"]
+            found, props = om
+            assert props == self.one.additional_properties
+            assert found.pk == self.one.device_id
+            assert found.last_updated == self.one.last_updated
+            assert found.persist == self.one.persist
+        for fn in self.put_many().values():
+            fn()
+        many = {key: fn() for key, fn in self.get_many().items()}
+        assert many["ours"] == many["raw"]
+        assert isinstance(many["ours"], dict)
+        assert len(many["ours"]) == BATCH
+        facade = {key: fn() for key, fn in self.facade_get().items()}
+        assert facade["facade"] == facade["repository"] == self.one
+        assert self.repo.count() == BATCH
+
+    def cleanup(self) -> None:
+        """Delete every key this run wrote and close the clients."""
+        doomed = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+        for start in range(0, len(doomed), 500):
+            self.client.delete(*doomed[start : start + 500])
+        self.facade.close()
+        self.client.close()
+        if self.om_client is not None:
+            self.om_client.close()
+
+
+class AsyncRedisWork:
+    """Async Redis work: TASKS concurrent tasks of ``get``, ours vs redis.asyncio + msgspec.
+
+    Build it with :meth:`create` inside the event loop that will run it.
+    """
+
+    client: redis.asyncio.Redis
+    repo: AsyncRedisDeviceMetadataRepository
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.keys = KeyStrategy(prefix=prefix)
+        self.raw_prefix = f"{prefix}-raw:"
+        self.decoder = msgspec.json.Decoder(DeviceMetadata)
+        self.batch = make_batch(TASKS)
+        self.ids = [m.device_id for m in self.batch]
+
+    @classmethod
+    async def create(cls, url: str, prefix: str) -> AsyncRedisWork:
+        """Connect and store TASKS devices (one per task)."""
+        self = cls(url, prefix)
+        self.client = redis.asyncio.Redis.from_url(url)
+        self.repo = AsyncRedisDeviceMetadataRepository(self.client, key_strategy=self.keys, ttl=TTL)
+        await self.repo.put_many(self.batch)
+        encode = msgspec.json.Encoder().encode
+        async with self.client.pipeline(transaction=False) as pipe:
+            for m in self.batch:
+                pipe.set(self.raw_prefix + m.device_id, encode(m), ex=TTL)
+            await pipe.execute()
+        return self
+
+    def get(self) -> dict[str, Callable[[], Any]]:
+        """TASKS tasks, each making GETS_PER_TASK gets of its own device; by candidate key."""
+        repo_get, client_get, decode = self.repo.get, self.client.get, self.decoder.decode
+        ids, raw_prefix, gather = self.ids, self.raw_prefix, asyncio.gather
+        rounds = range(GETS_PER_TASK)
+
+        async def task_ours(device_id: str) -> None:
+            for _ in rounds:
+                await repo_get(device_id)
+
+        async def task_raw(device_id: str) -> None:
+            key = raw_prefix + device_id
+            for _ in rounds:
+                decode(await client_get(key))  # type: ignore[arg-type]
+
+        async def f_ours() -> None:
+            await gather(*[task_ours(i) for i in ids])
+
+        async def f_raw() -> None:
+            await gather(*[task_raw(i) for i in ids])
+
+        return {"raw": f_raw, "ours": f_ours}
+
+    async def verify(self) -> None:
+        """Both read the same devices."""
+        for m in self.batch[:3]:
+            raw = await self.client.get(self.raw_prefix + m.device_id)
+            assert raw is not None
+            assert self.decoder.decode(raw) == await self.repo.get(m.device_id) == m
+
+    async def cleanup(self) -> None:
+        """Delete every key this run wrote and close the client."""
+        doomed = [key async for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000)]
+        for start in range(0, len(doomed), 500):
+            await self.client.delete(*doomed[start : start + 500])
+        await self.client.aclose()
+
+
+__all__ = [
+    "GETS_PER_TASK",
+    "INNER",
+    "TASKS",
+    "TTL",
+    "AsyncRedisWork",
+    "CodecWork",
+    "DataclassDevice",
+    "SyncRedisWork",
+    "run_prefix",
+]
