@@ -54,6 +54,25 @@ end
 local function alive(id)
   return redis.call('EXISTS', ARGV[1] .. id) == 1
 end
+-- An index entry whose key is missing: remove it if the device is gone for good. With buckets
+-- (Redis Cluster) a key may only be missing because its slot is migrating (Redis 6.2 lets a
+-- script read such a key as absent), so there only entries that the expiry index says have
+-- expired are removed; repair() removes the others. Returns true when the entry was removed.
+local bucketed = string.find(ARGV[1], '{', 1, true) ~= nil
+local forget_now = nil
+local function forget(id)
+  if bucketed then
+    local at = redis.call('ZSCORE', KEYS[2], id)
+    if not at then return false end
+    if forget_now == nil then
+      local t = redis.call('TIME')
+      forget_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    if tonumber(at) >= forget_now then return false end
+  end
+  unindex(id)
+  return true
+end
 -- Remove up to `limit` expired entries from the indexes (their keys are already gone).
 local function prune_expired(now, limit)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
@@ -153,7 +172,7 @@ for _, id in ipairs(ids) do
       out[#out + 1] = score or ''
     end
   else
-    unindex(id)
+    forget(id)
   end
 end
 local last = false
@@ -271,8 +290,7 @@ while found < want and budget > 0 do
       out[#out + 1] = best.dt
       found = found + 1
     end
-  else
-    unindex(id)
+  elseif forget(id) then
     best.next = best.next - 1  -- the entries after it moved up by one
   end
   advance(best)
@@ -321,8 +339,7 @@ local function first_live(shard, reverse)
     for i = 1, #batch, 2 do
       budget = budget - 1
       if live(batch[i]) then return tonumber(batch[i + 1]) end
-      if not alive(batch[i]) then
-        unindex(batch[i])
+      if not alive(batch[i]) and forget(batch[i]) then
         dead = dead + 1
       end
     end
