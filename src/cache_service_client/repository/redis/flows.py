@@ -249,6 +249,7 @@ class _Item:
     device_id: str
     score: int | None = None
     datatype_id: str | None = None
+    value: Any = None  # the stored value, when the walk was asked for values
 
 
 @dataclass
@@ -261,6 +262,7 @@ class _Stream:
     chunk: int = RANGE_CHUNK  # entries to examine in the next fetch; grows up to RANGE_CHUNK
     buffer: deque[_Item] = field(default_factory=deque)
     done: bool = False
+    total: int | None = None  # the bucket's device count, when the first fetch asked for it
 
 
 def _walk(
@@ -280,6 +282,8 @@ def _walk(
             replies = yield from _each([s.request(s.continuation, s.chunk) for s in empty])
             for stream, reply in zip(empty, replies, strict=True):
                 items, stream.continuation = stream.parse(reply)
+                if len(reply) > 3 and reply[3] is not None and stream.total is None:
+                    stream.total = int(reply[3])
                 stream.buffer.extend(items)
                 stream.done = stream.continuation is None
                 stream.chunk = min(stream.chunk * 4, RANGE_CHUNK)
@@ -304,34 +308,55 @@ def _lex_bounds(prefix: str, descending: bool) -> tuple[str | bytes, str | bytes
     return (high, low) if descending else (low, high)
 
 
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
 def _id_streams(
-    ctx: FlowContext, prefix: str, descending: bool, after: str | None, with_scores: bool
+    ctx: FlowContext,
+    prefix: str,
+    descending: bool,
+    after: str | None,
+    with_scores: bool,
+    *,
+    with_values: bool = False,
+    with_total: bool = False,
 ) -> list[_Stream]:
+    """One stream per bucket over its ids index.
+
+    ``with_values`` makes each chunk carry the values (one round trip for a page nothing
+    filters out); ``with_total`` makes the first chunk carry the bucket's device count.
+    """
     start, stop = _lex_bounds(prefix, descending)
-    reverse = "1" if descending else "0"
-    scores = "1" if with_scores else "0"
+    flags = (_flag(descending), _flag(with_scores), _flag(with_values))
 
     def stream(bucket: int) -> _Stream:
+        first = start if after is None else "(" + after
+
         def request(continuation: Any, count: int) -> Op:
-            return _script(ctx, lua.RANGE, bucket, (), (continuation, stop, count, reverse, scores))
+            total = _flag(with_total and continuation is first)
+            args = (continuation, stop, count, *flags, total)
+            return _script(ctx, lua.RANGE, bucket, (), args)
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
-            flat, last = reply
+            flat, last = reply[0], reply[1]
+            values = reply[2] if len(reply) > 2 else []
             items: list[_Item] = []
             step = 3 if with_scores else 1
-            for i in range(0, len(flat), step):
+            for n, i in enumerate(range(0, len(flat), step)):
                 device_id = _text(flat[i])
                 item = _Item((device_id,), device_id)
                 if with_scores:
                     dt, score = _text(flat[i + 1]), _text(flat[i + 2])
                     item.datatype_id = dt or None
                     item.score = int(float(score)) if score else None
+                if with_values:
+                    item.value = values[n]
                 items.append(item)
             if last is None:
                 return items, None
             return items, (b"(" + last if isinstance(last, bytes) else "(" + str(last))
 
-        first = start if after is None else "(" + after
         return _Stream(request, parse, first)
 
     return [stream(bucket) for bucket in range(ctx.keys.buckets)]
@@ -371,30 +396,40 @@ def list_ids(
     return result
 
 
-def _score_streams(ctx: FlowContext, plan: QueryPlan) -> list[_Stream]:
+def _score_streams(
+    ctx: FlowContext, plan: QueryPlan, *, with_values: bool = False, with_total: bool = False
+) -> list[_Stream]:
     """One stream per bucket: its updated indexes merged by (score, id) on the server.
 
-    The persist filter is applied there too (the score's lowest bit); the id pattern is not.
+    The datatype, time and persist filters are applied there too (the persist flag is the
+    score's lowest bit); the id pattern is not. ``with_values`` / ``with_total`` as for
+    :func:`_id_streams`.
     """
     datatype = plan.datatype_id or ""
     lo = "-inf" if plan.lo is None else str(plan.lo)
     hi = "+inf" if plan.hi is None else str(plan.hi)
-    reverse = "1" if plan.descending else "0"
+    reverse = _flag(plan.descending)
     persist = "" if plan.persist is None else str(int(plan.persist))
+    values_flag = _flag(with_values)
 
     def stream(bucket: int) -> _Stream:
         def request(continuation: Any, count: int) -> Op:
             score, device_id = continuation if continuation is not None else ("", "")
             budget = max(4 * count, RANGE_CHUNK)
+            total = _flag(with_total and continuation is plan.after)
             args = (datatype, lo, hi, score, device_id, count, reverse, persist, budget)
-            return _script(ctx, lua.SCORE_MERGE, bucket, (), args)
+            return _script(ctx, lua.SCORE_MERGE, bucket, (), (*args, values_flag, total))
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
-            flat, last = reply
+            flat, last = reply[0], reply[1]
+            values = reply[2] if len(reply) > 2 else []
             items = []
-            for i in range(0, len(flat), 3):
+            for n, i in enumerate(range(0, len(flat), 3)):
                 device_id, score = _text(flat[i]), int(float(_text(flat[i + 1])))
-                items.append(_Item((score, device_id), device_id, score, _text(flat[i + 2])))
+                item = _Item((score, device_id), device_id, score, _text(flat[i + 2]))
+                if with_values:
+                    item.value = values[n]
+                items.append(item)
             if last is None:
                 return items, None
             return items, (int(float(_text(last[0]))), _text(last[1]))
@@ -426,24 +461,40 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
         chosen.append(item)
         return len(chosen) > plan.limit
 
+    # When the server returns only entries the page takes (no filter left to the client), the
+    # walk carries the values too, and the count on a first page: one round trip in all.
+    with_total = plan.after is None and not query.has_filters
     if plan.by_time:
-        streams = _score_streams(ctx, plan)
+        with_values = plan.matcher is None
+        streams = _score_streams(ctx, plan, with_values=with_values, with_total=with_total)
     else:
         after = str(plan.after[0]) if plan.after is not None else None
         with_scores = plan.needs_score or by_datatype is not None
-        streams = _id_streams(ctx, plan.prefix, plan.descending, after, with_scores)
+        with_values = plan.matcher is None and not with_scores
+        streams = _id_streams(
+            ctx,
+            plan.prefix,
+            plan.descending,
+            after,
+            with_scores,
+            with_values=with_values,
+            with_total=with_total,
+        )
     yield from _walk(streams, plan.descending, accept, plan.limit + 1)
     page_items = chosen[: plan.limit]
-    total = None
-    if plan.after is None and not query.has_filters:
-        total = yield from count(ctx)
+    total = sum(s.total or 0 for s in streams) if with_total else None
     items: list[DeviceMetadata] = []
     if page_items:
         ids = [item.device_id for item in page_items]
         keys = ctx.keys.device_keys(ids)
-        raws = yield from _mget(ctx, keys)
+        if with_values:
+            raws = [item.value for item in page_items]
+        else:
+            raws = yield from _mget(ctx, keys)
         for device_id, key, raw in zip(ids, keys, raws, strict=True):
             if raw is None:
+                if with_values:  # a key of another type: the script could not GET it
+                    logger.warning("query skipped a corrupted entry: %s holds no string", key)
                 continue  # deleted since the index was read
             try:
                 items.append(ctx.codec.decode(key, raw, device_id))

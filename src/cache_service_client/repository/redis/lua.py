@@ -89,6 +89,12 @@ local function bytes_lt(a, b)
   end
   return #a < #b
 end
+-- The value of a live device, or false for a key of another type (reported as corrupted).
+local function value_of(id)
+  local value = redis.pcall('GET', ARGV[1] .. id)
+  if type(value) == 'table' then return false end
+  return value
+end
 local function alive_count(now)
   return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
 end
@@ -152,9 +158,10 @@ RANGE = LuaScript.of(
     + """
 -- Walk the ids index by id. ARGV[3]: lex start, ARGV[4]: lex stop, ARGV[5]: how many entries
 -- to examine, ARGV[6]: "1" to walk backwards (start and stop then swap roles), ARGV[7]: "1" to
--- return each id's datatype and score too.
+-- return each id's datatype and score too, ARGV[8]: "1" to return the values too, ARGV[9]: "1"
+-- to return the bucket's device count too.
 -- Returns {ids whose key exists (with datatype and score when asked), last id examined or
--- false when the range ended}.
+-- false when the range ended, their values (when asked), the count or false}.
 local count = tonumber(ARGV[5])
 local ids
 if ARGV[6] == '1' then
@@ -162,7 +169,8 @@ if ARGV[6] == '1' then
 else
   ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[3], ARGV[4], 'LIMIT', 0, count)
 end
-local out = {}
+local out, values = {}, {}
+local with_values = ARGV[8] == '1'
 for _, id in ipairs(ids) do
   if alive(id) then
     out[#out + 1] = id
@@ -171,13 +179,16 @@ for _, id in ipairs(ids) do
       out[#out + 1] = dt or ''
       out[#out + 1] = score or ''
     end
+    if with_values then values[#values + 1] = value_of(id) end
   else
     forget(id)
   end
 end
 local last = false
 if #ids == count then last = ids[#ids] end
-return {out, last}
+local total = false
+if ARGV[9] == '1' then total = alive_count(now_ms()) end
+return {out, last, values, total}
 """,
 )
 
@@ -189,9 +200,10 @@ SCORE_MERGE = LuaScript.of(
 -- all; ARGV[4], ARGV[5]: lowest and highest score allowed (inclusive, '-inf' / '+inf' for none);
 -- ARGV[6], ARGV[7]: the (score, id) to resume after ('' for the start); ARGV[8]: how many live
 -- matches to return; ARGV[9]: "1" backwards; ARGV[10]: persist filter ('' none, '0', '1');
--- ARGV[11]: most entries to examine.
+-- ARGV[11]: most entries to examine; ARGV[12]: "1" to return the values too; ARGV[13]: "1" to
+-- return the bucket's device count too.
 -- Returns {id, score, datatype, ... of live matches in order; the last (score, id) examined, or
--- false when every index is exhausted}.
+-- false when every index is exhausted; their values (when asked); the count or false}.
 local reverse = ARGV[9] == '1'
 local lo, hi = ARGV[4], ARGV[5]
 local want, budget = tonumber(ARGV[8]), tonumber(ARGV[11])
@@ -265,6 +277,12 @@ local function advance(h)
 end
 for _, h in ipairs(heads) do advance(h) end
 local out, found, last = {}, 0, false
+local values, with_values = {}, ARGV[12] == '1'
+local function finish(continuation)
+  local total = false
+  if ARGV[13] == '1' then total = alive_count(now_ms()) end
+  return {out, continuation, values, total}
+end
 while found < want and budget > 0 do
   local best = nil
   for _, h in ipairs(heads) do
@@ -279,7 +297,7 @@ while found < want and budget > 0 do
       end
     end
   end
-  if best == nil then return {out, false} end
+  if best == nil then return finish(false) end
   budget = budget - 1
   local id, score, text = best.id, best.score, best.text
   last = {text, id}
@@ -288,6 +306,7 @@ while found < want and budget > 0 do
       out[#out + 1] = id
       out[#out + 1] = text
       out[#out + 1] = best.dt
+      if with_values then values[#values + 1] = value_of(id) end
       found = found + 1
     end
   elseif forget(id) then
@@ -296,7 +315,7 @@ while found < want and budget > 0 do
   advance(best)
 end
 -- Stopped on the budget or with enough matches: more may follow.
-return {out, last}
+return finish(last)
 """,
 )
 
