@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -406,6 +407,10 @@ def test_info_of_an_empty_cache() -> None:
 # --- list_ids ------------------------------------------------------------------------------------
 
 
+def flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
 def range_call(
     start: str | bytes,
     stop: str | bytes,
@@ -413,19 +418,34 @@ def range_call(
     count: int = flows.RANGE_CHUNK,
     reverse: bool = False,
     scores: bool = False,
+    values: bool = False,
+    total: bool = False,
 ) -> ScriptCall:
-    """A RANGE call examining ``count`` entries (a walk's first chunk: limit + 1, then x4)."""
-    flags = ("1" if reverse else "0", "1" if scores else "0")
+    """A RANGE call examining ``count`` entries (a walk's first chunk: limit + 1, then x4).
+
+    ``values``: the live entries' values are asked too; ``total``: the bucket's device count.
+    """
+    flags = (flag(reverse), flag(scores), flag(values), flag(total))
     return call(lua.RANGE, start, stop, count, *flags)
+
+
+def chunk(
+    items: Sequence[object],
+    last: object,
+    values: Sequence[object] = (),
+    total: int | None = None,
+) -> list[object]:
+    """A RANGE or SCORE_MERGE reply: {live entries, last examined or nil, values, count or nil}."""
+    return [list(items), last, list(values), total]
 
 
 def test_list_ids_walks_the_literal_prefix_range_in_chunks() -> None:
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="dev-1*"),
         [
-            [[b"dev-1", b"dev-10"], b"dev-10"],
-            [[b"dev-11"], b"dev-12"],  # dev-12 was examined but its key is gone
-            [[], None],
+            chunk([b"dev-1", b"dev-10"], b"dev-10"),
+            chunk([b"dev-11"], b"dev-12"),  # dev-12 was examined but its key is gone
+            chunk([], None),
         ],
     )
     assert result == ["dev-1", "dev-10", "dev-11"]
@@ -437,7 +457,9 @@ def test_list_ids_walks_the_literal_prefix_range_in_chunks() -> None:
 
 
 def test_list_ids_continues_from_a_str_last() -> None:
-    _, ops = run_flow(flows.list_ids(ctx(), pattern="é*"), [[["é1"], "é1"], [["é2"], None]])
+    _, ops = run_flow(
+        flows.list_ids(ctx(), pattern="é*"), [chunk(["é1"], "é1"), chunk(["é2"], None)]
+    )
     assert ops == [
         range_call("[é", "[é".encode() + b"\xff"),
         range_call("(é1", "[é".encode() + b"\xff"),
@@ -445,13 +467,19 @@ def test_list_ids_continues_from_a_str_last() -> None:
 
 
 def test_list_ids_without_pattern_reads_the_whole_index() -> None:
-    result, ops = run_flow(flows.list_ids(ctx()), [[[b"a", b"b", "c"], None]])
+    result, ops = run_flow(flows.list_ids(ctx()), [chunk([b"a", b"b", "c"], None)])
     assert result == ["a", "b", "c"]
-    assert ops == [range_call("-", "+")]
+    # Unfiltered, but ids only: neither the values nor the count are asked ("0", "0").
+    assert ops == [range_call("-", "+", values=False, total=False)]
+    (op,) = ops
+    assert isinstance(op, ScriptCall)
+    assert op.args[-2:] == ("0", "0")
 
 
 def test_list_ids_pattern_without_literal_prefix_reads_the_whole_index() -> None:
-    result, ops = run_flow(flows.list_ids(ctx(), pattern="*-1"), [[[b"a-1", b"a-2", b"b-1"], None]])
+    result, ops = run_flow(
+        flows.list_ids(ctx(), pattern="*-1"), [chunk([b"a-1", b"a-2", b"b-1"], None)]
+    )
     assert result == ["a-1", "b-1"]
     assert ops == [range_call("-", "+")]
 
@@ -459,7 +487,7 @@ def test_list_ids_pattern_without_literal_prefix_reads_the_whole_index() -> None
 def test_list_ids_applies_the_glob_beyond_the_prefix() -> None:
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="dev-?x"),
-        [[[b"dev-1x", b"dev-12x", b"dev-2x", b"dev-3y", "dev-éx"], None]],
+        [chunk([b"dev-1x", b"dev-12x", b"dev-2x", b"dev-3y", "dev-éx"], None)],
     )
     # "?" matches one byte, as in Redis: "é" is two bytes in UTF-8.
     assert result == ["dev-1x", "dev-2x"]
@@ -467,14 +495,14 @@ def test_list_ids_applies_the_glob_beyond_the_prefix() -> None:
 
 
 def test_list_ids_exact_id_pattern() -> None:
-    result, ops = run_flow(flows.list_ids(ctx(), pattern="ab"), [[[b"ab", b"abc"], None]])
+    result, ops = run_flow(flows.list_ids(ctx(), pattern="ab"), [chunk([b"ab", b"abc"], None)])
     assert result == ["ab"]
     assert ops == [range_call("[ab", b"[ab\xff")]
 
 
 def test_list_ids_escaped_glob_characters_are_part_of_the_prefix() -> None:
     result, ops = run_flow(
-        flows.list_ids(ctx(), pattern="a\\*b*"), [[[b"a*b", b"a*bc", b"a*c"], None]]
+        flows.list_ids(ctx(), pattern="a\\*b*"), [chunk([b"a*b", b"a*bc", b"a*c"], None)]
     )
     assert result == ["a*b", "a*bc"]
     assert ops == [range_call("[a*b", b"[a*b\xff")]
@@ -484,8 +512,8 @@ def test_list_ids_offset_and_limit_count_matching_ids_across_chunks() -> None:
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="?1", offset=1, limit=2),
         [
-            [[b"a1", b"a2", b"b1"], b"b1"],
-            [[b"b2", b"c1", b"d1", b"e1"], b"e1"],
+            chunk([b"a1", b"a2", b"b1"], b"b1"),
+            chunk([b"b2", b"c1", b"d1", b"e1"], b"e1"),
         ],
     )
     assert result == ["b1", "c1"]
@@ -499,7 +527,7 @@ def test_list_ids_without_a_limit_examines_range_chunk_entries_from_the_start() 
     full, rest = ids[: flows.RANGE_CHUNK], ids[flows.RANGE_CHUNK :]
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="x*", offset=600),
-        [[full, full[-1]], [rest, None]],  # a full chunk (more to come), then the end
+        [chunk(full, full[-1]), chunk(rest, None)],  # a full chunk (more to come), then the end
     )
     assert result == [i.decode() for i in ids[600:]]
     # Nothing bounds the walk: every chunk, the first included, examines RANGE_CHUNK entries.
@@ -510,7 +538,7 @@ def test_list_ids_without_a_limit_examines_range_chunk_entries_from_the_start() 
 
 
 def test_list_ids_offset_beyond_the_end() -> None:
-    result, _ = run_flow(flows.list_ids(ctx(), offset=5), [[[b"a", b"b"], None]])
+    result, _ = run_flow(flows.list_ids(ctx(), offset=5), [chunk([b"a", b"b"], None)])
     assert result == []
 
 
@@ -540,10 +568,24 @@ def merge_args(
     reverse: bool = False,
     persist: str = "",
     budget: int = flows.RANGE_CHUNK,
+    values: bool = False,
+    total: bool = False,
 ) -> tuple[object, ...]:
     """SCORE_MERGE's arguments after the prefixes: ``count`` live matches asked (limit + 1 first,
-    then x4), at most ``budget`` entries examined ("" datatype: all of them merged)."""
-    return (datatype_id, lo, hi, *after, count, "1" if reverse else "0", persist, budget)
+    then x4), at most ``budget`` entries examined ("" datatype: all of them merged); then
+    whether the values and the bucket's device count are asked too."""
+    return (
+        datatype_id,
+        lo,
+        hi,
+        *after,
+        count,
+        flag(reverse),
+        persist,
+        budget,
+        flag(values),
+        flag(total),
+    )
 
 
 def score_merge_call(*args: Any, **kwargs: Any) -> ScriptCall:
@@ -571,16 +613,15 @@ def with_scores(*entries: tuple[str, str, int | None]) -> list[bytes]:
     return flat
 
 
-def test_query_by_id_walks_the_ids_index_counts_and_reads_the_page() -> None:
+def test_query_by_id_reads_the_page_and_the_count_in_one_walk_request() -> None:
+    # No filter: every live entry the walk meets is on the page, so the walk carries the values,
+    # and on a first page the count. No COUNT script call, no MGET.
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2)),
-        [[[b"a", b"b", b"c"], None], 7, [encoded("a"), encoded("b")]],
+        [chunk([b"a", b"b", b"c"], None, [encoded("a"), encoded("b"), encoded("c")], 7)],
     )
-    assert ops == [
-        range_call("-", "+", count=3),  # limit + 1 entries: a full page and a next-page check
-        call(lua.COUNT, flows.PRUNE_BATCH),
-        Command(("MGET", "device:a", "device:b")),
-    ]
+    # limit + 1 entries: a full page and a next-page check.
+    assert ops == [range_call("-", "+", count=3, values=True, total=True)]
     assert page.items == [make("a"), make("b")]
     assert page.total == 7
     assert page.next_cursor is not None
@@ -589,14 +630,14 @@ def test_query_by_id_walks_the_ids_index_counts_and_reads_the_page() -> None:
 def test_query_cursor_resumes_after_the_last_id_of_the_previous_page() -> None:
     first, _ = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2)),
-        [[[b"a", b"b", b"c"], None], 3, [encoded("a"), encoded("b")]],
+        [chunk([b"a", b"b", b"c"], None, [encoded("a"), encoded("b"), encoded("c")], 3)],
     )
     second, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2, cursor=first.next_cursor)),
-        [[[b"c"], None], [encoded("c")]],
+        [chunk([b"c"], None, [encoded("c")])],
     )
-    # No COUNT on later pages; the walk starts right after "b".
-    assert ops == [range_call("(b", "+", count=3), Command(("MGET", "device:c"))]
+    # No count on later pages (values still); the walk starts right after "b".
+    assert ops == [range_call("(b", "+", count=3, values=True)]
     assert second.items == [make("c")]
     assert second.next_cursor is None
     assert second.total is None
@@ -605,9 +646,11 @@ def test_query_cursor_resumes_after_the_last_id_of_the_previous_page() -> None:
 def test_query_exactly_limit_matches_has_no_next_page() -> None:
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2, pattern="*")),
-        [[[b"a", b"b"], None], [encoded("a"), encoded("b")]],
+        [chunk([b"a", b"b"], None, [encoded("a"), encoded("b")])],
     )
-    assert len(ops) == 2  # a filter (even "*"): no COUNT
+    # A filter (even "*"): no count. "*" leaves nothing to the client: the values come along.
+    assert ops == [range_call("-", "+", count=3, values=True)]
+    assert page.items == [make("a"), make("b")]
     assert page.next_cursor is None
     assert page.total is None
 
@@ -617,12 +660,13 @@ def test_query_reads_limit_plus_one_matches_across_chunks() -> None:
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2, pattern="?1")),
         [
-            [[b"a1", b"a2", b"a3"], b"a3"],  # 3 entries examined, one match
-            [second, b"b5"],  # 12 entries examined, one match (b1)
-            [[b"b6", b"b7", b"b8", b"b9", b"c0", b"c1", b"c2"], None],  # the end of the index
+            chunk([b"a1", b"a2", b"a3"], b"a3"),  # 3 entries examined, one match
+            chunk(second, b"b5"),  # 12 entries examined, one match (b1)
+            chunk([b"b6", b"b7", b"b8", b"b9", b"c0", b"c1", b"c2"], None),  # the index's end
             [encoded("a1"), encoded("b1")],
         ],
     )
+    # The pattern is matched here: the walk returns no values, the page is read with MGET.
     # c1 is the third match: enough to know a next page exists (c2 is never looked at).
     assert ops == [
         range_call("-", "+", count=3),
@@ -632,6 +676,7 @@ def test_query_reads_limit_plus_one_matches_across_chunks() -> None:
     ]
     assert [m.device_id for m in page.items] == ["a1", "b1"]
     assert page.next_cursor is not None
+    assert page.total is None
 
 
 def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects() -> None:
@@ -644,10 +689,10 @@ def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects()
     starts: list[str | bytes] = ["-"]
     position = 0
     for size in sizes:
-        chunk = [i.encode() for i in ids[position : position + size]]
+        entries = [i.encode() for i in ids[position : position + size]]
         position += size
-        replies.append([chunk, chunk[-1]])  # a full chunk: more to come
-        starts.append(b"(" + chunk[-1])
+        replies.append(chunk(entries, entries[-1]))  # a full chunk: more to come
+        starts.append(b"(" + entries[-1])
     replies.append([encoded("d0399-hit"), encoded("d0799-hit")])
     page, ops = run_flow(flows.query(ctx(), DeviceQuery(limit=2, pattern="*-hit")), replies)
     # d1199-hit, the third match, ends the walk inside the sixth chunk.
@@ -663,9 +708,9 @@ def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects()
 
 
 def test_query_descending_by_id_swaps_the_lex_bounds() -> None:
-    query = DeviceQuery(pattern="dev-*", descending=True, limit=1)
+    query = DeviceQuery(pattern="dev-?*", descending=True, limit=1)
     page, ops = run_flow(
-        flows.query(ctx(), query), [[[b"dev-9", b"dev-8"], None], [encoded("dev-9")]]
+        flows.query(ctx(), query), [chunk([b"dev-9", b"dev-8"], None), [encoded("dev-9")]]
     )
     assert ops[0] == range_call(b"[dev-\xff", "[dev-", count=2, reverse=True)
     assert [m.device_id for m in page.items] == ["dev-9"]
@@ -673,21 +718,20 @@ def test_query_descending_by_id_swaps_the_lex_bounds() -> None:
     assert cursor is not None
     _, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=cursor)),
-        [[[b"dev-8"], None], [encoded("dev-8")]],
+        [chunk([b"dev-8"], None), [encoded("dev-8")]],
     )
     assert ops[0] == range_call("(dev-9", "[dev-", count=2, reverse=True)
 
 
 def test_query_descending_without_pattern_walks_from_the_top() -> None:
-    _, ops = run_flow(flows.query(ctx(), DeviceQuery(descending=True)), [[[], None], 0])
-    assert ops == [
-        range_call("+", "-", count=FIRST, reverse=True),
-        call(lua.COUNT, flows.PRUNE_BATCH),
-    ]
+    page, ops = run_flow(flows.query(ctx(), DeviceQuery(descending=True)), [chunk([], None, [], 0)])
+    assert ops == [range_call("+", "-", count=FIRST, reverse=True, values=True, total=True)]
+    assert page.items == []
+    assert page.total == 0
 
 
 def test_query_empty_page_reads_no_values() -> None:
-    page, ops = run_flow(flows.query(ctx(), DeviceQuery(pattern="x*")), [[[], None]])
+    page, ops = run_flow(flows.query(ctx(), DeviceQuery(pattern="x?*")), [chunk([], None)])
     assert ops == [range_call("[x", b"[x\xff", count=FIRST)]
     assert page.items == []
     assert page.next_cursor is None
@@ -697,7 +741,7 @@ def test_query_by_id_asks_for_scores_to_filter_on_persist() -> None:
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(persist=True)),
         [
-            [
+            chunk(
                 with_scores(
                     ("a", "temp", score(persist=True)),
                     ("b", "temp", score(persist=False)),
@@ -705,10 +749,11 @@ def test_query_by_id_asks_for_scores_to_filter_on_persist() -> None:
                     ("d", "hum", score(persist=True)),
                 ),
                 None,
-            ],
+            ),
             [encoded("a"), encoded("d", datatype_id="hum")],
         ],
     )
+    # The persist filter is applied here, on the scores: no values from the walk, then MGET.
     assert ops == [
         range_call("-", "+", count=FIRST, scores=True),
         Command(("MGET", "device:a", "device:d")),
@@ -721,7 +766,9 @@ def test_query_by_id_filters_on_the_datatype_from_the_scores() -> None:
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(datatype_id="hum")),
         [
-            [with_scores(("a", "temp", score()), ("b", "hum", score()), ("c", "", None)), None],
+            chunk(
+                with_scores(("a", "temp", score()), ("b", "hum", score()), ("c", "", None)), None
+            ),
             [encoded("b", datatype_id="hum")],
         ],
     )
@@ -736,14 +783,14 @@ def test_query_by_id_filters_on_time_bounds() -> None:
     page, ops = run_flow(
         flows.query(ctx(), query),
         [
-            [
+            chunk(
                 with_scores(
                     ("a", "temp", score(WHEN)),  # not strictly after
                     ("b", "temp", score(later, persist=False)),
                     ("c", "temp", score(later + timedelta(seconds=1))),  # not strictly before
                 ),
                 None,
-            ],
+            ),
             [encoded("b", last_updated=later, persist=False)],
         ],
     )
@@ -757,22 +804,22 @@ def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> No
     page, ops = run_flow(
         flows.query(ctx(), query),
         [
-            [
+            chunk(
                 # Merged by (score, id): h1, t1, then h2 and t2 at the same score, by id.
                 merged(("h1", t + 2, "hum"), ("t1", t + 4, "temp"), ("h2", t + 6, "hum")),
                 [str(t + 6).encode(), b"h2"],  # the budget ran out before limit + 1 matches
-            ],
-            [merged(("t2", t + 6, "temp")), None],
-            5,
-            [encoded("h1"), encoded("t1"), encoded("h2")],
+                [encoded("h1"), encoded("t1"), encoded("h2")],
+                5,
+            ),
+            chunk(merged(("t2", t + 6, "temp")), None, [encoded("t2")]),
         ],
     )
     # No datatype filter: every datatype ("") in one call, no SMEMBERS; then 4 times as many.
+    # Nothing is left to the client: values come with the matches, the count with the first
+    # chunk only; no COUNT, no MGET.
     assert ops == [
-        score_merge_call(count=4),
-        score_merge_call(after=(t + 6, "h2"), count=16),
-        call(lua.COUNT, flows.PRUNE_BATCH),
-        Command(("MGET", "device:h1", "device:t1", "device:h2")),
+        score_merge_call(count=4, values=True, total=True),
+        score_merge_call(after=(t + 6, "h2"), count=16, values=True),
     ]
     assert [m.device_id for m in page.items] == ["h1", "t1", "h2"]
     assert page.total == 5
@@ -781,14 +828,14 @@ def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> No
     second, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
         [
-            [merged(("t2", t + 6, "temp"), ("t3", t + 8, "temp")), None],
-            [encoded("t2"), encoded("t3")],
+            chunk(
+                merged(("t2", t + 6, "temp"), ("t3", t + 8, "temp")),
+                None,
+                [encoded("t2"), encoded("t3")],
+            ),
         ],
     )
-    assert ops == [
-        score_merge_call(after=(t + 6, "h2"), count=4),
-        Command(("MGET", "device:t2", "device:t3")),
-    ]
+    assert ops == [score_merge_call(after=(t + 6, "h2"), count=4, values=True)]
     assert [m.device_id for m in second.items] == ["t2", "t3"]
     assert second.next_cursor is None
     assert second.total is None
@@ -804,35 +851,74 @@ def test_query_by_last_updated_descending_with_a_datatype_and_time_bounds() -> N
         updated_before=WHEN + timedelta(seconds=1),
         persist=False,
     )
+    value = encoded("a", persist=False, last_updated=WHEN + timedelta(milliseconds=400))
     page, ops = run_flow(
         flows.query(ctx(), query),
-        [
-            [merged(("a", (t + 400) * 2, "temp")), None],
-            [encoded("a", persist=False, last_updated=WHEN + timedelta(milliseconds=400))],
-        ],
+        [chunk(merged(("a", (t + 400) * 2, "temp")), None, [value])],
     )
-    # The datatype and the persist filter go to the server; bounds are exclusive, in ms * 2 +
-    # persist.
+    # The datatype, time and persist filters all go to the server (bounds are exclusive, in
+    # ms * 2 + persist): the values come with the matches, no MGET; filtered: no count.
     lo, hi = str((t + 1) * 2), str((t + 999) * 2 + 1)
     assert ops == [
-        score_merge_call("temp", lo, hi, count=FIRST, reverse=True, persist="0"),
-        Command(("MGET", "device:a")),
+        score_merge_call("temp", lo, hi, count=FIRST, reverse=True, persist="0", values=True),
     ]
     assert [m.device_id for m in page.items] == ["a"]
+    assert page.total is None
+
+
+def test_query_by_last_updated_with_a_pattern_reads_the_page_with_mget() -> None:
+    t = datetime_to_ms(WHEN) * 2
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(sort="last_updated", pattern="t?*", limit=1)),
+        [
+            chunk(merged(("h1", t + 2, "hum"), ("t1", t + 4, "temp")), None),
+            [encoded("t1")],
+        ],
+    )
+    # The id pattern is matched here, not on the server: no values, no count, then MGET.
+    assert ops == [score_merge_call(count=2), Command(("MGET", "device:t1"))]
+    assert [m.device_id for m in page.items] == ["t1"]
+    assert page.next_cursor is None
+    assert page.total is None
 
 
 def test_query_skips_values_deleted_or_corrupted_since_the_index_was_read() -> None:
-    page, _ = run_flow(
-        flows.query(ctx(), DeviceQuery(pattern="*")),
-        [[[b"a", b"b", b"c"], None], [None, b"garbage", encoded("c")]],
+    # A pattern left to the client: the page is read with MGET, after the walk.
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(pattern="?")),
+        [chunk([b"a", b"b", b"c"], None), [None, b"garbage", encoded("c")]],
     )
+    assert ops[-1] == Command(("MGET", "device:a", "device:b", "device:c"))
     assert page.items == [make("c")]
+
+
+def test_query_skips_a_value_the_walk_could_not_read(caplog: pytest.LogCaptureFixture) -> None:
+    # The script answers nil for a key of another type (it cannot GET it) and the value as is
+    # otherwise; both bad entries are left out of the page, with a warning.
+    with caplog.at_level(logging.WARNING, logger="cache_service_client"):
+        page, ops = run_flow(
+            flows.query(ctx(), DeviceQuery(limit=4)),
+            [
+                chunk(
+                    [b"a", b"b", b"c", b"d"],
+                    None,
+                    [encoded("a"), None, b"garbage", encoded("d")],  # b: a list; c: not a device
+                    4,
+                )
+            ],
+        )
+    assert ops == [range_call("-", "+", count=5, values=True, total=True)]
+    assert page.items == [make("a"), make("d")]
+    assert page.total == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("device:b" in message for message in warnings)
+    assert any("device:c" in message for message in warnings)
 
 
 def test_query_cursor_of_another_query_raises_before_yielding() -> None:
     first, _ = run_flow(
         flows.query(ctx(), DeviceQuery(limit=1)),
-        [[[b"a", b"b"], None], 2, [encoded("a")]],
+        [chunk([b"a", b"b"], None, [encoded("a"), encoded("b")], 2)],
     )
     assert first.next_cursor is not None
     for other in (
@@ -845,9 +931,9 @@ def test_query_cursor_of_another_query_raises_before_yielding() -> None:
         assert info.value.field == "cursor"
     # The same query with another page size keeps its cursors.
     _, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(limit=5, cursor=first.next_cursor)), [[[], None]]
+        flows.query(ctx(), DeviceQuery(limit=5, cursor=first.next_cursor)), [chunk([], None)]
     )
-    assert ops == [range_call("(a", "+", count=6)]  # the new limit + 1
+    assert ops == [range_call("(a", "+", count=6, values=True)]  # the new limit + 1
 
 
 @pytest.mark.parametrize("cursor", ["not a cursor", "", "AAAA"])
@@ -1049,48 +1135,54 @@ def test_bucketed_list_ids_merges_the_buckets_in_id_order() -> None:
     per_bucket = [sorted(ids_in(bucket, 3)) for bucket in range(4)]
     everything = sorted(i for ids in per_bucket for i in ids)
     assert everything != [i for ids in per_bucket for i in ids]  # the buckets interleave
-    start = ("-", "+", flows.RANGE_CHUNK, "0", "0")
+    # Ids only: neither values nor the count ("0", "0" after the reverse and scores flags).
+    flags = ("0", "0", "0", "0")
+    start = ("-", "+", flows.RANGE_CHUNK, *flags)
     replies: list[object] = [
         [
             # Bucket 0 answers one id at a time; the others at once.
-            [[per_bucket[0][0].encode()], per_bucket[0][0].encode()],
-            *([[i.encode() for i in ids], None] for ids in per_bucket[1:]),
+            chunk([per_bucket[0][0].encode()], per_bucket[0][0].encode()),
+            *(chunk([i.encode() for i in ids], None) for ids in per_bucket[1:]),
         ]
     ]
     # Bucket 0 is refetched alone each time its buffer runs dry, while the others wait.
-    replies.append([[per_bucket[0][1].encode()], per_bucket[0][1].encode()])
-    replies.append([[per_bucket[0][2].encode()], None])
+    replies.append(chunk([per_bucket[0][1].encode()], per_bucket[0][1].encode()))
+    replies.append(chunk([per_bucket[0][2].encode()], None))
     result, ops = run_flow(flows.list_ids(bctx()), replies)
     assert result == everything
     assert ops[0] == Pipeline(tuple(bucket_call(lua.RANGE, b, *start) for b in range(4)))
     assert ops[1:] == [
-        bucket_call(
-            lua.RANGE, 0, b"(" + per_bucket[0][0].encode(), "+", flows.RANGE_CHUNK, "0", "0"
-        ),
-        bucket_call(
-            lua.RANGE, 0, b"(" + per_bucket[0][1].encode(), "+", flows.RANGE_CHUNK, "0", "0"
-        ),
+        bucket_call(lua.RANGE, 0, b"(" + per_bucket[0][0].encode(), "+", flows.RANGE_CHUNK, *flags),
+        bucket_call(lua.RANGE, 0, b"(" + per_bucket[0][1].encode(), "+", flows.RANGE_CHUNK, *flags),
     ]
 
 
 def test_bucketed_list_ids_stops_at_the_limit() -> None:
     result, ops = run_flow(
         flows.list_ids(bctx(), pattern="x*", limit=3),
-        [[[[b"x1", b"x5"], None], [[b"x2"], None], [[], None], [[b"x3", b"x4"], None]]],
+        [
+            [
+                chunk([b"x1", b"x5"], None),
+                chunk([b"x2"], None),
+                chunk([], None),
+                chunk([b"x3", b"x4"], None),
+            ]
+        ],
     )
     assert result == ["x1", "x2", "x3"]
     assert len(ops) == 1
     (op,) = ops
     assert isinstance(op, Pipeline)
     # Every bucket's first chunk: limit + 1 entries.
-    assert [entry.args[2:5] for entry in op.commands] == [("[x", b"[x\xff", 4)] * 4
+    assert [entry.args[2:] for entry in op.commands] == [
+        ("[x", b"[x\xff", 4, "0", "0", "0", "0")
+    ] * 4
 
 
 def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() -> None:
     t = datetime_to_ms(WHEN) * 2
     h1, h2 = ids_in(0, 2)
     t1, t2 = ids_in(1, 2)
-    key = BUCKETED.device_key
 
     def merge(bucket: int, **kwargs: Any) -> ScriptCall:
         return bucket_call(lua.SCORE_MERGE, bucket, *merge_args(**kwargs))
@@ -1099,30 +1191,69 @@ def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() 
         flows.query(bctx(), DeviceQuery(sort="last_updated", limit=2)),
         [
             [
-                [merged((h1, t + 2, "hum")), [str(t + 2).encode(), h1.encode()]],  # more to come
-                [merged((t1, t + 4, "temp"), (t2, t + 8, "temp")), None],
-                [[], None],
-                [[], None],
+                # Every bucket's first chunk carries its values and its device count.
+                chunk(
+                    merged((h1, t + 2, "hum")),
+                    [str(t + 2).encode(), h1.encode()],  # more to come
+                    [encoded(h1)],
+                    2,
+                ),
+                chunk(
+                    merged((t1, t + 4, "temp"), (t2, t + 8, "temp")),
+                    None,
+                    [encoded(t1), encoded(t2)],
+                    2,
+                ),
+                chunk([], None, [], 0),
+                chunk([], None, [], 0),
             ],
-            [merged((h2, t + 6, "hum")), None],
-            [2, 2, 0, 0],
-            [[encoded(h1)], [encoded(t1)]],
+            chunk(merged((h2, t + 6, "hum")), None, [encoded(h2)]),
         ],
     )
     assert ops == [
-        Pipeline(tuple(merge(b, count=3) for b in range(4))),  # limit + 1 from every bucket
-        # Only bucket 0 ran dry; its next chunk is four times the first.
-        merge(0, after=(t + 2, h1), count=12),
-        Pipeline(tuple(bucket_call(lua.COUNT, b, flows.PRUNE_BATCH) for b in range(4))),
-        Pipeline((Command(("MGET", key(h1))), Command(("MGET", key(t1))))),
+        # limit + 1 from every bucket, with the values and the count.
+        Pipeline(tuple(merge(b, count=3, values=True, total=True) for b in range(4))),
+        # Only bucket 0 ran dry; its next chunk is four times the first, without the count.
+        merge(0, after=(t + 2, h1), count=12, values=True),
+        # No COUNT pipeline and no MGETs: the page and the total came with the walk.
     ]
     assert [m.device_id for m in page.items] == [h1, t1]
-    assert page.total == 4
+    assert page.items[1] == make(t1)
+    assert page.total == 4  # summed over the buckets
     # h2 was the third match; the next page resumes after t1 in every bucket.
     assert page.next_cursor is not None
     query = DeviceQuery(sort="last_updated", limit=2, cursor=page.next_cursor)
-    _, ops = run_flow(flows.query(bctx(), query), [[[[], None]] * 4])
-    assert ops == [Pipeline(tuple(merge(b, after=(t + 4, t1), count=3) for b in range(4)))]
+    second, ops = run_flow(flows.query(bctx(), query), [[chunk([], None)] * 4])
+    assert ops == [
+        Pipeline(tuple(merge(b, after=(t + 4, t1), count=3, values=True) for b in range(4)))
+    ]
+    assert second.total is None
+
+
+def test_bucketed_query_with_a_filter_reads_the_page_with_one_mget_per_bucket() -> None:
+    (a0,) = ids_in(0, 1)
+    (a2,) = ids_in(2, 1)
+    key = BUCKETED.device_key
+    query = DeviceQuery(pattern="d?*", limit=3)  # a glob matched here: no values from the walk
+    page, ops = run_flow(
+        flows.query(bctx(), query),
+        [
+            [
+                chunk([a0.encode()], None),
+                chunk([], None),
+                chunk([a2.encode()], None),
+                chunk([], None),
+            ],
+            [[encoded(a0)], [encoded(a2)]],
+        ],
+    )
+    first = ("[d", b"[d\xff", 4, "0", "0", "0", "0")
+    assert ops == [
+        Pipeline(tuple(bucket_call(lua.RANGE, b, *first) for b in range(4))),
+        Pipeline((Command(("MGET", key(a0))), Command(("MGET", key(a2))))),
+    ]
+    assert [m.device_id for m in page.items] == sorted([a0, a2])
+    assert page.total is None
 
 
 def test_bucketed_count_and_info_sum_over_the_buckets() -> None:

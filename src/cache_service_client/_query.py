@@ -149,6 +149,9 @@ def plan_query(query: object) -> QueryPlan:
     if query.cursor is not None:
         after = _decode_cursor(query.cursor, fingerprint, by_time)
     pattern = query.pattern
+    prefix = literal_prefix(pattern) if pattern is not None else ""
+    # "*" and "<literal prefix>*" need no matching: the prefix range already is the answer.
+    needs_matcher = pattern is not None and pattern not in ("*", prefix + "*")
     return QueryPlan(
         by_time=by_time,
         descending=query.descending,
@@ -157,11 +160,11 @@ def plan_query(query: object) -> QueryPlan:
         lo=lo,
         hi=hi,
         pattern=pattern,
-        prefix=literal_prefix(pattern) if pattern is not None else "",
+        prefix=prefix,
         limit=query.limit,
         after=after,
         fingerprint=fingerprint,
-        matcher=compile_glob(pattern) if pattern is not None and pattern != "*" else None,
+        matcher=compile_glob(pattern) if needs_matcher and pattern is not None else None,
     )
 
 
