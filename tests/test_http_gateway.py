@@ -702,7 +702,9 @@ def test_document_covers_every_route() -> None:
     document = build_openapi()
     app = create_app(AsyncInMemoryDeviceMetadataRepository())
     routes = {getattr(route, "path", "") for route in app.routes}
-    documented = {path.replace("{device_id}", "{device_id:path}") for path in document["paths"]}
+    documented = {
+        path.replace("{device_id}", "{device_id:csc_device_id}") for path in document["paths"]
+    }
     assert routes == documented
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -891,3 +893,15 @@ if HAVE_SCHEMATHESIS:
         case.call_and_validate(
             base_url=fuzz_gateway.url, headers=AUTH, excluded_checks=[positive_data_acceptance]
         )
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
+def test_ids_with_control_characters_are_invalid_not_unknown_routes(
+    client: httpx.Client, method: str
+) -> None:
+    # A newline in the path once made the route miss (404); it must reach validation (422).
+    body = {"datatype_id": "t", "datatype_name": "n", "persist": True}
+    response = client.request(method, "/v1/devices/a%0Ab", json=body if method == "PUT" else None)
+    assert response.status_code == 422
+    if method != "HEAD":
+        assert response.json()["field"] == "device_id"

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -44,6 +45,25 @@ from cache_service_client.models import HealthStatus
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
 from cache_service_client.server import wire
 from cache_service_client.server.openapi import openapi_json
+
+
+class _DeviceIdConvertor(Convertor[str]):
+    """Matches the rest of the path, newlines included (Starlette's ``path`` stops at one).
+
+    So that an id holding a control character reaches validation (422) instead of making the
+    route miss (404).
+    """
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("csc_device_id", _DeviceIdConvertor())
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
@@ -558,7 +578,7 @@ def create_app(
     routes = [
         Route(wire.DEVICES_PATH, _guarded(gateway.list_ids), methods=["GET"]),
         Route(
-            wire.DEVICE_PATH_PREFIX + "{device_id:path}",
+            wire.DEVICE_PATH_PREFIX + "{device_id:csc_device_id}",
             _guarded(gateway.device),
             methods=["GET", "HEAD", "PUT", "DELETE"],
         ),

@@ -89,11 +89,14 @@ local function bytes_lt(a, b)
   end
   return #a < #b
 end
--- The value of a live device, or false for a key of another type (reported as corrupted).
-local function value_of(id)
+-- Whether a device's key exists and, when `with_value`, its value in the same call (one GET
+-- instead of EXISTS + GET): false for a key of another type (reported as corrupted).
+local function probe(id, with_value)
+  if not with_value then return alive(id), nil end
   local value = redis.pcall('GET', ARGV[1] .. id)
-  if type(value) == 'table' then return false end
-  return value
+  if value == false then return false, nil end
+  if type(value) == 'table' then return true, false end
+  return true, value
 end
 local function alive_count(now)
   return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
@@ -172,14 +175,15 @@ end
 local out, values = {}, {}
 local with_values = ARGV[8] == '1'
 for _, id in ipairs(ids) do
-  if alive(id) then
+  local live, value = probe(id, with_values)
+  if live then
     out[#out + 1] = id
     if ARGV[7] == '1' then
       local _, dt, score = shard_of(id)
       out[#out + 1] = dt or ''
       out[#out + 1] = score or ''
     end
-    if with_values then values[#values + 1] = value_of(id) end
+    if with_values then values[#values + 1] = value end
   else
     forget(id)
   end
@@ -301,16 +305,17 @@ while found < want and budget > 0 do
   budget = budget - 1
   local id, score, text = best.id, best.score, best.text
   last = {text, id}
-  if alive(id) then
-    if persist == '' or tostring(score % 2) == persist then
+  if persist == '' or tostring(score % 2) == persist then
+    local live, value = probe(id, with_values)
+    if live then
       out[#out + 1] = id
       out[#out + 1] = text
       out[#out + 1] = best.dt
-      if with_values then values[#values + 1] = value_of(id) end
+      if with_values then values[#values + 1] = value end
       found = found + 1
+    elseif forget(id) then
+      best.next = best.next - 1  -- the entries after it moved up by one
     end
-  elseif forget(id) then
-    best.next = best.next - 1  -- the entries after it moved up by one
   end
   advance(best)
 end
