@@ -120,15 +120,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server and remove its working folder."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
