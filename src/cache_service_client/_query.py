@@ -53,6 +53,9 @@ class QueryPlan:
         limit: Page size.
         after: Where the previous page ended (exclusive), or None for the first page.
         fingerprint: Identifies the query's filters and order inside its cursors.
+        matcher: Matches ids against the pattern (None: no pattern, or ``*``).
+        prefix_only: The pattern is its literal prefix followed by ``*``: a walk of the ids
+            index over the prefix range needs no matching.
     """
 
     by_time: bool
@@ -67,6 +70,7 @@ class QueryPlan:
     after: Position | None
     fingerprint: str
     matcher: Callable[[str], bool] | None
+    prefix_only: bool = False
 
     def matches(self, device_id: str, score: int | None = None) -> bool:
         """Apply the id pattern and, when ``score`` is given, the persist and time filters."""
@@ -150,8 +154,8 @@ def plan_query(query: object) -> QueryPlan:
         after = _decode_cursor(query.cursor, fingerprint, by_time)
     pattern = query.pattern
     prefix = literal_prefix(pattern) if pattern is not None else ""
-    # "*" and "<literal prefix>*" need no matching: the prefix range already is the answer.
-    needs_matcher = pattern is not None and pattern not in ("*", prefix + "*")
+    # "<literal prefix>*" needs no matching on a walk of the ids index from the prefix.
+    prefix_only = pattern is not None and pattern == prefix + "*"
     return QueryPlan(
         by_time=by_time,
         descending=query.descending,
@@ -164,7 +168,8 @@ def plan_query(query: object) -> QueryPlan:
         limit=query.limit,
         after=after,
         fingerprint=fingerprint,
-        matcher=compile_glob(pattern) if needs_matcher and pattern is not None else None,
+        matcher=compile_glob(pattern) if pattern is not None and pattern != "*" else None,
+        prefix_only=prefix_only,
     )
 
 

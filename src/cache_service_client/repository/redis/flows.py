@@ -94,6 +94,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _score(value: bytes | str) -> int:
+    """An index score as Redis prints it (``%.17g``: a plain integer for every score we write)."""
+    try:
+        return int(value)
+    except ValueError:
+        return int(float(value))
+
+
 def _script(
     ctx: FlowContext, script: Any, bucket: int, keys: Iterable[str], args: Iterable[Any]
 ) -> ScriptCall:
@@ -241,7 +249,7 @@ def exists(ctx: FlowContext, device_id: str) -> Flow[bool]:
 # -- ordered walks over the indexes ------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     """One live device met on an index walk."""
 
@@ -287,6 +295,15 @@ def _walk(
                 stream.buffer.extend(items)
                 stream.done = stream.continuation is None
                 stream.chunk = min(stream.chunk * 4, RANGE_CHUNK)
+            continue
+        if len(streams) == 1:
+            # One stream (a single node): hand its whole chunk over without merging.
+            buffer = streams[0].buffer
+            while buffer:
+                if accept(buffer.popleft()):
+                    return
+            if streams[0].done:
+                return
             continue
         live = [s for s in streams if s.buffer]
         if not live:
@@ -424,11 +441,13 @@ def _score_streams(
             flat, last = reply[0], reply[1]
             values = reply[2] if len(reply) > 2 else []
             items = []
-            for n, i in enumerate(range(0, len(flat), 3)):
-                device_id, score = _text(flat[i]), int(float(_text(flat[i + 1])))
+            n = 0
+            for i in range(0, len(flat), 3):
+                device_id, score = _text(flat[i]), _score(flat[i + 1])
                 item = _Item((score, device_id), device_id, score, _text(flat[i + 2]))
                 if with_values:
                     item.value = values[n]
+                    n += 1
                 items.append(item)
             if last is None:
                 return items, None
@@ -450,16 +469,23 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
     plan = plan_query(query)
     chosen: list[_Item] = []
     by_datatype = plan.datatype_id
+    # Sorted by time, the server applied the datatype, time and persist filters already.
+    check_datatype = by_datatype is not None and not plan.by_time
+    check_score = plan.needs_score and not plan.by_time
+    # A walk of the ids index from the pattern's literal prefix answers "<prefix>*" by itself.
+    matcher = None if plan.prefix_only and not plan.by_time else plan.matcher
+    wanted = plan.limit
 
     def accept(item: _Item) -> bool:
-        if by_datatype is not None and item.datatype_id != by_datatype:
+        if check_datatype and item.datatype_id != by_datatype:
             return False
-        if plan.needs_score and item.score is None:
-            return False
-        if not plan.matches(item.device_id, item.score if plan.needs_score else None):
+        if check_score:
+            if item.score is None or not plan.matches(item.device_id, item.score):
+                return False
+        elif matcher is not None and not matcher(item.device_id):
             return False
         chosen.append(item)
-        return len(chosen) > plan.limit
+        return len(chosen) > wanted
 
     # When the server returns only entries the page takes (no filter left to the client), the
     # walk carries the values too, and the count on a first page: one round trip in all.
@@ -470,7 +496,7 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
     else:
         after = str(plan.after[0]) if plan.after is not None else None
         with_scores = plan.needs_score or by_datatype is not None
-        with_values = plan.matcher is None and not with_scores
+        with_values = matcher is None and not with_scores
         streams = _id_streams(
             ctx,
             plan.prefix,
