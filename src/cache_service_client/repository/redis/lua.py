@@ -253,43 +253,56 @@ for _, dt in ipairs(names) do
   local shard = ARGV[2] .. dt
   heads[#heads + 1] = {shard = shard, dt = dt, next = position(shard), buf = {}, at = 1}
 end
+-- Entries fetched per refill: about what each index must give to fill the page if they share
+-- it evenly, at least 32.
+local refill_size = math.max(32, math.ceil((want + 1) / math.max(1, #heads)))
 local function refill(h)
   local batch
   if reverse then
-    batch = redis.call('ZREVRANGE', h.shard, h.next, h.next + 31, 'WITHSCORES')
+    batch = redis.call('ZREVRANGE', h.shard, h.next, h.next + refill_size - 1, 'WITHSCORES')
   else
-    batch = redis.call('ZRANGE', h.shard, h.next, h.next + 31, 'WITHSCORES')
+    batch = redis.call('ZRANGE', h.shard, h.next, h.next + refill_size - 1, 'WITHSCORES')
   end
-  h.next = h.next + 32
+  h.next = h.next + refill_size
   h.buf, h.at = batch, 1
 end
 -- Load the head's next entry into h.id / h.score / h.text, or mark it done.
+-- The bound the walk runs towards, as a number (nil: none).
+local stop_at = nil
+if reverse and lo ~= '-inf' then stop_at = tonumber(lo) end
+if (not reverse) and hi ~= '+inf' then stop_at = tonumber(hi) end
 local function advance(h)
-  if h.at > #h.buf then
+  local buf, at = h.buf, h.at
+  if at > #buf then
     refill(h)
-    if #h.buf == 0 then h.done = true return end
+    buf, at = h.buf, 1
+    if #buf == 0 then h.done = true return end
   end
-  local text = h.buf[h.at + 1]
+  local text = buf[at + 1]
   local score = tonumber(text)
-  if (reverse and lo ~= '-inf' and score < tonumber(lo)) or
-     ((not reverse) and hi ~= '+inf' and score > tonumber(hi)) then
+  if stop_at and ((reverse and score < stop_at) or ((not reverse) and score > stop_at)) then
     h.done = true
     return
   end
-  h.id, h.score, h.text = h.buf[h.at], score, text
-  h.at = h.at + 2
+  h.id, h.score, h.text = buf[at], score, text
+  h.at = at + 2
 end
 for _, h in ipairs(heads) do advance(h) end
-local out, found, last = {}, 0, false
+local out, found, n_out = {}, 0, 0
+local last_text, last_id = nil, nil
 local values, with_values = {}, ARGV[12] == '1'
-local function finish(continuation)
+local function finish(more)
   local total = false
   if ARGV[13] == '1' then total = alive_count(now_ms()) end
+  local continuation = false
+  if more and last_id then continuation = {last_text, last_id} end
   return {out, continuation, values, total}
 end
+local n_heads = #heads
 while found < want and budget > 0 do
   local best = nil
-  for _, h in ipairs(heads) do
+  for i = 1, n_heads do
+    local h = heads[i]
     if not h.done then
       if best == nil then best = h
       elseif reverse then
@@ -304,15 +317,14 @@ while found < want and budget > 0 do
   if best == nil then return finish(false) end
   budget = budget - 1
   local id, score, text = best.id, best.score, best.text
-  last = {text, id}
+  last_text, last_id = text, id
   if persist == '' or tostring(score % 2) == persist then
     local live, value = probe(id, with_values)
     if live then
-      out[#out + 1] = id
-      out[#out + 1] = text
-      out[#out + 1] = best.dt
-      if with_values then values[#values + 1] = value end
+      out[n_out + 1], out[n_out + 2], out[n_out + 3] = id, text, best.dt
+      n_out = n_out + 3
       found = found + 1
+      if with_values then values[found] = value end
     elseif forget(id) then
       best.next = best.next - 1  -- the entries after it moved up by one
     end
@@ -320,7 +332,7 @@ while found < want and budget > 0 do
   advance(best)
 end
 -- Stopped on the budget or with enough matches: more may follow.
-return finish(last)
+return finish(true)
 """,
 )
 
