@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -113,6 +115,11 @@ def test_moved_and_ask_redirections_during_a_slot_migration_are_absorbed(
     assert client.count_devices_sync() == 400
     assert client.list_devices_sync() == ids
     client.close()
+    # redis-py's cluster client drops node connections it replaced during the reshard without
+    # closing them; collect them here, quietly, rather than in whichever test runs next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def test_sentinel_failover_is_absorbed() -> None:

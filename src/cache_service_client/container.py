@@ -216,6 +216,7 @@ def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+        client.connection_pool.disconnect()  # master_for's pool is not closed by close()
         for node in sentinel.sentinels:
             node.close()
 
@@ -234,6 +235,7 @@ async def init_async_sentinel_client(settings: Settings) -> AsyncIterator[redis.
         yield client
     finally:
         await client.aclose()
+        await client.connection_pool.disconnect()  # master_for's pool is not closed by aclose()
         for node in sentinel.sentinels:
             await node.aclose()
 
