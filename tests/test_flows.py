@@ -1325,8 +1325,8 @@ def healthy_info(**changes: object) -> dict[str, object]:
 
 
 def test_health_healthy() -> None:
-    status, ops = run_flow(flows.health(ctx()), [b"PONG", healthy_info()])
-    assert ops == [PING, INFO]
+    status, ops = run_flow(flows.health(ctx()), [b"PONG", b"PONG", healthy_info()])
+    assert ops == [PING, PING, INFO]  # the first PING connects, the second is timed
     assert status.status == "healthy"
     assert status.is_healthy
     assert status.latency_ms is not None
@@ -1368,6 +1368,7 @@ def test_health_unhealthy_on_authentication_failure() -> None:
 def test_health_degraded_when_ping_is_slow() -> None:
     flow = flows.health(ctx(slow_ms=1.0))
     assert next(flow) == PING
+    assert flow.send(b"PONG") == PING
     time.sleep(0.005)
     assert flow.send(b"PONG") == INFO
     with pytest.raises(StopIteration) as stop:
@@ -1381,7 +1382,7 @@ def test_health_degraded_when_ping_is_slow() -> None:
 
 def test_health_degraded_near_maxmemory() -> None:
     info = healthy_info(used_memory=950, maxmemory=1000)
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
     assert status.status == "degraded"
     assert "maxmemory" in status.message
     assert status.details["used_memory"] == 950
@@ -1390,7 +1391,7 @@ def test_health_degraded_near_maxmemory() -> None:
 
 def test_health_below_the_memory_ratio_is_healthy() -> None:
     info = healthy_info(used_memory=800, maxmemory=1000)
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
     assert status.status == "healthy"
 
 
@@ -1399,7 +1400,7 @@ def test_health_degraded_on_a_read_only_replica(read_only: object) -> None:
     info = healthy_info(role="slave")
     if read_only != "yes-missing":
         info["slave_read_only"] = read_only
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
     assert status.status == "degraded"
     assert "read-only" in status.message
     assert status.details["role"] == "slave"
@@ -1407,13 +1408,14 @@ def test_health_degraded_on_a_read_only_replica(read_only: object) -> None:
 
 def test_health_writable_replica_is_healthy() -> None:
     info = healthy_info(role="slave", slave_read_only=0)
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
     assert status.status == "healthy"
 
 
 def test_health_several_problems_are_all_reported() -> None:
     flow = flows.health(ctx(slow_ms=1.0))
     next(flow)
+    flow.send(b"PONG")
     time.sleep(0.005)
     flow.send(b"PONG")
     with pytest.raises(StopIteration) as stop:
@@ -1424,7 +1426,9 @@ def test_health_several_problems_are_all_reported() -> None:
 
 
 def test_health_when_info_is_disabled() -> None:
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", BackendError("ERR unknown command 'INFO'")])
+    status, _ = run_flow(
+        flows.health(ctx()), [b"PONG", b"PONG", BackendError("ERR unknown command 'INFO'")]
+    )
     assert status.status == "healthy"
     assert "unknown command" in status.details["info_error"]
     assert status.details["redis_version"] is None

@@ -663,8 +663,11 @@ def health(ctx: FlowContext) -> Flow[HealthStatus]:
     unreachable or authentication refused. Never raises.
     """
     now = datetime.now(timezone.utc)
-    started = time.perf_counter()
     try:
+        # The first PING may have to connect (and, on a cluster, discover the nodes); the
+        # second measures the latency of a ready connection.
+        yield Command(("PING",), broadcast=True)
+        started = time.perf_counter()
         yield Command(("PING",), broadcast=True)
     except AuthenticationError as exc:
         return HealthStatus(
