@@ -1,4 +1,4 @@
-"""The four repository implementations behind one async interface, for the contract suite.
+"""The repository implementations behind one async interface, for the contract suite.
 
 Sync repositories run through :class:`SyncAsAsync`, a test-only adapter. Each backend also gets a
 :class:`Backdoor` that reaches under the repository (raw values, keyspace size) the way another
@@ -8,16 +8,36 @@ tool writing to Redis would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
 from cache_service_client import (
     AsyncDeviceMetadataRepository,
+    DeviceMetadata,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
 )
 from cache_service_client.repository.base import InlineAsyncRepository
+
+NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
+
+
+def meta(device_id: str, **changes: Any) -> DeviceMetadata:
+    """Typical metadata for ``device_id`` (fixed time, a few properties), with ``changes``."""
+    fields: dict[str, Any] = {
+        "device_id": device_id,
+        "datatype_id": "temp",
+        "datatype_name": "temperature",
+        "datatype_unit": "C",
+        "persist": True,
+        "last_updated": NOW,
+        "additional_properties": {"firmware": "1.2", "gain": 0.5, "tags": ["a", {"b": None}]},
+    }
+    fields.update(changes)
+    return DeviceMetadata(**fields)
 
 
 class SyncAsAsync(InlineAsyncRepository):

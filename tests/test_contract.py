@@ -23,23 +23,7 @@ from cache_service_client import (
     ValidationError,
 )
 from cache_service_client._glob import glob_match
-from tests.backends import Backend
-
-NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
-
-
-def meta(device_id: str, **changes: Any) -> DeviceMetadata:
-    fields: dict[str, Any] = {
-        "device_id": device_id,
-        "datatype_id": "temp",
-        "datatype_name": "temperature",
-        "datatype_unit": "C",
-        "persist": True,
-        "last_updated": NOW,
-        "additional_properties": {"firmware": "1.2", "gain": 0.5, "tags": ["a", {"b": None}]},
-    }
-    fields.update(changes)
-    return DeviceMetadata(**fields)
+from tests.backends import NOW, Backend, meta
 
 
 def utf8_order(ids: list[str]) -> list[str]:

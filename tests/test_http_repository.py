@@ -11,7 +11,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,7 +41,7 @@ from cache_service_client.repository.http import (
     HttpDeviceMetadataRepository,
 )
 from cache_service_client.server import wire
-from tests.backends import Backend
+from tests.backends import NOW, Backend, meta
 from tests.http_gateway import (  # noqa: F401 - http_backend is a fixture
     CONTRACT_TOKEN,
     HTTP_BACKENDS,
@@ -51,22 +51,7 @@ from tests.http_gateway import (  # noqa: F401 - http_backend is a fixture
 )
 from tests.redis_server import free_port
 
-NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
 FAST_RETRY = RetryPolicy(attempts=3, backoff_base=0.0, jitter=False)
-
-
-def meta(device_id: str, **changes: Any) -> DeviceMetadata:
-    fields: dict[str, Any] = {
-        "device_id": device_id,
-        "datatype_id": "temp",
-        "datatype_name": "temperature",
-        "datatype_unit": "C",
-        "persist": True,
-        "last_updated": NOW,
-        "additional_properties": {"firmware": "1.2", "gain": 0.5, "tags": ["a", {"b": None}]},
-    }
-    fields.update(changes)
-    return DeviceMetadata(**fields)
 
 
 @pytest.fixture(params=HTTP_BACKENDS)
