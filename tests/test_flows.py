@@ -597,11 +597,11 @@ def score_merge_call(*args: Any, **kwargs: Any) -> ScriptCall:
 FIRST = DeviceQuery().limit + 1
 
 
-def merged(*entries: tuple[str, int, str]) -> list[bytes]:
-    """A SCORE_MERGE reply's flat list: id, score, datatype, id, score, datatype..."""
-    flat: list[bytes] = []
-    for device_id, s, datatype_id in entries:
-        flat += [device_id.encode(), str(s).encode(), datatype_id.encode()]
+def merged(*entries: tuple[str, int]) -> list[bytes | int]:
+    """A SCORE_MERGE reply's flat list: id, score, id, score... (scores as integer replies)."""
+    flat: list[bytes | int] = []
+    for device_id, s in entries:
+        flat += [device_id.encode(), s]
     return flat
 
 
@@ -806,12 +806,12 @@ def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> No
         [
             chunk(
                 # Merged by (score, id): h1, t1, then h2 and t2 at the same score, by id.
-                merged(("h1", t + 2, "hum"), ("t1", t + 4, "temp"), ("h2", t + 6, "hum")),
-                [str(t + 6).encode(), b"h2"],  # the budget ran out before limit + 1 matches
+                merged(("h1", t + 2), ("t1", t + 4), ("h2", t + 6)),
+                [t + 6, b"h2"],  # the budget ran out before limit + 1 matches
                 [encoded("h1"), encoded("t1"), encoded("h2")],
                 5,
             ),
-            chunk(merged(("t2", t + 6, "temp")), None, [encoded("t2")]),
+            chunk(merged(("t2", t + 6)), None, [encoded("t2")]),
         ],
     )
     # No datatype filter: every datatype ("") in one call, no SMEMBERS; then 4 times as many.
@@ -829,7 +829,7 @@ def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> No
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
         [
             chunk(
-                merged(("t2", t + 6, "temp"), ("t3", t + 8, "temp")),
+                merged(("t2", t + 6), ("t3", t + 8)),
                 None,
                 [encoded("t2"), encoded("t3")],
             ),
@@ -854,7 +854,7 @@ def test_query_by_last_updated_descending_with_a_datatype_and_time_bounds() -> N
     value = encoded("a", persist=False, last_updated=WHEN + timedelta(milliseconds=400))
     page, ops = run_flow(
         flows.query(ctx(), query),
-        [chunk(merged(("a", (t + 400) * 2, "temp")), None, [value])],
+        [chunk(merged(("a", (t + 400) * 2)), None, [value])],
     )
     # The datatype, time and persist filters all go to the server (bounds are exclusive, in
     # ms * 2 + persist): the values come with the matches, no MGET; filtered: no count.
@@ -871,7 +871,7 @@ def test_query_by_last_updated_with_a_pattern_reads_the_page_with_mget() -> None
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(sort="last_updated", pattern="t?*", limit=1)),
         [
-            chunk(merged(("h1", t + 2, "hum"), ("t1", t + 4, "temp")), None),
+            chunk(merged(("h1", t + 2), ("t1", t + 4)), None),
             [encoded("t1")],
         ],
     )
@@ -1193,13 +1193,13 @@ def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() 
             [
                 # Every bucket's first chunk carries its values and its device count.
                 chunk(
-                    merged((h1, t + 2, "hum")),
+                    merged((h1, t + 2)),
                     [str(t + 2).encode(), h1.encode()],  # more to come
                     [encoded(h1)],
                     2,
                 ),
                 chunk(
-                    merged((t1, t + 4, "temp"), (t2, t + 8, "temp")),
+                    merged((t1, t + 4), (t2, t + 8)),
                     None,
                     [encoded(t1), encoded(t2)],
                     2,
@@ -1207,7 +1207,7 @@ def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() 
                 chunk([], None, [], 0),
                 chunk([], None, [], 0),
             ],
-            chunk(merged((h2, t + 6, "hum")), None, [encoded(h2)]),
+            chunk(merged((h2, t + 6)), None, [encoded(h2)]),
         ],
     )
     assert ops == [

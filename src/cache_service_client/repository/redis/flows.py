@@ -94,8 +94,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _score(value: bytes | str) -> int:
-    """An index score as Redis prints it (``%.17g``: a plain integer for every score we write)."""
+def _score(value: bytes | str | int) -> int:
+    """An index score from an integer reply, or as Redis prints it (``%.17g``)."""
     try:
         return int(value)
     except ValueError:
@@ -439,19 +439,15 @@ def _score_streams(
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
             flat, last = reply[0], reply[1]
-            values = reply[2] if len(reply) > 2 else []
-            items = []
-            n = 0
-            for i in range(0, len(flat), 3):
-                device_id, score = _text(flat[i]), _score(flat[i + 1])
-                item = _Item((score, device_id), device_id, score, _text(flat[i + 2]))
-                if with_values:
-                    item.value = values[n]
-                    n += 1
-                items.append(item)
+            ids = [_text(device_id) for device_id in flat[0::2]]
+            values = reply[2] if with_values else [None] * len(ids)
+            items = [
+                _Item((score, device_id), device_id, score, None, value)
+                for device_id, score, value in zip(ids, flat[1::2], values, strict=True)
+            ]
             if last is None:
                 return items, None
-            return items, (int(float(_text(last[0]))), _text(last[1]))
+            return items, (_score(last[0]), _text(last[1]))
 
         return _Stream(request, parse, plan.after)
 

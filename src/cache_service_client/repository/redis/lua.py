@@ -206,16 +206,23 @@ SCORE_MERGE = LuaScript.of(
 -- matches to return; ARGV[9]: "1" backwards; ARGV[10]: persist filter ('' none, '0', '1');
 -- ARGV[11]: most entries to examine; ARGV[12]: "1" to return the values too; ARGV[13]: "1" to
 -- return the bucket's device count too.
--- Returns {id, score, datatype, ... of live matches in order; the last (score, id) examined, or
--- false when every index is exhausted; their values (when asked); the count or false}.
+-- Returns {id, score, id, score, ... of live matches in order; the last (score, id) examined,
+-- or false when every index is exhausted (scores as integer replies); their values (when
+-- asked; false for a key of another type); the count or false}.
 local reverse = ARGV[9] == '1'
 local lo, hi = ARGV[4], ARGV[5]
 local want, budget = tonumber(ARGV[8]), tonumber(ARGV[11])
-local persist = ARGV[10]
+local persist = tonumber(ARGV[10])  -- nil: no filter
 local cs, cid = ARGV[6], ARGV[7]
+local device_prefix = ARGV[1]
+-- The rank to start at in one index: after the cursor, or at the bound the walk starts from.
 local function position(shard)
   if cs == '' then
-    if reverse then return redis.call('ZCOUNT', shard, '(' .. hi, '+inf') end
+    if reverse then
+      if hi == '+inf' then return 0 end
+      return redis.call('ZCOUNT', shard, '(' .. hi, '+inf')
+    end
+    if lo == '-inf' then return 0 end
     return redis.call('ZCOUNT', shard, '-inf', '(' .. lo)
   end
   local s = redis.call('ZSCORE', shard, cid)
@@ -248,91 +255,141 @@ local function position(shard)
 end
 local names
 if ARGV[3] ~= '' then names = {ARGV[3]} else names = redis.call('SMEMBERS', KEYS[3]) end
-local heads = {}
-for _, dt in ipairs(names) do
-  local shard = ARGV[2] .. dt
-  heads[#heads + 1] = {shard = shard, dt = dt, next = position(shard), buf = {}, at = 1}
-end
--- Entries fetched per refill: about what each index must give to fill the page if they share
--- it evenly, at least 32.
-local refill_size = math.max(32, math.ceil((want + 1) / math.max(1, #heads)))
-local function refill(h)
-  local batch
-  if reverse then
-    batch = redis.call('ZREVRANGE', h.shard, h.next, h.next + refill_size - 1, 'WITHSCORES')
-  else
-    batch = redis.call('ZRANGE', h.shard, h.next, h.next + refill_size - 1, 'WITHSCORES')
-  end
-  h.next = h.next + refill_size
-  h.buf, h.at = batch, 1
-end
--- Load the head's next entry into h.id / h.score / h.text, or mark it done.
--- The bound the walk runs towards, as a number (nil: none).
-local stop_at = nil
-if reverse and lo ~= '-inf' then stop_at = tonumber(lo) end
+local k = #names
+-- One "head" per index, in parallel arrays: its key, the next rank to fetch and how many
+-- entries to fetch then, the fetched entries and the position in them, and its current entry:
+-- id, score and sort value (the score, or minus the score backwards, so that the smallest sort
+-- value always comes first).
+local shard, next_rank, fetch, buf, at = {}, {}, {}, {}, {}
+local head_id, head_score, head_value = {}, {}, {}
+local active, n_active = {}, 0
+-- The first fetch of each index is its fair share of the page (plus one, and a margin when
+-- several share it); an index that needs more fetches twice as much each time. Every score
+-- fetched costs a number formatted and parsed, so fetching little matters.
+local first_fetch = want + 1
+if k > 1 then first_fetch = math.ceil((want + 1) * 1.25 / k) + 2 end
+local stop_at = nil  -- the bound the walk runs towards, as a sort value
+if reverse and lo ~= '-inf' then stop_at = -tonumber(lo) end
 if (not reverse) and hi ~= '+inf' then stop_at = tonumber(hi) end
-local function advance(h)
-  local buf, at = h.buf, h.at
-  if at > #buf then
-    refill(h)
-    buf, at = h.buf, 1
-    if #buf == 0 then h.done = true return end
+-- Load head i's next entry; false when its index is exhausted or the bound is passed.
+local function load(i)
+  local b, a = buf[i], at[i]
+  if a > #b then
+    local r, size = next_rank[i], fetch[i]
+    if reverse then
+      b = redis.call('ZREVRANGE', shard[i], r, r + size - 1, 'WITHSCORES')
+    else
+      b = redis.call('ZRANGE', shard[i], r, r + size - 1, 'WITHSCORES')
+    end
+    next_rank[i], fetch[i] = r + size, size * 2
+    buf[i], a = b, 1
+    if #b == 0 then return false end
   end
-  local text = buf[at + 1]
-  local score = tonumber(text)
-  if stop_at and ((reverse and score < stop_at) or ((not reverse) and score > stop_at)) then
-    h.done = true
-    return
-  end
-  h.id, h.score, h.text = buf[at], score, text
-  h.at = at + 2
+  local score = tonumber(b[a + 1])
+  local v = score
+  if reverse then v = -score end
+  if stop_at and v > stop_at then return false end
+  head_id[i], head_score[i], head_value[i] = b[a], score, v
+  at[i] = a + 2
+  return true
 end
-for _, h in ipairs(heads) do advance(h) end
-local out, found, n_out = {}, 0, 0
-local last_text, last_id = nil, nil
+for i = 1, k do
+  shard[i] = ARGV[2] .. names[i]
+  next_rank[i], fetch[i] = position(shard[i]), first_fetch
+  buf[i], at[i] = {}, 1
+  if load(i) then
+    n_active = n_active + 1
+    active[n_active] = i
+  end
+end
+local out, n_out, found = {}, 0, 0
 local values, with_values = {}, ARGV[12] == '1'
-local function finish(more)
-  local total = false
-  if ARGV[13] == '1' then total = alive_count(now_ms()) end
-  local continuation = false
-  if more and last_id then continuation = {last_text, last_id} end
-  return {out, continuation, values, total}
-end
-local n_heads = #heads
-while found < want and budget > 0 do
-  local best = nil
-  for i = 1, n_heads do
-    local h = heads[i]
-    if not h.done then
-      if best == nil then best = h
-      elseif reverse then
-        if h.score > best.score or (h.score == best.score and bytes_lt(best.id, h.id)) then
-          best = h
-        end
-      elseif h.score < best.score or (h.score == best.score and bytes_lt(h.id, best.id)) then
-        best = h
+local last_score, last_id = nil, nil
+-- The active slot whose entry was taken last: its next entry is loaded only when needed, so
+-- that a full page never fetches beyond it.
+local taken_slot = nil
+-- Take up to `n` entries that pass the persist filter, in order, into the candidate arrays.
+local cand_id, cand_score, cand_head = {}, {}, {}
+local function take(n)
+  local taken = 0
+  while taken < n and budget > 0 do
+    if taken_slot then
+      if not load(active[taken_slot]) then
+        active[taken_slot] = active[n_active]
+        active[n_active] = nil
+        n_active = n_active - 1
+      end
+      taken_slot = nil
+    end
+    if n_active == 0 then break end
+    -- The head with the smallest sort value; equal ones in id order (reversed backwards).
+    local slot, best = 1, active[1]
+    local bv, bid = head_value[best], head_id[best]
+    for j = 2, n_active do
+      local i = active[j]
+      local v = head_value[i]
+      if v < bv or (v == bv and (bytes_lt(head_id[i], bid) ~= reverse)) then
+        slot, best, bv, bid = j, i, v, head_id[i]
       end
     end
+    budget = budget - 1
+    local score = head_score[best]
+    last_score, last_id = score, bid
+    -- The persist flag is the score's lowest bit.
+    if persist == nil or score % 2 == persist then
+      taken = taken + 1
+      cand_id[taken], cand_score[taken], cand_head[taken] = bid, score, best
+    end
+    taken_slot = slot
   end
-  if best == nil then return finish(false) end
-  budget = budget - 1
-  local id, score, text = best.id, best.score, best.text
-  last_text, last_id = text, id
-  if persist == '' or tostring(score % 2) == persist then
-    local live, value = probe(id, with_values)
-    if live then
-      out[n_out + 1], out[n_out + 2], out[n_out + 3] = id, text, best.dt
-      n_out = n_out + 3
-      found = found + 1
-      if with_values then values[found] = value end
-    elseif forget(id) then
-      best.next = best.next - 1  -- the entries after it moved up by one
+  return taken
+end
+local function emit(id, score, value)
+  out[n_out + 1], out[n_out + 2] = id, score
+  n_out = n_out + 2
+  found = found + 1
+  if with_values then values[found] = value end
+end
+-- A candidate whose key is gone: drop its index entries (the entries after it in its index
+-- moved up by one).
+local function gone(j)
+  if forget(cand_id[j]) then
+    local h = cand_head[j]
+    next_rank[h] = next_rank[h] - 1
+  end
+end
+while found < want do
+  local n = take(want - found)
+  if n == 0 then break end
+  if with_values then
+    -- One MGET for the batch: nil for a key that is gone or holds another type.
+    local keys = {}
+    for j = 1, n do keys[j] = device_prefix .. cand_id[j] end
+    local got = redis.call('MGET', unpack(keys))
+    for j = 1, n do
+      local value = got[j]
+      if value then
+        emit(cand_id[j], cand_score[j], value)
+      elseif redis.call('EXISTS', keys[j]) == 1 then
+        emit(cand_id[j], cand_score[j], false)  -- another type: reported as corrupted
+      else
+        gone(j)
+      end
+    end
+  else
+    for j = 1, n do
+      if alive(cand_id[j]) then emit(cand_id[j], cand_score[j], nil) else gone(j) end
     end
   end
-  advance(best)
 end
--- Stopped on the budget or with enough matches: more may follow.
-return finish(true)
+local total = false
+if ARGV[13] == '1' then total = alive_count(now_ms()) end
+-- More may follow unless every index ran out (stopped on the budget or a full page).
+local continuation = false
+if n_active > 0 and last_id then
+  continuation = {last_score, last_id}
+end
+return {out, continuation, values, total}
 """,
 )
 
