@@ -3,8 +3,10 @@
 ``python -m benchmarks.scale`` loads N devices into its own redis-server (or ``--url``) and
 reports, per N: the latency of cache info, count, the first query page by id and by
 last_updated, a prefix-pattern listing and a leading-wildcard listing, plus memory per device
-(``used_memory`` delta / N, indexes included). Then the ratio of the largest N to the smallest for
-each read: close to 1 means the read does not grow with N.
+(``used_memory`` delta / N, indexes included), and a bare round trip (a PING through redis-py) as
+the floor of every read. The reads are interleaved, round after round, so that a slow spell of a
+shared machine slows them all alike. Then the ratio of the largest N to the smallest for each
+read: close to 1 means the read does not grow with N.
 """
 
 from __future__ import annotations
@@ -50,17 +52,25 @@ def devices(n: int, seed: int = 7) -> list[DeviceMetadata]:
     ]
 
 
-def median_us(fn: Callable[[], object], rounds: int) -> float:
-    """Median wall time of ``fn`` in microseconds over ``rounds`` calls (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
+def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median wall time of each function in microseconds, the calls interleaved.
+
+    Each round calls every function once, so a slow spell of a shared machine slows all of them
+    alike instead of one whole series. One warm-up call each first.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(series) * 1e6 for name, series in times.items()}
 
 
+#: The floor of every read: one round trip through redis-py (not a read of the library).
+ROUND_TRIP = "round trip (redis-py PING)"
 READS: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
     "cache info": lambda repo: repo.info(),
     "count": lambda repo: repo.count(),
@@ -95,8 +105,10 @@ def measure(client: redis.Redis, n: int, rounds: int) -> dict[str, float]:
     _purge(client)
     used = int(client.info("memory")["used_memory"]) - before
     results = {"memory per device (bytes)": used / n}
+    reads: dict[str, Callable[[], object]] = {ROUND_TRIP: client.ping}
     for name, read in READS.items():
-        results[name] = median_us(lambda read=read: read(repo), rounds)  # type: ignore[misc]
+        reads[name] = lambda read=read: read(repo)  # type: ignore[misc]
+    results.update(interleaved_medians(reads, rounds))
     client.flushdb()
     return results
 
@@ -136,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
         if server is not None:
             server.stop()
-    print(f"Redis {version}, {cpu_model()}, median of {rounds} calls each\n")
+    print(f"Redis {version}, {cpu_model()}, median of {rounds} interleaved rounds\n")
     print(table(sizes, rows))
     worst = max(rows[sizes[-1]][name] / rows[sizes[0]][name] for name in BOUNDED)
     print(f"\nlargest growth of the index-bounded reads ({', '.join(BOUNDED)}): {worst:.2f}x")

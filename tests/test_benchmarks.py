@@ -12,6 +12,7 @@ from benchmarks.harness import Candidate, Config, GroupResult, Result, Runner, m
 from benchmarks.harness import percentile as pct
 from benchmarks.report import from_json, markdown_report, to_json
 from benchmarks.run import main
+from benchmarks.scale import main as scale_main
 from benchmarks.suites import run_groups
 from benchmarks.targets import TARGETS, Outcome, evaluate, markdown_targets
 from benchmarks.workloads import AsyncRedisWork, CodecWork, SyncRedisWork, run_prefix
@@ -196,3 +197,20 @@ def test_command_line_rejects_unknown_groups(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["--only", "codec,nope"])
     assert "nope" in capsys.readouterr().err
+
+
+def test_scale_quick_prints_a_table_with_every_read(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scale_main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for row in (
+        "memory per device (bytes)",
+        "round trip (redis-py PING)",
+        "cache info",
+        "count",
+        "first page by id (100)",
+        "first page by last_updated (100)",
+        "leading wildcard",
+    ):
+        assert f"| {row}" in out
+    assert "| N = 1,000 | N = 5,000 | 5,000 / 1,000 |" in out
+    assert "largest growth of the index-bounded reads" in out

@@ -89,14 +89,23 @@ local function bytes_lt(a, b)
   end
   return #a < #b
 end
--- Whether a device's key exists and, when `with_value`, its value in the same call (one GET
--- instead of EXISTS + GET): false for a key of another type (reported as corrupted).
-local function probe(id, with_value)
-  if not with_value then return alive(id), nil end
-  local value = redis.pcall('GET', ARGV[1] .. id)
-  if value == false then return false, nil end
-  if type(value) == 'table' then return true, false end
-  return true, value
+-- The values of the first `n` devices of `ids` (one MGET), and whether each is live: false for
+-- a key that is gone; a key of another type is live with the value false (reported as
+-- corrupted).
+local function read_values(ids, n)
+  local keys = {}
+  for j = 1, n do keys[j] = ARGV[1] .. ids[j] end
+  local got = redis.call('MGET', unpack(keys))
+  local live = {}
+  for j = 1, n do
+    if got[j] then
+      live[j] = true
+    else
+      live[j] = redis.call('EXISTS', keys[j]) == 1
+      got[j] = false
+    end
+  end
+  return got, live
 end
 local function alive_count(now)
   return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
@@ -174,16 +183,19 @@ else
 end
 local out, values = {}, {}
 local with_values = ARGV[8] == '1'
-for _, id in ipairs(ids) do
-  local live, value = probe(id, with_values)
-  if live then
+local got, live
+if with_values and #ids > 0 then got, live = read_values(ids, #ids) end
+for j, id in ipairs(ids) do
+  local here
+  if with_values then here = live[j] else here = alive(id) end
+  if here then
     out[#out + 1] = id
     if ARGV[7] == '1' then
       local _, dt, score = shard_of(id)
       out[#out + 1] = dt or ''
       out[#out + 1] = score or ''
     end
-    if with_values then values[#values + 1] = value end
+    if with_values then values[#values + 1] = got[j] end
   else
     forget(id)
   end
@@ -214,7 +226,6 @@ local lo, hi = ARGV[4], ARGV[5]
 local want, budget = tonumber(ARGV[8]), tonumber(ARGV[11])
 local persist = tonumber(ARGV[10])  -- nil: no filter
 local cs, cid = ARGV[6], ARGV[7]
-local device_prefix = ARGV[1]
 -- The rank to start at in one index: after the cursor, or at the bound the walk starts from.
 local function position(shard)
   if cs == '' then
@@ -362,19 +373,9 @@ while found < want do
   local n = take(want - found)
   if n == 0 then break end
   if with_values then
-    -- One MGET for the batch: nil for a key that is gone or holds another type.
-    local keys = {}
-    for j = 1, n do keys[j] = device_prefix .. cand_id[j] end
-    local got = redis.call('MGET', unpack(keys))
+    local got, live = read_values(cand_id, n)
     for j = 1, n do
-      local value = got[j]
-      if value then
-        emit(cand_id[j], cand_score[j], value)
-      elseif redis.call('EXISTS', keys[j]) == 1 then
-        emit(cand_id[j], cand_score[j], false)  -- another type: reported as corrupted
-      else
-        gone(j)
-      end
+      if live[j] then emit(cand_id[j], cand_score[j], got[j]) else gone(j) end
     end
   else
     for j = 1, n do
