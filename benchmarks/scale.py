@@ -4,8 +4,9 @@
 reports, per N: the latency of cache info, count, the first query page by id and by
 last_updated, a prefix-pattern listing and a leading-wildcard listing, plus memory per device
 (``used_memory`` delta / N, indexes included), and a bare round trip (a PING through redis-py) as
-the floor of every read. The reads are interleaved, round after round, so that a slow spell of a
-shared machine slows them all alike. Then the ratio of the largest N to the smallest for each
+the floor of every read. The index-bounded reads run in interleaved blocks of ten calls, so that
+a slow spell of a shared machine slows them all alike; the leading wildcard, which grows with N,
+runs on its own with a tenth of the calls. Then the ratio of the largest N to the smallest for each
 read: close to 1 means the read does not grow with N.
 """
 
@@ -17,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import redis
@@ -52,20 +54,25 @@ def devices(n: int, seed: int = 7) -> list[DeviceMetadata]:
     ]
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median wall time of each function in microseconds, the calls interleaved.
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], rounds: int, block: int = 10
+) -> dict[str, float]:
+    """Median wall time of each function in microseconds over about ``rounds`` calls.
 
-    Each round calls every function once, so a slow spell of a shared machine slows all of them
-    alike instead of one whole series. One warm-up call each first.
+    The calls come in blocks of ``block`` in a row per function, the blocks interleaved: a slow
+    spell of a shared machine slows every function alike instead of one whole series, while
+    each block still runs warm. One warm-up call each first.
     """
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in range(max(1, -(-rounds // block))):
         for name, fn in fns.items():
-            started = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - started)
+            series = times[name]
+            for _ in range(block):
+                started = time.perf_counter()
+                fn()
+                series.append(time.perf_counter() - started)
     return {name: statistics.median(series) * 1e6 for name, series in times.items()}
 
 
@@ -81,9 +88,12 @@ READS: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
     "prefix pattern 'oslo-sensor-00*' (100)": lambda repo: repo.list_ids(
         pattern="oslo-sensor-00*", limit=100
     ),
-    "leading wildcard '*7' (100)": lambda repo: repo.list_ids(pattern="*7", limit=100),
 }
 BOUNDED = list(READS)[:4]
+#: A read that walks the ids index and grows with N: timed on its own, with a tenth of the rounds.
+SCANNING: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
+    "leading wildcard '*7' (100)": lambda repo: repo.list_ids(pattern="*7", limit=100),
+}
 
 
 def _purge(client: redis.Redis) -> None:
@@ -92,10 +102,10 @@ def _purge(client: redis.Redis) -> None:
     purge("MEMORY", "PURGE")
 
 
-def measure(client: redis.Redis, n: int, rounds: int) -> dict[str, float]:
-    """Load ``n`` devices under a fresh prefix and time every read."""
-    keys = KeyStrategy(prefix=f"scale{n}")
-    repo = RedisDeviceMetadataRepository(client, key_strategy=keys, ttl=86400)
+def load(client: redis.Redis, n: int) -> tuple[RedisDeviceMetadataRepository, float]:
+    """Load ``n`` devices into the client's (empty) database; return a repository on them and
+    the memory per device (``used_memory`` delta / n, indexes included)."""
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KeyStrategy(), ttl=86400)
     client.flushdb()
     _purge(client)
     before = int(client.info("memory")["used_memory"])
@@ -103,14 +113,35 @@ def measure(client: redis.Redis, n: int, rounds: int) -> dict[str, float]:
     for start in range(0, n, 1000):
         repo.put_many(fleet[start : start + 1000])
     _purge(client)
-    used = int(client.info("memory")["used_memory"]) - before
-    results = {"memory per device (bytes)": used / n}
-    reads: dict[str, Callable[[], object]] = {ROUND_TRIP: client.ping}
-    for name, read in READS.items():
-        reads[name] = lambda read=read: read(repo)  # type: ignore[misc]
-    results.update(interleaved_medians(reads, rounds))
-    client.flushdb()
-    return results
+    return repo, (int(client.info("memory")["used_memory"]) - before) / n
+
+
+def measure(clients: dict[int, redis.Redis], rounds: int) -> dict[int, dict[str, float]]:
+    """Load a fleet of each size, one database each, then time every read on every fleet.
+
+    The index-bounded reads of all sizes are interleaved (see :func:`interleaved_medians`), so
+    that the ratio of two sizes is not the ratio of two spells of a shared machine. Each fleet
+    has a database of its own, so that its keyspace table is sized for it alone.
+    """
+    rows: dict[int, dict[str, float]] = {}
+    reads: dict[str, Callable[[], object]] = {}
+    repos = {}
+    for n, client in clients.items():
+        repos[n], memory = load(client, n)
+        rows[n] = {"memory per device (bytes)": memory}
+        reads[f"{n}\t{ROUND_TRIP}"] = client.ping
+        for name, read in READS.items():
+            reads[f"{n}\t{name}"] = partial(read, repos[n])
+    for label, median in interleaved_medians(reads, rounds).items():
+        size, name = label.split("\t")
+        rows[int(size)][name] = median
+    for n, repo in repos.items():
+        for name, read in SCANNING.items():
+            scan: Callable[[], object] = partial(read, repo)
+            rows[n].update(interleaved_medians({name: scan}, max(5, rounds // 10), block=1))
+    for client in clients.values():
+        client.flushdb()
+    return rows
 
 
 def table(sizes: Sequence[int], rows: dict[int, dict[str, float]]) -> str:
@@ -126,11 +157,27 @@ def table(sizes: Sequence[int], rows: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _client(url: str, offset: int) -> redis.Redis:
+    """A client of the database ``offset`` places after the URL's (the URL's own db wins over a
+    ``db=`` argument of ``from_url``, so the pool is built from its parsed options)."""
+    pool = redis.ConnectionPool.from_url(url)
+    options = dict(pool.connection_kwargs)
+    options["db"] = int(options.get("db", 0)) + offset
+    pool.disconnect()
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``python -m benchmarks.scale [--sizes 10000,100000,1000000] [--url URL]``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated fleet sizes")
-    parser.add_argument("--url", default=None, help="use this Redis (its db is FLUSHED)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="use this Redis: the URL's database and the next ones, one per size, are FLUSHED",
+    )
     parser.add_argument("--rounds", type=int, default=200, help="timed calls per read")
     parser.add_argument("--quick", action="store_true", help="1000 and 5000 devices, 20 rounds")
     args = parser.parse_args(argv)
@@ -140,15 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if server is not None:
         server.start()
     url = args.url or (server.url if server else "")
-    client = redis.Redis.from_url(url)
+    clients = {n: _client(url, i) for i, n in enumerate(sizes)}
     try:
-        version = client.info("server")["redis_version"]
-        rows = {n: measure(client, n, rounds) for n in sizes}
+        version = clients[sizes[0]].info("server")["redis_version"]
+        rows = measure(clients, rounds)
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
         if server is not None:
             server.stop()
-    print(f"Redis {version}, {cpu_model()}, median of {rounds} interleaved rounds\n")
+    slow_rounds = max(5, rounds // 10)
+    print(
+        f"Redis {version}, {cpu_model()}, median of {rounds} calls ({slow_rounds} when scanning)\n"
+    )
     print(table(sizes, rows))
     worst = max(rows[sizes[-1]][name] / rows[sizes[0]][name] for name in BOUNDED)
     print(f"\nlargest growth of the index-bounded reads ({', '.join(BOUNDED)}): {worst:.2f}x")

@@ -12,6 +12,7 @@ from benchmarks.harness import Candidate, Config, GroupResult, Result, Runner, m
 from benchmarks.harness import percentile as pct
 from benchmarks.report import from_json, markdown_report, to_json
 from benchmarks.run import main
+from benchmarks.scale import _client as scale_client
 from benchmarks.scale import main as scale_main
 from benchmarks.suites import run_groups
 from benchmarks.targets import TARGETS, Outcome, evaluate, markdown_targets
@@ -214,3 +215,10 @@ def test_scale_quick_prints_a_table_with_every_read(capsys: pytest.CaptureFixtur
         assert f"| {row}" in out
     assert "| N = 1,000 | N = 5,000 | 5,000 / 1,000 |" in out
     assert "largest growth of the index-bounded reads" in out
+
+
+def test_scale_gives_each_size_a_database_of_its_own() -> None:
+    for url, offset, db in [("redis://127.0.0.1:1/3", 2, 5), ("redis://127.0.0.1:1", 1, 1)]:
+        client = scale_client(url, offset)
+        assert client.connection_pool.connection_kwargs["db"] == db
+        client.close()

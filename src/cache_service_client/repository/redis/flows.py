@@ -94,6 +94,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _texts(values: list[Any]) -> list[str]:
+    """:func:`_text` of each value; a client decodes every reply or none, so one check does."""
+    if values and isinstance(values[0], bytes):
+        return [value.decode() for value in values]
+    return list(values)
+
+
 def _score(value: bytes | str | int) -> int:
     """An index score from an integer reply, or as Redis prints it (``%.17g``)."""
     try:
@@ -439,7 +446,7 @@ def _score_streams(
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
             flat, last = reply[0], reply[1]
-            ids = [_text(device_id) for device_id in flat[0::2]]
+            ids = _texts(flat[0::2])
             values = reply[2] if with_values else [None] * len(ids)
             items = [
                 _Item((score, device_id), device_id, score, None, value)
@@ -513,15 +520,15 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
             raws = [item.value for item in page_items]
         else:
             raws = yield from _mget(ctx, keys)
-        for device_id, key, raw in zip(ids, keys, raws, strict=True):
-            if raw is None:
-                if with_values:  # a key of another type: the script could not GET it
-                    logger.warning("query skipped a corrupted entry: %s holds no string", key)
-                continue  # deleted since the index was read
-            try:
-                items.append(ctx.codec.decode(key, raw, device_id))
-            except DataCorruptionError as exc:
-                logger.warning("query skipped a corrupted entry: %s", exc)
+        found, nil, corrupted = ctx.codec.decode_many(keys, raws, ids)
+        items = list(found.values())  # in page order
+        if with_values:  # nil: a key of another type (the script saw it exists)
+            for device_id in nil:
+                key = ctx.keys.device_key(device_id)
+                logger.warning("query skipped a corrupted entry: %s holds no string", key)
+        # (Without values, nil means deleted since the index was read: nothing to report.)
+        for exc in corrupted.values():
+            logger.warning("query skipped a corrupted entry: %s", exc)
     next_cursor = plan.cursor(page_items[-1].key) if len(chosen) > plan.limit else None
     return Page(items=items, next_cursor=next_cursor, total=total)
 
