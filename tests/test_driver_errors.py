@@ -127,6 +127,8 @@ def test_wrongtype_without_a_key_is_a_backend_error(op: Op | None) -> None:
         ),
         rex.TryAgainError("Multiple keys request during rehashing of slot"),
         rex.ClusterDownError("The cluster is down"),
+        # The cluster client's own error when redirections and TRYAGAIN answers went on too long.
+        rex.ClusterError("TTL exhausted."),
     ],
 )
 def test_redis_py_retryable_error_classes_are_connection_errors(exc: Exception) -> None:

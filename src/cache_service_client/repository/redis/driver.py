@@ -40,13 +40,15 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _RETRYABLE_PREFIXES = ("READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-# redis-py strips the error code from these and raises a class of its own instead.
+# redis-py strips the error code from these and raises a class of its own instead. Its cluster
+# client raises ClusterError itself ("TTL exhausted.") when a command kept being redirected or
+# answered TRYAGAIN, as a multi-key command in a migrating slot is until the migration ends.
 _RETRYABLE_CLASSES = (
     rex.ReadOnlyError,
     rex.BusyLoadingError,
     rex.MasterDownError,
     rex.TryAgainError,
-    rex.ClusterDownError,
+    rex.ClusterError,  # ClusterDownError included
 )
 _AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password")
 
