@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+import msgspec
 import pytest
 import redis
 import redis.asyncio
@@ -16,6 +17,7 @@ from cache_service_client import (
     AsyncRedisDeviceMetadataRepository,
     BackendConnectionError,
     DeviceMetadata,
+    DeviceQuery,
     KeyStrategy,
     MetadataCodec,
     RedisDeviceMetadataRepository,
@@ -140,6 +142,39 @@ def test_foreign_deletes_are_pruned_when_listed(
     assert repo.list_ids() == ["a", "c"]
     assert redis_client.zcard(key_strategy.ids_index()) == 2
     assert repo.count() == 2
+
+
+def test_time_walks_prune_gone_entries_from_the_index_they_walk(
+    redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    # Damaged indexes, as another tool could leave them: the gone devices x0-x2 are listed in a
+    # second datatype's index too, and their own datatype is missing from the datatypes set.
+    # Pruning them must take them out of the index being walked, or the walk would fetch again
+    # from a rank that no longer moved up and return devices twice.
+    repo = RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=None)
+    ms = [NOW + timedelta(milliseconds=i) for i in range(20)]
+    repo.put_many(
+        [
+            *(msgspec.structs.replace(meta(f"x{i}"), last_updated=ms[i]) for i in range(3)),
+            *(msgspec.structs.replace(meta(f"y{i}"), last_updated=ms[10 + i]) for i in range(9)),
+            msgspec.structs.replace(meta("z"), datatype_id="other"),
+        ]
+    )
+    redis_client.zadd(key_strategy.updated_index("other"), {f"x{i}": 1 for i in range(3)})
+    redis_client.srem(key_strategy.datatypes_index(), "t")
+    redis_client.delete(*(key_strategy.device_key(f"x{i}") for i in range(3)))
+    ids: list[str] = []
+    query = DeviceQuery(sort="last_updated", limit=5, datatype_id="t")
+    while True:
+        page = repo.query(query)
+        ids += [m.device_id for m in page.items]
+        if page.next_cursor is None:
+            break
+        query = msgspec.structs.replace(query, cursor=page.next_cursor)
+    assert ids == [f"y{i}" for i in range(9)]
+    assert redis_client.zrange(key_strategy.updated_index("t"), 0, -1) == [
+        f"y{i}".encode() for i in range(9)
+    ]
 
 
 def test_scripts_are_reloaded_after_script_flush(

@@ -73,6 +73,18 @@ local function forget(id)
   unindex(id)
   return true
 end
+-- forget(id) for an entry met in the updated index `key` of datatype `dt`, making sure it leaves
+-- that index: forget drops the id from the first updated index listing it, and an id that
+-- another tool left in a second one may have been dropped there instead. True when the entry
+-- left `key` (so the entries after it moved up by one).
+local function forget_from(id, key, dt)
+  if not forget(id) then return false end
+  if redis.call('ZREM', key, id) == 1 and redis.call('EXISTS', key) == 0 then
+    redis.call('SREM', KEYS[3], dt)
+    datatypes = nil
+  end
+  return true
+end
 -- Remove up to `limit` expired entries from the indexes (their keys are already gone).
 local function prune_expired(now, limit)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
@@ -274,11 +286,12 @@ local k = #names
 local shard, next_rank, fetch, buf, at = {}, {}, {}, {}, {}
 local head_id, head_score, head_value = {}, {}, {}
 local active, n_active = {}, 0
--- The first fetch of each index is its fair share of the page (plus one, and a margin when
--- several share it); an index that needs more fetches twice as much each time. Every score
--- fetched costs a number formatted and parsed, so fetching little matters.
-local first_fetch = want + 1
-if k > 1 then first_fetch = math.ceil((want + 1) * 1.25 / k) + 2 end
+-- The first fetch of each index is its fair share of the page (with a margin when several
+-- share it); an index that needs more fetches twice as much each time, never more than the
+-- budget lets the walk examine. Every score fetched costs a number formatted and parsed, so
+-- fetching little matters.
+local first_fetch = want
+if k > 1 then first_fetch = math.ceil(want * 1.25 / k) + 2 end
 local stop_at = nil  -- the bound the walk runs towards, as a sort value
 if reverse and lo ~= '-inf' then stop_at = -tonumber(lo) end
 if (not reverse) and hi ~= '+inf' then stop_at = tonumber(hi) end
@@ -286,7 +299,7 @@ if (not reverse) and hi ~= '+inf' then stop_at = tonumber(hi) end
 local function load(i)
   local b, a = buf[i], at[i]
   if a > #b then
-    local r, size = next_rank[i], fetch[i]
+    local r, size = next_rank[i], math.min(fetch[i], math.max(budget, 1))
     if reverse then
       b = redis.call('ZREVRANGE', shard[i], r, r + size - 1, 'WITHSCORES')
     else
@@ -364,10 +377,8 @@ end
 -- A candidate whose key is gone: drop its index entries (the entries after it in its index
 -- moved up by one).
 local function gone(j)
-  if forget(cand_id[j]) then
-    local h = cand_head[j]
-    next_rank[h] = next_rank[h] - 1
-  end
+  local h = cand_head[j]
+  if forget_from(cand_id[j], shard[h], names[h]) then next_rank[h] = next_rank[h] - 1 end
 end
 while found < want do
   local n = take(want - found)
@@ -418,7 +429,7 @@ local function live(id)
   if at and tonumber(at) < now then return false end
   return alive(id)
 end
-local function first_live(shard, reverse)
+local function first_live(shard, dt, reverse)
   local budget = tonumber(ARGV[4])
   local start = 0
   while budget > 0 do
@@ -433,7 +444,7 @@ local function first_live(shard, reverse)
     for i = 1, #batch, 2 do
       budget = budget - 1
       if live(batch[i]) then return tonumber(batch[i + 1]) end
-      if not alive(batch[i]) and forget(batch[i]) then
+      if not alive(batch[i]) and forget_from(batch[i], shard, dt) then
         dead = dead + 1
       end
     end
@@ -444,9 +455,9 @@ end
 local lowest, highest = false, false
 for _, dt in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local shard = ARGV[2] .. dt
-  local low = first_live(shard, false)
+  local low = first_live(shard, dt, false)
   if low and (not lowest or low < lowest) then lowest = low end
-  local high = first_live(shard, true)
+  local high = first_live(shard, dt, true)
   if high and (not highest or high > highest) then highest = high end
 end
 if lowest then lowest = string.format('%d', lowest) end
