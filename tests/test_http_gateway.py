@@ -43,6 +43,7 @@ from cache_service_client import (
 from cache_service_client.server import create_app, wire
 from cache_service_client.server.cli import main as server_main
 from cache_service_client.server.openapi import build_openapi, openapi_json
+from tests import backends
 from tests.http_gateway import Gateway
 from tests.redis_server import free_port
 
@@ -50,22 +51,13 @@ TOKEN = "gateway-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"Content-Type": "application/json"}
 LIMIT = 64 * 1024
-NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
+NOW = backends.NOW
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 
 
 def meta(device_id: str, **changes: Any) -> DeviceMetadata:
-    fields: dict[str, Any] = {
-        "device_id": device_id,
-        "datatype_id": "temp",
-        "datatype_name": "temperature",
-        "datatype_unit": "C",
-        "persist": True,
-        "last_updated": NOW,
-        "additional_properties": {"firmware": "1.2"},
-    }
-    fields.update(changes)
-    return DeviceMetadata(**fields)
+    """The suite's metadata (tests/backends.py) with the one property :func:`body` sends."""
+    return backends.meta(device_id, **{"additional_properties": {"firmware": "1.2"}, **changes})
 
 
 def body(**fields: Any) -> dict[str, Any]:

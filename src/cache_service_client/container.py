@@ -297,15 +297,21 @@ def build_redis_repository(
     )
 
 
+def _http_options(settings: Settings, retry: RetryPolicy) -> dict[str, Any]:
+    """The keyword arguments both HTTP repositories take from the settings."""
+    return {
+        "auth_token": settings.http_auth_token,
+        "timeout": settings.http_timeout,
+        "retry": retry,
+    }
+
+
 def init_http_repository(settings: Settings, retry: RetryPolicy) -> Iterator[Any]:
     """Resource: the sync HTTP repository (httpx is imported here only: the [http] extra)."""
     from cache_service_client.repository.http import HttpDeviceMetadataRepository
 
     repository = HttpDeviceMetadataRepository(
-        settings.http_url or "",
-        auth_token=settings.http_auth_token,
-        timeout=settings.http_timeout,
-        retry=retry,
+        settings.http_url or "", **_http_options(settings, retry)
     )
     try:
         yield repository
@@ -318,10 +324,7 @@ async def init_async_http_repository(settings: Settings, retry: RetryPolicy) -> 
     from cache_service_client.repository.http import AsyncHttpDeviceMetadataRepository
 
     repository = AsyncHttpDeviceMetadataRepository(
-        settings.http_url or "",
-        auth_token=settings.http_auth_token,
-        timeout=settings.http_timeout,
-        retry=retry,
+        settings.http_url or "", **_http_options(settings, retry)
     )
     try:
         yield repository
