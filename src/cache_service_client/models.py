@@ -9,7 +9,6 @@ readable after the model grows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -152,8 +151,7 @@ class Page(msgspec.Struct, Generic[T], kw_only=True, frozen=True):
     total: int | None = None
 
 
-@dataclass(frozen=True)
-class BatchGetResult:
+class BatchGetResult(msgspec.Struct, kw_only=True, frozen=True):
     """Everything a batch read found, kept apart by outcome.
 
     Attributes:
@@ -210,8 +208,7 @@ class DeviceQuery(msgspec.Struct, kw_only=True, frozen=True):
         )
 
 
-@dataclass(frozen=True)
-class RepairReport:
+class RepairReport(msgspec.Struct, kw_only=True, frozen=True):
     """What :meth:`repair` found and fixed.
 
     Attributes:
@@ -224,4 +221,4 @@ class RepairReport:
     scanned: int = 0
     indexed: int = 0
     orphans_removed: int = 0
-    corrupted: list[str] = field(default_factory=list)
+    corrupted: list[str] = msgspec.field(default_factory=list)

@@ -612,7 +612,7 @@ class HttpDeviceMetadataRepository(_HttpCommon):
     def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         """Read a batch in one request; report found, missing and corrupted entries."""
         op = self._get_many(device_ids)
-        return BatchGetResult({}, [], {}) if op is None else self._run(op)
+        return BatchGetResult(found={}, missing=[], corrupted={}) if op is None else self._run(op)
 
     def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch in one request; missing and corrupted ids are left out."""
@@ -747,7 +747,11 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
     async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         """See :meth:`HttpDeviceMetadataRepository.get_many_detailed`."""
         op = self._get_many(device_ids)
-        return BatchGetResult({}, [], {}) if op is None else await self._run(op)
+        return (
+            BatchGetResult(found={}, missing=[], corrupted={})
+            if op is None
+            else await self._run(op)
+        )
 
     async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """See :meth:`HttpDeviceMetadataRepository.get_many`."""
