@@ -243,6 +243,35 @@ def test_honours_the_deadline() -> None:
     assert str(info.value) == f"refused #{always.calls}"  # the last error, unchanged
 
 
+def overslept_policy() -> RetryPolicy:
+    """A policy whose first wait (0.05 s) fits its deadline (0.2 s) with room to spare."""
+    return RetryPolicy(attempts=10, deadline=0.2, backoff_base=0.05, backoff_max=0.05, jitter=False)
+
+
+def assert_gave_up_at_the_deadline(
+    caplog: pytest.LogCaptureFixture, error: BaseException, always: Always
+) -> None:
+    assert always.calls == 1  # no attempt started after the deadline
+    assert type(error) is BackendConnectionError
+    assert str(error) == "refused #1"  # the last attempt's error, unchanged
+    gave_up = [r.getMessage() for r in logger_records(caplog) if "giving up" in r.getMessage()]
+    assert gave_up == [
+        "get: giving up after attempt 1 of 10 (deadline reached): "
+        "BackendConnectionError: refused #1"
+    ]
+
+
+def test_a_wait_that_overshoots_the_deadline_ends_with_the_last_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda seconds: real_sleep(seconds + 0.2))
+    always = Always()
+    with pytest.raises(BackendConnectionError) as info:
+        overslept_policy().call(always, operation="get")
+    assert_gave_up_at_the_deadline(caplog, info.value, always)
+
+
 def test_the_deadline_counts_the_first_attempt() -> None:
     always = Always(delay=0.2)
     with pytest.raises(BackendConnectionError):
@@ -344,6 +373,21 @@ async def test_async_honours_the_deadline() -> None:
     elapsed = time.monotonic() - started
     assert 0.3 - 0.05 - 0.02 <= elapsed < 0.3 + 0.08
     assert str(info.value) == f"refused #{always.calls}"
+
+
+async def test_async_wait_that_overshoots_the_deadline_ends_with_the_last_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_sleep = asyncio.sleep
+
+    async def oversleep(seconds: float) -> None:
+        await real_sleep(seconds + 0.2)
+
+    monkeypatch.setattr(asyncio, "sleep", oversleep)
+    always = Always()
+    with pytest.raises(BackendConnectionError) as info:
+        await overslept_policy().call_async(always.coro, operation="get")
+    assert_gave_up_at_the_deadline(caplog, info.value, always)
 
 
 async def test_async_bounds_a_hung_retry_attempt_by_the_deadline() -> None:

@@ -70,11 +70,22 @@ class _Call:
         """Count an attempt; the first time, raise the first attempt's error instead.
 
         Replaying it lets backoff count the first attempt as its own first try.
+
+        Raises:
+            _DeadlineReached: The deadline passed during the wait before this attempt (a sleep
+                can overshoot the wait it was asked for): no attempt starts after it.
+
         """
         error, self.first_error = self.first_error, None
         if error is not None:
             raise error
+        if self.deadline_at is not None and time.monotonic() >= self.deadline_at:
+            raise _DeadlineReached
         self.tries += 1
+
+
+class _DeadlineReached(Exception):
+    """Ends backoff's loop when the deadline passed between attempts (never reaches a caller)."""
 
 
 class RetryPolicy:
@@ -83,13 +94,16 @@ class RetryPolicy:
     A policy is immutable, cheap to share between repositories and threads, and compares equal
     to another policy with the same settings.
 
-    Deadline: ``deadline`` bounds a whole call, all attempts and waits included. No attempt
-    starts and no wait is taken that would end after it; the last error is raised instead. In
-    :meth:`call_async` each retry attempt is also cancelled when the deadline passes, which ends
-    the call with a :class:`~cache_service_client.BackendTimeoutError`. A sync attempt cannot be
-    interrupted: it ends when the socket timeout of the client fires, so a sync call takes at
-    most about ``deadline + socket_timeout``. The first attempt is a plain call, bounded by the
-    socket timeout only (in both flavours), so that successful calls pay nothing for the policy.
+    Deadline: ``deadline`` bounds a whole call, all attempts and waits included. No wait is
+    taken that would end after it, and no attempt starts after it (should a wait overshoot);
+    either way the caller gets the error of the last attempt, unchanged. Only in
+    :meth:`call_async` can the deadline also end an attempt in progress: a retry attempt still
+    running when the deadline passes is cancelled, and the call raises
+    :class:`~cache_service_client.BackendTimeoutError`, chained to the error of the attempt
+    before it. A sync attempt cannot be interrupted: it ends when the socket timeout of the
+    client fires, so a sync call takes at most about ``deadline + socket_timeout``. The first
+    attempt is a plain call, bounded by the socket timeout only (in both flavours), so that
+    successful calls pay nothing for the policy.
 
     Args:
         attempts: Tries per call, the first included (1: no retry).
@@ -231,7 +245,11 @@ class RetryPolicy:
             state.next_attempt()
             return fn()
 
-        return self._retrying(state, attempt)()
+        try:
+            return self._retrying(state, attempt)()
+        except _DeadlineReached:
+            pass
+        raise state.last_error  # outside the except block: its context stays its own
 
     async def call_async(self, fn: Callable[[], Awaitable[T]], *, operation: str) -> T:
         """Await ``fn()`` until it succeeds, fails for good, runs out of attempts or of time.
@@ -247,9 +265,11 @@ class RetryPolicy:
             What ``fn()`` returned.
 
         Raises:
-            BackendTimeoutError: The deadline passed during a retry attempt; chained to the
-                error of the attempt before it.
-            Exception: Otherwise the error of the last attempt, unchanged.
+            BackendTimeoutError: The deadline passed while a retry attempt was running; chained
+                to the error of the attempt before it.
+            Exception: Otherwise the error of the last attempt, unchanged: a non-retryable
+                error at once, a retryable one when attempts ran out or the deadline passed
+                between attempts.
 
         """
         started = time.monotonic() if self._deadline is not None else 0.0
@@ -266,7 +286,11 @@ class RetryPolicy:
                 return await fn()
             return await self._bounded(fn, state)
 
-        return await self._retrying(state, attempt)()
+        try:
+            return await self._retrying(state, attempt)()
+        except _DeadlineReached:
+            pass
+        raise state.last_error  # outside the except block: its context stays its own
 
     # -- the slow path: only reached after a retryable failure ---------------------------------
 
@@ -302,14 +326,17 @@ class RetryPolicy:
         def on_giveup(details: Details) -> None:
             info = cast(Mapping[str, Any], details)
             error: Exception = info["exception"]
-            if not self.is_retryable(error):
+            tries: int = info["tries"]
+            if isinstance(error, _DeadlineReached):
+                error, tries = state.last_error, state.tries
+            elif not self.is_retryable(error):
                 return  # a definite answer (e.g. not found) after a retry is no failure to log
             logger.debug(
                 "%s: giving up after attempt %d of %d (%s): %s: %s",
                 state.operation,
-                info["tries"],
+                tries,
                 state.attempts,
-                "out of attempts" if info["tries"] >= state.attempts else "deadline reached",
+                "out of attempts" if tries >= state.attempts else "deadline reached",
                 type(error).__name__,
                 error,
             )
@@ -342,7 +369,7 @@ class RetryPolicy:
         assert state.deadline_at is not None
         remaining = state.deadline_at - time.monotonic()
         if remaining <= 0:
-            raise self._expired(state)
+            raise _DeadlineReached  # passed since next_attempt() looked: no attempt started
         if sys.version_info >= (3, 11):
             scope = asyncio.timeout(remaining)
             try:
