@@ -273,6 +273,24 @@ def test_secrets_never_shown(caplog: pytest.LogCaptureFixture) -> None:
     assert "user:***@h:1" in repr(with_url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://gw:8000/?http_auth_token={SECRET}",
+        f"redis+sentinel://s:26379/mymaster?sentinel_password={SECRET}",
+    ],
+)
+def test_secrets_in_url_query_options_are_never_shown(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="cache_service_client"):
+        client = CacheServiceClient.from_url(url)
+    assert "created" in caplog.text
+    for text in (repr(client), str(client), repr(client.settings), caplog.text):
+        assert SECRET not in text
+    client.close()
+
+
 def test_health_of_a_dead_port_is_unhealthy_within_the_timeout() -> None:
     client = CacheServiceClient(host="127.0.0.1", port=free_port(), socket_timeout=0.5)
     started = time.monotonic()

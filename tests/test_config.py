@@ -231,6 +231,31 @@ def test_secrets_never_shown(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        f"http://gw:8000/?http_auth_token={SECRET}",
+        f"redis+sentinel://s:26379/mymaster?sentinel_password={SECRET}",
+    ],
+)
+def test_secrets_in_url_query_options_are_never_shown(url: str) -> None:
+    s = settings_from_url(url)
+    assert SECRET in str(s.to_dict(masked=False))
+    for text in (repr(s), str(s), str(s.to_dict())):
+        assert SECRET not in text
+        assert "=***" in text
+    with pytest.raises(ConfigurationError) as caught:
+        settings_from_url(f"{url}&socket_timeout=bad")
+    assert SECRET not in str(caught.value)
+
+
+def test_a_password_query_option_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigurationError, match="unsupported query option 'password'") as caught:
+        settings_from_url(f"redis://h:1/0?password={SECRET}")
+    assert SECRET not in str(caught.value)
+    assert "password=***" in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("url", "masked"),
     [
         ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
@@ -238,6 +263,17 @@ def test_secrets_never_shown(caplog: pytest.LogCaptureFixture) -> None:
         ("redis://h:1/0", "redis://h:1/0"),
         ("https://token@api.example/x?y=1", "https://***@api.example/x?y=1"),
         ("redis://user:pw@[::1]:7/0", "redis://user:***@[::1]:7/0"),
+        (
+            "http://gw:8/?http_auth_token=t0k&http_timeout=2",
+            "http://gw:8/?http_auth_token=***&http_timeout=2",
+        ),
+        (
+            "redis+sentinel://s:1/m?sentinel_password=pw",
+            "redis+sentinel://s:1/m?sentinel_password=***",
+        ),
+        ("redis://:pw@h/0?db=1&password=pw&x", "redis://:***@h/0?db=1&password=***&x"),
+        ("redis://h/0?pass%77ord=pw&password", "redis://h/0?pass%77ord=***&password"),
+        ("redis://h/0?socket_timeout=1", "redis://h/0?socket_timeout=1"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

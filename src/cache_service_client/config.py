@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
 import msgspec
 
@@ -186,25 +186,46 @@ _SECRETS = ("password", "http_auth_token", "sentinel_password")
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password (or token user) replaced by ``***``."""
+    """Return ``url`` with every secret in it replaced by ``***``.
+
+    Secrets are the password (or a token given as the user) and the values of the query options
+    that name a secret setting (``password``, ``http_auth_token``, ``sentinel_password``).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return MASK
-    if parts.password is None and parts.username is None:
+    netloc = parts.netloc
+    if parts.password is not None or parts.username is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is not None:
+            host = f"{host}:{port}"
+        user = parts.username or ""
+        credentials = f"{user}:{MASK}" if parts.password is not None else MASK
+        netloc = f"{credentials}@{host}"
+    query = _mask_query(parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is not None:
-        host = f"{host}:{port}"
-    user = parts.username or ""
-    credentials = f"{user}:{MASK}" if parts.password is not None else MASK
-    return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _mask_query(query: str) -> str:
+    """Mask the values of secret options in a URL query, leaving the rest as written."""
+    if not query:
+        return query
+    pieces = []
+    for piece in query.split("&"):
+        name, equals, _ = piece.partition("=")
+        if equals and unquote_plus(name).strip() in _SECRETS:
+            piece = f"{name}={MASK}"
+        pieces.append(piece)
+    return "&".join(pieces)
 
 
 # -- field types and checks ------------------------------------------------------------------
