@@ -1,4 +1,5 @@
-"""The competitors' models: pydantic v2 and redis-om (both optional, from the ``bench`` extra).
+"""The competitors' models: pydantic v2 and redis-om (both optional, from the ``bench`` and
+``bench-redis-om`` dependency groups).
 
 Import this module only after checking :func:`have_pydantic` / :func:`have_redis_om`; the
 runner reports a group's competitor as skipped when its library is missing.

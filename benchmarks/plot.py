@@ -1,4 +1,4 @@
-"""Draw the ratios to the baselines (matplotlib, from the ``plot`` extra).
+"""Draw the ratios to the baselines (matplotlib, from the ``plot`` dependency group).
 
 ``python -m benchmarks.plot results.json out.svg`` redraws a plot from a saved run
 (``python -m benchmarks --json results.json``). The format follows the file's extension.

