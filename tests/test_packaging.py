@@ -156,14 +156,13 @@ def readme_example(url: str) -> str:
 
 
 @pytest.fixture
-def readme_redis_url(redis_url: str) -> Iterator[str]:
+def readme_redis_url(redis_url: str, redis_client: redis.Redis) -> Iterator[str]:
     prefix = f"readme-{uuid.uuid4().hex[:8]}"
     separator = "&" if "?" in redis_url else "?"
     yield f"{redis_url}{separator}key_prefix={prefix}"
-    with redis.Redis.from_url(redis_url) as client:
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+    keys = list(redis_client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        redis_client.delete(*keys)
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
