@@ -20,6 +20,7 @@ from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
     AuthenticationError,
     BackendConnectionError,
+    BackendTimeoutError,
     CacheServiceClient,
     ConfigurationError,
     DeviceMetadata,
@@ -202,12 +203,63 @@ def test_configure_validates_and_applies(client: CacheServiceClient) -> None:
         client.configure(metadata_ttl="soon")
 
 
-def test_socket_timeout_reaches_live_connections(redis_url: str) -> None:
-    with CacheServiceClient.from_url(redis_url) as client:
-        client.check_health_sync()
-        client.configure(socket_timeout=1.25)
-        pool = client.container.redis_client().connection_pool
-        assert pool.connection_kwargs["socket_timeout"] == 1.25
+def test_a_new_socket_timeout_holds_for_every_later_call() -> None:
+    # The client's connections are open (sync and async) when the timeout changes; every call
+    # after configure() must give up after the new timeout, not the old 30 s.
+    server = RedisServer(find_redis_server())
+    server.start()
+    admin = redis.Redis(port=server.port)
+    try:
+        client = CacheServiceClient.from_url(server.url, socket_timeout=30, retry_attempts=1)
+
+        async def call() -> float:
+            started = time.monotonic()
+            with pytest.raises(BackendTimeoutError):
+                await client.get_device_metadata("paused")
+            return time.monotonic() - started
+
+        def sync_call() -> float:
+            started = time.monotonic()
+            with pytest.raises(BackendTimeoutError):
+                client.get_device_metadata_sync("paused")
+            return time.monotonic() - started
+
+        async def scenario() -> tuple[float, float]:
+            assert client.check_health_sync().status == "healthy"
+            assert (await client.check_health()).status == "healthy"
+            client.configure(socket_timeout=0.3)
+            admin.client_pause(4000, all=True)
+            try:
+                waits = sync_call(), await call()
+            finally:
+                admin.client_unpause()
+            assert client.settings.socket_timeout == 0.3
+            await client.store_device_metadata_async("after", PLAN)  # the new connections work
+            assert client.device_exists_sync("after")
+            await client.aclose()
+            return waits
+
+        sync_wait, async_wait = asyncio.run(scenario())
+        assert sync_wait < 3, sync_wait  # the old timeout: 30 s (the pause: 4 s)
+        assert async_wait < 3, async_wait
+    finally:
+        admin.close()
+        server.stop()
+
+
+def test_the_socket_timeout_of_a_callers_pool_is_the_callers(redis_url: str) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=5)
+    try:
+        with CacheServiceClient(connection_pool=pool) as client:
+            with pytest.raises(
+                ConfigurationError, match=r"configure\(\) socket_timeout: .*connection_pool"
+            ):
+                client.configure(socket_timeout=1)
+            assert client.settings.socket_timeout == 5.0  # unchanged: nothing half-applied
+            client.configure(metadata_ttl=60)  # what does not touch the pool still works
+            assert client.settings.metadata_ttl == 60
+    finally:
+        pool.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -486,3 +538,44 @@ def test_http_mode_through_the_gateway() -> None:
         assert wrong.check_health_sync().status == "unhealthy"
         wrong.close()
         client.close()
+
+
+@pytest.mark.parametrize("cancelled", [[0], list(range(8))], ids=["first", "all"])
+async def test_a_cancelled_first_call_affects_no_other_call(url: str, cancelled: list[int]) -> None:
+    # Concurrent first calls share the lazy initialisation of the async repository: cancelling
+    # one caller (or all) while it waits must not cancel it for the others or for later calls.
+    async with CacheServiceClient.from_url(url) as client:
+        calls = [asyncio.ensure_future(client.device_exists(f"dev-{i}")) for i in range(8)]
+        await asyncio.sleep(0)
+        for i in cancelled:
+            calls[i].cancel()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for i, result in enumerate(results):
+            if i in cancelled and calls[i].cancelled():
+                continue
+            assert result is False, (i, result)
+        assert await client.store_device_metadata_async("after", PLAN) is True
+        assert await client.device_exists("after") is True
+
+
+async def test_configure_and_close_on_a_cluster(
+    cluster_url: str, key_strategy: KeyStrategy
+) -> None:
+    # A new socket timeout means new cluster clients; close() and aclose() close every client
+    # the facade opened, the replaced ones included.
+    client = CacheServiceClient.from_url(
+        cluster_url, key_prefix=key_strategy.prefix, cluster_buckets=4
+    )
+    client.store_device_metadata("before", PLAN)
+    assert await client.device_exists("before")
+    first = client.container
+    client.configure(socket_timeout=0.7)
+    assert client.container is not first
+    assert client.container.settings().socket_timeout == 0.7
+    client.store_device_metadata("after", PLAN)
+    assert await client.device_exists("after")
+    assert client.delete_many_device_metadata_sync(["before", "after"]) == 2
+    await client.aclose()
+    for container in (first, client.container):
+        assert not container.cluster_client.initialized
+        assert not container.async_cluster_client.initialized

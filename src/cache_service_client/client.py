@@ -7,7 +7,6 @@ event loop's thread pool alike.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -29,7 +28,11 @@ from cache_service_client.config import (
     settings_from_file,
     settings_from_url,
 )
-from cache_service_client.container import Container, resolve_async_repository
+from cache_service_client.container import (
+    Container,
+    resolve_async_repository,
+    shutdown_resources,
+)
 from cache_service_client.exceptions import (
     ConfigurationError,
     DeviceNotFoundError,
@@ -158,39 +161,32 @@ class CacheServiceClient:
                 raise ConfigurationError("argument url: give either settings or url, not both")
         else:
             self._settings = load_settings(arguments=arguments, env=False, url=url)
-        self._container = Container()
-        self._container.settings.override(providers.Object(self._settings))
+        # What the caller gave instead of settings, by container provider; every container this
+        # client builds (a new one when configure() changes the socket timeout) gets them.
+        self._overrides: dict[str, Any] = {}
         if key_strategy is not None:
-            self._container.key_strategy.override(providers.Object(key_strategy))
+            self._overrides["key_strategy"] = key_strategy
         if retry is not None:
-            self._container.retry.override(providers.Object(retry))
-        self._override_pools(connection_pool)
+            self._overrides["retry"] = retry
+        self._overrides.update(_pool_overrides(connection_pool))
         if repository is not None:
-            self._container.repository.override(providers.Object(repository))
+            self._overrides["repository"] = repository
         if async_repository is not None:
-            self._container.async_repository.override(providers.Object(async_repository))
+            self._overrides["async_repository"] = async_repository
+        self._container = self._new_container()
+        # Containers replaced by configure(): calls already running finish on their
+        # connections, which close() and aclose() close.
+        self._retired: list[Container] = []
         self._repository: DeviceMetadataRepository | None = None
         self._async_repository: AsyncDeviceMetadataRepository | None = None
         logger.debug("created %r", self)
 
-    def _override_pools(self, connection_pool: Any) -> None:
-        pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
-        for pool in pools:
-            if pool is None:
-                continue
-            if isinstance(pool, redis.asyncio.ConnectionPool):
-                self._container.async_redis_client.override(
-                    providers.Object(redis.asyncio.Redis(connection_pool=pool))
-                )
-            elif isinstance(pool, redis.ConnectionPool):
-                self._container.redis_client.override(
-                    providers.Object(redis.Redis(connection_pool=pool))
-                )
-            else:
-                raise ConfigurationError(
-                    "argument connection_pool: expected a redis.ConnectionPool or "
-                    f"redis.asyncio.ConnectionPool, not {type(pool).__name__}"
-                )
+    def _new_container(self) -> Container:
+        container = Container()
+        container.settings.override(providers.Object(self._settings))
+        for name, value in self._overrides.items():
+            getattr(container, name).override(providers.Object(value))
+        return container
 
     # -- construction from other sources ---------------------------------------------------
 
@@ -254,11 +250,16 @@ class CacheServiceClient:
     def configure(self, **changes: Any) -> None:
         """Change settings at run time: ``metadata_ttl`` and ``socket_timeout``.
 
-        Values are validated like constructor arguments. A new TTL applies to the next write;
-        a new socket timeout to every connection from the next command on.
+        Values are validated like constructor arguments. A new TTL applies to the next write.
+        A new socket timeout applies to every call that starts afterwards: the client opens new
+        connections with it (sync and async, on every Redis backend) and closes the old ones in
+        :meth:`close` / :meth:`aclose`, so calls already running finish undisturbed. It does not
+        apply to the HTTP gateway (``http_timeout`` does) nor to repositories given to the
+        constructor.
 
         Raises:
-            ConfigurationError: For an invalid value or a setting that cannot change at runtime.
+            ConfigurationError: For an invalid value, a setting that cannot change at run time,
+                or ``socket_timeout`` on a client whose ``connection_pool`` the caller owns.
         """
         for name in changes:
             if name not in _RUNTIME_SETTINGS:
@@ -266,31 +267,29 @@ class CacheServiceClient:
                     f"configure() {name}: cannot change at run time (only "
                     f"{', '.join(_RUNTIME_SETTINGS)}); create a new client instead"
                 )
-        self._settings = self._settings.replace("configure()", **changes)
-        self._container.settings.override(providers.Object(self._settings))
+        settings = self._settings.replace("configure()", **changes)
+        reconnect = (
+            "socket_timeout" in changes
+            and settings.socket_timeout != self._settings.socket_timeout
+            and settings.backend not in ("memory", "http")
+        )
+        if reconnect and _POOL_PROVIDERS & self._overrides.keys():
+            raise ConfigurationError(
+                "configure() socket_timeout: this client uses the caller's connection_pool, "
+                "whose connections keep their own timeout; set socket_timeout on that pool"
+            )
+        self._settings = settings
+        if reconnect:
+            self._retired.append(self._container)
+            self._container = self._new_container()
+            self._repository = None
+            self._async_repository = None
+            return
+        self._container.settings.override(providers.Object(settings))
         if "metadata_ttl" in changes:
             for repo in (self._repository, self._async_repository):
                 if repo is not None and hasattr(repo, "ttl"):
-                    repo.ttl = self._settings.metadata_ttl
-        if "socket_timeout" in changes:
-            self._apply_socket_timeout(self._settings.socket_timeout)
-
-    def _apply_socket_timeout(self, seconds: float) -> None:
-        for provider in (self._container.redis_client, self._container.async_redis_client):
-            if not provider.initialized and not provider.overridden:
-                continue
-            client = provider()
-            if not isinstance(client, (redis.Redis, redis.asyncio.Redis)):
-                continue
-            pool = client.connection_pool
-            pool.connection_kwargs["socket_timeout"] = seconds
-            for connection in list(getattr(pool, "_available_connections", [])) + list(
-                getattr(pool, "_in_use_connections", [])
-            ):
-                connection.socket_timeout = seconds
-                sock = getattr(connection, "_sock", None)
-                if sock is not None:
-                    sock.settimeout(seconds)
+                    repo.ttl = settings.metadata_ttl
 
     # -- repositories ----------------------------------------------------------------------
 
@@ -421,11 +420,11 @@ class CacheServiceClient:
 
     async def aclose(self) -> None:
         """Close every connection (sync and async) this client opened."""
+        containers = [*self._retired, self._container]
         self.close()
-        for resource in (self._container.async_redis_client, self._container.async_http_repository):
-            closing = resource.shutdown()
-            if inspect.isawaitable(closing):
-                await closing
+        for container in containers:
+            await shutdown_resources(container)
+        self._retired = []
         self._async_repository = None
 
     async def __aenter__(self) -> CacheServiceClient:
@@ -523,8 +522,10 @@ class CacheServiceClient:
 
     def close(self) -> None:
         """Close the sync connections. Use :meth:`aclose` when async methods were used."""
-        self._container.redis_client.shutdown()
-        self._container.http_repository.shutdown()
+        for container in [*self._retired, self._container]:
+            for resource in _SYNC_RESOURCES:
+                getattr(container, resource).shutdown()
+        self._retired = [c for c in self._retired if _has_async_resources(c)]
         self._repository = None
 
     def __enter__(self) -> CacheServiceClient:
@@ -537,6 +538,39 @@ class CacheServiceClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_POOL_PROVIDERS = frozenset({"redis_client", "async_redis_client"})
+_SYNC_RESOURCES = ("redis_client", "cluster_client", "sentinel_client", "http_repository")
+_ASYNC_RESOURCES = (
+    "async_redis_client",
+    "async_cluster_client",
+    "async_sentinel_client",
+    "async_http_repository",
+)
+
+
+def _has_async_resources(container: Container) -> bool:
+    return any(getattr(container, name).initialized for name in _ASYNC_RESOURCES)
+
+
+def _pool_overrides(connection_pool: Any) -> dict[str, Any]:
+    """The container overrides for a caller's pool (or a tuple of a sync and an async one)."""
+    overrides: dict[str, Any] = {}
+    pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
+    for pool in pools:
+        if pool is None:
+            continue
+        if isinstance(pool, redis.asyncio.ConnectionPool):
+            overrides["async_redis_client"] = redis.asyncio.Redis(connection_pool=pool)
+        elif isinstance(pool, redis.ConnectionPool):
+            overrides["redis_client"] = redis.Redis(connection_pool=pool)
+        else:
+            raise ConfigurationError(
+                "argument connection_pool: expected a redis.ConnectionPool or "
+                f"redis.asyncio.ConnectionPool, not {type(pool).__name__}"
+            )
+    return overrides
 
 
 def _query(query: DeviceQuery | None, filters: dict[str, Any]) -> DeviceQuery:

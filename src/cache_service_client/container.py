@@ -16,6 +16,7 @@ own retry switched off, so :class:`~cache_service_client.RetryPolicy` is the one
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Iterator
@@ -261,10 +262,12 @@ async def resolve_async_repository(container: Any) -> AsyncDeviceMetadataReposit
 
     The Redis branch depends on an async resource (the client), so dependency-injector returns an
     awaitable for it; the in-memory branch (or an override) returns the repository itself.
+    Concurrent first calls share that one awaitable, so it is shielded: a caller cancelled while
+    it waits never cancels the initialisation the other callers (and later ones) wait for.
     """
     repository = container.async_repository()
     if inspect.isawaitable(repository):
-        repository = await repository
+        repository = await asyncio.shield(repository)
     if not isinstance(repository, AsyncDeviceMetadataRepository):
         raise TypeError(f"async_repository provided {type(repository).__name__}")
     return repository
