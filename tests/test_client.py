@@ -496,6 +496,52 @@ def test_query_devices_and_repair(client: CacheServiceClient) -> None:
     assert client.repair_indexes_sync().scanned == 8
 
 
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"datatype": "temp"}, "datatype"),  # a typo of datatype_id must not match everything
+        ({"datatype_id": "temp", "colour": "red"}, "colour"),
+        ({"datatype_id": "lone\ud800"}, "datatype_id"),
+        ({"sort": "lone\ud800"}, "sort"),
+        ({"descending": "lone\ud800"}, "descending"),
+        ({"pattern": "lone\ud800"}, "pattern"),
+    ],
+    ids=repr,
+)
+async def test_query_keywords_are_checked(
+    async_client: CacheServiceClient, filters: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await async_client.query_devices(**filters)
+    assert caught.value.field == field
+    with pytest.raises(ValidationError) as caught:
+        async_client.query_devices_sync(**filters)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize("batch", [0, None, 2.5], ids=repr)
+async def test_facade_batches_must_be_iterables(
+    async_client: CacheServiceClient, batch: Any
+) -> None:
+    client = async_client
+    for sync_call, async_call, field in [
+        (client.store_many_device_metadata_sync, client.store_many_device_metadata, "items"),
+        (client.get_many_device_metadata_sync, client.get_many_device_metadata, "device_ids"),
+        (
+            client.delete_many_device_metadata_sync,
+            client.delete_many_device_metadata,
+            "device_ids",
+        ),
+    ]:
+        with pytest.raises(ValidationError, match="must be an iterable") as caught:
+            sync_call(batch)
+        assert caught.value.field == field
+        with pytest.raises(ValidationError, match="must be an iterable") as caught:
+            await async_call(batch)
+        assert caught.value.field == field
+    assert client.count_devices_sync() == 0
+
+
 async def test_async_query_devices_and_repair(async_client: CacheServiceClient) -> None:
     await async_client.store_many_device_metadata({"a": PLAN, "b": {**PLAN, "persist": False}})
     page = await async_client.query_devices(persist=False)

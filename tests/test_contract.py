@@ -391,6 +391,23 @@ async def test_wrong_argument_types_are_rejected(backend: Backend) -> None:
         await backend.repo.list_ids(pattern=b"x*")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("batch", [0, 5, None, 1.5, object()], ids=repr)
+async def test_a_batch_that_is_no_iterable_is_rejected(backend: Backend, batch: Any) -> None:
+    await backend.repo.put(meta("keep"))
+    before = backend.backdoor.size()
+    for method, field in [
+        ("put_many", "items"),
+        ("get_many", "device_ids"),
+        ("get_many_detailed", "device_ids"),
+        ("delete_many", "device_ids"),
+    ]:
+        with pytest.raises(ValidationError, match="must be an iterable") as caught:
+            await getattr(backend.repo, method)(batch)
+        assert caught.value.field == field, method
+    assert backend.backdoor.size() == before
+    assert await backend.repo.list_ids() == ["keep"]
+
+
 # -- corrupted stored values -------------------------------------------------------------------
 
 VALID_JSON = msgspec.json.encode(meta("victim"))
@@ -721,6 +738,9 @@ async def test_query_rejects_bad_input(backend: Backend) -> None:
         (DeviceQuery(limit=2, cursor=page.next_cursor, datatype_id="temp"), "cursor"),
         (DeviceQuery(sort="last_updated", cursor=page.next_cursor), "cursor"),
         (DeviceQuery(datatype_id=""), "datatype_id"),
+        (DeviceQuery(datatype_id="lone\ud800"), "datatype_id"),
+        (DeviceQuery(pattern="lone\ud800*"), "pattern"),
+        (DeviceQuery(cursor="lone\ud800"), "cursor"),
     ]:
         with pytest.raises(ValidationError) as caught:
             await backend.repo.query(query)

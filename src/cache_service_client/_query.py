@@ -19,7 +19,7 @@ from datetime import datetime
 import msgspec
 
 from cache_service_client._glob import compile_glob, literal_prefix
-from cache_service_client._validation import datetime_to_ms, validate_paging
+from cache_service_client._validation import check_text, datetime_to_ms, validate_paging
 from cache_service_client.exceptions import ValidationError
 from cache_service_client.models import DeviceQuery
 
@@ -139,6 +139,8 @@ def plan_query(query: object) -> QueryPlan:
         type(query.datatype_id) is not str or not query.datatype_id
     ):
         raise ValidationError("datatype_id", "must be a non-empty str or None")
+    if query.datatype_id is not None:
+        check_text(query.datatype_id, "datatype_id")
     if query.persist is not None and type(query.persist) is not bool:
         raise ValidationError("persist", "must be a bool or None")
     validate_paging(None, None, query.pattern)

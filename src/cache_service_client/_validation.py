@@ -63,12 +63,22 @@ def validate_device_id(device_id: object, field: str = "device_id") -> str:
     return device_id
 
 
+def check_batch(items: object, field: str, what: str) -> Iterable[Any]:
+    """Return ``items`` if it can be iterated as a batch of ``what``, else raise.
+
+    A single str or bytes is refused too: iterating it would give its characters.
+    """
+    if isinstance(items, (str, bytes)):
+        raise ValidationError(field, f"must be an iterable of {what}, not a single str")
+    if not isinstance(items, Iterable):
+        raise ValidationError(field, f"must be an iterable of {what}, not {type(items).__name__}")
+    return items
+
+
 def validate_device_ids(device_ids: Iterable[str], field: str = "device_ids") -> list[str]:
     """Validate every id of a batch and return them as a list, duplicates removed, order kept."""
-    if isinstance(device_ids, (str, bytes)):
-        raise ValidationError(field, "must be an iterable of ids, not a single str")
     seen: dict[str, None] = {}
-    for index, device_id in enumerate(device_ids):
+    for index, device_id in enumerate(check_batch(device_ids, field, "ids")):
         # The common case costs no error name: it is only formatted for an invalid id.
         if (
             type(device_id) is str
@@ -82,7 +92,8 @@ def validate_device_ids(device_ids: Iterable[str], field: str = "device_ids") ->
     return list(seen)
 
 
-def _check_text(value: str, field: str) -> None:
+def check_text(value: str, field: str) -> None:
+    """Raise :class:`ValidationError` if ``value`` cannot be encoded as UTF-8 (lone surrogates)."""
     # Lone surrogates cannot be encoded as UTF-8; ASCII text (the common case) skips the check.
     if not value.isascii():
         try:
@@ -101,13 +112,13 @@ def _check_str(value: object, field: str, *, optional: bool = False, empty: bool
         raise ValidationError(field, f"must be {expected}, not {type(value).__name__}")
     if not empty and not value:
         raise ValidationError(field, "must not be empty")
-    _check_text(value, field)
+    check_text(value, field)
 
 
 def _check_json(value: Any, field: str, depth: int) -> None:
     kind = type(value)
     if kind is str:
-        _check_text(value, field)
+        check_text(value, field)
         return
     if kind is bool or value is None:
         return
@@ -125,7 +136,7 @@ def _check_json(value: Any, field: str, depth: int) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise ValidationError(field, f"key {key!r} must be a str")
-            _check_text(key, field)
+            check_text(key, field)
             _check_json(item, f"{field}.{key}", depth + 1)
         return
     if kind is list or kind is tuple:
@@ -139,7 +150,7 @@ def _check_json(value: Any, field: str, depth: int) -> None:
 
 
 def _text_ok(value: str) -> bool:
-    """True when ``value`` is valid text (what :func:`_check_text` accepts)."""
+    """True when ``value`` is valid text (what :func:`check_text` accepts)."""
     if value.isascii():
         return True
     try:
@@ -263,7 +274,7 @@ def validate_metadata_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetad
     with sequential writes. Error names are only formatted for an invalid item.
     """
     by_id: dict[str, DeviceMetadata] = {}
-    for index, item in enumerate(items):
+    for index, item in enumerate(check_batch(items, "items", "DeviceMetadata")):
         checked = item if metadata_ok(item) else _validate_metadata(item, f"[{index}]")
         device_id = checked.device_id
         by_id.pop(device_id, None)

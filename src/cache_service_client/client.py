@@ -19,7 +19,7 @@ import redis
 import redis.asyncio
 from dependency_injector import providers
 
-from cache_service_client._validation import metadata_from_dict
+from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
     Settings,
     load_settings,
@@ -320,7 +320,7 @@ class CacheServiceClient:
     ) -> list[DeviceMetadata]:
         if isinstance(items, Mapping):
             return [cls._metadata(device_id, data) for device_id, data in items.items()]
-        return list(items)
+        return list(check_batch(items, "items", "DeviceMetadata (or a mapping of id to dict)"))
 
     # -- async API -------------------------------------------------------------------------
 
@@ -573,11 +573,24 @@ def _pool_overrides(connection_pool: Any) -> dict[str, Any]:
     return overrides
 
 
+_QUERY_FIELDS = frozenset(DeviceQuery.__struct_fields__)
+
+
 def _query(query: DeviceQuery | None, filters: dict[str, Any]) -> DeviceQuery:
     if query is not None and filters:
         raise ValidationError("query", "give a DeviceQuery or keyword filters, not both")
     if query is not None:
         return query
+    for name, value in filters.items():
+        if name not in _QUERY_FIELDS:
+            raise ValidationError(
+                name,
+                "is not a query field (the fields: "
+                + ", ".join(DeviceQuery.__struct_fields__)
+                + ")",
+            )
+        if type(value) is str:
+            check_text(value, name)  # msgspec would raise UnicodeEncodeError on its message
     try:
         return msgspec.convert(filters, DeviceQuery)
     except msgspec.ValidationError as exc:

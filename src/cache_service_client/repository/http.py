@@ -46,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from cache_service_client._query import plan_query
 from cache_service_client._validation import (
+    check_text,
     validate_device_id,
     validate_device_ids,
     validate_metadata,
@@ -483,8 +484,11 @@ class _HttpCommon:
 
     def _query(self, query: DeviceQuery) -> _Op[Page[DeviceMetadata]]:
         if isinstance(query, DeviceQuery):
-            # Everything but the cursor is checked here; the cursor is the gateway's to judge.
+            # Everything but the cursor is checked here; the cursor is the gateway's to judge,
+            # once it is text that can be sent at all.
             plan_query(msgspec.structs.replace(query, cursor=None))
+            if type(query.cursor) is str:
+                check_text(query.cursor, "cursor")
         else:
             plan_query(query)  # raises, naming "query"
         body = _ENCODER.encode(query)
