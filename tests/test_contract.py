@@ -23,6 +23,7 @@ from cache_service_client import (
     ValidationError,
 )
 from cache_service_client._glob import glob_match
+from cache_service_client._validation import MAX_PATTERN_BYTES
 from tests.backends import NOW, Backend, meta
 
 
@@ -188,6 +189,25 @@ async def test_pattern_with_paging(backend: Backend) -> None:
         "hum-139",
     ]
     assert await backend.repo.list_ids(pattern="hum-00[0-2]") == ["hum-000", "hum-001", "hum-002"]
+
+
+async def test_glob_patterns_are_bounded(backend: Backend) -> None:
+    # A long pattern of bracket classes once cost seconds of CPU to compile; the bound is
+    # counted in UTF-8 bytes, so that every backend and the server agree on it.
+    await backend.repo.put_many([meta("ab"), meta("é" * 3)])
+    longest = "*" * (MAX_PATTERN_BYTES - 2) + "ab"
+    assert await backend.repo.list_ids(pattern=longest) == ["ab"]
+    non_ascii = "é" * 3 + "*" * (MAX_PATTERN_BYTES - 6)  # 2045 characters, 2048 bytes
+    assert await backend.repo.list_ids(pattern=non_ascii) == ["é" * 3]
+    for too_long in ("[ab]" * 20000, "*" + longest, "é" * (MAX_PATTERN_BYTES // 2 + 1)):
+        with pytest.raises(ValidationError, match="longer than") as caught:
+            await backend.repo.list_ids(pattern=too_long)
+        assert caught.value.field == "pattern"
+        with pytest.raises(ValidationError, match="longer than") as caught:
+            await backend.repo.query(DeviceQuery(pattern=too_long))
+        assert caught.value.field == "pattern"
+    page = await backend.repo.query(DeviceQuery(pattern=longest))
+    assert [m.device_id for m in page.items] == ["ab"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,7 @@ from cache_service_client import (
     Page,
     RepairReport,
 )
+from cache_service_client._validation import MAX_PATTERN_BYTES
 from cache_service_client.server import create_app, wire
 from cache_service_client.server.cli import main as server_main
 from cache_service_client.server.openapi import _MODELS, build_openapi, openapi_json
@@ -325,6 +327,57 @@ def test_batch_and_query_bodies_are_validated(
     error = problem(client.post(path, json=content), 422, "validation_error")
     assert error["field"] == field
     assert core.count() == 0  # nothing was written
+
+
+def test_costly_patterns_never_stall_the_gateway(
+    gateway: Gateway, client: httpx.Client, core: InMemoryDeviceMetadataRepository
+) -> None:
+    # One 60 kB pattern of bracket classes once held the event loop for seconds, and every
+    # other request with it. Too long a pattern is refused at once; the longest allowed ones
+    # are compiled off the event loop, so /health answers while they are worked on.
+    core.put_many([meta("ab"), meta("ba")])
+    huge = "[ab]" * 15000
+    error = problem(client.post(wire.QUERY_PATH, json={"pattern": huge}), 422, "validation_error")
+    assert error["field"] == "pattern"
+    error = problem(
+        client.get(wire.DEVICES_PATH, params={"pattern": huge[: MAX_PATTERN_BYTES + 4]}),
+        422,
+        "validation_error",
+    )
+    assert error["field"] == "pattern"
+
+    def costly(n: int) -> str:  # distinct patterns, so that no compiled matcher is reused
+        return "[ab]" * ((MAX_PATTERN_BYTES - 12) // 4) + f"[{n:010d}]"[-12:]
+
+    assert len(costly(0).encode()) <= MAX_PATTERN_BYTES
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def flood() -> None:
+        with httpx.Client(base_url=gateway.url, headers=AUTH, trust_env=False) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                answered.append(http.post(wire.QUERY_PATH, json={"pattern": costly(n)}).status_code)
+
+    workers = [threading.Thread(target=flood) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(0.2)
+        waits = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert client.get("/health").status_code == 200
+            waits.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert set(answered) == {200}
+    # Far below the seconds a loop-bound compile of these patterns adds up to.
+    print("health waits ms:", sorted(round(w * 1000) for w in waits))
+    assert max(waits) < 1.0, waits
 
 
 def test_query_and_repair(client: httpx.Client, core: InMemoryDeviceMetadataRepository) -> None:

@@ -21,6 +21,7 @@ string operations or one compiled regular expression) that gives the same answer
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Final
@@ -337,8 +338,12 @@ def _regex(tokens: list[_Token]) -> str:
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
 def compile_glob(pattern: str) -> Callable[[str], bool]:
     """Build a fast matcher equivalent to ``lambda text: glob_match(pattern, text)``.
+
+    The matchers of the last 256 patterns are cached: a query that pages through results
+    compiles its pattern once.
 
     Common shapes get plain string operations (``lit``: equality, ``lit*``: prefix, ``*lit``:
     suffix, ``*lit*``: substring, ``*``: non-empty); UTF-8 is self-synchronising, so these agree

@@ -21,6 +21,10 @@ MAX_DEVICE_ID_LENGTH = 256
 MAX_NESTING = 32
 #: The longest TTL accepted, in seconds (100 years): expiry times stay exact in Lua's doubles.
 MAX_TTL = 100 * 365 * 86400
+#: The longest glob pattern accepted, in UTF-8 bytes: room for any device id with its glob
+#: characters escaped plus a suffix pattern, while compiling the matcher stays cheap (about
+#: 50 ms for the costliest pattern of this length).
+MAX_PATTERN_BYTES = 2048
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
@@ -426,8 +430,14 @@ def validate_paging(
     if pattern is not None:
         if type(pattern) is not str:
             raise ValidationError("pattern", f"must be a str or None, not {type(pattern).__name__}")
-        try:
-            pattern.encode()
-        except UnicodeEncodeError as exc:
-            raise ValidationError("pattern", "is not valid Unicode text") from exc
+        size = len(pattern)
+        if size <= MAX_PATTERN_BYTES:  # else too long whatever its encoding
+            try:
+                size = len(pattern.encode())
+            except UnicodeEncodeError as exc:
+                raise ValidationError("pattern", "is not valid Unicode text") from exc
+        if size > MAX_PATTERN_BYTES:
+            raise ValidationError(
+                "pattern", f"is longer than {MAX_PATTERN_BYTES} bytes (UTF-8); shorten it"
+            )
     return limit, offset, pattern

@@ -30,7 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cache_service_client._validation import validate_ttl
+from cache_service_client._glob import compile_glob
+from cache_service_client._validation import validate_paging, validate_ttl
 from cache_service_client.exceptions import (
     AuthenticationError,
     BackendConnectionError,
@@ -68,6 +69,8 @@ register_url_convertor("csc_device_id", _DeviceIdConvertor())
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES: Final = wire.DEFAULT_MAX_BODY_BYTES
+# Glob patterns up to this many characters are compiled on the event loop (microseconds).
+_INLINE_PATTERN: Final = 64
 
 logger = logging.getLogger("cache_service_client.server")
 
@@ -408,8 +411,20 @@ class _Gateway:
         deleted = await self.repository.delete(device_id)
         return _json_response(wire.DeleteResponse(deleted=deleted))
 
+    async def compile_pattern(self, pattern: object) -> None:
+        """Check a glob pattern and compile its matcher in a worker thread, not on the loop.
+
+        The repository then finds the matcher in :func:`compile_glob`'s cache. A short pattern
+        costs microseconds to compile; the longest allowed ones cost tens of milliseconds,
+        which would stall every other request of the gateway if it ran on the event loop.
+        """
+        if isinstance(pattern, str) and len(pattern) > _INLINE_PATTERN:
+            validate_paging(None, None, pattern)
+            await asyncio.to_thread(compile_glob, pattern)
+
     async def list_ids(self, request: Request) -> Response:
         params = self.query(request, ("pattern", "limit", "offset"))
+        await self.compile_pattern(params.get("pattern"))
         ids = await self.repository.list_ids(
             pattern=params.get("pattern"),
             limit=self.integer(params, "limit"),
@@ -450,7 +465,9 @@ class _Gateway:
     async def query_devices(self, request: Request) -> Response:
         self.query(request, ())
         given = await self.body(request, _QUERY)
-        page = await self.repository.query(wire.query_from_body(given))
+        query = wire.query_from_body(given)
+        await self.compile_pattern(query.pattern)
+        page = await self.repository.query(query)
         return _json_response(page)
 
     async def repair(self, request: Request) -> Response:
