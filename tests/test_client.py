@@ -32,6 +32,7 @@ from cache_service_client import (
     ValidationError,
 )
 from cache_service_client.container import Container
+from tests.delay_proxy import DelayProxy
 from tests.http_gateway import Gateway
 from tests.redis_server import RedisServer, find_redis_server, free_port
 
@@ -468,6 +469,62 @@ def test_health_is_degraded_on_a_read_only_replica(own_server: RedisServer) -> N
         assert health.details["role"] == "slave"
     finally:
         replica.stop()
+
+
+@pytest.mark.parametrize(
+    ("acl", "status", "message"),
+    [
+        # May run every command, on keys of another application only.
+        ({"keys": ["other:*"], "categories": ["+@all"]}, "unhealthy", "cannot read"),
+        # May read the cache's keys, but neither write nor run scripts.
+        (
+            {"keys": ["device*"], "categories": ["+@all", "-@write", "-@scripting"]},
+            "degraded",
+            "read-only access",
+        ),
+        ({"keys": ["device*"], "categories": ["+@all"]}, "healthy", "PING ok"),
+    ],
+    ids=["no-keys", "read-only", "full"],
+)
+async def test_health_notices_missing_permissions(
+    own_server: RedisServer, acl: dict[str, Any], status: str, message: str
+) -> None:
+    admin = redis.Redis(port=own_server.port)
+    admin.acl_setuser("service", enabled=True, passwords=["+pw"], **acl)
+    admin.close()
+    client = CacheServiceClient(
+        host="127.0.0.1", port=own_server.port, username="service", password="pw"
+    )
+    for health in (client.check_health_sync(), await client.check_health()):
+        assert health.status == status, health
+        assert message in health.message
+    await client.aclose()
+
+
+def test_health_on_a_slow_server_takes_about_one_round_trip(own_server: RedisServer) -> None:
+    # 0.4 s per round trip, socket_timeout 0.5: a check on a ready connection is one round trip
+    # (it took three, 1.2 s, before); a server slower than the timeout is unhealthy about as
+    # fast as the timeout says.
+    with DelayProxy(own_server.port, delay=0.2) as proxy:
+        client = CacheServiceClient(host="127.0.0.1", port=proxy.port, socket_timeout=0.5)
+        assert client.check_health_sync().status == "degraded"  # connects, then checks
+        started = time.monotonic()
+        health = client.check_health_sync()
+        elapsed = time.monotonic() - started
+        assert health.status == "degraded"
+        assert "slow" in health.message
+        assert 0.4 <= elapsed < 0.75, elapsed
+        client.close()
+    with DelayProxy(own_server.port, delay=0.5) as proxy:
+        client = CacheServiceClient(
+            host="127.0.0.1", port=proxy.port, socket_timeout=0.5, retry_attempts=1
+        )
+        started = time.monotonic()
+        health = client.check_health_sync()
+        elapsed = time.monotonic() - started
+        assert health.status == "unhealthy"
+        assert elapsed < 1.5, elapsed
+        client.close()
 
 
 def test_health_is_degraded_when_slow(own_server: RedisServer) -> None:

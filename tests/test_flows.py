@@ -1324,9 +1324,23 @@ def healthy_info(**changes: object) -> dict[str, object]:
     return info
 
 
+IDS_KEY = KeyStrategy().ids_index(0)
+PROBE = (
+    Command(("EXISTS", IDS_KEY), key=IDS_KEY),
+    Command(("EVALSHA", "0" * 40, 1, IDS_KEY), key=IDS_KEY),
+)
+HEALTH = Pipeline((Command(("PING",)), Command(("INFO",)), *PROBE))
+NOSCRIPT = BackendError("Redis error (EVALSHA): No matching script. Please use EVAL.")
+
+
+def health_replies(info: object = None, read: object = 0, write: object = NOSCRIPT) -> list[object]:
+    """The one pipeline reply of a single-node health check."""
+    return [[b"PONG", healthy_info() if info is None else info, read, write]]
+
+
 def test_health_healthy() -> None:
-    status, ops = run_flow(flows.health(ctx()), [b"PONG", b"PONG", healthy_info()])
-    assert ops == [PING, PING, INFO]  # the first PING connects, the second is timed
+    status, ops = run_flow(flows.health(ctx()), health_replies())
+    assert ops == [HEALTH]  # one round trip
     assert status.status == "healthy"
     assert status.is_healthy
     assert status.latency_ms is not None
@@ -1334,6 +1348,21 @@ def test_health_healthy() -> None:
     assert status.details["redis_version"] == "7.2.4"
     assert status.details["role"] == "master"
     assert status.timestamp.tzinfo is not None
+
+
+def test_health_on_a_cluster_broadcasts_then_probes() -> None:
+    keys = BUCKETED.ids_index(0)
+    probe = Pipeline(
+        (
+            Command(("EXISTS", keys), key=keys),
+            Command(("EVALSHA", "0" * 40, 1, keys), key=keys),
+        )
+    )
+    info = {"n1": healthy_info(), "n2": healthy_info()}
+    status, ops = run_flow(flows.health(bctx()), [b"PONG", b"PONG", info, [0, NOSCRIPT]])
+    assert ops == [PING, PING, INFO, probe]
+    assert status.status == "healthy"
+    assert status.details["nodes"] == 2
 
 
 @pytest.mark.parametrize(
@@ -1344,9 +1373,9 @@ def test_health_healthy() -> None:
         BackendError("Redis error: something"),
     ],
 )
-def test_health_unhealthy_when_ping_fails(error: BackendError) -> None:
+def test_health_unhealthy_when_unreachable(error: BackendError) -> None:
     status, ops = run_flow(flows.health(ctx()), [error])
-    assert ops == [PING]
+    assert ops == [HEALTH]
     assert status.status == "unhealthy"
     assert not status.is_healthy
     assert status.latency_ms is None
@@ -1355,24 +1384,41 @@ def test_health_unhealthy_when_ping_fails(error: BackendError) -> None:
 
 
 def test_health_unhealthy_on_authentication_failure() -> None:
-    flow = flows.health(ctx())
-    assert next(flow) == PING
-    with pytest.raises(StopIteration) as stop:
-        flow.throw(AuthenticationError("WRONGPASS"))
-    status = stop.value.value
+    status, _ = run_flow(flows.health(ctx()), [AuthenticationError("WRONGPASS")])
     assert status.status == "unhealthy"
     assert status.message.startswith("authentication failed")
     assert status.details["error"] == "AuthenticationError"
 
 
-def test_health_degraded_when_ping_is_slow() -> None:
+def test_health_unhealthy_when_the_cache_keys_cannot_be_read() -> None:
+    denied = AuthenticationError("authentication failed (key 'x'): NOPERM no access to keys")
+    status, _ = run_flow(flows.health(ctx()), health_replies(read=denied, write=denied))
+    assert status.status == "unhealthy"
+    assert status.message.startswith("permission denied: cannot read the cache's keys")
+    assert "NOPERM" in status.message
+
+
+def test_health_degraded_when_the_write_scripts_are_refused() -> None:
+    denied = AuthenticationError("authentication failed: NOPERM this user cannot run 'evalsha'")
+    status, _ = run_flow(flows.health(ctx()), health_replies(write=denied))
+    assert status.status == "degraded"
+    assert "read-only access" in status.message
+
+
+def test_health_degraded_when_scripts_are_unavailable() -> None:
+    status, _ = run_flow(
+        flows.health(ctx()), health_replies(write=BackendError("ERR unknown command 'EVALSHA'"))
+    )
+    assert status.status == "degraded"
+    assert "scripts unavailable" in status.message
+
+
+def test_health_degraded_when_a_round_trip_is_slow() -> None:
     flow = flows.health(ctx(slow_ms=1.0))
-    assert next(flow) == PING
-    assert flow.send(b"PONG") == PING
+    assert next(flow) == HEALTH
     time.sleep(0.005)
-    assert flow.send(b"PONG") == INFO
     with pytest.raises(StopIteration) as stop:
-        flow.send(healthy_info())
+        flow.send(health_replies()[0])
     status = stop.value.value
     assert status.status == "degraded"
     assert "slow" in status.message
@@ -1382,7 +1428,7 @@ def test_health_degraded_when_ping_is_slow() -> None:
 
 def test_health_degraded_near_maxmemory() -> None:
     info = healthy_info(used_memory=950, maxmemory=1000)
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), health_replies(info))
     assert status.status == "degraded"
     assert "maxmemory" in status.message
     assert status.details["used_memory"] == 950
@@ -1391,7 +1437,7 @@ def test_health_degraded_near_maxmemory() -> None:
 
 def test_health_below_the_memory_ratio_is_healthy() -> None:
     info = healthy_info(used_memory=800, maxmemory=1000)
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), health_replies(info))
     assert status.status == "healthy"
 
 
@@ -1400,7 +1446,7 @@ def test_health_degraded_on_a_read_only_replica(read_only: object) -> None:
     info = healthy_info(role="slave")
     if read_only != "yes-missing":
         info["slave_read_only"] = read_only
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), health_replies(info))
     assert status.status == "degraded"
     assert "read-only" in status.message
     assert status.details["role"] == "slave"
@@ -1408,27 +1454,28 @@ def test_health_degraded_on_a_read_only_replica(read_only: object) -> None:
 
 def test_health_writable_replica_is_healthy() -> None:
     info = healthy_info(role="slave", slave_read_only=0)
-    status, _ = run_flow(flows.health(ctx()), [b"PONG", b"PONG", info])
+    status, _ = run_flow(flows.health(ctx()), health_replies(info))
     assert status.status == "healthy"
 
 
 def test_health_several_problems_are_all_reported() -> None:
     flow = flows.health(ctx(slow_ms=1.0))
     next(flow)
-    flow.send(b"PONG")
     time.sleep(0.005)
-    flow.send(b"PONG")
     with pytest.raises(StopIteration) as stop:
-        flow.send(healthy_info(role="slave", used_memory=99, maxmemory=100))
+        flow.send(health_replies(healthy_info(role="slave", used_memory=99, maxmemory=100))[0])
     status = stop.value.value
     assert status.status == "degraded"
     assert status.message.count(";") == 2
 
 
-def test_health_when_info_is_disabled() -> None:
-    status, _ = run_flow(
-        flows.health(ctx()), [b"PONG", b"PONG", BackendError("ERR unknown command 'INFO'")]
-    )
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_health_when_info_is_disabled(bucketed: bool) -> None:
+    disabled = BackendError("ERR unknown command 'INFO'")
+    if bucketed:
+        status, _ = run_flow(flows.health(bctx()), [b"PONG", b"PONG", disabled, [0, NOSCRIPT]])
+    else:
+        status, _ = run_flow(flows.health(ctx()), health_replies(disabled))
     assert status.status == "healthy"
     assert "unknown command" in status.details["info_error"]
     assert status.details["redis_version"] is None

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 from cache_service_client._glob import compile_glob, literal_prefix
 from cache_service_client._query import Position, QueryPlan, plan_query, score_of
@@ -31,6 +31,7 @@ from cache_service_client._validation import (
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.exceptions import (
     AuthenticationError,
+    BackendConnectionError,
     BackendError,
     DataCorruptionError,
     DeviceNotFoundError,
@@ -652,6 +653,27 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
     )
 
 
+def _info_or_error() -> Flow[Any]:
+    """INFO on every primary; its error as the reply instead of raised (it may be disabled)."""
+    try:
+        return (yield Command(("INFO",), broadcast=True))
+    except BackendConnectionError:
+        raise
+    except BackendError as exc:  # NOPERM for INFO alone is no reason to fail health either
+        return exc
+
+
+def _is_noscript(error: BackendError) -> bool:
+    # redis-py drops the NOSCRIPT code from the message of the error it raises.
+    return "NOSCRIPT" in str(error) or "No matching script" in str(error)
+
+
+def _unhealthy(now: datetime, message: str, exc: Exception) -> HealthStatus:
+    return HealthStatus(
+        status="unhealthy", message=message, timestamp=now, details={"error": type(exc).__name__}
+    )
+
+
 def _per_node(reply: Any) -> dict[str, dict[str, Any]]:
     """An INFO reply per node: a cluster answers ``{node: info}``, a single node ``info``."""
     if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
@@ -659,42 +681,65 @@ def _per_node(reply: Any) -> dict[str, dict[str, Any]]:
     return {"": reply if isinstance(reply, dict) else {}}
 
 
-def health(ctx: FlowContext) -> Flow[HealthStatus]:
-    """PING, then INFO (every primary of a cluster): healthy, degraded or unhealthy.
+# EVALSHA of a script that cannot exist: Redis checks the command's and the key's permissions
+# first, so the answer is NOSCRIPT for a user who may run the write scripts, NOPERM otherwise.
+_PROBE_SHA: Final = "0" * 40
 
-    Degraded: reachable but slow, near maxmemory, or read-only (a replica). Unhealthy:
-    unreachable or authentication refused. Never raises.
+
+def health(ctx: FlowContext) -> Flow[HealthStatus]:
+    """PING, INFO (every primary of a cluster) and a permission probe: healthy, degraded or not.
+
+    One round trip on a single node (a pipeline); on a cluster the broadcasts (a first PING
+    that may discover the nodes, a timed one, INFO) and the probe go one after the other. The
+    probe reads the ids index (``EXISTS``) and asks for a script that cannot exist on it
+    (``EVALSHA``), so it writes nothing. Degraded: reachable but slow, near maxmemory,
+    read-only (a replica), or a user allowed to read the cache's keys but not to run its write
+    scripts. Unhealthy: unreachable, authentication refused, or a user who may not read the
+    cache's keys. Never raises.
     """
     now = datetime.now(timezone.utc)
+    key = ctx.keys.ids_index(0)
+    probe = (
+        Command(("EXISTS", key), key=key),
+        Command(("EVALSHA", _PROBE_SHA, 1, key), key=key),
+    )
     try:
-        # The first PING may have to connect (and, on a cluster, discover the nodes); the
-        # second measures the latency of a ready connection.
-        yield Command(("PING",), broadcast=True)
-        started = time.perf_counter()
-        yield Command(("PING",), broadcast=True)
+        if ctx.keys.buckets > 1:
+            # A cluster pipeline cannot broadcast. The first PING may discover the nodes and
+            # connect to each; the second measures the latency of ready connections.
+            yield Command(("PING",), broadcast=True)
+            started = time.perf_counter()
+            yield Command(("PING",), broadcast=True)
+            latency_ms = (time.perf_counter() - started) * 1000
+            info_reply = yield from _info_or_error()
+            read, write = yield Pipeline(probe)
+        else:
+            started = time.perf_counter()
+            _, info_reply, read, write = yield Pipeline(
+                (Command(("PING",)), Command(("INFO",)), *probe)
+            )
+            latency_ms = (time.perf_counter() - started) * 1000
     except AuthenticationError as exc:
-        return HealthStatus(
-            status="unhealthy",
-            message=f"authentication failed: {exc}",
-            timestamp=now,
-            details={"error": type(exc).__name__},
-        )
+        return _unhealthy(now, f"authentication failed: {exc}", exc)
     except BackendError as exc:
-        return HealthStatus(
-            status="unhealthy",
-            message=f"unreachable: {exc}",
-            timestamp=now,
-            details={"error": type(exc).__name__},
-        )
-    latency_ms = (time.perf_counter() - started) * 1000
+        return _unhealthy(now, f"unreachable: {exc}", exc)
+    if isinstance(read, AuthenticationError):
+        return _unhealthy(now, f"permission denied: cannot read the cache's keys ({read})", read)
     details: dict[str, Any] = {}
     problems: list[str] = []
+    if isinstance(read, BackendError):
+        problems.append(f"cannot read the cache's keys: {read}")
+    if isinstance(write, AuthenticationError):
+        problems.append(f"read-only access: the write scripts are refused ({write})")
+    elif isinstance(write, BackendError) and not _is_noscript(write):
+        problems.append(f"scripts unavailable, writes will fail: {write}")
     if latency_ms > ctx.slow_ms:
-        problems.append(f"slow: PING took {latency_ms:.1f} ms (threshold {ctx.slow_ms:g} ms)")
-    try:
-        reply = yield Command(("INFO",), broadcast=True)
-    except BackendError as exc:  # INFO may be disabled on managed services
-        details["info_error"] = str(exc)
+        problems.append(
+            f"slow: a round trip took {latency_ms:.1f} ms (threshold {ctx.slow_ms:g} ms)"
+        )
+    reply = info_reply
+    if isinstance(reply, BackendError):  # INFO may be disabled on managed services
+        details["info_error"] = str(reply)
         reply = {}
     nodes = _per_node(reply)
     if len(nodes) > 1:

@@ -217,7 +217,7 @@ class RedisDeviceMetadataRepository(_Common):
         return self._driver.run(flows.info, self._ctx)
 
     def health(self) -> HealthStatus:
-        """PING and INFO; never raises."""
+        """PING, INFO and a read-only permission probe, pipelined; never raises."""
         return self._driver.run(flows.health, self._ctx)
 
     def close(self) -> None:
@@ -315,7 +315,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         return await self._driver.run(flows.info, self._ctx)
 
     async def health(self) -> HealthStatus:
-        """PING and INFO; never raises."""
+        """PING, INFO and a read-only permission probe, pipelined; never raises."""
         return await self._driver.run(flows.health, self._ctx)
 
     async def close(self) -> None:

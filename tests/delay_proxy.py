@@ -1,0 +1,108 @@
+"""A TCP proxy on a free loopback port that delays every byte by a fixed time, each way.
+
+Put it between a client and a real ``redis-server`` to get a slow server: with ``delay=0.2``
+every round trip takes 0.4 s more, whatever the command. Bytes keep their order and nothing is
+throttled: a chunk read at time t is written at t + delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import TracebackType
+
+__all__ = ["DelayProxy"]
+
+
+class DelayProxy:
+    """Forwards ``127.0.0.1:<port>`` to ``upstream_port`` with ``delay`` seconds each way.
+
+    Use it as a context manager; :attr:`port` is set once it listens.
+    """
+
+    def __init__(self, upstream_port: int, delay: float, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.delay = delay
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+
+    def __enter__(self) -> DelayProxy:
+        self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the delay proxy did not start")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        pumps: set[asyncio.Task[None]] = set()
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            except OSError:
+                writer.close()
+                return
+            for source, sink in ((reader, up_writer), (up_reader, writer)):
+                task = asyncio.create_task(self._pump(source, sink))
+                pumps.add(task)
+                task.add_done_callback(pumps.discard)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+            server.close()
+            for task in list(pumps):
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not chunk:
+                    break
+                sink.write(chunk)
+                await sink.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while True:
+                chunk = await source.read(65536)
+                queue.put_nowait((time.monotonic() + self.delay, chunk))
+                if not chunk:
+                    break
+            await sender
+        except (OSError, asyncio.IncompleteReadError):
+            sender.cancel()
+        finally:
+            if not sender.done():
+                sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            sink.close()
