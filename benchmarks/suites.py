@@ -225,14 +225,19 @@ def async_(runner: Runner, work: AsyncRedisWork) -> Iterator[GroupResult]:
             work.get(),
             {
                 "raw": ("redis.asyncio GET + msgspec decode", "baseline"),
+                "raw-bounded": ("the same on the facade's bounded pool", "ours"),
+                "raw-blocking": ("the same on redis-py's BlockingConnectionPool", "other"),
                 "ours": ("AsyncRedisDeviceMetadataRepository.get", "ours"),
+                "facade": ("CacheServiceClient.get_device_metadata", "ours"),
             },
             TASKS * GETS_PER_TASK,
         ),
         notes=[
             f"One sample: {TASKS} tasks each making {GETS_PER_TASK} sequential gets "
-            f"(asyncio.gather); an op is one get. One client, default connection pool "
-            f"({TASKS} connections).",
+            f"(asyncio.gather); an op is one get. Pools of {TASKS} connections: redis-py's "
+            f"default pool (refuses a call beyond its size) for the baseline and the "
+            f"repository; the facade's bounded pool and redis-py's BlockingConnectionPool "
+            f"(both make callers wait for a free connection, with a timeout) for the others.",
         ],
     )
 

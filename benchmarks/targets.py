@@ -52,6 +52,14 @@ TARGETS: tuple[Target, ...] = (
     Target("batch.get_many", "ours", "raw", 0.9, "get_many: >= 0.9x raw MGET + decode"),
     Target("batch.put_many", "ours", "raw", 1.0, "put_many: >= 1.0x raw pipeline"),
     Target("async.get", "ours", "raw", 0.9, "async get x64 tasks: >= 0.9x raw redis.asyncio"),
+    Target(
+        "async.get",
+        "raw-bounded",
+        "raw",
+        1 / 1.1,
+        "async facade pool (waits, never refuses): within 1.1x of the default pool",
+        True,
+    ),
 )
 
 

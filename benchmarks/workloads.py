@@ -353,6 +353,9 @@ class AsyncRedisWork:
 
     client: redis.asyncio.Redis
     repo: AsyncRedisDeviceMetadataRepository
+    facade: CacheServiceClient
+    facade_pool_client: redis.asyncio.Redis
+    blocking_client: redis.asyncio.Redis
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
@@ -375,11 +378,20 @@ class AsyncRedisWork:
             for m in self.batch:
                 pipe.set(self.raw_prefix + m.device_id, encode(m), ex=TTL)
             await pipe.execute()
+        # The facade, on the bounded pool it builds (callers wait for a free connection), and
+        # raw redis.asyncio on that very pool and on redis-py's own blocking pool.
+        self.facade = CacheServiceClient.from_url(url, key_prefix=prefix, max_connections=TASKS)
+        await self.facade.get_async_repository()
+        facade_client = await self.facade.container.async_redis_client()
+        self.facade_pool_client = redis.asyncio.Redis(connection_pool=facade_client.connection_pool)
+        self.blocking_client = redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=TASKS, timeout=5)
+        )
         return self
 
     def get(self) -> dict[str, Callable[[], Any]]:
         """TASKS tasks, each making GETS_PER_TASK gets of its own device; by candidate key."""
-        repo_get, client_get, decode = self.repo.get, self.client.get, self.decoder.decode
+        repo_get, decode = self.repo.get, self.decoder.decode
         ids, raw_prefix, gather = self.ids, self.raw_prefix, asyncio.gather
         rounds = range(GETS_PER_TASK)
 
@@ -387,18 +399,38 @@ class AsyncRedisWork:
             for _ in rounds:
                 await repo_get(device_id)
 
-        async def task_raw(device_id: str) -> None:
-            key = raw_prefix + device_id
+        facade_get = self.facade.get_device_metadata
+
+        async def task_facade(device_id: str) -> None:
             for _ in rounds:
-                decode(await client_get(key))  # type: ignore[arg-type]
+                await facade_get(device_id)
+
+        def raw_on(client: redis.asyncio.Redis) -> Callable[[], Any]:
+            get = client.get
+
+            async def task_raw(device_id: str) -> None:
+                key = raw_prefix + device_id
+                for _ in rounds:
+                    decode(await get(key))  # type: ignore[arg-type]
+
+            async def f_raw() -> None:
+                await gather(*[task_raw(i) for i in ids])
+
+            return f_raw
 
         async def f_ours() -> None:
             await gather(*[task_ours(i) for i in ids])
 
-        async def f_raw() -> None:
-            await gather(*[task_raw(i) for i in ids])
+        async def f_facade() -> None:
+            await gather(*[task_facade(i) for i in ids])
 
-        return {"raw": f_raw, "ours": f_ours}
+        return {
+            "raw": raw_on(self.client),
+            "raw-bounded": raw_on(self.facade_pool_client),
+            "raw-blocking": raw_on(self.blocking_client),
+            "ours": f_ours,
+            "facade": f_facade,
+        }
 
     async def verify(self) -> None:
         """Both read the same devices."""
@@ -406,6 +438,9 @@ class AsyncRedisWork:
             raw = await self.client.get(self.raw_prefix + m.device_id)
             assert raw is not None
             assert self.decoder.decode(raw) == await self.repo.get(m.device_id) == m
+            assert await self.facade.get_device_metadata(m.device_id) == m
+            for client in (self.facade_pool_client, self.blocking_client):
+                assert await client.get(self.raw_prefix + m.device_id) == raw
 
     async def cleanup(self) -> None:
         """Delete every key this run wrote and close the client."""
@@ -413,6 +448,8 @@ class AsyncRedisWork:
         for start in range(0, len(doomed), 500):
             await self.client.delete(*doomed[start : start + 500])
         await self.client.aclose()
+        await self.blocking_client.aclose()
+        await self.facade.aclose()
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
+from cache_service_client._pool import BoundedAsyncConnectionPool
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.config import Settings
 from cache_service_client.keys import KeyStrategy
@@ -126,8 +127,8 @@ def init_redis_client(settings: Settings) -> Iterator[redis.Redis]:
 
 
 async def init_async_redis_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
-    """Resource: an async client on a blocking pool, closed with ``aclose()``."""
-    pool = redis.asyncio.BlockingConnectionPool(
+    """Resource: an async client on a bounded pool (callers wait), closed with ``aclose()``."""
+    pool = BoundedAsyncConnectionPool(
         max_connections=settings.max_connections,
         timeout=settings.socket_timeout,
         connection_class=_async_connection_class(settings),
