@@ -682,3 +682,23 @@ async def test_configure_and_close_on_a_cluster(
     for container in (first, client.container):
         assert not container.cluster_client.initialized
         assert not container.async_cluster_client.initialized
+
+
+def test_an_unreachable_sentinel_fails_as_fast_as_the_settings_say() -> None:
+    # redis-py retried each sentinel connection three times with backoff (6-9 s here).
+    client = CacheServiceClient(
+        host="127.0.0.1", port=free_port(), sentinel_service="mymaster", socket_timeout=0.3,
+        retry_attempts=1,
+    )  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(BackendConnectionError):
+        client.get_device_metadata_sync("dev-1")
+    assert time.monotonic() - started < 2
+    assert client.check_health_sync().status == "unhealthy"
+    client.close()
+
+
+@pytest.mark.parametrize("http_url", ["ftp://gw", "http://", "http://gw/?a=1", "gw:8000"])
+def test_a_bad_gateway_url_fails_at_construction(http_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="http_url"):
+        CacheServiceClient(use_http=True, http_url=http_url)

@@ -215,6 +215,26 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def check_http_url(url: object, label: str) -> str:
+    """Return the gateway URL ``url`` without a trailing slash, or raise naming ``label``.
+
+    It must be an ``http://`` or ``https://`` URL with a host and without query or fragment.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{label}: must be a str, not {type(url).__name__}")
+    shown = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigurationError(f"{label} {shown}: not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{label} {shown}: must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{label} {shown}: must have no query or fragment")
+    return url.rstrip("/")
+
+
 def _mask_query(query: str) -> str:
     """Mask the values of secret options in a URL query, leaving the rest as written."""
     if not query:
@@ -377,6 +397,8 @@ def _build(values: dict[str, Any], source: str) -> Settings:
     values["use_http"] = values.get("backend") == "http"
     if values["use_http"] and not values.get("http_url"):
         raise ConfigurationError(f"{source}: use_http needs http_url")
+    if values.get("http_url") is not None:
+        check_http_url(values["http_url"], f"{source}: http_url")
     if values.get("cluster") and values.get("backend") == "redis":
         values["backend"] = "cluster"
     if values.get("sentinel_service") and values.get("backend") == "redis":

@@ -193,10 +193,13 @@ async def init_async_cluster_client(settings: Settings) -> AsyncIterator[AsyncRe
         await client.aclose()
 
 
-def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+def _sentinel_kwargs(settings: Settings, retry: Any) -> dict[str, Any]:
+    # redis-py retries a connection three times with backoff (seconds) unless told otherwise;
+    # the library's RetryPolicy is the only retry layer, for the sentinels too.
     kwargs: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
+        "retry": retry,
     }
     if settings.sentinel_password is not None:
         kwargs["password"] = settings.sentinel_password
@@ -207,7 +210,7 @@ def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
     """Resource: a sync client on the master that Redis Sentinel names; follows failovers."""
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         [(settings.host, settings.port)],
-        sentinel_kwargs=_sentinel_kwargs(settings),
+        sentinel_kwargs=_sentinel_kwargs(settings, _no_retry()),
         retry=_no_retry(),
         **_node_kwargs(settings),
     )
@@ -228,7 +231,7 @@ async def init_async_sentinel_client(settings: Settings) -> AsyncIterator[redis.
     kwargs = _node_kwargs(settings)
     sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
         [(settings.host, settings.port)],
-        sentinel_kwargs=_sentinel_kwargs(settings),
+        sentinel_kwargs=_sentinel_kwargs(settings, redis.asyncio.retry.Retry(NoBackoff(), 0)),
         retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
         **kwargs,
     )

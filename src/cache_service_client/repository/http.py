@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final, Generic, Literal, TypeVar
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -53,7 +52,7 @@ from cache_service_client._validation import (
     validate_paging,
     validate_ttl,
 )
-from cache_service_client.config import mask_url
+from cache_service_client.config import check_http_url, mask_url
 from cache_service_client.exceptions import (
     AuthenticationError,
     BackendConnectionError,
@@ -270,21 +269,7 @@ def _unhealthy(message: str, error: str | None = None) -> HealthStatus:
 
 
 def _check_base_url(base_url: object) -> str:
-    if not isinstance(base_url, str):
-        raise ConfigurationError(f"argument base_url: must be a str, not {type(base_url).__name__}")
-    shown = mask_url(base_url)
-    try:
-        parts = urlsplit(base_url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigurationError(f"argument base_url {shown}: not a valid URL ({exc})") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"argument base_url {shown}: must be an http:// or https:// URL with a host"
-        )
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"argument base_url {shown}: must have no query or fragment")
-    return base_url.rstrip("/")
+    return check_http_url(base_url, "argument base_url")
 
 
 def _check_token(token: object) -> str | None:
