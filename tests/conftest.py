@@ -24,7 +24,7 @@ from tests.http_gateway import (  # noqa: F401 - fixtures
     http_gateway,
 )
 from tests.redis_cluster import RedisClusterProcess
-from tests.redis_server import session_redis_url
+from tests.redis_server import RedisServer, find_redis_server, session_redis_url
 
 # "redis-buckets" runs the cluster code path (indexes sharded into buckets, merged by the
 # client) on a single node: the same keys, hash tags and scripts, without the cluster.
@@ -153,3 +153,15 @@ def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backen
     async_client: redis.asyncio.Redis = request.getfixturevalue("async_redis_client")
     async_repo = AsyncRedisDeviceMetadataRepository(async_client, key_strategy=key_strategy)
     return Backend(name, async_repo, backdoor, key_strategy)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (free loopback port), for tests that change or break
+    the server (configuration, ACLs, pauses, crashes); stopped after the test."""
+    server = RedisServer(find_redis_server())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,13 +1,15 @@
 """A TCP proxy on a free loopback port that delays every byte by a fixed time, each way.
 
 Put it between a client and a real ``redis-server`` to get a slow server: with ``delay=0.2``
-every round trip takes 0.4 s more, whatever the command. Bytes keep their order and nothing is
-throttled: a chunk read at time t is written at t + delay.
+every round trip takes 0.4 s more, whatever the command. With ``jitter`` each chunk waits a
+random extra 0 to ``jitter`` seconds. Bytes keep their order and nothing is throttled: a chunk
+read at time t is written at t + delay (+ its jitter, but never before the chunk ahead of it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from types import TracebackType
@@ -21,9 +23,19 @@ class DelayProxy:
     Use it as a context manager; :attr:`port` is set once it listens.
     """
 
-    def __init__(self, upstream_port: int, delay: float, upstream_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        delay: float,
+        upstream_host: str = "127.0.0.1",
+        *,
+        jitter: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.delay = delay
+        self.jitter = jitter
+        self._random = random.Random(seed)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -55,13 +67,16 @@ class DelayProxy:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         pumps: set[asyncio.Task[None]] = set()
+        writers: list[asyncio.StreamWriter] = []
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.upstream)
             except OSError:
                 writer.close()
                 return
+            writers.append(up_writer)
             for source, sink in ((reader, up_writer), (up_reader, writer)):
                 task = asyncio.create_task(self._pump(source, sink))
                 pumps.add(task)
@@ -76,6 +91,10 @@ class DelayProxy:
             for task in list(pumps):
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            # Every socket is closed here, in this loop, not later by the garbage collector.
+            for writer in writers:
+                writer.close()
+            await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
@@ -92,10 +111,13 @@ class DelayProxy:
                 await sink.drain()
 
         sender = asyncio.create_task(deliver())
+        last_due = 0.0
         try:
             while True:
                 chunk = await source.read(65536)
-                queue.put_nowait((time.monotonic() + self.delay, chunk))
+                due = time.monotonic() + self.delay + self._random.uniform(0, self.jitter)
+                last_due = max(last_due, due)  # bytes never overtake each other
+                queue.put_nowait((last_due, chunk))
                 if not chunk:
                     break
             await sender

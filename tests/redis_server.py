@@ -113,6 +113,15 @@ class RedisServer:
             self.process.stderr.close()
         self.process = None
 
+    def crash(self) -> None:
+        """SIGKILL the process (no shutdown, no final save); :meth:`start` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
     def restart(self) -> None:
         """Start again on the same port (after :meth:`kill`)."""
         self.kill()

@@ -435,30 +435,20 @@ def test_custom_key_strategy_and_retry(redis_url: str, key_strategy: KeyStrategy
         client.close()
 
 
-@pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    server = RedisServer(find_redis_server())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_health_is_degraded_near_maxmemory(own_server: RedisServer) -> None:
-    raw = redis.Redis(port=own_server.port)
+def test_health_is_degraded_near_maxmemory(own_redis: RedisServer) -> None:
+    raw = redis.Redis(port=own_redis.port)
     used = int(raw.info("memory")["used_memory"])
     raw.config_set("maxmemory", str(int(used * 1.02)))
     raw.close()
-    with CacheServiceClient(host="127.0.0.1", port=own_server.port) as client:
+    with CacheServiceClient(host="127.0.0.1", port=own_redis.port) as client:
         health = client.check_health_sync()
     assert health.status == "degraded"
     assert "maxmemory" in health.message
 
 
-def test_health_is_degraded_on_a_read_only_replica(own_server: RedisServer) -> None:
+def test_health_is_degraded_on_a_read_only_replica(own_redis: RedisServer) -> None:
     replica = RedisServer(
-        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_server.port))
+        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
     )
     replica.start()
     try:
@@ -487,13 +477,13 @@ def test_health_is_degraded_on_a_read_only_replica(own_server: RedisServer) -> N
     ids=["no-keys", "read-only", "full"],
 )
 async def test_health_notices_missing_permissions(
-    own_server: RedisServer, acl: dict[str, Any], status: str, message: str
+    own_redis: RedisServer, acl: dict[str, Any], status: str, message: str
 ) -> None:
-    admin = redis.Redis(port=own_server.port)
+    admin = redis.Redis(port=own_redis.port)
     admin.acl_setuser("service", enabled=True, passwords=["+pw"], **acl)
     admin.close()
     client = CacheServiceClient(
-        host="127.0.0.1", port=own_server.port, username="service", password="pw"
+        host="127.0.0.1", port=own_redis.port, username="service", password="pw"
     )
     for health in (client.check_health_sync(), await client.check_health()):
         assert health.status == status, health
@@ -501,11 +491,11 @@ async def test_health_notices_missing_permissions(
     await client.aclose()
 
 
-def test_health_on_a_slow_server_takes_about_one_round_trip(own_server: RedisServer) -> None:
+def test_health_on_a_slow_server_takes_about_one_round_trip(own_redis: RedisServer) -> None:
     # 0.4 s per round trip, socket_timeout 0.5: a check on a ready connection is one round trip
     # (it took three, 1.2 s, before); a server slower than the timeout is unhealthy about as
     # fast as the timeout says.
-    with DelayProxy(own_server.port, delay=0.2) as proxy:
+    with DelayProxy(own_redis.port, delay=0.2) as proxy:
         client = CacheServiceClient(host="127.0.0.1", port=proxy.port, socket_timeout=0.5)
         assert client.check_health_sync().status == "degraded"  # connects, then checks
         started = time.monotonic()
@@ -515,7 +505,7 @@ def test_health_on_a_slow_server_takes_about_one_round_trip(own_server: RedisSer
         assert "slow" in health.message
         assert 0.4 <= elapsed < 0.75, elapsed
         client.close()
-    with DelayProxy(own_server.port, delay=0.5) as proxy:
+    with DelayProxy(own_redis.port, delay=0.5) as proxy:
         client = CacheServiceClient(
             host="127.0.0.1", port=proxy.port, socket_timeout=0.5, retry_attempts=1
         )
@@ -527,8 +517,8 @@ def test_health_on_a_slow_server_takes_about_one_round_trip(own_server: RedisSer
         client.close()
 
 
-def test_health_is_degraded_when_slow(own_server: RedisServer) -> None:
-    with CacheServiceClient(host="127.0.0.1", port=own_server.port, health_slow_ms=0.000001) as c:
+def test_health_is_degraded_when_slow(own_redis: RedisServer) -> None:
+    with CacheServiceClient(host="127.0.0.1", port=own_redis.port, health_slow_ms=0.000001) as c:
         health = c.check_health_sync()
     assert health.status == "degraded"
     assert "slow" in health.message

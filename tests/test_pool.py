@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache_service_client import CacheServiceClient
 from cache_service_client._pool import BoundedAsyncConnectionPool
+from tests.delay_proxy import DelayProxy
 
 PLAN = {"datatype_id": "t", "datatype_name": "n", "persist": True}
 
@@ -82,6 +83,32 @@ async def test_cancelled_waiters_never_keep_a_slot(redis_url: str) -> None:
         assert await asyncio.gather(*[client.ping() for _ in range(10)]) == [True] * 10
     finally:
         await client.aclose()
+
+
+async def test_a_call_cancelled_while_its_connection_is_set_up_frees_one_slot(
+    redis_url: str,
+) -> None:
+    # redis-py releases a connection whose set-up was interrupted, through the pool's release();
+    # its slot must come back once, not twice (which let more calls in than the pool allows,
+    # and redis-py then refused them: "Too many connections").
+    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    with DelayProxy(int(port), delay=0.05, upstream_host=host) as proxy:
+        pool = BoundedAsyncConnectionPool(
+            max_connections=2, timeout=5, host="127.0.0.1", port=proxy.port
+        )
+        client = redis.asyncio.Redis.from_pool(pool)
+        try:
+            for _ in range(3):
+                starting = [asyncio.ensure_future(client.ping()) for _ in range(2)]
+                await asyncio.sleep(0.02)  # connecting: the handshake takes 0.1 s
+                for call in starting:
+                    call.cancel()
+                await asyncio.gather(*starting, return_exceptions=True)
+                assert (pool._free_slots, len(pool._slot_waiters)) == (2, 0)
+            assert await asyncio.gather(*[client.ping() for _ in range(8)]) == [True] * 8
+            assert (pool._free_slots, len(pool._slot_waiters)) == (2, 0)
+        finally:
+            await client.aclose()
 
 
 async def test_the_facade_waits_instead_of_refusing(redis_url: str) -> None:

@@ -43,6 +43,8 @@ class BoundedAsyncConnectionPool(redis.asyncio.ConnectionPool):
         self.timeout = timeout
         self._free_slots = max_connections
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        # The connections handed out, each holding a slot until it is released.
+        self._lent: set[Any] = set()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         """Take a free slot (waiting for one if none is), then a connection for it."""
@@ -51,17 +53,24 @@ class BoundedAsyncConnectionPool(redis.asyncio.ConnectionPool):
         else:
             await self._wait_for_slot()
         try:
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except BaseException:
+            # Also when the connection could not be set up (or the caller was cancelled
+            # meanwhile): redis-py then releases it itself, through release() below, which
+            # gives back only the slots of connections that were handed out.
             self._give_back_slot()
             raise
+        self._lent.add(connection)
+        return connection
 
     async def release(self, connection: Any) -> None:
         """Return ``connection`` to the pool and its slot to the next waiter."""
         try:
             await super().release(connection)
         finally:
-            self._give_back_slot()
+            if connection in self._lent:
+                self._lent.discard(connection)
+                self._give_back_slot()
 
     async def _wait_for_slot(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
