@@ -7,6 +7,7 @@ a hypothesis run of our own; neither may ever see a 500.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -43,13 +44,14 @@ from cache_service_client import (
     InMemoryDeviceMetadataRepository,
     Page,
     RepairReport,
+    ValidationError,
 )
 from cache_service_client._validation import MAX_PATTERN_BYTES
 from cache_service_client.server import create_app, wire
 from cache_service_client.server.cli import main as server_main
 from cache_service_client.server.openapi import _MODELS, build_openapi, openapi_json
 from tests import backends
-from tests.http_gateway import Gateway
+from tests.http_gateway import Gateway, http_repositories
 from tests.redis_server import free_port
 
 TOKEN = "gateway-test-token"
@@ -378,6 +380,25 @@ def test_costly_patterns_never_stall_the_gateway(
     # Far below the seconds a loop-bound compile of these patterns adds up to.
     print("health waits ms:", sorted(round(w * 1000) for w in waits))
     assert max(waits) < 1.0, waits
+
+
+def test_a_query_body_is_limited_to_what_a_valid_query_needs() -> None:
+    # One limit for every route let a 400 kB query body in; a query is never that large.
+    with (
+        Gateway(auth_token=TOKEN, max_body_bytes=1024 * 1024) as big,
+        httpx.Client(base_url=big.url, headers=AUTH, trust_env=False) as http,
+    ):
+        padding = "x" * wire.MAX_QUERY_BODY_BYTES
+        problem(http.post(wire.QUERY_PATH, json={"datatype_id": padding}), 413, "payload_too_large")
+        assert http.post(wire.QUERY_PATH, json={"datatype_id": "x" * 60000}).status_code == 200
+        batch = {"device_ids": [f"d{i:06d}" for i in range(10000)]}  # other routes: 1 MiB
+        assert http.post(wire.BATCH_GET_PATH, json=batch).status_code == 200
+        async_repo, sync_repo = http_repositories(big)
+        with pytest.raises(ValidationError) as caught:
+            sync_repo.query(DeviceQuery(datatype_id=padding))
+        assert caught.value.field == "query"
+        sync_repo.close()
+        asyncio.run(async_repo.close())
 
 
 def test_query_and_repair(client: httpx.Client, core: InMemoryDeviceMetadataRepository) -> None:

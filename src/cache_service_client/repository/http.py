@@ -477,7 +477,9 @@ class _HttpCommon:
         else:
             plan_query(query)  # raises, naming "query"
         body = _ENCODER.encode(query)
-        return _Op("query", "POST", wire.QUERY_PATH, _read_whole(_PAGE), body=body)
+        return _Op(
+            "query", "POST", wire.QUERY_PATH, _read_whole(_PAGE), body=body, batch_field="query"
+        )
 
     def _repair(self) -> _Op[RepairReport]:
         return _Op("repair", "POST", wire.REPAIR_PATH, _read_whole(_REPAIR), retried=False)

@@ -318,8 +318,11 @@ class _Gateway:
             raise _invalid("ttl", f"must be a number of seconds >= 0, not {value!r}")
         return validate_ttl(float(value), "ttl")
 
-    async def body(self, request: Request, decoder: msgspec.json.Decoder[T]) -> T:
-        """Read and decode a JSON body, within the size limit."""
+    async def body(
+        self, request: Request, decoder: msgspec.json.Decoder[T], limit: int | None = None
+    ) -> T:
+        """Read and decode a JSON body, within the gateway's size limit (or a smaller one)."""
+        limit = self.max_body_bytes if limit is None else min(limit, self.max_body_bytes)
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != _JSON:
             raise _Problem(
@@ -332,19 +335,19 @@ class _Gateway:
             413,
             wire.ErrorBody(
                 error="payload_too_large",
-                message=f"the body exceeds the gateway's limit of {self.max_body_bytes} bytes",
+                message=f"the body exceeds the gateway's limit of {limit} bytes",
             ),
             # The rest of the body is not read: the connection cannot be reused.
             headers={"Connection": "close"},
         )
         length = request.headers.get("content-length", "")
-        if _INTEGER.fullmatch(length) and int(length) > self.max_body_bytes:
+        if _INTEGER.fullmatch(length) and int(length) > limit:
             raise too_large
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 raise too_large
             chunks.append(chunk)
         try:
@@ -464,7 +467,7 @@ class _Gateway:
 
     async def query_devices(self, request: Request) -> Response:
         self.query(request, ())
-        given = await self.body(request, _QUERY)
+        given = await self.body(request, _QUERY, wire.MAX_QUERY_BODY_BYTES)
         query = wire.query_from_body(given)
         await self.compile_pattern(query.pattern)
         page = await self.repository.query(query)

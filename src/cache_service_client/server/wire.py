@@ -28,6 +28,7 @@ __all__ = [
     "BATCH_PUT_PATH",
     "COUNT_PATH",
     "DEFAULT_MAX_BODY_BYTES",
+    "MAX_QUERY_BODY_BYTES",
     "QUERY_PATH",
     "REPAIR_PATH",
     "DEVICES_PATH",
@@ -58,6 +59,9 @@ API_VERSION: Final = "1.0.0"
 
 #: Default limit of a request body: room for a batch of some 20 000 devices.
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+#: Limit of a query body (``POST /v1/devices:query``), whatever ``max_body_bytes`` says: the
+#: largest valid query is far smaller (a pattern is at most 2048 bytes, a cursor under 2 KiB).
+MAX_QUERY_BODY_BYTES: Final = 64 * 1024
 
 DEVICES_PATH: Final = "/v1/devices"
 DEVICE_PATH_PREFIX: Final = "/v1/devices/"
