@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -692,3 +694,42 @@ def test_an_unreachable_sentinel_fails_as_fast_as_the_settings_say() -> None:
 def test_a_bad_gateway_url_fails_at_construction(http_url: str) -> None:
     with pytest.raises(ConfigurationError, match="http_url"):
         CacheServiceClient(use_http=True, http_url=http_url)
+
+
+@pytest.mark.parametrize(
+    ("make", "shown"),
+    [
+        (lambda: CacheServiceClient(url="redis://h:1/0", port=6380), "redis://h:6380/0"),
+        (lambda: CacheServiceClient.from_url("redis://u:pw@h:1/2"), "redis://u:***@h:1/2"),
+        (lambda: CacheServiceClient.from_url("rediss://[::1]:6380/0"), "rediss://[::1]:6380/0"),
+        (lambda: CacheServiceClient.from_url("redis+cluster://h:7000"), "redis+cluster://h:7000"),
+        (
+            lambda: CacheServiceClient.from_url("redis+sentinel://:pw@s:26379/main"),
+            "redis+sentinel://:***@s:26379/main",
+        ),
+        (lambda: CacheServiceClient.from_url("unix:///tmp/r.sock?db=3"), "unix:///tmp/r.sock?db=3"),
+        (lambda: CacheServiceClient(), "redis://localhost:6379/0"),
+    ],
+)
+def test_repr_shows_where_the_client_really_connects(
+    make: Callable[[], CacheServiceClient], shown: str
+) -> None:
+    assert repr(make()).startswith(f"CacheServiceClient({shown!r}, ")
+
+
+def test_the_library_logger_prints_nothing_without_a_handler() -> None:
+    # A corrupted entry is logged at WARNING; with no handler configured by the application,
+    # Python's last-resort handler must not print it on stderr.
+    script = (
+        "import logging\n"
+        "from cache_service_client import InMemoryDeviceMetadataRepository as R\n"
+        "r = R()\n"
+        "r.inject_raw('bad', b'not json')\n"
+        "r.get_many(['bad'])\n"
+        "logging.getLogger('cache_service_client').warning('visible?')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    names = {h.__class__ for h in logging.getLogger("cache_service_client").handlers}
+    assert logging.NullHandler in names

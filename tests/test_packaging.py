@@ -145,6 +145,23 @@ def test_every_public_name_imports_from_the_wheel(wheel_python: Path, tmp_path: 
     assert version == distribution == VERSION
 
 
+def test_a_missing_extra_is_named_when_the_client_is_created(
+    wheel_python: Path, tmp_path: Path
+) -> None:
+    # The wheel alone has no httpx: HTTP mode must say which extra to install, at once.
+    out = in_wheel_env(
+        wheel_python,
+        "from cache_service_client import CacheServiceClient, ConfigurationError\n"
+        "try:\n"
+        "    CacheServiceClient(use_http=True, http_url='http://gateway:8080')\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n",
+        tmp_path,
+    )
+    assert "[http] extra" in out
+    assert "pip install 'cache-service-client[http]'" in out
+
+
 def readme_example(url: str) -> str:
     """The README's first Python block, with its URL line set to ``url``."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

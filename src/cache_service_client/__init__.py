@@ -5,6 +5,8 @@ Applications use :class:`CacheServiceClient`; layered applications depend on
 injected; see the documentation for the architecture.
 """
 
+import logging
+
 from cache_service_client._version import __version__
 from cache_service_client.client import CacheServiceClient
 from cache_service_client.codec import CodecFormat, MetadataCodec
@@ -87,3 +89,7 @@ __all__ = [
     "settings_from_file",
     "settings_from_url",
 ]
+
+# A library leaves handlers to the application: without one configured, nothing is printed
+# (not even WARNING records, which Python's last-resort handler would show on stderr).
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -7,6 +7,7 @@ event loop's thread pool alike.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ from dependency_injector import providers
 
 from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
+    MASK,
     Settings,
     load_settings,
     mask_url,
@@ -173,6 +175,7 @@ class CacheServiceClient:
             self._overrides["repository"] = repository
         if async_repository is not None:
             self._overrides["async_repository"] = async_repository
+        _check_extras(self._settings, self._overrides)
         self._container = self._new_container()
         # Containers replaced by configure(): calls already running finish on their
         # connections, which close() and aclose() close.
@@ -234,18 +237,9 @@ class CacheServiceClient:
         return self._container
 
     def __repr__(self) -> str:
-        s = self._settings
-        if s.backend == "memory":
-            where = "memory://"
-        elif s.backend == "http":
-            where = mask_url(s.http_url or "")
-        elif s.url is not None:
-            where = mask_url(s.url)
-        elif s.unix_socket_path is not None:
-            where = f"unix://{s.unix_socket_path}"
-        else:
-            where = f"{'rediss' if s.ssl else 'redis'}://{s.host}:{s.port}/{s.db}"
-        return f"CacheServiceClient({where!r}, backend={s.backend!r})"
+        return (
+            f"CacheServiceClient({_address(self._settings)!r}, backend={self._settings.backend!r})"
+        )
 
     def configure(self, **changes: Any) -> None:
         """Change settings at run time: ``metadata_ttl`` and ``socket_timeout``.
@@ -538,6 +532,47 @@ class CacheServiceClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# backend -> (the module it imports, the extra that installs it)
+_EXTRAS = {"http": ("httpx", "http")}
+
+
+def _check_extras(settings: Settings, overrides: Mapping[str, Any]) -> None:
+    """Raise ConfigurationError now, naming the extra, when the backend's extra is missing."""
+    needed = _EXTRAS.get(settings.backend)
+    if needed is None or {"repository", "async_repository"} <= overrides.keys():
+        return
+    module, extra = needed
+    if importlib.util.find_spec(module) is None:
+        raise ConfigurationError(
+            f"backend {settings.backend!r} needs the [{extra}] extra ({module} is not "
+            f"installed): pip install 'cache-service-client[{extra}]'"
+        )
+
+
+def _address(s: Settings) -> str:
+    """Where the client really connects, as a URL built from the settings in force.
+
+    Built from the settings rather than the URL they came from, so that an argument that
+    overrode a part of the URL (``port=...``) shows; secrets are masked.
+    """
+    if s.backend == "memory":
+        return "memory://"
+    if s.backend == "http":
+        return mask_url(s.http_url or "")
+    user = s.username or ""
+    credentials = f"{user}:{MASK}@" if s.password is not None else (f"{user}@" if user else "")
+    if s.unix_socket_path is not None:
+        return f"unix://{credentials}{s.unix_socket_path}?db={s.db}"
+    scheme = "rediss" if s.ssl else "redis"
+    host = f"[{s.host}]" if ":" in s.host else s.host
+    base = f"{credentials}{host}:{s.port}"
+    if s.backend == "cluster":
+        return f"{scheme}+cluster://{base}"
+    if s.backend == "sentinel":
+        return f"{scheme}+sentinel://{base}/{s.sentinel_service}"
+    return f"{scheme}://{base}/{s.db}"
 
 
 _POOL_PROVIDERS = frozenset({"redis_client", "async_redis_client"})
