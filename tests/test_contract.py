@@ -244,18 +244,22 @@ async def test_glob_edge_cases_match_redis(
 
 async def test_count_and_info(backend: Backend) -> None:
     empty = await backend.repo.info()
-    assert (empty.total_devices, empty.oldest_entry, empty.newest_entry) == (0, None, None)
+    assert (empty.total_devices, empty.oldest_entry_timestamp, empty.newest_entry_timestamp) == (
+        0,
+        None,
+        None,
+    )
     items = [meta(f"d{i}", last_updated=NOW + timedelta(minutes=i)) for i in range(10)]
     await backend.repo.put_many(items)
     info = await backend.repo.info()
     assert info.total_devices == 10 == await backend.repo.count()
-    assert info.oldest_entry == NOW.replace(microsecond=123000)
-    assert info.newest_entry == NOW.replace(microsecond=123000) + timedelta(minutes=9)
+    assert info.oldest_entry_timestamp == NOW.replace(microsecond=123000)
+    assert info.newest_entry_timestamp == NOW.replace(microsecond=123000) + timedelta(minutes=9)
     assert info.memory_usage_bytes > 0
     await backend.repo.delete("d9")
-    assert (await backend.repo.info()).newest_entry == NOW.replace(microsecond=123000) + timedelta(
-        minutes=8
-    )
+    assert (await backend.repo.info()).newest_entry_timestamp == NOW.replace(
+        microsecond=123000
+    ) + timedelta(minutes=8)
 
 
 async def test_health_is_healthy(backend: Backend) -> None:
@@ -285,8 +289,8 @@ async def test_ttl_expiry_removes_from_every_read(backend: Backend) -> None:
     info = await backend.repo.info()
     assert info.total_devices == 1
     assert (
-        info.oldest_entry
-        == info.newest_entry
+        info.oldest_entry_timestamp
+        == info.newest_entry_timestamp
         == NOW.replace(microsecond=123000) + timedelta(days=1)
     )
     assert await backend.repo.list_ids() == ["forever"]

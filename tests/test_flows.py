@@ -391,8 +391,8 @@ def test_info() -> None:
     ]
     assert result.total_devices == 3
     assert result.memory_usage_bytes == 123
-    assert result.oldest_entry == WHEN
-    assert result.newest_entry == WHEN + timedelta(days=1)
+    assert result.oldest_entry_timestamp == WHEN
+    assert result.newest_entry_timestamp == WHEN + timedelta(days=1)
     assert result.backend == "redis"
 
 
@@ -400,8 +400,8 @@ def test_info_of_an_empty_cache() -> None:
     result, _ = run_flow(flows.info(ctx()), [[0, None, None], {}])
     assert result.total_devices == 0
     assert result.memory_usage_bytes == 0
-    assert result.oldest_entry is None
-    assert result.newest_entry is None
+    assert result.oldest_entry_timestamp is None
+    assert result.newest_entry_timestamp is None
 
 
 # --- list_ids ------------------------------------------------------------------------------------
@@ -1274,8 +1274,8 @@ def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
         ],
     )
     assert result.total_devices == 3
-    assert result.oldest_entry == WHEN
-    assert result.newest_entry == WHEN + timedelta(days=1)
+    assert result.oldest_entry_timestamp == WHEN
+    assert result.newest_entry_timestamp == WHEN + timedelta(days=1)
     assert result.memory_usage_bytes == 15
 
 

@@ -172,8 +172,8 @@ async def test_count_info_and_health(backend: Backend) -> None:
     assert await backend.repo.count() == 5
     info = await backend.repo.info()
     assert info.total_devices == 5
-    assert info.oldest_entry == NOW.replace(microsecond=123000)
-    assert info.newest_entry == NOW.replace(microsecond=123000) + timedelta(minutes=4)
+    assert info.oldest_entry_timestamp == NOW.replace(microsecond=123000)
+    assert info.newest_entry_timestamp == NOW.replace(microsecond=123000) + timedelta(minutes=4)
     assert info.backend in ("memory", "redis")
     health = await backend.repo.health()
     assert health.status == "healthy"

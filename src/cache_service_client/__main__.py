@@ -157,7 +157,7 @@ async def _async_part(client: CacheServiceClient, ids: Sequence[str], *, remove:
         info = await client.get_cache_info()
         print(
             f"  get_cache_info(): {info.total_devices} devices, {info.memory_usage_bytes} bytes,"
-            f" oldest {info.oldest_entry}, newest {info.newest_entry}"
+            f" oldest {info.oldest_entry_timestamp}, newest {info.newest_entry_timestamp}"
         )
         health = await client.check_health()
         latency = "n/a" if health.latency_ms is None else f"{health.latency_ms:.3f} ms"

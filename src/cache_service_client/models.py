@@ -95,16 +95,18 @@ class CacheInfo(msgspec.Struct, kw_only=True, frozen=True):
         memory_usage_bytes: For Redis, the server's ``used_memory`` (INFO memory): all memory
             the server uses, this cache's values and indexes included. For the in-memory
             backend, the bytes of the stored keys and encoded values.
-        oldest_entry: The smallest ``last_updated`` among stored devices, or None when empty.
-        newest_entry: The largest ``last_updated`` among stored devices, or None when empty.
+        oldest_entry_timestamp: The smallest ``last_updated`` among stored devices, or None
+            when empty.
+        newest_entry_timestamp: The largest ``last_updated`` among stored devices, or None
+            when empty.
         backend: Which backend answered (``"redis"``, ``"memory"``).
 
     """
 
     total_devices: int
     memory_usage_bytes: int
-    oldest_entry: datetime | None = None
-    newest_entry: datetime | None = None
+    oldest_entry_timestamp: datetime | None = None
+    newest_entry_timestamp: datetime | None = None
     backend: str
 
 

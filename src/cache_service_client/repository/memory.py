@@ -373,8 +373,8 @@ class InMemoryDeviceMetadataRepository:
         return CacheInfo(
             total_devices=len(ids),
             memory_usage_bytes=size,
-            oldest_entry=datetime_from_ms(min(stamps)) if stamps else None,
-            newest_entry=datetime_from_ms(max(stamps)) if stamps else None,
+            oldest_entry_timestamp=datetime_from_ms(min(stamps)) if stamps else None,
+            newest_entry_timestamp=datetime_from_ms(max(stamps)) if stamps else None,
             backend="memory",
         )
 

@@ -572,8 +572,8 @@ def info(ctx: FlowContext) -> Flow[CacheInfo]:
     return CacheInfo(
         total_devices=total,
         memory_usage_bytes=_used_memory(memory),
-        oldest_entry=None if lowest is None else datetime_from_ms(lowest // 2),
-        newest_entry=None if highest is None else datetime_from_ms(highest // 2),
+        oldest_entry_timestamp=None if lowest is None else datetime_from_ms(lowest // 2),
+        newest_entry_timestamp=None if highest is None else datetime_from_ms(highest // 2),
         backend="redis",
     )
 
