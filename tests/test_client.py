@@ -7,7 +7,9 @@ import inspect
 import logging
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -733,3 +735,49 @@ def test_the_library_logger_prints_nothing_without_a_handler() -> None:
     assert done.stderr == ""
     names = {h.__class__ for h in logging.getLogger("cache_service_client").handlers}
     assert logging.NullHandler in names
+
+
+def test_memory_name_is_one_store_for_the_whole_process() -> None:
+    name = f"fleet-{uuid.uuid4().hex[:8]}"
+    writer = CacheServiceClient.from_url(f"memory://{name}")
+    reader = CacheServiceClient.from_env(environ={"CACHE_SERVICE_URL": f"memory://{name}"})
+    loner = CacheServiceClient.from_url("memory://")
+    other_prefix = CacheServiceClient.from_url(f"memory://{name}?key_prefix=other")
+    writer.store_device_metadata("d", PLAN)
+    assert reader.get_device_metadata_sync("d").datatype_id == "temp"
+    assert asyncio.run(reader.device_exists("d"))  # the async side shares it too
+    assert not loner.device_exists_sync("d")  # plain memory:// stays private
+    assert not other_prefix.device_exists_sync("d")  # other key naming: other data, as in Redis
+    repository = InMemoryDeviceMetadataRepository.shared(name)
+    assert repository.exists("d")
+
+    def write(worker: int) -> None:
+        for i in range(200):
+            writer.store_device_metadata(f"w{worker}-{i}", PLAN)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reader.count_devices_sync() == 801
+    assert len(reader.list_devices_sync(pattern="w*")) == 800
+    with pytest.raises(ConfigurationError, match="holds json values"):
+        CacheServiceClient.from_url(f"memory://{name}?codec=msgpack").count_devices_sync()
+    InMemoryDeviceMetadataRepository.drop_shared(name)
+    assert CacheServiceClient.from_url(f"memory://{name}").count_devices_sync() == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: CacheServiceClient(memory_store="x"), "memory_store needs the memory backend"),
+        (lambda: CacheServiceClient.from_url("memory://x", memory_store=""), "must not be empty"),
+        (lambda: InMemoryDeviceMetadataRepository.shared(""), "non-empty"),
+    ],
+)
+def test_bad_memory_store_names_are_configuration_errors(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make()

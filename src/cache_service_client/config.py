@@ -96,6 +96,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         http_url: The gateway's base URL.
         http_timeout: Seconds per HTTP request.
         http_auth_token: Bearer token for the gateway (masked in every repr).
+        memory_store: The memory backend only: the name of an in-process store shared by every
+            client and repository of the process that names it (``memory://NAME``); None
+            (``memory://``): a store of this client's own.
     """
 
     backend: Backend = "redis"
@@ -133,6 +136,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     http_url: str | None = None
     http_timeout: float = 10.0
     http_auth_token: str | None = None
+    memory_store: str | None = None
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.to_dict(masked=True).items())})"
@@ -318,6 +322,7 @@ _FIELDS: dict[str, _Field] = {
     "http_url": _Field(str, optional=True),
     "http_timeout": _Field(float, check=_POSITIVE),
     "http_auth_token": _Field(str, optional=True),
+    "memory_store": _Field(str, optional=True, check=_non_empty),
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -408,6 +413,8 @@ def _build(values: dict[str, Any], source: str) -> Settings:
         raise ConfigurationError(f"{source}: the sentinel backend needs sentinel_service")
     if values.get("backend") == "cluster" and values.get("db"):
         raise ConfigurationError(f"{source}: Redis Cluster has only database 0")
+    if values.get("memory_store") is not None and values.get("backend") != "memory":
+        raise ConfigurationError(f"{source}: memory_store needs the memory backend (memory://)")
     if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
         raise ConfigurationError(f"{source}: ssl_keyfile needs ssl_certfile")
     return Settings(**values)
@@ -439,6 +446,10 @@ def _url_layer(url: str, source: str) -> Layer:
     layer: Layer = {}
     if scheme == "memory":
         layer["backend"] = ("memory", label)
+        # memory://NAME (taken as written: a host name would be lower-cased)
+        name = unquote(parts.netloc + parts.path.rstrip("/"))
+        if name:
+            layer["memory_store"] = (name, label)
     elif scheme in ("http", "https"):
         # The REST gateway: the URL without its query (query options are settings).
         layer["backend"] = ("http", label)

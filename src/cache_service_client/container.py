@@ -50,6 +50,7 @@ from cache_service_client.retry import RetryPolicy
 __all__ = [
     "Container",
     "build_key_strategy",
+    "build_memory_repository",
     "build_redis_repository",
     "build_retry_policy",
     "init_async_cluster_client",
@@ -251,6 +252,20 @@ def build_key_strategy(settings: Settings) -> KeyStrategy:
     return KeyStrategy(settings.key_prefix, settings.key_separator, buckets=buckets)
 
 
+def build_memory_repository(
+    settings: Settings, key_strategy: KeyStrategy, codec: MetadataCodec
+) -> InMemoryDeviceMetadataRepository:
+    """The in-memory repository: on the named store ``memory_store``, else one of its own."""
+    options: dict[str, Any] = {
+        "key_strategy": key_strategy,
+        "ttl": settings.metadata_ttl,
+        "codec": codec,
+    }
+    if settings.memory_store is not None:
+        return InMemoryDeviceMetadataRepository.shared(settings.memory_store, **options)
+    return InMemoryDeviceMetadataRepository(**options)
+
+
 def build_retry_policy(settings: Settings) -> RetryPolicy:
     """The retry policy the settings describe."""
     return RetryPolicy(
@@ -361,12 +376,7 @@ class Container(containers.DeclarativeContainer):
     async_http_repository = providers.Resource(init_async_http_repository, settings, retry)
     async_sentinel_client = providers.Resource(init_async_sentinel_client, settings)
 
-    memory_repository = providers.Singleton(
-        InMemoryDeviceMetadataRepository,
-        key_strategy=key_strategy,
-        ttl=settings.provided.metadata_ttl,
-        codec=codec,
-    )
+    memory_repository = providers.Singleton(build_memory_repository, settings, key_strategy, codec)
 
     # One Singleton per backend and flavour; each takes the same configuration.
     _config = (settings, key_strategy, codec, retry)

@@ -27,7 +27,11 @@ from cache_service_client._validation import (
     validate_ttl,
 )
 from cache_service_client.codec import MetadataCodec
-from cache_service_client.exceptions import DataCorruptionError, DeviceNotFoundError
+from cache_service_client.exceptions import (
+    ConfigurationError,
+    DataCorruptionError,
+    DeviceNotFoundError,
+)
 from cache_service_client.keys import KeyStrategy
 from cache_service_client.models import (
     BatchGetResult,
@@ -60,6 +64,27 @@ class _Entry:
         self.expires_at = expires_at
 
 
+class _Keyspace:
+    """The data of one fake Redis keyspace: what repositories sharing a store share."""
+
+    __slots__ = ("codec_format", "data", "index", "lock", "updated")
+
+    def __init__(self, codec_format: str) -> None:
+        self.codec_format = codec_format
+        self.lock = threading.RLock()
+        self.data: dict[str, _Entry] = {}
+        # The ids index: sorted ids (str order is UTF-8 byte order), and per indexed id its
+        # datatype and index score (last_updated ms * 2 + persist), as the Redis indexes keep.
+        self.index: list[str] = []
+        self.updated: dict[str, tuple[str, int]] = {}
+
+
+# Named stores of this process: (name, key prefix, separator, buckets) -> keyspace. Different
+# key naming gives different data, as different prefixes do on one Redis server.
+_SHARED: dict[tuple[str, str, str, int], _Keyspace] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class InMemoryDeviceMetadataRepository:
     """A thread-safe in-process :class:`DeviceMetadataRepository` that behaves like Redis.
 
@@ -84,12 +109,60 @@ class InMemoryDeviceMetadataRepository:
         self.codec = codec if codec is not None else MetadataCodec()
         self._ttl = validate_ttl(ttl)
         self._clock = clock if clock is not None else time.time
-        self._lock = threading.RLock()
-        self._data: dict[str, _Entry] = {}
-        # The ids index: sorted ids (str order is UTF-8 byte order), and per indexed id its
-        # datatype and index score (last_updated ms * 2 + persist), as the Redis indexes keep.
-        self._index: list[str] = []
-        self._updated: dict[str, tuple[str, int]] = {}
+        self._use(_Keyspace(self.codec.format))
+
+    def _use(self, keyspace: _Keyspace) -> None:
+        self._lock = keyspace.lock
+        self._data = keyspace.data
+        self._index = keyspace.index
+        self._updated = keyspace.updated
+
+    @classmethod
+    def shared(
+        cls,
+        name: str,
+        *,
+        key_strategy: KeyStrategy | None = None,
+        ttl: float | None = 86400,
+        clock: Callable[[], float] | None = None,
+        codec: MetadataCodec | None = None,
+    ) -> InMemoryDeviceMetadataRepository:
+        """A repository on the process-wide store ``name`` (what ``memory://NAME`` uses).
+
+        Every repository of the process on the same name and key naming (prefix, separator,
+        buckets) sees the same data, like clients of one Redis server; another key naming
+        gives other data, as other prefixes do on one server. The TTL and the clock are each
+        repository's own. Thread-safe. The store lives as long as the process (or until
+        :meth:`drop_shared`).
+
+        Raises:
+            ConfigurationError: ``name`` is empty or not a str, or the store holds values of
+                another codec format.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("argument name: must be a non-empty str")
+        repository = cls(key_strategy=key_strategy, ttl=ttl, clock=clock, codec=codec)
+        keys = repository.key_strategy
+        where = (name, keys.prefix, keys.separator, keys.buckets)
+        with _SHARED_LOCK:
+            keyspace = _SHARED.setdefault(where, _Keyspace(repository.codec.format))
+        if keyspace.codec_format != repository.codec.format:
+            raise ConfigurationError(
+                f"codec: the in-memory store {name!r} holds {keyspace.codec_format} values, "
+                f"not {repository.codec.format}"
+            )
+        repository._use(keyspace)
+        return repository
+
+    @staticmethod
+    def drop_shared(name: str) -> None:
+        """Forget the process-wide store ``name`` (every key naming): its data is gone.
+
+        Repositories already on it keep what they hold; new ones start empty.
+        """
+        with _SHARED_LOCK:
+            for where in [w for w in _SHARED if w[0] == name]:
+                del _SHARED[where]
 
     def __repr__(self) -> str:
         return (
