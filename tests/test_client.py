@@ -203,9 +203,9 @@ def test_configure_validates_and_applies(client: CacheServiceClient) -> None:
     with pytest.raises(ConfigurationError, match="configure\\(\\) socket_timeout: must be > 0"):
         client.configure(socket_timeout=-1)
     with pytest.raises(ConfigurationError, match="cannot change at run time"):
-        client.configure(host="elsewhere")
+        client.configure(host="elsewhere")  # type: ignore[call-arg]
     with pytest.raises(ConfigurationError, match="is not a number"):
-        client.configure(metadata_ttl="soon")
+        client.configure(metadata_ttl="soon")  # type: ignore[arg-type]
 
 
 def test_a_new_socket_timeout_holds_for_every_later_call() -> None:
@@ -541,7 +541,11 @@ def test_query_devices_and_repair(client: CacheServiceClient) -> None:
     assert len(client.query_devices_sync(query).items) == 4
     assert client.query_devices_sync(limit=3).total == 8
     with pytest.raises(ValidationError, match="limit"):
-        client.query_devices_sync(limit="many")
+        client.query_devices_sync(limit="many")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="datatype"):
+        # The plan's typo: mypy flags it (this ignore would be "unused" if it did not), and at
+        # run time it is refused instead of matching every device.
+        client.query_devices_sync(datatype="co2")  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="not both"):
         client.query_devices_sync(query, limit=3)
     assert client.repair_indexes_sync().scanned == 8

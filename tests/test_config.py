@@ -278,3 +278,15 @@ def test_a_password_query_option_is_refused_without_showing_it() -> None:
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_the_typed_keyword_sets_follow_the_settings() -> None:
+    # The TypedDicts that type **options / **overrides must name every setting exactly once.
+    from cache_service_client.config import ClientOptions, RuntimeSettings, Settings, SettingsFields
+
+    fields = set(Settings.__struct_fields__)
+    assert set(SettingsFields.__optional_keys__) == fields - {"url"}
+    plan = {"host", "port", "password", "db", "socket_timeout", "metadata_ttl", "use_http"}
+    plan |= {"http_url", "http_timeout", "http_auth_token", "url"}
+    assert set(ClientOptions.__optional_keys__) == fields - plan
+    assert set(RuntimeSettings.__optional_keys__) == {"metadata_ttl", "socket_timeout"}

@@ -184,3 +184,9 @@ def test_repair_rebuilds_deleted_indexes(
     assert state["shards"] == expected["shards"]
     assert state["expiry"] == expected["expiry"]  # TTLs recovered from the keys' PTTL
     assert repo.count() == 30
+
+
+def test_query_fields_name_every_field_of_a_query() -> None:
+    from cache_service_client.models import DeviceQuery, QueryFields
+
+    assert set(QueryFields.__optional_keys__) == set(DeviceQuery.__struct_fields__)

@@ -38,6 +38,7 @@ from cache_service_client.models import (
     HealthState,
     HealthStatus,
     Page,
+    QueryFields,
     RepairReport,
 )
 from cache_service_client.repository import (
@@ -78,6 +79,7 @@ __all__ = [
     "KeyStrategy",
     "MetadataCodec",
     "Page",
+    "QueryFields",
     "RedisDeviceMetadataRepository",
     "RepairReport",
     "RetryPolicy",

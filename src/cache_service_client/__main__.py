@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from cache_service_client._version import __version__
 from cache_service_client.client import CacheServiceClient
-from cache_service_client.config import mask_url
+from cache_service_client.config import SettingsFields, mask_url
 from cache_service_client.exceptions import CacheServiceError
 from cache_service_client.models import DeviceMetadata, Page
 from cache_service_client.server import cli as gateway_cli
@@ -177,7 +177,7 @@ async def _async_part(client: CacheServiceClient, ids: Sequence[str], *, remove:
 
 def run_repair(url: str, key_prefix: str | None) -> int:
     """Rebuild the indexes of the cache at ``url`` and print the report."""
-    overrides = {} if key_prefix is None else {"key_prefix": key_prefix}
+    overrides: SettingsFields = {} if key_prefix is None else {"key_prefix": key_prefix}
     with CacheServiceClient.from_url(url, **overrides) as client:
         started = time.perf_counter()
         report = client.repair_indexes_sync()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 import redis
@@ -23,7 +24,10 @@ from dependency_injector import providers
 from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
     MASK,
+    ClientOptions,
+    RuntimeSettings,
     Settings,
+    SettingsFields,
     load_settings,
     mask_url,
     settings_from_env,
@@ -47,6 +51,7 @@ from cache_service_client.models import (
     DeviceQuery,
     HealthStatus,
     Page,
+    QueryFields,
     RepairReport,
 )
 from cache_service_client.repository.base import (
@@ -54,6 +59,11 @@ from cache_service_client.repository.base import (
     DeviceMetadataRepository,
 )
 from cache_service_client.retry import RetryPolicy
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # only annotations use it; type checkers know typing_extensions
+    from typing_extensions import Unpack
 
 __all__ = ["CacheServiceClient"]
 
@@ -137,7 +147,7 @@ class CacheServiceClient:
         retry: RetryPolicy | None = None,
         repository: DeviceMetadataRepository | None = None,
         async_repository: AsyncDeviceMetadataRepository | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         plan = {
             "host": host,
@@ -194,7 +204,7 @@ class CacheServiceClient:
     # -- construction from other sources ---------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> CacheServiceClient:
+    def from_url(cls, url: str, **overrides: Unpack[SettingsFields]) -> CacheServiceClient:
         """Connect as a URL says.
 
         Schemes: ``redis://[user:password@]host[:port][/db][?option=value]``, ``rediss://``
@@ -209,13 +219,15 @@ class CacheServiceClient:
         prefix: str = "CACHE_SERVICE_",
         *,
         environ: Mapping[str, str] | None = None,
-        **overrides: Any,
+        **overrides: Unpack[SettingsFields],
     ) -> CacheServiceClient:
         """Configure from ``{prefix}<SETTING>`` environment variables (``{prefix}URL`` too)."""
         return cls(settings=settings_from_env(prefix, environ, **overrides))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> CacheServiceClient:
+    def from_file(
+        cls, path: str | os.PathLike[str], **overrides: Unpack[SettingsFields]
+    ) -> CacheServiceClient:
         """Configure from a TOML file (settings at the top level or under ``[cache_service]``)."""
         return cls(settings=settings_from_file(path, **overrides))
 
@@ -241,7 +253,7 @@ class CacheServiceClient:
             f"CacheServiceClient({_address(self._settings)!r}, backend={self._settings.backend!r})"
         )
 
-    def configure(self, **changes: Any) -> None:
+    def configure(self, **changes: Unpack[RuntimeSettings]) -> None:
         """Change settings at run time: ``metadata_ttl`` and ``socket_timeout``.
 
         Values are validated like constructor arguments. A new TTL applies to the next write.
@@ -387,7 +399,7 @@ class CacheServiceClient:
         return await (await self.get_async_repository()).count()
 
     async def query_devices(
-        self, query: DeviceQuery | None = None, **filters: Any
+        self, query: DeviceQuery | None = None, **filters: Unpack[QueryFields]
     ) -> Page[DeviceMetadata]:
         """Return one page of devices matching a query (filters, sort, cursor).
 
@@ -494,7 +506,7 @@ class CacheServiceClient:
         return self.repository.count()
 
     def query_devices_sync(
-        self, query: DeviceQuery | None = None, **filters: Any
+        self, query: DeviceQuery | None = None, **filters: Unpack[QueryFields]
     ) -> Page[DeviceMetadata]:
         """Sync twin of :meth:`query_devices`."""
         return self.repository.query(_query(query, filters))
@@ -611,7 +623,7 @@ def _pool_overrides(connection_pool: Any) -> dict[str, Any]:
 _QUERY_FIELDS = frozenset(DeviceQuery.__struct_fields__)
 
 
-def _query(query: DeviceQuery | None, filters: dict[str, Any]) -> DeviceQuery:
+def _query(query: DeviceQuery | None, filters: Mapping[str, Any]) -> DeviceQuery:
     if query is not None and filters:
         raise ValidationError("query", "give a DeviceQuery or keyword filters, not both")
     if query is not None:

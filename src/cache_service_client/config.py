@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
 import msgspec
@@ -37,7 +37,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "DEFAULT_ENV_PREFIX",
     "Backend",
+    "ClientOptions",
+    "RuntimeSettings",
     "Settings",
+    "SettingsFields",
     "load_settings",
     "mask_url",
     "settings_from_env",
@@ -184,6 +187,67 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return load_settings(
             url=url, file=file, env=env, env_prefix=env_prefix, arguments=arguments
         )
+
+
+class ClientOptions(TypedDict, total=False):
+    """The settings :class:`~cache_service_client.CacheServiceClient` takes as ``**options``.
+
+    Every field of :class:`Settings` but those the constructor names itself (``host``,
+    ``port``, ``password``, ``db``, ``socket_timeout``, ``metadata_ttl``, ``use_http`` and the
+    ``http_*`` ones). Typed, so that a type checker catches a misspelt setting; at run time an
+    unknown one is a :class:`~cache_service_client.ConfigurationError`.
+    """
+
+    backend: Backend
+    username: str | None
+    unix_socket_path: str | None
+    ssl: bool
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_cert_reqs: Literal["required", "optional", "none"]
+    ssl_check_hostname: bool
+    socket_connect_timeout: float | None
+    max_connections: int
+    cluster: bool
+    cluster_buckets: int
+    sentinel_service: str | None
+    sentinel_password: str | None
+    key_prefix: str
+    key_separator: str
+    codec: Literal["json", "msgpack"]
+    retry_attempts: int
+    retry_deadline: float | None
+    retry_backoff_base: float
+    retry_backoff_max: float
+    health_slow_ms: float
+    health_memory_ratio: float
+    memory_store: str | None
+
+
+class SettingsFields(ClientOptions, total=False):
+    """The overrides of the ``from_*`` helpers: every field of :class:`Settings` but ``url``.
+
+    (The URL is the helper's own argument, or comes from the source it reads.)
+    """
+
+    host: str
+    port: int
+    db: int
+    password: str | None
+    socket_timeout: float
+    metadata_ttl: float | None
+    use_http: bool
+    http_url: str | None
+    http_timeout: float
+    http_auth_token: str | None
+
+
+class RuntimeSettings(TypedDict, total=False):
+    """What :meth:`~cache_service_client.CacheServiceClient.configure` can change at run time."""
+
+    metadata_ttl: float | None
+    socket_timeout: float
 
 
 _SECRETS = ("password", "http_auth_token", "sentinel_password")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
 import msgspec
 
@@ -25,6 +25,7 @@ __all__ = [
     "HealthState",
     "HealthStatus",
     "Page",
+    "QueryFields",
     "QuerySort",
     "RepairReport",
 ]
@@ -169,6 +170,25 @@ class BatchGetResult(msgspec.Struct, kw_only=True, frozen=True):
 
 
 QuerySort = Literal["device_id", "last_updated"]
+
+
+class QueryFields(TypedDict, total=False):
+    """The fields of :class:`DeviceQuery` as keywords: ``query_devices(datatype_id="t")``.
+
+    Typed, so that a type checker catches a misspelt filter (``datatype=`` for
+    ``datatype_id=``); at run time an unknown keyword is a
+    :class:`~cache_service_client.ValidationError` naming it.
+    """
+
+    datatype_id: str | None
+    persist: bool | None
+    updated_after: datetime | None
+    updated_before: datetime | None
+    pattern: str | None
+    sort: QuerySort
+    descending: bool
+    limit: int
+    cursor: str | None
 
 
 class DeviceQuery(msgspec.Struct, kw_only=True, frozen=True):
