@@ -17,6 +17,7 @@ import time
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlencode
@@ -27,7 +28,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from packaging.version import Version
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
@@ -955,17 +957,26 @@ def test_no_route_ever_answers_500(
 schema = schemathesis.openapi.from_dict(build_openapi())
 
 
+# Checks left out: "schema-valid data is accepted" (ids, TTLs and cursors are checked more
+# strictly than JSON Schema can say: no whitespace, the gateway's options, ...), and, before
+# schemathesis 4.32, "schema-violating data is rejected": older releases report a false
+# positive when one part of a request is negated by removing the token (which the headers
+# passed below put back) and another only by adding a parameter the HTTP client drops (an
+# upstream fix: "false positive negative_data_rejection when another location's negation
+# only adds undeclared parameters"); at the lowest allowed release it failed about once in 20
+# runs. The gateway's own tests check unknown and malformed parameters explicitly.
+EXCLUDED_CHECKS = [positive_data_acceptance]
+if Version(version("schemathesis")) < Version("4.32"):
+    EXCLUDED_CHECKS.append(negative_data_rejection)
+
+
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_openapi_document_against_the_gateway(case: Any, fuzz_gateway: Gateway) -> None:
     # The gateway's address is known only once its fixture runs; the checks that send requests
     # of their own (e.g. without the token) read it from the schema's configuration.
     case.operation.schema.config.update(base_url=fuzz_gateway.url)
-    # Every check but "schema-valid data is accepted": ids, TTLs and cursors are checked more
-    # strictly than JSON Schema can say (no whitespace, the gateway's options, ...).
-    case.call_and_validate(
-        base_url=fuzz_gateway.url, headers=AUTH, excluded_checks=[positive_data_acceptance]
-    )
+    case.call_and_validate(base_url=fuzz_gateway.url, headers=AUTH, excluded_checks=EXCLUDED_CHECKS)
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
