@@ -126,7 +126,7 @@ def test_the_sdist_ships_licence_changelog_and_tests(dists: Dists) -> None:
         "docs/openapi.json",
     ):
         assert f"{top}/{path}" in names, path
-    assert not [name for name in names if "/.venv" in name or "__pycache__" in name]
+    assert not [n for n in names if "/.venv" in n or "__pycache__" in n or "/_build/" in n]
 
 
 def test_every_public_name_imports_from_the_wheel(wheel_python: Path, tmp_path: Path) -> None:
@@ -286,7 +286,8 @@ def test_the_readme_links_work_off_the_repository() -> None:
         assert link.startswith("https://"), f"{link}: a relative link breaks on the index page"
         if link.startswith(DOCS_SITE):
             page = link.removeprefix(DOCS_SITE).removesuffix(".html")
-            assert (ROOT / "docs" / f"{page}.md").is_file(), f"{link}: no docs/{page}.md"
+            sources = [ROOT / "docs" / f"{page}{suffix}" for suffix in (".md", ".rst")]
+            assert any(source.is_file() for source in sources), f"{link}: no docs/{page}.md"
 
 
 def test_the_changelog_has_the_current_version_and_an_unreleased_section() -> None:

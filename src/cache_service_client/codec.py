@@ -18,6 +18,7 @@ from cache_service_client.models import DeviceMetadata
 
 __all__ = ["CodecFormat", "DecodedBatch", "MetadataCodec"]
 
+#: How stored values are encoded, ``"json"`` or ``"msgpack"``; both carry the schema version.
 CodecFormat = Literal["json", "msgpack"]
 
 

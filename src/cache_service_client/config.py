@@ -48,9 +48,11 @@ __all__ = [
     "settings_from_url",
 ]
 
+#: The prefix of the environment variables that :func:`settings_from_env` reads.
 DEFAULT_ENV_PREFIX = "CACHE_SERVICE_"
 MASK = "***"
 
+#: Which backend a client uses (:attr:`Settings.backend`).
 Backend = Literal["redis", "memory", "cluster", "sentinel", "http"]
 
 

@@ -111,6 +111,7 @@ class CacheInfo(msgspec.Struct, kw_only=True, frozen=True):
     backend: str
 
 
+#: The overall state a health check reports (:attr:`HealthStatus.status`).
 HealthState = Literal["healthy", "degraded", "unhealthy"]
 
 
@@ -169,6 +170,7 @@ class BatchGetResult(msgspec.Struct, kw_only=True, frozen=True):
     corrupted: dict[str, DataCorruptionError]
 
 
+#: The field a :class:`DeviceQuery` sorts by (:attr:`DeviceQuery.sort`).
 QuerySort = Literal["device_id", "last_updated"]
 
 
@@ -231,7 +233,7 @@ class DeviceQuery(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class RepairReport(msgspec.Struct, kw_only=True, frozen=True):
-    """What :meth:`repair` found and fixed.
+    """What :meth:`~cache_service_client.DeviceMetadataRepository.repair` found and fixed.
 
     Attributes:
         scanned: Device keys read from the keyspace.

@@ -209,7 +209,10 @@ class InlineAsyncRepository:
     event loop, so it is trivially cancellation-safe; do not wrap a repository that blocks.
 
     Args:
-        sync: The repository to expose; available as :attr:`sync`.
+        sync: The repository to expose.
+
+    Attributes:
+        sync: The sync repository that every call runs on.
     """
 
     def __init__(self, sync: DeviceMetadataRepository) -> None:

@@ -523,7 +523,7 @@ def _limits(max_connections: int) -> httpx.Limits:
 
 
 class HttpDeviceMetadataRepository(_HttpCommon):
-    """A :class:`DeviceMetadataRepository` over the REST gateway (sync, ``httpx.Client``).
+    """A :class:`.DeviceMetadataRepository` over the REST gateway (sync, ``httpx.Client``).
 
     Args:
         base_url: The gateway's URL (``http://`` or ``https://``, optionally with a path prefix).
@@ -675,7 +675,7 @@ class HttpDeviceMetadataRepository(_HttpCommon):
 
 
 class AsyncHttpDeviceMetadataRepository(_HttpCommon):
-    """An :class:`AsyncDeviceMetadataRepository` over the REST gateway (``httpx.AsyncClient``).
+    """An :class:`.AsyncDeviceMetadataRepository` over the REST gateway (``httpx.AsyncClient``).
 
     Takes the same arguments as :class:`HttpDeviceMetadataRepository` (``client`` is an
     ``httpx.AsyncClient``). A cancelled call closes its connection, so no answer is ever left

@@ -86,7 +86,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 class InMemoryDeviceMetadataRepository:
-    """A thread-safe in-process :class:`DeviceMetadataRepository` that behaves like Redis.
+    """A thread-safe in-process :class:`.DeviceMetadataRepository` that behaves like Redis.
 
     Args:
         key_strategy: Names keys (only visible through :meth:`inject_raw` and errors).
@@ -229,7 +229,7 @@ class InMemoryDeviceMetadataRepository:
     # -- the repository --------------------------------------------------------------------
 
     def get(self, device_id: str) -> DeviceMetadata:
-        """Return the metadata of ``device_id``; see :class:`DeviceMetadataRepository`."""
+        """Return the metadata of ``device_id``; see :meth:`.DeviceMetadataRepository.get`."""
         validate_device_id(device_id)
         key = self.key_strategy.device_key(device_id)
         with self._lock:
@@ -365,7 +365,7 @@ class InMemoryDeviceMetadataRepository:
             return sum(1 for _ in self._alive_ids(self._now_ms()))
 
     def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """Return one page of devices matching ``query``; see :class:`DeviceMetadataRepository`."""
+        """Return one page of devices matching ``query``; see :class:`.DeviceMetadataRepository`."""
         plan = plan_query(query)
         keys = self.key_strategy
         with self._lock:

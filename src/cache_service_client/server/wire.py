@@ -63,20 +63,32 @@ DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 #: largest valid query is far smaller (a pattern is at most 2048 bytes, a cursor under 2 KiB).
 MAX_QUERY_BODY_BYTES: Final = 64 * 1024
 
+#: The device collection; ``GET`` lists the stored ids (``pattern``, ``limit``, ``offset``).
 DEVICES_PATH: Final = "/v1/devices"
+#: The prefix of one device's path; :func:`device_path` appends the encoded id.
 DEVICE_PATH_PREFIX: Final = "/v1/devices/"
 # Batch operations are custom methods on the collection (``:verb``), so they cannot collide with
 # a device id: every ``/`` of an id is escaped, and ``/v1/devices:batchGet`` has no ``/`` there.
+#: Reads a batch of devices (``POST`` :class:`DeviceIdsBody`, answers :class:`BatchGetResponse`).
 BATCH_GET_PATH: Final = "/v1/devices:batchGet"
+#: Stores a batch of devices atomically (``POST`` :class:`BatchPutBody`).
 BATCH_PUT_PATH: Final = "/v1/devices:batchPut"
+#: Deletes a batch of devices (``POST`` :class:`DeviceIdsBody`, answers :class:`DeleteResponse`).
 BATCH_DELETE_PATH: Final = "/v1/devices:batchDelete"
+#: Counts the stored devices (``GET``, answers :class:`CountResponse`).
 COUNT_PATH: Final = "/v1/devices:count"
+#: One page of a device query (``POST`` :data:`DeviceQueryBody`).
 QUERY_PATH: Final = "/v1/devices:query"
+#: Rebuilds the indexes from the stored values (``POST``).
 REPAIR_PATH: Final = "/v1/devices:repair"
+#: Figures about the cache (``GET``, the repositories' ``info``).
 INFO_PATH: Final = "/v1/info"
+#: The health check (``GET``); open without a token only with ``create_app(open_health=True)``.
 HEALTH_PATH: Final = "/health"
+#: The gateway's OpenAPI document (``GET``, never needs a token; as in ``docs/openapi.json``).
 OPENAPI_PATH: Final = "/openapi.json"
 
+#: The ``error`` of an :class:`ErrorBody`, a stable machine-readable code.
 ErrorCode = Literal[
     "validation_error",
     "device_not_found",

@@ -113,7 +113,7 @@ class _Common:
 
 
 class RedisDeviceMetadataRepository(_Common):
-    """A :class:`DeviceMetadataRepository` on a single Redis node (sync).
+    """A :class:`.DeviceMetadataRepository` on a single Redis node (sync).
 
     Args:
         client: A ``redis.Redis`` client (replies as bytes is best; ``decode_responses=True``
@@ -209,7 +209,10 @@ class RedisDeviceMetadataRepository(_Common):
         return self._driver.run(flows.query, self._ctx, query)
 
     def repair(self) -> RepairReport:
-        """Rebuild the indexes from the stored values; see :func:`flows.repair`."""
+        """Rebuild the indexes from the stored values.
+
+        See :meth:`.DeviceMetadataRepository.repair`.
+        """
         return self._driver.run(flows.repair, self._ctx)
 
     def info(self) -> CacheInfo:
@@ -227,7 +230,7 @@ class RedisDeviceMetadataRepository(_Common):
 
 
 class AsyncRedisDeviceMetadataRepository(_Common):
-    """An :class:`AsyncDeviceMetadataRepository` on a single Redis node.
+    """An :class:`.AsyncDeviceMetadataRepository` on a single Redis node.
 
     Takes the arguments of :class:`RedisDeviceMetadataRepository`, with a
     ``redis.asyncio.Redis`` client; switch off its own retry in the same way
@@ -307,7 +310,10 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         return await self._driver.run(flows.query, self._ctx, query)
 
     async def repair(self) -> RepairReport:
-        """Rebuild the indexes from the stored values; see :func:`flows.repair`."""
+        """Rebuild the indexes from the stored values.
+
+        See :meth:`.DeviceMetadataRepository.repair`.
+        """
         return await self._driver.run(flows.repair, self._ctx)
 
     async def info(self) -> CacheInfo:
