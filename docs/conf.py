@@ -73,6 +73,7 @@ nitpick_ignore = [
         "datetime.datetime",
         "os.PathLike",
         "ssl.SSLContext",
+        "subprocess.Popen",
         # typing's, which cache_service_client.client imports on Python 3.10 for type checkers
         # only (typing_extensions), so a build on 3.10 sees the bare name.
         "Unpack",

