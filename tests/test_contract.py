@@ -765,6 +765,7 @@ async def test_query_rejects_bad_input(backend: Backend) -> None:
         (DeviceQuery(datatype_id="lone\ud800"), "datatype_id"),
         (DeviceQuery(pattern="lone\ud800*"), "pattern"),
         (DeviceQuery(cursor="lone\ud800"), "cursor"),
+        (DeviceQuery(cursor=["\ud800"]), "cursor"),  # type: ignore[arg-type]
     ]:
         with pytest.raises(ValidationError) as caught:
             await backend.repo.query(query)

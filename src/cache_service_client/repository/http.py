@@ -472,7 +472,9 @@ class _HttpCommon:
             # Everything but the cursor is checked here; the cursor is the gateway's to judge,
             # once it is text that can be sent at all.
             plan_query(msgspec.structs.replace(query, cursor=None))
-            if type(query.cursor) is str:
+            if query.cursor is not None:
+                if type(query.cursor) is not str:
+                    raise ValidationError("cursor", "must be a str or None")
                 check_text(query.cursor, "cursor")
         else:
             plan_query(query)  # raises, naming "query"
