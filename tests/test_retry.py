@@ -272,6 +272,21 @@ def test_a_wait_that_overshoots_the_deadline_ends_with_the_last_error(
     assert_gave_up_at_the_deadline(caplog, info.value, always)
 
 
+def test_a_sync_retry_that_would_end_after_the_deadline_is_not_started() -> None:
+    # Sync attempts cannot be cut off: each takes 0.2 s here (as a socket timeout would). No
+    # retry starts that, taking as long as the attempt before, would end after the deadline,
+    # so the call ends by the deadline (it used to overrun it by up to one attempt).
+    slow = Always(delay=0.2)
+    policy = RetryPolicy(attempts=100, deadline=0.5, backoff_base=0.01, backoff_max=0.02)
+    started = time.monotonic()
+    with pytest.raises(BackendConnectionError) as info:
+        policy.call(slow, operation="get")
+    elapsed = time.monotonic() - started
+    assert elapsed <= 0.5 * 1.1, elapsed
+    assert slow.calls == 2  # a third would have run from about 0.42 s to 0.62 s
+    assert str(info.value) == "refused #2"  # the last attempt's error, unchanged
+
+
 def test_the_deadline_counts_the_first_attempt() -> None:
     always = Always(delay=0.2)
     with pytest.raises(BackendConnectionError):

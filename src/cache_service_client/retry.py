@@ -53,10 +53,23 @@ _RETRYABLE = (BackendConnectionError, BackendTimeoutError)
 class _Call:
     """The state of one retried call: its deadline and the error of the last attempt."""
 
-    __slots__ = ("attempts", "deadline_at", "first_error", "last_error", "operation", "tries")
+    __slots__ = (
+        "attempts",
+        "deadline_at",
+        "first_error",
+        "last_error",
+        "last_took",
+        "operation",
+        "tries",
+    )
 
     def __init__(
-        self, operation: str, attempts: int, deadline_at: float | None, first_error: Exception
+        self,
+        operation: str,
+        attempts: int,
+        deadline_at: float | None,
+        first_error: Exception,
+        first_took: float,
     ) -> None:
         self.operation = operation
         self.attempts = attempts
@@ -64,6 +77,9 @@ class _Call:
         # The first attempt ran outside backoff; it is replayed as backoff's first try.
         self.first_error: Exception | None = first_error
         self.last_error: Exception = first_error
+        # How long the last failed attempt took (sync calls: the next one is expected to take
+        # as long, and is not started when it would end after the deadline).
+        self.last_took = first_took
         self.tries = 1
 
     def next_attempt(self) -> None:
@@ -100,10 +116,13 @@ class RetryPolicy:
     :meth:`call_async` can the deadline also end an attempt in progress: a retry attempt still
     running when the deadline passes is cancelled, and the call raises
     :class:`~cache_service_client.BackendTimeoutError`, chained to the error of the attempt
-    before it. A sync attempt cannot be interrupted: it ends when the socket timeout of the
-    client fires, so a sync call takes at most about ``deadline + socket_timeout``. The first
-    attempt is a plain call, bounded by the socket timeout only (in both flavours), so that
-    successful calls pay nothing for the policy.
+    before it. A sync attempt cannot be interrupted (it ends when the client's socket timeout
+    fires), so :meth:`call` starts no retry that, taking as long as the attempt before it,
+    would end after the deadline: attempts that fail fast (connection refused) go on until the
+    deadline, attempts that time out stop in time, and a sync call overruns the deadline only
+    when an attempt takes longer than the one before it. The first attempt is a plain call,
+    bounded by the socket timeout only (in both flavours), so that successful calls pay nothing
+    for the policy.
 
     Args:
         attempts: Tries per call, the first included (1: no retry).
@@ -243,10 +262,15 @@ class RetryPolicy:
 
         def attempt() -> T:
             state.next_attempt()
-            return fn()
+            began = time.monotonic()
+            try:
+                return fn()
+            except Exception:
+                state.last_took = time.monotonic() - began
+                raise
 
         try:
-            return self._retrying(state, attempt)()
+            return self._retrying(state, attempt, predict=True)()
         except _DeadlineReached:
             pass
         raise state.last_error  # outside the except block: its context stays its own
@@ -296,10 +320,18 @@ class RetryPolicy:
 
     def _start(self, operation: str, started: float, error: Exception) -> _Call:
         deadline_at = None if self._deadline is None else started + self._deadline
-        return _Call(operation, self._attempts, deadline_at, error)
+        took = time.monotonic() - started if self._deadline is not None else 0.0
+        return _Call(operation, self._attempts, deadline_at, error, took)
 
-    def _retrying(self, state: _Call, attempt: Callable[[], R]) -> Callable[[], R]:
-        """Wrap ``attempt`` in backoff's retry loop, for one call (on the failure path only)."""
+    def _retrying(
+        self, state: _Call, attempt: Callable[[], R], *, predict: bool = False
+    ) -> Callable[[], R]:
+        """Wrap ``attempt`` in backoff's retry loop, for one call (on the failure path only).
+
+        With ``predict`` (sync calls, whose attempts cannot be cut off), no wait is taken after
+        which the next attempt, were it to take as long as the last one, would end after the
+        deadline.
+        """
 
         def on_backoff(details: Details) -> None:
             info = cast(Mapping[str, Any], details)
@@ -342,7 +374,7 @@ class RetryPolicy:
             )
 
         decorate = backoff.on_exception(
-            lambda: self._waits(state.deadline_at),
+            lambda: self._waits(state, predict),
             Exception,
             max_tries=self._attempts,
             jitter=None,  # applied in _waits, which must know the real wait to keep the deadline
@@ -353,15 +385,21 @@ class RetryPolicy:
         )
         return decorate(attempt)
 
-    def _waits(self, deadline_at: float | None) -> Generator[float, None, None]:
-        """Yield the waits between attempts; stop (backoff then gives up) at the deadline."""
+    def _waits(self, state: _Call, predict: bool) -> Generator[float, None, None]:
+        """Yield the waits between attempts; stop (backoff then gives up) at the deadline.
+
+        With ``predict``, also stop when the next attempt, taking as long as the last one,
+        would end after the deadline.
+        """
         delays = backoff.expo(base=2, factor=self._backoff_base, max_value=self._backoff_max)
         next(delays)  # backoff's generators start with an empty yield
         yield 0.0  # our own empty yield: backoff primes the generator with send(None)
         for delay in delays:
             wait = backoff.full_jitter(delay) if self._jitter else delay
-            if deadline_at is not None and time.monotonic() + wait >= deadline_at:
-                return
+            if state.deadline_at is not None:
+                ends = time.monotonic() + wait + (state.last_took if predict else 0.0)
+                if ends >= state.deadline_at:
+                    return
             yield wait
 
     async def _bounded(self, fn: Callable[[], Awaitable[T]], state: _Call) -> T:
