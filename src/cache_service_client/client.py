@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -57,6 +56,7 @@ from cache_service_client.models import (
 from cache_service_client.repository.base import (
     AsyncDeviceMetadataRepository,
     DeviceMetadataRepository,
+    unhealthy,
 )
 from cache_service_client.retry import RetryPolicy
 
@@ -422,7 +422,7 @@ class CacheServiceClient:
         try:
             return await (await self.get_async_repository()).health()
         except Exception as exc:
-            return _unhealthy(exc)
+            return unhealthy(f"{type(exc).__name__}: {exc}", type(exc).__name__)
 
     async def aclose(self) -> None:
         """Close every connection (sync and async) this client opened."""
@@ -524,7 +524,7 @@ class CacheServiceClient:
         try:
             return self.repository.health()
         except Exception as exc:
-            return _unhealthy(exc)
+            return unhealthy(f"{type(exc).__name__}: {exc}", type(exc).__name__)
 
     def close(self) -> None:
         """Close the sync connections. Use :meth:`aclose` when async methods were used."""
@@ -643,12 +643,3 @@ def _query(query: DeviceQuery | None, filters: Mapping[str, Any]) -> DeviceQuery
     except msgspec.ValidationError as exc:
         field = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else "query"
         raise ValidationError(field, str(exc)) from None
-
-
-def _unhealthy(exc: Exception) -> HealthStatus:
-    return HealthStatus(
-        status="unhealthy",
-        message=f"{type(exc).__name__}: {exc}",
-        timestamp=datetime.now(timezone.utc),
-        details={"error": type(exc).__name__},
-    )

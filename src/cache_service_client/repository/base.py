@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
 from cache_service_client._validation import validate_metadata_batch
@@ -292,6 +293,21 @@ def validate_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
     if isinstance(items, (DeviceMetadata, str, bytes, dict)):
         raise ValidationError("items", "must be an iterable of DeviceMetadata")
     return validate_metadata_batch(items)
+
+
+def unhealthy(
+    message: str, error: str | None = None, *, at: datetime | None = None
+) -> HealthStatus:
+    """An ``"unhealthy"`` :class:`~cache_service_client.HealthStatus`, stamped ``at`` (now).
+
+    ``error`` names what failed (an exception's class name) in ``details["error"]``.
+    """
+    return HealthStatus(
+        status="unhealthy",
+        message=message,
+        timestamp=at if at is not None else datetime.now(timezone.utc),
+        details={} if error is None else {"error": error},
+    )
 
 
 def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
@@ -73,7 +72,7 @@ from cache_service_client.models import (
     Page,
     RepairReport,
 )
-from cache_service_client.repository.base import log_corrupted, validate_batch
+from cache_service_client.repository.base import log_corrupted, unhealthy, validate_batch
 from cache_service_client.retry import RetryPolicy
 from cache_service_client.server import wire
 
@@ -254,15 +253,6 @@ def _seconds(ttl: float | None) -> str:
     if ttl is None:
         return "0"
     return format(ttl, ".6f").rstrip("0").rstrip(".")
-
-
-def _unhealthy(message: str, error: str | None = None) -> HealthStatus:
-    return HealthStatus(
-        status="unhealthy",
-        message=message,
-        timestamp=datetime.now(timezone.utc),
-        details={} if error is None else {"error": error},
-    )
 
 
 # -- the shared part ---------------------------------------------------------------------------
@@ -505,7 +495,7 @@ class _HttpCommon:
             try:
                 status = _decode(_HEALTH, response, where)
             except DataCorruptionError:
-                return _unhealthy("the gateway's health answer cannot be decoded", "decode")
+                return unhealthy("the gateway's health answer cannot be decoded", "decode")
             details = {
                 **status.details,
                 "gateway": self._shown_url,
@@ -513,7 +503,7 @@ class _HttpCommon:
             }
             return msgspec.structs.replace(status, latency_ms=latency, details=details)
         error = _error_for(response, where)
-        return _unhealthy(str(error), type(error).__name__)
+        return unhealthy(str(error), type(error).__name__)
 
 
 def _limits(max_connections: int) -> httpx.Limits:
@@ -667,7 +657,7 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         try:
             response = self._send(op)
         except Exception as exc:  # never raises: a closed client is unhealthy too
-            return _unhealthy(str(exc), type(exc).__name__)
+            return unhealthy(str(exc), type(exc).__name__)
         return self._health_answer(response, started)
 
     def close(self) -> None:
@@ -803,7 +793,7 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         try:
             response = await self._send(op)
         except Exception as exc:  # never raises: a closed client is unhealthy too
-            return _unhealthy(str(exc), type(exc).__name__)
+            return unhealthy(str(exc), type(exc).__name__)
         return self._health_answer(response, started)
 
     async def close(self) -> None:

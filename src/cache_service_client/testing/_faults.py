@@ -23,6 +23,7 @@ from cache_service_client.models import (
 from cache_service_client.repository.base import (
     AsyncDeviceMetadataRepository,
     DeviceMetadataRepository,
+    unhealthy,
 )
 
 __all__ = ["AsyncFaultyRepository", "FakeClock", "Faults", "FaultyRepository", "OPERATIONS"]
@@ -177,15 +178,6 @@ class Faults:
         return delay
 
 
-def _unhealthy(error: BackendError) -> HealthStatus:
-    return HealthStatus(
-        status="unhealthy",
-        message=f"unreachable: {error}",
-        timestamp=datetime.now(timezone.utc),
-        details={"error": type(error).__name__},
-    )
-
-
 class FaultyRepository:
     """A :class:`.DeviceMetadataRepository` that injects faults into another one.
 
@@ -291,7 +283,7 @@ class FaultyRepository:
         try:
             self._before("health")
         except BackendError as exc:
-            return _unhealthy(exc)
+            return unhealthy(f"unreachable: {exc}", type(exc).__name__)
         return self.repository.health()
 
     def close(self) -> None:
@@ -396,7 +388,7 @@ class AsyncFaultyRepository:
         try:
             await self._before("health")
         except BackendError as exc:
-            return _unhealthy(exc)
+            return unhealthy(f"unreachable: {exc}", type(exc).__name__)
         return await self.repository.health()
 
     async def close(self) -> None:

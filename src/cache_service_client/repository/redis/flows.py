@@ -48,6 +48,7 @@ from cache_service_client.models import (
 )
 from cache_service_client.repository.base import (
     logger,
+    unhealthy,
     validate_batch,
 )
 from cache_service_client.repository.redis import lua
@@ -668,12 +669,6 @@ def _is_noscript(error: BackendError) -> bool:
     return "NOSCRIPT" in str(error) or "No matching script" in str(error)
 
 
-def _unhealthy(now: datetime, message: str, exc: Exception) -> HealthStatus:
-    return HealthStatus(
-        status="unhealthy", message=message, timestamp=now, details={"error": type(exc).__name__}
-    )
-
-
 def _per_node(reply: Any) -> dict[str, dict[str, Any]]:
     """An INFO reply per node: a cluster answers ``{node: info}``, a single node ``info``."""
     if isinstance(reply, dict) and reply and all(isinstance(v, dict) for v in reply.values()):
@@ -720,11 +715,12 @@ def health(ctx: FlowContext) -> Flow[HealthStatus]:
             )
             latency_ms = (time.perf_counter() - started) * 1000
     except AuthenticationError as exc:
-        return _unhealthy(now, f"authentication failed: {exc}", exc)
+        return unhealthy(f"authentication failed: {exc}", type(exc).__name__, at=now)
     except BackendError as exc:
-        return _unhealthy(now, f"unreachable: {exc}", exc)
+        return unhealthy(f"unreachable: {exc}", type(exc).__name__, at=now)
     if isinstance(read, AuthenticationError):
-        return _unhealthy(now, f"permission denied: cannot read the cache's keys ({read})", read)
+        message = f"permission denied: cannot read the cache's keys ({read})"
+        return unhealthy(message, type(read).__name__, at=now)
     details: dict[str, Any] = {}
     problems: list[str] = []
     if isinstance(read, BackendError):
