@@ -70,6 +70,7 @@ nitpick_ignore = [
         "collections.abc.Iterator",
         "collections.abc.Mapping",
         "collections.abc.Sequence",
+        "contextlib.AbstractAsyncContextManager",
         "datetime.datetime",
         "os.PathLike",
         "ssl.SSLContext",
@@ -79,8 +80,11 @@ nitpick_ignore = [
         "Unpack",
         # The dependencies' (runtime and extras), as annotations and docstrings name them.
         "dependency_injector.containers.DeclarativeContainer",
+        "fastapi.params.Depends",
         "httpx.AsyncClient",
         "httpx.Client",
+        "litestar.config.app.AppConfig",
+        "litestar.plugins.base.InitPluginProtocol",
         "msgspec.Struct",
         "msgspec.ValidationError",
         "redis.asyncio.client.Redis",
@@ -88,6 +92,9 @@ nitpick_ignore = [
         "redis.client.Redis",
         "redis.cluster.RedisCluster",
         "starlette.applications.Starlette",
+        "starlette.background.BackgroundTask",
+        "starlette.requests.HTTPConnection",
+        "starlette.responses.JSONResponse",
     )
 ]
 
@@ -376,12 +383,19 @@ def keep_attribute_summaries(
 
 
 def hide_private_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
-    """Show a private base class (``_Common``) as the public bases it stands for."""
+    """Show a private base class as the public bases it stands for.
+
+    Private: its name starts with ``_`` (``_Common``) or it lives in a private module (the
+    models' ``cache_service_client._pydantic.PydanticSupport`` mixin).
+    """
     public: list[Any] = []
     pending = list(bases)
     while pending:
         base = pending.pop(0)
-        if getattr(base, "__name__", "").startswith("_"):
+        module = getattr(base, "__module__", "") or ""
+        if getattr(base, "__name__", "").startswith("_") or any(
+            part.startswith("_") for part in module.split(".")
+        ):
             pending[:0] = [b for b in getattr(base, "__bases__", ()) if b is not object]
         elif base not in public:
             public.append(base)

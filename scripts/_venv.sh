@@ -1,7 +1,8 @@
 # Sourced by the scripts in this folder: finds Python 3.10+, creates the virtual environment
 # VENV (default .venv) once and installs the project (editable) with the extras named in EXTRAS
-# (comma-separated, default: hiredis,server,http) and the dependency groups named in DEP_GROUPS
-# (space-separated, default: dev), under the pip constraints file CONSTRAINTS if one is named.
+# (comma-separated, default: hiredis,server,http,fastapi,litestar) and the dependency groups
+# named in DEP_GROUPS (space-separated, default: dev), under the pip constraints file
+# CONSTRAINTS if one is named.
 # PICK=oldest takes the oldest Python 3.10+ found instead of the default one (PYTHON=... names
 # one). Sets PY.
 # Candidates: $PYTHON alone if set, else the usual names on PATH, then pyenv's installed
@@ -56,7 +57,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$base_python" -m venv "$venv"
 fi
 PY=$venv/bin/python
-extras=${EXTRAS-hiredis,server,http}
+extras=${EXTRAS-hiredis,server,http,fastapi,litestar}
 groups=${DEP_GROUPS-dev}
 constraints=${CONSTRAINTS:-}
 install=(-e ".${extras:+[$extras]}")

@@ -102,7 +102,8 @@ def test_the_wheel_ships_types_licence_and_public_extras_only(dists: Dists) -> N
     assert metadata["Version"] == VERSION
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
-    assert sorted(metadata.get_all("Provides-Extra") or []) == ["hiredis", "http", "server"]
+    extras = sorted(metadata.get_all("Provides-Extra") or [])
+    assert extras == ["fastapi", "hiredis", "http", "litestar", "server"]
     requires = " ".join(metadata.get_all("Requires-Dist") or [])
     for tool in ("pytest", "hypothesis", "ruff", "mypy", "schemathesis", "pydantic"):
         assert tool not in requires, f"{tool} is a development tool, not a dependency"
@@ -160,6 +161,26 @@ def test_a_missing_extra_is_named_when_the_client_is_created(
     )
     assert "[http] extra" in out
     assert "pip install 'cache-service-client[http]'" in out
+
+
+def test_framework_integrations_name_their_extra_and_models_need_no_pydantic(
+    wheel_python: Path, tmp_path: Path
+) -> None:
+    # The wheel alone has neither FastAPI nor Litestar nor pydantic.
+    out = in_wheel_env(
+        wheel_python,
+        "import importlib, sys\n"
+        "import cache_service_client\n"
+        "assert 'pydantic' not in sys.modules and 'pydantic_core' not in sys.modules\n"
+        "for name in ('fastapi', 'litestar'):\n"
+        "    try:\n"
+        "        importlib.import_module(f'cache_service_client.contrib.{name}')\n"
+        "    except ImportError as exc:\n"
+        "        print(exc)\n",
+        tmp_path,
+    )
+    assert "pip install 'cache-service-client[fastapi]'" in out
+    assert "pip install 'cache-service-client[litestar]'" in out
 
 
 def readme_example(url: str) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
 import msgspec
 
+from cache_service_client._pydantic import PydanticSupport
 from cache_service_client.exceptions import DataCorruptionError
 
 __all__ = [
@@ -40,7 +41,13 @@ T = TypeVar("T")
 
 
 class DeviceMetadata(
-    msgspec.Struct, kw_only=True, frozen=True, gc=False, tag_field="v", tag=SCHEMA_VERSION
+    msgspec.Struct,
+    PydanticSupport,
+    kw_only=True,
+    frozen=True,
+    gc=False,
+    tag_field="v",
+    tag=SCHEMA_VERSION,
 ):
     """Metadata of one IoT device, as cached.
 
@@ -88,7 +95,7 @@ class DeviceMetadata(
         return {field: getattr(self, field) for field in self.__struct_fields__}
 
 
-class CacheInfo(msgspec.Struct, kw_only=True, frozen=True):
+class CacheInfo(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
     """Figures about the cache, computed without scanning the keyspace.
 
     Attributes:
@@ -115,7 +122,7 @@ class CacheInfo(msgspec.Struct, kw_only=True, frozen=True):
 HealthState = Literal["healthy", "degraded", "unhealthy"]
 
 
-class HealthStatus(msgspec.Struct, kw_only=True, frozen=True):
+class HealthStatus(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
     """The result of a health check. Health checks never raise; failures show up here.
 
     Attributes:
@@ -140,7 +147,7 @@ class HealthStatus(msgspec.Struct, kw_only=True, frozen=True):
         return self.status == "healthy"
 
 
-class Page(msgspec.Struct, Generic[T], kw_only=True, frozen=True):
+class Page(msgspec.Struct, PydanticSupport, Generic[T], kw_only=True, frozen=True):
     """One page of results.
 
     Attributes:
@@ -193,7 +200,7 @@ class QueryFields(TypedDict, total=False):
     cursor: str | None
 
 
-class DeviceQuery(msgspec.Struct, kw_only=True, frozen=True):
+class DeviceQuery(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
     """A filtered, sorted, paged query over stored devices.
 
     All filters combine (AND). Times compare at millisecond precision, as the indexes keep them.
@@ -232,7 +239,7 @@ class DeviceQuery(msgspec.Struct, kw_only=True, frozen=True):
         )
 
 
-class RepairReport(msgspec.Struct, kw_only=True, frozen=True):
+class RepairReport(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
     """What :meth:`~cache_service_client.DeviceMetadataRepository.repair` found and fixed.
 
     Attributes:

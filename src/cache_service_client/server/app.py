@@ -33,14 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cache_service_client._glob import compile_glob
 from cache_service_client._validation import validate_paging, validate_ttl
 from cache_service_client.exceptions import (
-    AuthenticationError,
-    BackendConnectionError,
-    BackendError,
-    BackendTimeoutError,
     ConfigurationError,
-    DataCorruptionError,
-    DeviceNotFoundError,
-    ValidationError,
 )
 from cache_service_client.models import HealthStatus
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
@@ -123,39 +116,13 @@ def _problem_response(problem: _Problem) -> Response:
     return _json_response(problem.body, problem.status, problem.headers)
 
 
-def _unavailable(code: str, exc: BaseException) -> _Problem:
-    return _Problem(
-        503, wire.ErrorBody(error=code, message=str(exc)[:500]), headers={"Retry-After": "1"}
-    )
-
-
 def _problem_for(exc: Exception) -> _Problem:
     """Map an exception from a handler (or the repository) to its error response."""
     if isinstance(exc, _Problem):
         return exc
-    if isinstance(exc, ValidationError):
-        return _Problem(
-            422, wire.ErrorBody(error="validation_error", message=str(exc), field=exc.field)
-        )
-    if isinstance(exc, DeviceNotFoundError):
-        return _Problem(
-            404,
-            wire.ErrorBody(error="device_not_found", message=str(exc), device_id=exc.device_id),
-        )
-    if isinstance(exc, DataCorruptionError):
-        return _Problem(
-            500, wire.ErrorBody(error="data_corruption", message=exc.reason, key=exc.key)
-        )
-    if isinstance(exc, BackendTimeoutError):
-        return _unavailable("backend_timeout", exc)
-    if isinstance(exc, BackendConnectionError):
-        return _unavailable("backend_unavailable", exc)
-    if isinstance(exc, AuthenticationError):
-        # The backend refused the gateway's own credentials: not the caller's fault, no 401.
-        message = "the backend refused the gateway's credentials"
-        return _Problem(502, wire.ErrorBody(error="backend_error", message=message))
-    if isinstance(exc, BackendError):
-        return _Problem(502, wire.ErrorBody(error="backend_error", message=str(exc)[:500]))
+    answer = wire.error_response(exc)
+    if answer is not None:
+        return _Problem(answer.status, answer.body, answer.headers)
     if isinstance(exc, ClientDisconnect):
         return _Problem(400, wire.ErrorBody(error="validation_error", message="client went away"))
     logger.error("unexpected error in the gateway", exc_info=exc)

@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 import msgspec
 
+from cache_service_client.exceptions import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    DataCorruptionError,
+    DeviceNotFoundError,
+    ValidationError,
+)
 from cache_service_client.models import AwareDatetime, DeviceMetadata, DeviceQuery
 
 __all__ = [
@@ -47,9 +56,11 @@ __all__ = [
     "DeviceQueryBody",
     "ErrorBody",
     "ErrorCode",
+    "ErrorResponse",
     "IdsResponse",
     "StoredResponse",
     "device_path",
+    "error_response",
     "field_of",
     "query_from_body",
 ]
@@ -250,6 +261,53 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     field: str | None = None
     device_id: str | None = None
     key: str | None = None
+
+
+class ErrorResponse(NamedTuple):
+    """The HTTP answer to one of the library's exceptions."""
+
+    status: int
+    body: ErrorBody
+    headers: dict[str, str]
+
+
+def _unavailable(code: str, exc: BaseException) -> ErrorResponse:
+    return ErrorResponse(
+        503, ErrorBody(error=code, message=str(exc)[:500]), headers={"Retry-After": "1"}
+    )
+
+
+def error_response(exc: BaseException) -> ErrorResponse | None:
+    """Map one of the library's exceptions to its status code, error body and headers.
+
+    The gateway answers with it, and the framework integrations
+    (:mod:`cache_service_client.contrib`) install it as exception handlers: ``422
+    validation_error`` (with the field), ``404 device_not_found`` (with the id), ``500
+    data_corruption`` (with the key), ``503 backend_timeout`` / ``backend_unavailable`` (with
+    ``Retry-After: 1``), ``502 backend_error`` (a refusal of the server's own credentials says
+    only that). Any other exception: None.
+    """
+    if isinstance(exc, ValidationError):
+        return ErrorResponse(
+            422, ErrorBody(error="validation_error", message=str(exc), field=exc.field), {}
+        )
+    if isinstance(exc, DeviceNotFoundError):
+        body = ErrorBody(error="device_not_found", message=str(exc), device_id=exc.device_id)
+        return ErrorResponse(404, body, {})
+    if isinstance(exc, DataCorruptionError):
+        body = ErrorBody(error="data_corruption", message=exc.reason, key=exc.key)
+        return ErrorResponse(500, body, {})
+    if isinstance(exc, BackendTimeoutError):
+        return _unavailable("backend_timeout", exc)
+    if isinstance(exc, BackendConnectionError):
+        return _unavailable("backend_unavailable", exc)
+    if isinstance(exc, AuthenticationError):
+        # The backend refused the server's own credentials: not the caller's fault, no 401.
+        message = "the backend refused the server's credentials"
+        return ErrorResponse(502, ErrorBody(error="backend_error", message=message), {})
+    if isinstance(exc, BackendError):
+        return ErrorResponse(502, ErrorBody(error="backend_error", message=str(exc)[:500]), {})
+    return None
 
 
 # -- msgspec errors to field names -------------------------------------------------------------
