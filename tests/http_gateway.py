@@ -78,11 +78,11 @@ class RepositorySwitch:
     async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         return await self.target.get_many_detailed(device_ids)
 
-    async def put(self, metadata: DeviceMetadata) -> None:
-        await self.target.put(metadata)
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        return await self.target.put(metadata, if_newer=if_newer)
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        return await self.target.put_many(items)
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        return await self.target.put_many(items, if_newer=if_newer)
 
     async def delete(self, device_id: str) -> bool:
         return await self.target.delete(device_id)

@@ -146,6 +146,24 @@ def test_store_failures_raise_and_write_nothing(client: CacheServiceClient) -> N
     assert client.list_devices_sync() == []
 
 
+async def test_conditional_stores_for_stream_writers(async_client: CacheServiceClient) -> None:
+    client = async_client
+    at = "2026-11-25T12:00:00Z"
+    assert client.store_device_metadata("d", {**PLAN, "last_updated": at}, if_newer=True)
+    assert not client.store_device_metadata("d", {**PLAN, "last_updated": at}, if_newer=True)
+    assert not client.store_device_metadata_sync("d", {**PLAN, "last_updated": at}, if_newer=True)
+    later = {**PLAN, "last_updated": "2026-11-25T12:00:01Z", "datatype_unit": "K"}
+    assert not await client.store_device_metadata_async(
+        "d", {**PLAN, "last_updated": "2026-11-25T11:00:00Z"}, if_newer=True
+    )
+    assert await client.store_device_metadata_async("d", later, if_newer=True)
+    assert client.get_device_metadata_sync("d").datatype_unit == "K"
+    batch = {"d": later, "e": {**PLAN, "last_updated": at}}
+    assert client.store_many_device_metadata_sync(batch, if_newer=True) == 1
+    assert await client.store_many_device_metadata(batch, if_newer=True) == 0
+    assert await client.store_many_device_metadata(batch) == 2  # unconditional
+
+
 async def test_async_api(async_client: CacheServiceClient) -> None:
     client = async_client
     assert await client.store_device_metadata_async("a", {**PLAN, "x": [1, 2]}) is True
@@ -579,7 +597,7 @@ async def test_facade_batches_must_be_iterables(
     async_client: CacheServiceClient, batch: Any
 ) -> None:
     client = async_client
-    for sync_call, async_call, field in [
+    calls: list[tuple[Callable[[Any], Any], Callable[[Any], Any], str]] = [
         (client.store_many_device_metadata_sync, client.store_many_device_metadata, "items"),
         (client.get_many_device_metadata_sync, client.get_many_device_metadata, "device_ids"),
         (
@@ -587,7 +605,8 @@ async def test_facade_batches_must_be_iterables(
             client.delete_many_device_metadata,
             "device_ids",
         ),
-    ]:
+    ]
+    for sync_call, async_call, field in calls:
         with pytest.raises(ValidationError, match="must be an iterable") as caught:
             sync_call(batch)
         assert caught.value.field == field

@@ -20,6 +20,7 @@ from cache_service_client import (
     DeviceNotFoundError,
     DeviceQuery,
     KeyStrategy,
+    Page,
     ValidationError,
 )
 from cache_service_client._glob import glob_match
@@ -310,6 +311,116 @@ async def test_rewrite_refreshes_ttl(backend: Backend) -> None:
     await asyncio.sleep(0.3)
     assert await backend.repo.exists("d")
     assert await backend.repo.list_ids() == ["d"]
+
+
+@pytest.mark.slow
+async def test_conditional_write_after_expiry_finds_nothing_stored(backend: Backend) -> None:
+    backend.repo.ttl = 0.3  # type: ignore[attr-defined]
+    await backend.repo.put(meta("d", last_updated=NOW + timedelta(days=1)))
+    backend.repo.ttl = None  # type: ignore[attr-defined]
+    assert await backend.repo.put(meta("d"), if_newer=True) is False
+    await asyncio.sleep(0.5)
+    assert await backend.repo.put(meta("d"), if_newer=True) is True
+    assert await backend.repo.get("d") == meta("d")
+
+
+# -- conditional writes ----------------------------------------------------------------------
+
+MS = timedelta(milliseconds=1)
+
+
+async def test_conditional_put_writes_only_what_is_newer(backend: Backend) -> None:
+    repo = backend.repo
+    assert await repo.put(meta("d")) is True  # unconditional: True always
+    assert await repo.put(meta("d")) is True
+    assert await repo.put(meta("new"), if_newer=True) is True  # nothing stored
+    before = backend.backdoor.size()
+    # Equal (a redelivery) and older: not written, nothing changes.
+    assert await repo.put(meta("d", datatype_name="again"), if_newer=True) is False
+    assert await repo.put(meta("d", last_updated=NOW - MS, persist=False), if_newer=True) is False
+    # The same millisecond counts as equal: the index keeps milliseconds.
+    same_ms = NOW.replace(microsecond=123999)
+    assert await repo.put(meta("d", last_updated=same_ms), if_newer=True) is False
+    assert await repo.get("d") == meta("d")
+    assert backend.backdoor.size() == before
+    assert await repo.query(DeviceQuery(persist=False)) == Page(items=[])
+    # Strictly newer: written, indexes follow (a new datatype included).
+    newer = meta("d", last_updated=NOW + MS, datatype_id="hum", persist=False)
+    assert await repo.put(newer, if_newer=True) is True
+    assert await repo.get("d") == newer
+    assert [m.device_id for m in (await repo.query(DeviceQuery(datatype_id="hum"))).items] == ["d"]
+    assert (await repo.query(DeviceQuery(datatype_id="temp"))).items == [meta("new")]
+    # Unconditional writes still replace a newer value.
+    assert await repo.put(meta("d")) is True
+    assert await repo.get("d") == meta("d")
+
+
+async def test_conditional_put_many_counts_what_it_wrote(backend: Backend) -> None:
+    repo = backend.repo
+    await repo.put_many([meta("a"), meta("b")])
+    items = [
+        meta("a", last_updated=NOW - MS),  # older: skipped
+        meta("b", last_updated=NOW + MS),  # newer: written
+        meta("c"),  # new: written
+        meta("b", last_updated=NOW + 2 * MS, datatype_name="newest"),  # the newest b wins
+        meta("b", last_updated=NOW + MS, datatype_name="stale"),
+    ]
+    assert await repo.put_many(items, if_newer=True) == 2
+    assert await repo.get_many(["a", "b", "c"]) == {
+        "a": meta("a"),
+        "b": meta("b", last_updated=NOW + 2 * MS, datatype_name="newest"),
+        "c": meta("c"),
+    }
+    assert await repo.put_many(items, if_newer=True) == 0  # the whole batch redelivered
+    assert await repo.put_many([], if_newer=True) == 0
+    assert await repo.count() == 3
+
+
+async def test_shuffled_redeliveries_leave_the_newest(backend: Backend) -> None:
+    rng = random.Random(12)
+    versions = [
+        meta(f"dev-{d}", last_updated=NOW + timedelta(seconds=v), persist=v % 2 == 0,
+             datatype_id=f"dt-{v % 3}", additional_properties={"v": v})
+        for d in range(6)
+        for v in range(8)
+    ]  # fmt: skip
+    deliveries = versions * 2  # every message delivered twice
+    rng.shuffle(deliveries)
+    position = 0
+    while position < len(deliveries):
+        size = rng.choice([1, 1, 3, 7])
+        chunk = deliveries[position : position + size]
+        position += size
+        if size == 1:
+            await backend.repo.put(chunk[0], if_newer=True)
+        elif size == 3:  # racing writers
+            await asyncio.gather(*(backend.repo.put(m, if_newer=True) for m in chunk))
+        else:
+            await backend.repo.put_many(chunk, if_newer=True)
+    newest = {m.device_id: m for m in versions if m.additional_properties["v"] == 7}
+    assert await backend.repo.get_many(list(newest)) == newest
+    page = await backend.repo.query(DeviceQuery(sort="last_updated", limit=100))
+    assert page.items == sorted(newest.values(), key=lambda m: (m.last_updated, m.device_id))
+    assert await backend.repo.count() == 6
+
+
+async def test_a_value_nobody_indexed_counts_as_older(backend: Backend) -> None:
+    newer = meta("raw", last_updated=NOW + timedelta(days=1))
+    backend.backdoor.set_raw("raw", msgspec.json.encode(newer))
+    assert await backend.repo.put(meta("raw"), if_newer=True) is True
+    assert await backend.repo.get("raw") == meta("raw")
+    assert await backend.repo.list_ids() == ["raw"]  # indexed now
+
+
+async def test_the_if_newer_flag_must_be_a_bool(backend: Backend) -> None:
+    for bad in (1, "true", None):
+        with pytest.raises(ValidationError) as caught:
+            await backend.repo.put(meta("d"), if_newer=bad)  # type: ignore[arg-type]
+        assert caught.value.field == "if_newer"
+        with pytest.raises(ValidationError) as caught:
+            await backend.repo.put_many([meta("d")], if_newer=bad)  # type: ignore[arg-type]
+        assert caught.value.field == "if_newer"
+    assert await backend.repo.count() == 0
 
 
 # -- bad input: nothing is written -----------------------------------------------------------

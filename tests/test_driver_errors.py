@@ -374,7 +374,7 @@ def test_sync_driver_reloads_flushed_scripts(auth_server: RedisServer) -> None:
     ctx = context(f"{uuid.uuid4().hex}-noscript")
     try:
         driver = SyncRedisDriver(client)
-        assert driver.run(flows.put, ctx, make("a")) is None
+        assert driver.run(flows.put, ctx, make("a")) is True
         assert _script_cached(client, lua.PUT.sha)
         client.script_flush()
         assert not _script_cached(client, lua.PUT.sha)

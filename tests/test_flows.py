@@ -41,6 +41,7 @@ from cache_service_client.repository.redis.ops import (
 T = TypeVar("T")
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+LATER = WHEN + timedelta(milliseconds=1)
 # KEYS[1..3] and ARGV[1..2] of every script call on a single node.
 INDEX_KEYS = ("device index:ids", "device index:expiry", "device index:datatypes")
 PREFIXES = ("device:", "device index:updated:")
@@ -261,6 +262,7 @@ def test_put_many_yields_one_put_script_call_with_index_keys_first() -> None:
             (
                 *PREFIXES,
                 5000,
+                0,
                 "a",
                 CODEC.encode(items[0]),
                 "temp",
@@ -279,17 +281,17 @@ def test_put_many_scores_persist_into_the_lowest_bit() -> None:
     _, ops = run_flow(flows.put_many(ctx(), items), [2])
     (op,) = ops
     assert isinstance(op, ScriptCall)
-    # (id, value, datatype, score) per device after the prefixes and the TTL.
-    assert op.args[3::4] == ("a", "b")
-    assert op.args[5::4] == ("temp", "hum")
-    assert op.args[6::4] == (score(persist=False), score(persist=True))
+    # (id, value, datatype, score) per device after the prefixes, the TTL and the if_newer flag.
+    assert op.args[4::4] == ("a", "b")
+    assert op.args[6::4] == ("temp", "hum")
+    assert op.args[7::4] == (score(persist=False), score(persist=True))
 
 
 def test_put_many_without_ttl_sends_zero() -> None:
     _, ops = run_flow(flows.put_many(ctx(ttl_ms=None), [make("a")]), [1])
     (op,) = ops
     assert isinstance(op, ScriptCall)
-    assert op.args[:3] == (*PREFIXES, 0)
+    assert op.args[:4] == (*PREFIXES, 0, 0)
 
 
 def test_put_many_last_duplicate_wins() -> None:
@@ -298,8 +300,19 @@ def test_put_many_last_duplicate_wins() -> None:
     (op,) = ops
     assert isinstance(op, ScriptCall)
     assert op.keys == (*INDEX_KEYS, "device:b", "device:a")
-    assert op.args[3::4] == ("b", "a")
-    assert op.args[8] == CODEC.encode(last)
+    assert op.args[4::4] == ("b", "a")
+    assert op.args[9] == CODEC.encode(last)
+
+
+def test_conditional_put_many_keeps_the_newest_duplicate_and_sets_the_flag() -> None:
+    old, new = make("a", datatype_name="old"), make("a", datatype_name="new", last_updated=LATER)
+    again = make("a", datatype_name="again", last_updated=LATER)  # equal: the first one stays
+    _, ops = run_flow(flows.put_many(ctx(), [new, make("b"), old, again], if_newer=True), [2])
+    (op,) = ops
+    assert isinstance(op, ScriptCall)
+    assert op.args[3] == 1
+    assert op.args[4::4] == ("b", "a")
+    assert op.args[9] == CODEC.encode(new)
 
 
 def test_put_many_stores_last_updated_in_utc() -> None:
@@ -307,9 +320,9 @@ def test_put_many_stores_last_updated_in_utc() -> None:
     _, ops = run_flow(flows.put_many(ctx(), [make("a", last_updated=local)]), [1])
     (op,) = ops
     assert isinstance(op, ScriptCall)
-    assert op.args[4] == encoded("a")
-    assert b'"2024-05-06T07:08:09Z"' in op.args[4]
-    assert op.args[6] == score(WHEN)
+    assert op.args[5] == encoded("a")
+    assert b'"2024-05-06T07:08:09Z"' in op.args[5]
+    assert op.args[7] == score(WHEN)
 
 
 @pytest.mark.parametrize("bad_index", [0, 1, 2])
@@ -339,8 +352,17 @@ def test_put_many_of_nothing_sends_nothing() -> None:
 
 def test_put_yields_the_same_script_call() -> None:
     result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a")), [1])
-    assert result is None
-    assert ops == [call(lua.PUT, 1, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+    assert result is True
+    assert ops == [call(lua.PUT, 1, 0, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+
+
+def test_conditional_put_sets_the_flag_and_reports_a_skip() -> None:
+    result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a"), True), [0])
+    assert result is False
+    assert ops == [call(lua.PUT, 1, 1, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+    with pytest.raises(ValidationError) as info:
+        next(flows.put(ctx(), make("a"), "yes"))  # type: ignore[arg-type]
+    assert info.value.field == "if_newer"
 
 
 def test_put_names_the_field_without_a_batch_index() -> None:
@@ -1051,7 +1073,7 @@ def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
     seen: list[str] = []
     for bucket, entry in zip(buckets, op.commands, strict=True):
         members = [i for i in ids if BUCKETED.bucket_of(i) == bucket]
-        args: list[object] = [1000]
+        args: list[object] = [1000, 0]
         for i in members:
             args += [i, encoded(i), "temp", score()]
         assert entry == bucket_call(
@@ -1073,6 +1095,7 @@ def test_bucketed_put_of_one_device_is_a_bare_script_call() -> None:
             lua.PUT,
             bucket,
             1000,
+            0,
             "a",
             encoded("a"),
             "temp",

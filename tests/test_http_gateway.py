@@ -154,6 +154,30 @@ def test_etag_and_if_none_match(client: httpx.Client) -> None:
     assert changed.headers["etag"] != etag
 
 
+def test_conditional_puts_answer_how_many_they_stored(
+    client: httpx.Client, core: InMemoryDeviceMetadataRepository
+) -> None:
+    path = wire.device_path("d")
+    newer = body(last_updated="2030-01-01T00:00:00Z")
+    first = client.put(path, params={"if_newer": "true"}, json=newer)
+    assert (first.status_code, first.json()) == (200, {"stored": 1})
+    again = client.put(path, params={"if_newer": "true"}, json=body())
+    assert (again.status_code, again.json()) == (200, {"stored": 0})
+    assert core.get("d").last_updated.year == 2030
+    assert client.put(path, params={"if_newer": "false"}, json=body()).status_code == 204
+    batch = {"items": [{**newer, "device_id": "d"}, {**body(), "device_id": "e"}]}
+    stored = client.post(wire.BATCH_PUT_PATH, params={"if_newer": "true"}, json=batch)
+    assert stored.json() == {"stored": 2}
+    stored = client.post(wire.BATCH_PUT_PATH, params={"if_newer": "true"}, json=batch)
+    assert stored.json() == {"stored": 0}
+    for bad in ("1", "True", ""):
+        error = problem(
+            client.put(path, params={"if_newer": bad}, json=newer), 422, "validation_error"
+        )
+        assert error["field"] == "if_newer"
+    assert core.get("d").last_updated.year == 2030
+
+
 def test_put_defaults_and_device_id_in_the_body(
     client: httpx.Client, core: InMemoryDeviceMetadataRepository
 ) -> None:
@@ -605,10 +629,10 @@ class FailingRepository:
     async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         return await self._fail()
 
-    async def put(self, metadata: DeviceMetadata) -> None:
-        await self._fail()
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        return await self._fail()
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         return await self._fail()
 
     async def delete(self, device_id: str) -> bool:

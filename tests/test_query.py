@@ -88,6 +88,52 @@ def test_memory_answers_every_query_exactly_as_redis(
         real.delete_many([m.device_id for m in items])
 
 
+writes = st.lists(
+    st.tuples(
+        st.booleans(),  # if_newer
+        st.lists(
+            st.builds(
+                meta,
+                st.sampled_from(["a", "b", "c"]),
+                st.sampled_from(["t", "h"]),
+                st.booleans(),
+                st.integers(0, 3),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=writes, buckets=st.sampled_from([1, 3]))
+def test_memory_writes_conditionally_exactly_as_redis(
+    redis_client: redis.Redis, batches: list[tuple[bool, list[DeviceMetadata]]], buckets: int
+) -> None:
+    keys = KeyStrategy(prefix=f"w-{uuid.uuid4().hex[:10]}", buckets=buckets)
+    memory = InMemoryDeviceMetadataRepository(key_strategy=keys)
+    real = RedisDeviceMetadataRepository(redis_client, key_strategy=keys)
+    try:
+        for if_newer, batch in batches:
+            if len(batch) == 1:
+                assert real.put(batch[0], if_newer=if_newer) == memory.put(
+                    batch[0], if_newer=if_newer
+                )
+            else:
+                assert real.put_many(batch, if_newer=if_newer) == memory.put_many(
+                    batch, if_newer=if_newer
+                )
+        assert real.get_many(["a", "b", "c"]) == memory.get_many(["a", "b", "c"])
+        for query in (DeviceQuery(sort="last_updated"), DeviceQuery(datatype_id="h")):
+            assert walk(real, query) == walk(memory, query)
+    finally:
+        real.delete_many(["a", "b", "c"])
+
+
 def test_queries_never_scan_the_keyspace(
     redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:

@@ -96,6 +96,13 @@ def validate_device_ids(device_ids: Iterable[str], field: str = "device_ids") ->
     return list(seen)
 
 
+def check_flag(value: object, field: str) -> bool:
+    """Return ``value`` if it is a bool, else raise :class:`ValidationError` naming ``field``."""
+    if type(value) is not bool:
+        raise ValidationError(field, f"must be a bool, not {type(value).__name__}")
+    return value
+
+
 def check_text(value: str, field: str) -> None:
     """Raise :class:`ValidationError` if ``value`` cannot be encoded as UTF-8 (lone surrogates)."""
     # Lone surrogates cannot be encoded as UTF-8; ASCII text (the common case) skips the check.
@@ -271,17 +278,27 @@ def validate_metadata(metadata: object, field: str = "metadata") -> DeviceMetada
     return _validate_metadata(metadata, field)
 
 
-def validate_metadata_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
+def validate_metadata_batch(
+    items: Iterable[DeviceMetadata], *, newest: bool = False
+) -> list[DeviceMetadata]:
     """Validate every item of a batch, naming ``[i].field`` on error.
 
-    The last of a duplicate id wins, in the position of its last occurrence, as it would
-    with sequential writes. Error names are only formatted for an invalid item.
+    Of a duplicate id, the one sequential writes would leave stored wins, in the position of
+    its last occurrence: the last one; with ``newest`` (conditional writes), the one with the
+    latest ``last_updated`` in whole milliseconds, the first of equal ones. Error names are
+    only formatted for an invalid item.
     """
     by_id: dict[str, DeviceMetadata] = {}
     for index, item in enumerate(check_batch(items, "items", "DeviceMetadata")):
         checked = item if metadata_ok(item) else _validate_metadata(item, f"[{index}]")
         device_id = checked.device_id
-        by_id.pop(device_id, None)
+        kept = by_id.pop(device_id, None)
+        if (
+            newest
+            and kept is not None
+            and datetime_to_ms(kept.last_updated) >= datetime_to_ms(checked.last_updated)
+        ):
+            checked = kept
         by_id[device_id] = checked
     return list(by_id.values())
 

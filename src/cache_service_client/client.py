@@ -358,22 +358,35 @@ class CacheServiceClient:
         """Return the metadata of every given device that has some (one MGET)."""
         return await (await self.get_async_repository()).get_many(device_ids)
 
-    async def store_device_metadata_async(self, device_id: str, metadata: MetadataInput) -> bool:
-        """Store metadata given as a dict (or a DeviceMetadata); True on success, else raises.
+    async def store_device_metadata_async(
+        self, device_id: str, metadata: MetadataInput, *, if_newer: bool = False
+    ) -> bool:
+        """Store metadata given as a dict (or a DeviceMetadata); True if it was written.
 
         The dict holds the plan's fields (``datatype_id``, ``datatype_name``, ``datatype_unit``,
         ``persist``, ``last_updated``, ``additional_properties``); ``last_updated`` defaults to
         now (UTC) and unknown keys are kept in ``additional_properties``.
+
+        With ``if_newer``, the device is written only if nothing is stored for it or the
+        stored ``last_updated`` is strictly older (whole milliseconds; equal: not written, so
+        a redelivered message changes nothing), in one atomic step; False when it was not.
+        Without it, True always. Failures raise.
         """
         item = self._metadata(device_id, metadata)
-        await (await self.get_async_repository()).put(item)
-        return True
+        return await (await self.get_async_repository()).put(item, if_newer=if_newer)
 
     async def store_many_device_metadata(
-        self, items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata]
+        self,
+        items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata],
+        *,
+        if_newer: bool = False,
     ) -> int:
-        """Store several devices atomically in one round trip; return how many."""
-        return await (await self.get_async_repository()).put_many(self._many(items))
+        """Store several devices atomically in one round trip; return how many were written.
+
+        ``if_newer`` as in :meth:`store_device_metadata_async`, for each device.
+        """
+        repository = await self.get_async_repository()
+        return await repository.put_many(self._many(items), if_newer=if_newer)
 
     async def delete_device_metadata(self, device_id: str) -> bool:
         """Delete a device's metadata; True if it was stored."""
@@ -465,23 +478,30 @@ class CacheServiceClient:
         """Sync twin of :meth:`get_many_device_metadata`."""
         return self.repository.get_many(device_ids)
 
-    def store_device_metadata(self, device_id: str, metadata: MetadataInput) -> bool:
-        """Store metadata given as a dict; True on success. Failures raise, never return False.
+    def store_device_metadata(
+        self, device_id: str, metadata: MetadataInput, *, if_newer: bool = False
+    ) -> bool:
+        """Store metadata given as a dict; True if it was written. Failures raise.
 
-        See :meth:`store_device_metadata_async` for the dict's fields.
+        Without ``if_newer``, True always. See :meth:`store_device_metadata_async` for the
+        dict's fields and ``if_newer``.
         """
-        self.repository.put(self._metadata(device_id, metadata))
-        return True
+        return self.repository.put(self._metadata(device_id, metadata), if_newer=if_newer)
 
-    def store_device_metadata_sync(self, device_id: str, metadata: MetadataInput) -> bool:
+    def store_device_metadata_sync(
+        self, device_id: str, metadata: MetadataInput, *, if_newer: bool = False
+    ) -> bool:
         """The same as :meth:`store_device_metadata` (named for symmetry)."""
-        return self.store_device_metadata(device_id, metadata)
+        return self.store_device_metadata(device_id, metadata, if_newer=if_newer)
 
     def store_many_device_metadata_sync(
-        self, items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata]
+        self,
+        items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata],
+        *,
+        if_newer: bool = False,
     ) -> int:
         """Sync twin of :meth:`store_many_device_metadata`."""
-        return self.repository.put_many(self._many(items))
+        return self.repository.put_many(self._many(items), if_newer=if_newer)
 
     def delete_device_metadata_sync(self, device_id: str) -> bool:
         """Sync twin of :meth:`delete_device_metadata`."""

@@ -61,14 +61,21 @@ class DeviceMetadataRepository(Protocol):
         """Like :meth:`get_many`, but report missing and corrupted ids as well."""
         ...
 
-    def put(self, metadata: DeviceMetadata) -> None:
-        """Store ``metadata`` (replacing any earlier value) with the repository's TTL."""
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Store ``metadata`` (replacing any earlier value) with the repository's TTL.
+
+        With ``if_newer``, only when no value is stored or the stored one's ``last_updated``
+        is strictly older (compared in whole milliseconds; equal: not written, so a redelivered
+        write changes nothing). The check and the write are one atomic step. Returns True if
+        the device was written (always, without ``if_newer``).
+        """
         ...
 
-    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """Store several devices atomically in one round trip; return how many were stored.
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Store several devices atomically in one round trip; return how many were written.
 
-        If any item is invalid, nothing is written.
+        If any item is invalid, nothing is written. ``if_newer`` applies to each device as in
+        :meth:`put`; a batch that names a device twice ends as the two writes in order would.
         """
         ...
 
@@ -151,12 +158,12 @@ class AsyncDeviceMetadataRepository(Protocol):
         """Like :meth:`get_many`, but report missing and corrupted ids as well."""
         ...
 
-    async def put(self, metadata: DeviceMetadata) -> None:
-        """Store ``metadata`` with the repository's TTL."""
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Store ``metadata``; see :meth:`DeviceMetadataRepository.put` (``if_newer`` too)."""
         ...
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """Store several devices atomically in one round trip; return how many."""
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Store several devices atomically; return how many were written."""
         ...
 
     async def delete(self, device_id: str) -> bool:
@@ -234,13 +241,13 @@ class InlineAsyncRepository:
         """See :meth:`DeviceMetadataRepository.get_many_detailed`."""
         return self.sync.get_many_detailed(device_ids)
 
-    async def put(self, metadata: DeviceMetadata) -> None:
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """See :meth:`DeviceMetadataRepository.put`."""
-        self.sync.put(metadata)
+        return self.sync.put(metadata, if_newer=if_newer)
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """See :meth:`DeviceMetadataRepository.put_many`."""
-        return self.sync.put_many(items)
+        return self.sync.put_many(items, if_newer=if_newer)
 
     async def delete(self, device_id: str) -> bool:
         """See :meth:`DeviceMetadataRepository.delete`."""
@@ -285,14 +292,18 @@ class InlineAsyncRepository:
         self.sync.close()
 
 
-def validate_batch(items: Iterable[DeviceMetadata]) -> list[DeviceMetadata]:
+def validate_batch(
+    items: Iterable[DeviceMetadata], *, newest: bool = False
+) -> list[DeviceMetadata]:
     """Validate every item of a batch, naming ``[i].field`` on error.
 
-    The last of a duplicate id wins, as it would with sequential writes.
+    Of a duplicate id, the one sequential writes would leave stored wins: the last one, or
+    with ``newest`` (conditional writes) the one with the latest ``last_updated`` in whole
+    milliseconds (the first of equal ones).
     """
     if isinstance(items, (DeviceMetadata, str, bytes, dict)):
         raise ValidationError("items", "must be an iterable of DeviceMetadata")
-    return validate_metadata_batch(items)
+    return validate_metadata_batch(items, newest=newest)
 
 
 def unhealthy(

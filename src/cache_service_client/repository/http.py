@@ -44,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from cache_service_client._query import plan_query
 from cache_service_client._validation import (
+    check_flag,
     check_text,
     validate_device_id,
     validate_device_ids,
@@ -229,8 +230,13 @@ def _read_exists(response: httpx.Response, where: str) -> bool:
     raise _error_for(response, where)
 
 
-def _read_nothing(response: httpx.Response, where: str) -> None:
-    return None
+def _read_true(response: httpx.Response, where: str) -> bool:
+    return True
+
+
+def _read_written(response: httpx.Response, where: str) -> bool:
+    stored: int = _reader(_STORED, "stored")(response, where)
+    return stored == 1
 
 
 def _reader(
@@ -367,9 +373,12 @@ class _HttpCommon:
         # redirect is followed, so no request can go to an https:// address either).
         return verify if self._base_url.lower().startswith("https:") else False
 
-    def _write_params(self) -> dict[str, str] | None:
+    def _write_params(self, if_newer: bool) -> dict[str, str] | None:
         ttl = self._ttl
-        return None if isinstance(ttl, str) else {"ttl": _seconds(ttl)}
+        params = {} if isinstance(ttl, str) else {"ttl": _seconds(ttl)}
+        if check_flag(if_newer, "if_newer"):
+            params["if_newer"] = "true"
+        return params or None
 
     # -- operations (validated here, before anything is sent) --
 
@@ -397,19 +406,21 @@ class _HttpCommon:
             batch_field="device_ids",
         )
 
-    def _put(self, metadata: DeviceMetadata) -> _Op[None]:
+    def _put(self, metadata: DeviceMetadata, if_newer: bool) -> _Op[bool]:
         checked = validate_metadata(metadata)
+        params = self._write_params(if_newer)
         return _Op(
             "put",
             "PUT",
             wire.device_path(checked.device_id),
-            _read_nothing,
-            params=self._write_params(),
+            _read_written if if_newer else _read_true,
+            params=params,
             body=_ENCODER.encode(checked),
         )
 
-    def _put_many(self, items: Iterable[DeviceMetadata]) -> _Op[int] | None:
-        checked = validate_batch(items)
+    def _put_many(self, items: Iterable[DeviceMetadata], if_newer: bool) -> _Op[int] | None:
+        params = self._write_params(if_newer)
+        checked = validate_batch(items, newest=if_newer)
         if not checked:
             return None
         # DeviceMetadata encodes with its "v" tag, which the gateway's input accepts.
@@ -419,7 +430,7 @@ class _HttpCommon:
             "POST",
             wire.BATCH_PUT_PATH,
             _reader(_STORED, "stored"),
-            params=self._write_params(),
+            params=params,
             body=body,
             batch_field="items",
         )
@@ -601,13 +612,16 @@ class HttpDeviceMetadataRepository(_HttpCommon):
         """Read a batch in one request; missing and corrupted ids are left out."""
         return log_corrupted(self.get_many_detailed(device_ids))
 
-    def put(self, metadata: DeviceMetadata) -> None:
-        """Store one device (``PUT /v1/devices/{id}``)."""
-        self._run(self._put(metadata))
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Store one device (``PUT /v1/devices/{id}``); True if it was written."""
+        return self._run(self._put(metadata, if_newer))
 
-    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """Store a batch atomically in one request; nothing is stored if any item is invalid."""
-        op = self._put_many(items)
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Store a batch atomically in one request; return how many were written.
+
+        Nothing is stored if any item is invalid.
+        """
+        op = self._put_many(items, if_newer)
         return 0 if op is None else self._run(op)
 
     def delete(self, device_id: str) -> bool:
@@ -740,13 +754,13 @@ class AsyncHttpDeviceMetadataRepository(_HttpCommon):
         """See :meth:`HttpDeviceMetadataRepository.get_many`."""
         return log_corrupted(await self.get_many_detailed(device_ids))
 
-    async def put(self, metadata: DeviceMetadata) -> None:
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """See :meth:`HttpDeviceMetadataRepository.put`."""
-        await self._run(self._put(metadata))
+        return await self._run(self._put(metadata, if_newer))
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """See :meth:`HttpDeviceMetadataRepository.put_many`."""
-        op = self._put_many(items)
+        op = self._put_many(items, if_newer)
         return 0 if op is None else await self._run(op)
 
     async def delete(self, device_id: str) -> bool:

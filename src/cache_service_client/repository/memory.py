@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from cache_service_client._glob import compile_glob, literal_prefix
 from cache_service_client._query import plan_query, score_of
 from cache_service_client._validation import (
+    check_flag,
     datetime_from_ms,
     datetime_to_ms,
     validate_device_id,
@@ -262,13 +263,21 @@ class InMemoryDeviceMetadataRepository:
         """Return the stored metadata of the given ids (missing and corrupted ones left out)."""
         return log_corrupted(self.get_many_detailed(device_ids))
 
-    def put(self, metadata: DeviceMetadata) -> None:
-        """Store ``metadata`` with the repository's TTL."""
-        self.put_many([validate_metadata(metadata)])
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Store ``metadata`` with the repository's TTL; see :meth:`.DeviceMetadataRepository.put`.
 
-    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """Store several devices atomically; nothing is written if any is invalid."""
-        checked = validate_batch(items)
+        Returns True if it was written.
+        """
+        return self.put_many([validate_metadata(metadata)], if_newer=if_newer) == 1
+
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Store several devices atomically; return how many were written.
+
+        Nothing is written if any is invalid; ``if_newer`` as in
+        :meth:`.DeviceMetadataRepository.put`.
+        """
+        check_flag(if_newer, "if_newer")
+        checked = validate_batch(items, newest=if_newer)
         encoded = [
             (
                 m.device_id,
@@ -278,14 +287,23 @@ class InMemoryDeviceMetadataRepository:
             for m in checked
         ]
         ttl = self._ttl
+        written = 0
         with self._lock:
-            expires_at = None if ttl is None else self._now_ms() + max(1, round(ttl * 1000))
+            now = self._now_ms()
+            expires_at = None if ttl is None else now + max(1, round(ttl * 1000))
             for device_id, value, indexed in encoded:
-                self._data[self.key_strategy.device_key(device_id)] = _Entry(value, expires_at)
+                key = self.key_strategy.device_key(device_id)
+                if if_newer and self._live(key, now) is not None:
+                    # As the Redis script: the stored value's index score, in milliseconds.
+                    old = self._updated.get(device_id)
+                    if old is not None and old[1] // 2 >= indexed[1] // 2:
+                        continue
+                self._data[key] = _Entry(value, expires_at)
                 if device_id not in self._updated:
                     bisect.insort(self._index, device_id)
                 self._updated[device_id] = indexed
-        return len(encoded)
+                written += 1
+        return written
 
     def delete(self, device_id: str) -> bool:
         """Delete a device; return True if it was stored."""

@@ -274,9 +274,16 @@ class _Gateway:
             raise _invalid(name, f"must be an integer from 0 to {_MAX_INT}, not {value!r}")
         return int(value)
 
-    def ttl(self, request: Request) -> Any:
+    def write_options(self, request: Request) -> tuple[Any, bool]:
+        """A write's query parameters: ``ttl`` (see :meth:`ttl`) and ``if_newer``."""
+        params = self.query(request, ("ttl", "if_newer"))
+        flag = params.get("if_newer", "false")
+        if flag not in ("true", "false"):
+            raise _invalid("if_newer", f"must be true or false, not {flag!r}")
+        return self.ttl(params.get("ttl")), flag == "true"
+
+    def ttl(self, value: str | None) -> Any:
         """The ``ttl`` query parameter: seconds, None (0: no expiry) or ``_UNSET``."""
-        value = self.query(request, ("ttl",)).get("ttl")
         if value is None:
             return _UNSET
         if not self.allow_client_ttl:
@@ -368,14 +375,18 @@ class _Gateway:
                 return Response(status_code=304, headers=headers)
             return Response(body, 200, headers, media_type=_JSON)
         if method == "PUT":
-            ttl = self.ttl(request)
+            ttl, if_newer = self.write_options(request)
             given = await self.body(request, _INPUT)
             if given.device_id is not None and given.device_id != device_id:
                 raise _invalid(
                     "device_id", f"{given.device_id!r} in the body differs from the path"
                 )
             metadata = given.to_metadata(device_id, datetime.now(timezone.utc))
-            await self.write(lambda: self.repository.put(metadata), ttl)
+            written = await self.write(
+                lambda: self.repository.put(metadata, if_newer=if_newer), ttl
+            )
+            if if_newer:
+                return _json_response(wire.StoredResponse(stored=int(written)))
             return Response(status_code=204)
         self.query(request, ())
         deleted = await self.repository.delete(device_id)
@@ -415,7 +426,7 @@ class _Gateway:
         )
 
     async def batch_put(self, request: Request) -> Response:
-        ttl = self.ttl(request)
+        ttl, if_newer = self.write_options(request)
         given = await self.body(request, _BATCH)
         now = datetime.now(timezone.utc)
         items = []
@@ -423,7 +434,7 @@ class _Gateway:
             if item.device_id is None:
                 raise _invalid(f"items[{index}].device_id", "is required")
             items.append(item.to_metadata(item.device_id, now))
-        stored = await self.write(lambda: self.repository.put_many(items), ttl)
+        stored = await self.write(lambda: self.repository.put_many(items, if_newer=if_newer), ttl)
         return _json_response(wire.StoredResponse(stored=stored))
 
     async def batch_delete(self, request: Request) -> Response:

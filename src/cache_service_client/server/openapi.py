@@ -100,6 +100,18 @@ _TTL = {
     ),
     "schema": {"type": "number", "minimum": 0},
 }
+_IF_NEWER = {
+    "name": "if_newer",
+    "in": "query",
+    "required": False,
+    "description": (
+        "`true`: store a device only if nothing is stored for it or the stored `last_updated` "
+        "is strictly older (whole milliseconds; equal: not stored, so a redelivery changes "
+        "nothing), checked and written in one atomic step. A single put then answers 200 "
+        "with how many were stored (0 or 1) instead of 204."
+    ),
+    "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+}
 _PAGING = [
     {
         "name": "pattern",
@@ -198,9 +210,13 @@ def _paths() -> dict[str, Any]:
             "put": {
                 "operationId": "putDevice",
                 "summary": "Store one device, replacing any earlier value",
-                "parameters": [_TTL],
+                "parameters": [_TTL, _IF_NEWER],
                 "requestBody": _body("DeviceMetadataInput", "The metadata."),
-                "responses": {"204": {"description": "Stored."}, **_common(body=True)},
+                "responses": {
+                    "200": _json("StoredResponse", "With `if_newer=true`: 1 if stored, else 0."),
+                    "204": {"description": "Stored."},
+                    **_common(body=True),
+                },
             },
             "delete": {
                 "operationId": "deleteDevice",
@@ -235,7 +251,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "batchPutDevices",
                 "summary": "Store several devices atomically (idempotent)",
                 "description": "If any item is invalid, nothing is stored.",
-                "parameters": [_TTL],
+                "parameters": [_TTL, _IF_NEWER],
                 "requestBody": _body("BatchPutBody", "The devices to store."),
                 "responses": {
                     "200": _json("StoredResponse", "How many were stored."),

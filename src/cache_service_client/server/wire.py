@@ -215,7 +215,7 @@ class BatchGetResponse(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class StoredResponse(msgspec.Struct, kw_only=True, frozen=True):
-    """How many devices a batch put stored (duplicate ids count once)."""
+    """How many devices a put stored (duplicate ids count once; with ``if_newer``, only newer)."""
 
     stored: int
 

@@ -226,15 +226,15 @@ class FaultyRepository:
         self._before("get_many_detailed")
         return self.repository.get_many_detailed(device_ids)
 
-    def put(self, metadata: DeviceMetadata) -> None:
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """See :meth:`.DeviceMetadataRepository.put`."""
         self._before("put")
-        self.repository.put(metadata)
+        return self.repository.put(metadata, if_newer=if_newer)
 
-    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """See :meth:`.DeviceMetadataRepository.put_many`."""
         self._before("put_many")
-        return self.repository.put_many(items)
+        return self.repository.put_many(items, if_newer=if_newer)
 
     def delete(self, device_id: str) -> bool:
         """See :meth:`.DeviceMetadataRepository.delete`."""
@@ -331,15 +331,15 @@ class AsyncFaultyRepository:
         await self._before("get_many_detailed")
         return await self.repository.get_many_detailed(device_ids)
 
-    async def put(self, metadata: DeviceMetadata) -> None:
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """See :meth:`.AsyncDeviceMetadataRepository.put`."""
         await self._before("put")
-        await self.repository.put(metadata)
+        return await self.repository.put(metadata, if_newer=if_newer)
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """See :meth:`.AsyncDeviceMetadataRepository.put_many`."""
         await self._before("put_many")
-        return await self.repository.put_many(items)
+        return await self.repository.put_many(items, if_newer=if_newer)
 
     async def delete(self, device_id: str) -> bool:
         """See :meth:`.AsyncDeviceMetadataRepository.delete`."""

@@ -21,6 +21,7 @@ from typing import Any, Final
 from cache_service_client._glob import compile_glob, literal_prefix
 from cache_service_client._query import Position, QueryPlan, plan_query, score_of
 from cache_service_client._validation import (
+    check_flag,
     datetime_from_ms,
     datetime_to_ms,
     validate_device_id,
@@ -194,14 +195,17 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
     return BatchGetResult(found=found, missing=missing, corrupted=corrupted)
 
 
-def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata]) -> Flow[int]:
-    """Write validated devices: one PUT script call per bucket, in one round trip."""
+def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool) -> Flow[int]:
+    """Write validated devices: one PUT script call per bucket, in one round trip.
+
+    Returns how many were written (with ``if_newer``, the others were not newer).
+    """
     if not checked:
         return 0
     values = ctx.codec.encode_many(checked)
-    ttl = ctx.ttl_ms or 0
+    head: list[str | bytes | int] = [ctx.ttl_ms or 0, 1 if if_newer else 0]
     if ctx.keys.buckets == 1:
-        args: list[str | bytes | int] = [ttl]
+        args = list(head)
         for m, value in zip(checked, values, strict=True):
             score = score_of(datetime_to_ms(m.last_updated), m.persist)
             args += (m.device_id, value, m.datatype_id, score)
@@ -210,7 +214,7 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata]) -> Flow[int]:
     ids = [m.device_id for m in checked]
     calls: list[Op] = []
     for bucket, positions in ctx.keys.group_by_bucket(ids).items():
-        args = [ttl]
+        args = list(head)
         for position in positions:
             m = checked[position]
             score = score_of(datetime_to_ms(m.last_updated), m.persist)
@@ -221,14 +225,21 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata]) -> Flow[int]:
     return sum(int(n) for n in written)
 
 
-def put_many(ctx: FlowContext, items: Iterable[DeviceMetadata]) -> Flow[int]:
-    """Write values and index entries atomically: one script call per bucket, one round trip."""
-    return (yield from _put_checked(ctx, validate_batch(items)))
+def put_many(
+    ctx: FlowContext, items: Iterable[DeviceMetadata], if_newer: bool = False
+) -> Flow[int]:
+    """Write values and index entries atomically: one script call per bucket, one round trip.
+
+    Returns how many devices were written.
+    """
+    check_flag(if_newer, "if_newer")
+    return (yield from _put_checked(ctx, validate_batch(items, newest=if_newer), if_newer))
 
 
-def put(ctx: FlowContext, metadata: DeviceMetadata) -> Flow[None]:
-    """Write one device (value and index entries) atomically."""
-    yield from _put_checked(ctx, [validate_metadata(metadata)])
+def put(ctx: FlowContext, metadata: DeviceMetadata, if_newer: bool = False) -> Flow[bool]:
+    """Write one device (value and index entries) atomically; True if it was written."""
+    checked = [validate_metadata(metadata)]
+    return (yield from _put_checked(ctx, checked, check_flag(if_newer, "if_newer"))) == 1
 
 
 def delete_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[int]:

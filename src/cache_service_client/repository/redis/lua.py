@@ -143,22 +143,42 @@ PUT = LuaScript.of(
     "put",
     _PRELUDE
     + """
--- ARGV[3]: ttl_ms (0: none); then (id, value, datatype, score) per device in KEYS[4..]
+-- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write a device only if it is newer; then
+-- (id, value, datatype, score) per device in KEYS[4..]. Devices are taken in order, so a
+-- batch that names one twice ends as the two writes one after the other would.
+-- "Newer": no value is stored, or the stored one is indexed with an older last_updated (the
+-- index keeps milliseconds: score = ms * 2 + persist); a value nobody indexed counts as older.
+-- Returns how many devices were written.
 local ttl = tonumber(ARGV[3])
+local newer = ARGV[4] == '1'
 local at = 0
 if ttl > 0 then at = now_ms() + ttl end
-local n = #KEYS - 3
-for i = 1, n do
-  local base = 4 * i
-  local id = ARGV[base]
-  if at > 0 then
-    redis.call('SET', KEYS[3 + i], ARGV[base + 1], 'PXAT', at)
-  else
-    redis.call('SET', KEYS[3 + i], ARGV[base + 1])
+local written = 0
+for i = 1, #KEYS - 3 do
+  local base = 4 * i + 1
+  local id, key, dt, score = ARGV[base], KEYS[3 + i], ARGV[base + 2], ARGV[base + 3]
+  local write = true
+  if newer and redis.call('EXISTS', key) == 1 then
+    local old = redis.call('ZSCORE', ARGV[2] .. dt, id)
+    if not old then
+      local _, _, found = shard_of(id)
+      old = found
+    end
+    if old and math.floor(tonumber(old) / 2) >= math.floor(tonumber(score) / 2) then
+      write = false
+    end
   end
-  index(id, ARGV[base + 2], ARGV[base + 3], at)
+  if write then
+    if at > 0 then
+      redis.call('SET', key, ARGV[base + 1], 'PXAT', at)
+    else
+      redis.call('SET', key, ARGV[base + 1])
+    end
+    index(id, dt, score, at)
+    written = written + 1
+  end
 end
-return n
+return written
 """,
 )
 

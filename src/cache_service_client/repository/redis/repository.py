@@ -172,13 +172,13 @@ class RedisDeviceMetadataRepository(_Common):
         """Read a batch with one MGET; missing and corrupted ids are left out."""
         return log_corrupted(self.get_many_detailed(device_ids))
 
-    def put(self, metadata: DeviceMetadata) -> None:
-        """Store one device and its index entries atomically."""
-        self._driver.run(flows.put, self._ctx, metadata)
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Store one device and its index entries atomically; True if it was written."""
+        return self._driver.run(flows.put, self._ctx, metadata, if_newer)
 
-    def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """Store a batch atomically in one round trip."""
-        return self._driver.run(flows.put_many, self._ctx, _replayable(items))
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Store a batch atomically in one round trip; return how many were written."""
+        return self._driver.run(flows.put_many, self._ctx, _replayable(items), if_newer)
 
     def delete(self, device_id: str) -> bool:
         """Delete one device; True if it was stored."""
@@ -273,13 +273,13 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         """Read a batch with one MGET; missing and corrupted ids are left out."""
         return log_corrupted(await self.get_many_detailed(device_ids))
 
-    async def put(self, metadata: DeviceMetadata) -> None:
-        """Store one device and its index entries atomically."""
-        await self._driver.run(flows.put, self._ctx, metadata)
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Store one device and its index entries atomically; True if it was written."""
+        return await self._driver.run(flows.put, self._ctx, metadata, if_newer)
 
-    async def put_many(self, items: Iterable[DeviceMetadata]) -> int:
-        """Store a batch atomically in one round trip."""
-        return await self._driver.run(flows.put_many, self._ctx, _replayable(items))
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Store a batch atomically in one round trip; return how many were written."""
+        return await self._driver.run(flows.put_many, self._ctx, _replayable(items), if_newer)
 
     async def delete(self, device_id: str) -> bool:
         """Delete one device; True if it was stored."""
