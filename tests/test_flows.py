@@ -398,7 +398,7 @@ def test_exists(reply: int, expected: bool) -> None:
 def test_count() -> None:
     result, ops = run_flow(flows.count(ctx()), [7])
     assert result == 7
-    assert ops == [call(lua.COUNT, flows.PRUNE_BATCH)]
+    assert ops == [call(lua.COUNT)]
 
 
 def test_info() -> None:
@@ -408,7 +408,7 @@ def test_info() -> None:
         flows.info(ctx()), [[3, str(oldest).encode(), str(newest).encode()], {"used_memory": 123}]
     )
     assert ops == [
-        call(lua.INFO, flows.PRUNE_BATCH, flows.INFO_BUDGET),
+        call(lua.INFO, flows.INFO_BUDGET),
         Command(("INFO", "memory"), broadcast=True),
     ]
     assert result.total_devices == 3
@@ -1282,7 +1282,7 @@ def test_bucketed_query_with_a_filter_reads_the_page_with_one_mget_per_bucket() 
 def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
     total, ops = run_flow(flows.count(bctx()), [[1, 2, 0, 4]])
     assert total == 7
-    assert ops == [Pipeline(tuple(bucket_call(lua.COUNT, b, flows.PRUNE_BATCH) for b in range(4)))]
+    assert ops == [Pipeline(tuple(bucket_call(lua.COUNT, b) for b in range(4)))]
     low, high = score(WHEN, persist=False), score(WHEN + timedelta(days=1))
     result, _ = run_flow(
         flows.info(bctx()),

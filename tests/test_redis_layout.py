@@ -118,7 +118,7 @@ def test_batches_are_one_round_trip(
     assert stats == {"mget": 1}
 
 
-def test_expired_entries_are_pruned_from_the_indexes(
+def test_reads_skip_expired_entries_and_writes_remove_them(
     repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
     repo.ttl = 0.2
@@ -126,31 +126,51 @@ def test_expired_entries_are_pruned_from_the_indexes(
     repo.ttl = None
     repo.put(meta("stays"))
     time.sleep(0.35)
-    assert repo.count() == 1
-    assert repo.list_ids() == ["stays"]
-    for index in (key_strategy.ids_index(), key_strategy.updated_index("t")):
-        assert redis_client.zrange(index, 0, -1) == [b"stays"]
-    assert redis_client.zcard(key_strategy.expiry_index()) == 0
-    assert redis_client.zcard(key_strategy.ids_index()) == 1
+    indexes = (key_strategy.ids_index(), key_strategy.updated_index("t"))
+
+    def reads() -> None:
+        assert repo.count() == 1
+        assert repo.list_ids() == ["stays"]
+        assert [m.device_id for m in repo.query(DeviceQuery(sort="last_updated")).items] == [
+            "stays"
+        ]
+        assert repo.info().total_devices == 1
+
+    stats = calls_during(redis_client, reads)  # counts the commands scripts call too
+    assert not {"zrem", "srem", "del", "unlink", "zadd", "set"} & set(stats), stats
+    for index in indexes:  # reads changed nothing
+        assert redis_client.zcard(index) == 21
+    # A put with a TTL removes up to 16 expired entries of its bucket, then the next one the rest.
+    repo.ttl = 60
+    repo.put(meta("new"))
+    assert redis_client.zcard(key_strategy.expiry_index()) == 20 - 16 + 1
+    repo.put(meta("new"))
+    for index in indexes:
+        assert sorted(redis_client.zrange(index, 0, -1)) == [b"new", b"stays"]
+    assert redis_client.zrange(key_strategy.expiry_index(), 0, -1) == [b"new"]
+    reads_after = repo.count(), repo.list_ids()
+    assert reads_after == (2, ["new", "stays"])
 
 
-def test_foreign_deletes_are_pruned_when_listed(
+def test_foreign_deletes_are_skipped_by_reads_and_removed_by_repair(
     repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
     repo.put_many([meta("a"), meta("b"), meta("c")])
     redis_client.delete(key_strategy.device_key("b"))
     assert repo.list_ids() == ["a", "c"]
+    assert redis_client.zcard(key_strategy.ids_index()) == 3  # a read changes nothing
+    report = repo.repair()
+    assert report.orphans_removed >= 1
     assert redis_client.zcard(key_strategy.ids_index()) == 2
     assert repo.count() == 2
 
 
-def test_time_walks_prune_gone_entries_from_the_index_they_walk(
+def test_time_walks_skip_gone_entries_once(
     redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
     # Damaged indexes, as another tool could leave them: the gone devices x0-x2 are listed in a
     # second datatype's index too, and their own datatype is missing from the datatypes set.
-    # Pruning them must take them out of the index being walked, or the walk would fetch again
-    # from a rank that no longer moved up and return devices twice.
+    # The walk must skip them, and return no device twice.
     repo = RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=None)
     ms = [NOW + timedelta(milliseconds=i) for i in range(20)]
     repo.put_many(
@@ -172,9 +192,8 @@ def test_time_walks_prune_gone_entries_from_the_index_they_walk(
             break
         query = msgspec.structs.replace(query, cursor=page.next_cursor)
     assert ids == [f"y{i}" for i in range(9)]
-    assert redis_client.zrange(key_strategy.updated_index("t"), 0, -1) == [
-        f"y{i}".encode() for i in range(9)
-    ]
+    # The walk skipped the gone devices and changed no index (repair removes them).
+    assert redis_client.zcard(key_strategy.updated_index("t")) == 12
 
 
 def test_scripts_are_reloaded_after_script_flush(

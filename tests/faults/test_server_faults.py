@@ -89,6 +89,69 @@ def test_a_read_only_replica_refuses_writes_with_a_connection_error(
         primary.close()
 
 
+def test_every_read_works_on_a_read_only_replica(own_redis: RedisServer) -> None:
+    # Expired devices whose index entries nobody removed yet: a read that tried to remove them
+    # would fail on the replica (READONLY).
+    primary = CacheServiceClient.from_url(own_redis.url, metadata_ttl=0.3, **QUICK)
+    primary.store_many_device_metadata_sync(
+        {f"gone-{i}": {**PLAN, "datatype_id": ("t", "h")[i % 2]} for i in range(30)}
+    )
+    primary.configure(metadata_ttl=None)
+    primary.store_many_device_metadata_sync(
+        {f"dev-{i}": {**PLAN, "persist": i % 2 == 0, "datatype_id": ("t", "h")[i % 2]}
+         for i in range(6)}
+    )  # fmt: skip
+    with redis.Redis(port=own_redis.port) as raw_primary:
+        raw_primary.config_set("repl-diskless-sync-delay", "0")
+    time.sleep(0.5)  # the 30 expire
+    replica = RedisServer(
+        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
+    )
+    replica.start()
+    try:
+        with redis.Redis(port=replica.port) as raw:
+            for _ in range(500):
+                if raw.info("replication").get("master_link_status") == "up":
+                    break
+                time.sleep(0.01)
+            assert raw.zcard("device index:ids") == 36  # the expired entries are there
+            client = CacheServiceClient(host="127.0.0.1", port=replica.port, **QUICK)
+            live = [f"dev-{i}" for i in range(6)]
+            assert client.count_devices_sync() == 6
+            assert client.list_devices_sync() == live
+            assert client.list_devices_sync(pattern="gone-*") == []
+            assert sorted(client.get_many_device_metadata_sync([*live, "gone-1"])) == live
+            assert client.device_exists_sync("dev-1")
+            assert not client.device_exists_sync("gone-1")
+            queries: list[dict[str, Any]] = [
+                {},
+                {"sort": "last_updated"},
+                {"sort": "last_updated", "descending": True, "datatype_id": "h"},
+                {"datatype_id": "t", "persist": True},
+                {"limit": 2},
+            ]
+            for query in queries:
+                on_replica = client.query_devices_sync(**query)
+                assert on_replica == primary.query_devices_sync(**query), query
+            assert [m.device_id for m in client.query_devices_sync(limit=100).items] == live
+            info = client.get_cache_info_sync()
+            assert info.total_devices == 6
+            assert info.oldest_entry_timestamp is not None
+            assert asyncio.run(_async_reads(replica.port)) == (6, live)
+            assert raw.zcard("device index:ids") == 36  # and nothing was written
+            client.close()
+    finally:
+        replica.stop()
+        primary.close()
+
+
+async def _async_reads(port: int) -> tuple[int, list[str]]:
+    async with CacheServiceClient(host="127.0.0.1", port=port, **QUICK) as client:
+        page = await client.query_devices(sort="last_updated", limit=100)
+        assert len(page.items) == 6
+        return await client.count_devices(), await client.list_devices()
+
+
 def test_flushed_scripts_and_killed_connections_are_recovered(own_redis: RedisServer) -> None:
     client = CacheServiceClient.from_url(own_redis.url, **QUICK)
     admin = redis.Redis(port=own_redis.port)

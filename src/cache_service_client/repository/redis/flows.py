@@ -66,8 +66,6 @@ __all__ = ["FlowContext"]
 
 #: Index entries examined per RANGE call (matches asked per SCORE_MERGE call), at most.
 RANGE_CHUNK = 512
-#: Expired index entries removed per read, at most (keeps every script short).
-PRUNE_BATCH = 256
 #: Entries INFO examines from each end of each updated index to find a live one.
 INFO_BUDGET = 10_000
 #: Keys read per SCAN step of a repair.
@@ -409,7 +407,7 @@ def list_ids(
     """Walk the ids index in order from the pattern's literal prefix, matching as Redis does.
 
     Only the lexicographic range that the pattern's literal prefix allows is read, in chunks;
-    index entries whose key is gone are pruned as they are met.
+    index entries whose key is gone are skipped (writes and ``repair`` remove them).
     """
     limit, skip, pattern = validate_paging(limit, offset, pattern)
     result: list[str] = []
@@ -550,10 +548,8 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
 
 
 def count(ctx: FlowContext) -> Flow[int]:
-    """Count live devices from the indexes (O(log N)), pruning a batch of expired entries."""
-    totals = yield from _each(
-        [_script(ctx, lua.COUNT, b, (), (PRUNE_BATCH,)) for b in range(ctx.keys.buckets)]
-    )
+    """Count live devices from the indexes (O(log N)); a read only (it works on a replica)."""
+    totals = yield from _each([_script(ctx, lua.COUNT, b, (), ()) for b in range(ctx.keys.buckets)])
     return sum(int(n) for n in totals)
 
 
@@ -567,7 +563,7 @@ def _info_number(info: dict[str, Any], name: str) -> int:
 def info(ctx: FlowContext) -> Flow[CacheInfo]:
     """Count, oldest and newest entry from the indexes; memory from INFO memory."""
     replies = yield from _each(
-        [_script(ctx, lua.INFO, b, (), (PRUNE_BATCH, INFO_BUDGET)) for b in range(ctx.keys.buckets)]
+        [_script(ctx, lua.INFO, b, (), (INFO_BUDGET,)) for b in range(ctx.keys.buckets)]
     )
     total = 0
     lowest: int | None = None

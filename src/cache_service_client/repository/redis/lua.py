@@ -10,15 +10,33 @@ datatype as ``ARGV[2] .. datatype``.
 
 Expiry follows Redis: a key that expires at ``at`` ms is gone once the server time ``now > at``.
 Values are written with ``PXAT`` and the same ``at`` goes into the expiry index, so index and
-key agree to the millisecond. Readers prune index entries whose key is gone, lazily and in
-bounded batches, so no read ever blocks the server for long.
+key agree to the millisecond.
+
+Reads never write, so every read works on a read-only replica: the read scripts skip index
+entries whose key is gone (and count from the expiry index, which tells the expired ones).
+Writes remove them: every put that sets a TTL first removes up to :data:`PRUNE_PER_WRITE`
+expired entries of its bucket, and ``repair`` removes the rest (and entries of keys deleted
+behind the library's back).
 """
 
 from __future__ import annotations
 
 from cache_service_client.repository.redis.ops import LuaScript
 
-__all__ = ["COUNT", "DELETE", "INFO", "PUT", "RANGE", "REINDEX", "SCORE_MERGE", "SWEEP"]
+__all__ = [
+    "COUNT",
+    "DELETE",
+    "INFO",
+    "PRUNE_PER_WRITE",
+    "PUT",
+    "RANGE",
+    "REINDEX",
+    "SCORE_MERGE",
+    "SWEEP",
+]
+
+#: Expired index entries a put with a TTL removes from its bucket, at most, before it writes.
+PRUNE_PER_WRITE = 16
 
 # Shared helpers, put in front of the scripts that need them.
 _PRELUDE = """
@@ -53,37 +71,6 @@ local function unindex(id)
 end
 local function alive(id)
   return redis.call('EXISTS', ARGV[1] .. id) == 1
-end
--- An index entry whose key is missing: remove it if the device is gone for good. With buckets
--- (Redis Cluster) a key may only be missing because its slot is migrating (Redis 6.2 lets a
--- script read such a key as absent), so there only entries that the expiry index says have
--- expired are removed; repair() removes the others. Returns true when the entry was removed.
-local bucketed = string.find(ARGV[1], '{', 1, true) ~= nil
-local forget_now = nil
-local function forget(id)
-  if bucketed then
-    local at = redis.call('ZSCORE', KEYS[2], id)
-    if not at then return false end
-    if forget_now == nil then
-      local t = redis.call('TIME')
-      forget_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    end
-    if tonumber(at) >= forget_now then return false end
-  end
-  unindex(id)
-  return true
-end
--- forget(id) for an entry met in the updated index `key` of datatype `dt`, making sure it leaves
--- that index: forget drops the id from the first updated index listing it, and an id that
--- another tool left in a second one may have been dropped there instead. True when the entry
--- left `key` (so the entries after it moved up by one).
-local function forget_from(id, key, dt)
-  if not forget(id) then return false end
-  if redis.call('ZREM', key, id) == 1 and redis.call('EXISTS', key) == 0 then
-    redis.call('SREM', KEYS[3], dt)
-    datatypes = nil
-  end
-  return true
 end
 -- Remove up to `limit` expired entries from the indexes (their keys are already gone).
 local function prune_expired(now, limit)
@@ -152,7 +139,11 @@ PUT = LuaScript.of(
 local ttl = tonumber(ARGV[3])
 local newer = ARGV[4] == '1'
 local at = 0
-if ttl > 0 then at = now_ms() + ttl end
+if ttl > 0 then
+  local now = now_ms()
+  at = now + ttl
+  prune_expired(now, {prune})
+end
 local written = 0
 for i = 1, #KEYS - 3 do
   local base = 4 * i + 1
@@ -179,7 +170,7 @@ for i = 1, #KEYS - 3 do
   end
 end
 return written
-""",
+""".replace("{prune}", str(PRUNE_PER_WRITE)),
 )
 
 DELETE = LuaScript.of(
@@ -205,7 +196,8 @@ RANGE = LuaScript.of(
 -- return each id's datatype and score too, ARGV[8]: "1" to return the values too, ARGV[9]: "1"
 -- to return the bucket's device count too.
 -- Returns {ids whose key exists (with datatype and score when asked), last id examined or
--- false when the range ended, their values (when asked), the count or false}.
+-- false when the range ended, their values (when asked), the count or false}. Entries whose
+-- key is gone are skipped.
 local count = tonumber(ARGV[5])
 local ids
 if ARGV[6] == '1' then
@@ -228,8 +220,6 @@ for j, id in ipairs(ids) do
       out[#out + 1] = score or ''
     end
     if with_values then values[#values + 1] = got[j] end
-  else
-    forget(id)
   end
 end
 local last = false
@@ -394,23 +384,17 @@ local function emit(id, score, value)
   found = found + 1
   if with_values then values[found] = value end
 end
--- A candidate whose key is gone: drop its index entries (the entries after it in its index
--- moved up by one).
-local function gone(j)
-  local h = cand_head[j]
-  if forget_from(cand_id[j], shard[h], names[h]) then next_rank[h] = next_rank[h] - 1 end
-end
 while found < want do
   local n = take(want - found)
   if n == 0 then break end
   if with_values then
     local got, live = read_values(cand_id, n)
     for j = 1, n do
-      if live[j] then emit(cand_id[j], cand_score[j], got[j]) else gone(j) end
+      if live[j] then emit(cand_id[j], cand_score[j], got[j]) end
     end
   else
     for j = 1, n do
-      if alive(cand_id[j]) then emit(cand_id[j], cand_score[j], nil) else gone(j) end
+      if alive(cand_id[j]) then emit(cand_id[j], cand_score[j], nil) end
     end
   end
 end
@@ -429,10 +413,8 @@ COUNT = LuaScript.of(
     "count",
     _PRELUDE
     + """
--- ARGV[3]: prune batch size
-local now = now_ms()
-prune_expired(now, tonumber(ARGV[3]))
-return alive_count(now)
+-- The bucket's live devices: indexed ones minus those the expiry index says have expired.
+return alive_count(now_ms())
 """,
 )
 
@@ -440,17 +422,16 @@ INFO = LuaScript.of(
     "info",
     _PRELUDE
     + """
--- ARGV[3]: prune batch size, ARGV[4]: most entries to examine from each end of each index.
+-- ARGV[3]: most entries to examine from each end of each index.
 -- Returns {count, lowest live score or false, highest live score or false}.
 local now = now_ms()
-prune_expired(now, tonumber(ARGV[3]))
 local function live(id)
   local at = redis.call('ZSCORE', KEYS[2], id)
   if at and tonumber(at) < now then return false end
   return alive(id)
 end
-local function first_live(shard, dt, reverse)
-  local budget = tonumber(ARGV[4])
+local function first_live(shard, reverse)
+  local budget = tonumber(ARGV[3])
   local start = 0
   while budget > 0 do
     local batch
@@ -460,24 +441,20 @@ local function first_live(shard, dt, reverse)
       batch = redis.call('ZRANGE', shard, start, start + 15, 'WITHSCORES')
     end
     if #batch == 0 then return false end
-    local dead = 0
     for i = 1, #batch, 2 do
       budget = budget - 1
       if live(batch[i]) then return tonumber(batch[i + 1]) end
-      if not alive(batch[i]) and forget_from(batch[i], shard, dt) then
-        dead = dead + 1
-      end
     end
-    start = start + 16 - dead
+    start = start + 16
   end
   return false
 end
 local lowest, highest = false, false
 for _, dt in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local shard = ARGV[2] .. dt
-  local low = first_live(shard, dt, false)
+  local low = first_live(shard, false)
   if low and (not lowest or low < lowest) then lowest = low end
-  local high = first_live(shard, dt, true)
+  local high = first_live(shard, true)
   if high and (not highest or high > highest) then highest = high end
 end
 if lowest then lowest = string.format('%d', lowest) end
