@@ -97,4 +97,10 @@ class BackendTimeoutError(BackendError):
 
 
 class AuthenticationError(BackendError):
-    """The backend refused the credentials (or has none configured); not retried."""
+    """The backend refused the credentials (or has none configured), or a permission; not retried.
+
+    A permission the ACL denies reads ``permission denied (script 'put'): ...``, with the
+    command and key the server names (Redis 7 names the key for the keys a script finds itself;
+    for the keys it is given, the server says only that one of them is denied). The write it
+    refused changed nothing.
+    """

@@ -51,6 +51,8 @@ _RETRYABLE_CLASSES = (
     rex.ClusterError,  # ClusterDownError included
 )
 _AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password")
+# What a script's command answers when the ACL denies it a key (Redis 7 words it so).
+_SCRIPT_ACL_DENIALS = ("can't access at least one of the keys", "NOPERM")
 
 
 def _where(op: Op | None) -> str:
@@ -65,9 +67,17 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
     """Map a redis-py exception to this library's hierarchy, chained to the original."""
     message = str(exc)
     error: CacheServiceError
-    if isinstance(
+    if isinstance(exc, rex.NoPermissionError) or (
+        isinstance(exc, rex.ResponseError)
+        and (
+            message.startswith("NOPERM")
+            or (isinstance(op, ScriptCall) and any(d in message for d in _SCRIPT_ACL_DENIALS))
+        )
+    ):
+        error = AuthenticationError(f"permission denied{_where(op)}: {message}")
+    elif isinstance(
         exc,
-        (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError, rex.NoPermissionError),
+        (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError),
     ) or (isinstance(exc, rex.ResponseError) and message.startswith(_AUTH_PREFIXES)):
         error = AuthenticationError(f"authentication failed{_where(op)}: {message}")
     elif isinstance(exc, rex.TimeoutError):

@@ -72,11 +72,50 @@ end
 local function alive(id)
   return redis.call('EXISTS', ARGV[1] .. id) == 1
 end
--- Remove up to `limit` expired entries from the indexes (their keys are already gone).
-local function prune_expired(now, limit)
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
-  for _, id in ipairs(expired) do
-    if not alive(id) then unindex(id) end
+-- Writes that cannot half-happen: a write script first reads every key it will change (a read
+-- of a key of the wrong type, or of one the user may not access, fails before anything is
+-- written) and asks the ACL whether it may change the keys it did not declare (Redis 7+; the
+-- server checks the declared ones before the script runs); then it writes, a value first (so
+-- that under maxmemory the first write, which the server refuses, is the script's first).
+local function may(cmd, key, ...)
+  if redis.acl_check_cmd and not redis.acl_check_cmd(cmd, key, ...) then
+    error({err = 'NOPERM this user has no permission to run ' .. cmd .. ' on the key ' .. key})
+  end
+end
+local function check_fixed_keys()
+  redis.call('ZSCORE', KEYS[1], '')
+  redis.call('ZSCORE', KEYS[2], '')
+  redis.call('SCARD', KEYS[3])
+end
+-- Remove `id` from the updated index `key` of datatype `dt`, and `dt` from the datatypes when
+-- that empties it.
+local function drop_from(key, dt, id)
+  redis.call('ZREM', key, id)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SREM', KEYS[3], dt)
+    datatypes = nil
+  end
+end
+-- The reading half of removing expired entries: up to `limit` of them whose key is gone (but
+-- none in `skip`), each as {id, its updated index or false, its datatype}.
+local function expired_entries(now, limit, skip)
+  local found = {}
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    if not skip[id] and not alive(id) then
+      local key, dt = shard_of(id)
+      if key then may('ZREM', key, id) else key = false end
+      found[#found + 1] = {id, key, dt}
+    end
+  end
+  return found
+end
+-- The writing half.
+local function remove_entries(entries)
+  for _, e in ipairs(entries) do
+    redis.call('ZREM', KEYS[1], e[1])
+    redis.call('ZREM', KEYS[2], e[1])
+    if e[2] then drop_from(e[2], e[3], e[1]) end
   end
 end
 -- Byte-wise a < b, as Redis orders members (Lua's own < follows the server's locale).
@@ -131,44 +170,77 @@ PUT = LuaScript.of(
     _PRELUDE
     + """
 -- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write a device only if it is newer; then
--- (id, value, datatype, score) per device in KEYS[4..]. Devices are taken in order, so a
--- batch that names one twice ends as the two writes one after the other would.
+-- (id, value, datatype, score) per device in KEYS[4..] (each id once).
 -- "Newer": no value is stored, or the stored one is indexed with an older last_updated (the
 -- index keeps milliseconds: score = ms * 2 + persist); a value nobody indexed counts as older.
+-- A put with a TTL also removes up to {prune} expired index entries of the bucket.
 -- Returns how many devices were written.
 local ttl = tonumber(ARGV[3])
 local newer = ARGV[4] == '1'
-local at = 0
+local now, at = nil, 0
 if ttl > 0 then
-  local now = now_ms()
+  now = now_ms()
   at = now + ttl
-  prune_expired(now, {prune})
 end
-local written = 0
-for i = 1, #KEYS - 3 do
+local n = #KEYS - 3
+-- Reads: what each write will change.
+check_fixed_keys()
+local plan, batch = {}, {}
+for i = 1, n do
   local base = 4 * i + 1
   local id, key, dt, score = ARGV[base], KEYS[3 + i], ARGV[base + 2], ARGV[base + 3]
-  local write = true
-  if newer and redis.call('EXISTS', key) == 1 then
-    local old = redis.call('ZSCORE', ARGV[2] .. dt, id)
-    if not old then
-      local _, _, found = shard_of(id)
-      old = found
-    end
-    if old and math.floor(tonumber(old) / 2) >= math.floor(tonumber(score) / 2) then
-      write = false
+  batch[id] = true
+  local target = ARGV[2] .. dt
+  may('ZSCORE', target, id)
+  local here = redis.call('ZSCORE', target, id)
+  local old_key, old_dt, old_score = false, false, here
+  if not here and redis.call('ZSCORE', KEYS[1], id) then
+    local k, d, sc = shard_of(id)
+    if k then
+      may('ZREM', k, id)
+      old_key, old_dt, old_score = k, d, sc
     end
   end
-  if write then
+  local write = true
+  if newer and old_score and redis.call('EXISTS', key) == 1
+      and math.floor(tonumber(old_score) / 2) >= math.floor(tonumber(score) / 2) then
+    write = false
+  end
+  if write then may('ZADD', target, '0', id) end
+  plan[i] = {write, target, here, old_key, old_dt}
+end
+local expired = {}
+if now then expired = expired_entries(now, {prune}, batch) end
+-- Writes: the values first, then their index entries, then the expired entries.
+local written = 0
+for i = 1, n do
+  if plan[i][1] then
+    local base = 4 * i + 1
     if at > 0 then
-      redis.call('SET', key, ARGV[base + 1], 'PXAT', at)
+      redis.call('SET', KEYS[3 + i], ARGV[base + 1], 'PXAT', at)
     else
-      redis.call('SET', key, ARGV[base + 1])
+      redis.call('SET', KEYS[3 + i], ARGV[base + 1])
     end
-    index(id, dt, score, at)
     written = written + 1
   end
 end
+for i = 1, n do
+  local write, target, here, old_key, old_dt = unpack(plan[i])
+  if write then
+    local base = 4 * i + 1
+    local id = ARGV[base]
+    if old_key then drop_from(old_key, old_dt, id) end
+    if not here then redis.call('SADD', KEYS[3], ARGV[base + 2]) end
+    redis.call('ZADD', target, ARGV[base + 3], id)
+    redis.call('ZADD', KEYS[1], 0, id)
+    if at > 0 then
+      redis.call('ZADD', KEYS[2], at, id)
+    else
+      redis.call('ZREM', KEYS[2], id)
+    end
+  end
+end
+remove_entries(expired)
 return written
 """.replace("{prune}", str(PRUNE_PER_WRITE)),
 )
@@ -177,11 +249,25 @@ DELETE = LuaScript.of(
     "delete",
     _PRELUDE
     + """
--- ARGV[3..]: the ids of the device keys in KEYS[4..]
+-- ARGV[3..]: the ids of the device keys in KEYS[4..] (each id once). Returns how many existed.
+-- Reads: the updated index holding each id.
+check_fixed_keys()
+local n = #KEYS - 3
+local shards = {}
+for i = 1, n do
+  local id = ARGV[2 + i]
+  local key, dt = shard_of(id)
+  if key then may('ZREM', key, id) else key = false end
+  shards[i] = {key, dt}
+end
+-- Writes.
 local deleted = 0
-for i = 1, #KEYS - 3 do
+for i = 1, n do
+  local id = ARGV[2 + i]
   deleted = deleted + redis.call('DEL', KEYS[3 + i])
-  unindex(ARGV[2 + i])
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  if shards[i][1] then drop_from(shards[i][1], shards[i][2], id) end
 end
 return deleted
 """,
