@@ -39,7 +39,7 @@ def meta(device_id: str, datatype_id: str = "t") -> DeviceMetadata:
     )
 
 
-def snapshot(admin: redis.Redis) -> dict[bytes, tuple[bytes | None, bool]]:
+def snapshot(admin: redis.Redis) -> dict[bytes | str, tuple[bytes | None, bool]]:
     """Every key's serialized value, and whether it has an expiry."""
     return {key: (admin.dump(key), admin.pttl(key) > 0) for key in admin.keys("*")}
 

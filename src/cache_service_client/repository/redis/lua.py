@@ -54,15 +54,18 @@ local function shard_of(id)
   end
   return nil
 end
+-- Remove `id` from the updated index `key` of datatype `dt`, and `dt` from the datatypes when
+-- that empties it.
+local function drop_from(key, dt, id)
+  redis.call('ZREM', key, id)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SREM', KEYS[3], dt)
+    datatypes = nil
+  end
+end
 local function drop_shard_entry(id)
   local key, dt = shard_of(id)
-  if key then
-    redis.call('ZREM', key, id)
-    if redis.call('EXISTS', key) == 0 then
-      redis.call('SREM', KEYS[3], dt)
-      datatypes = nil
-    end
-  end
+  if key then drop_from(key, dt, id) end
 end
 local function unindex(id)
   redis.call('ZREM', KEYS[1], id)
@@ -86,15 +89,6 @@ local function check_fixed_keys()
   redis.call('ZSCORE', KEYS[1], '')
   redis.call('ZSCORE', KEYS[2], '')
   redis.call('SCARD', KEYS[3])
-end
--- Remove `id` from the updated index `key` of datatype `dt`, and `dt` from the datatypes when
--- that empties it.
-local function drop_from(key, dt, id)
-  redis.call('ZREM', key, id)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SREM', KEYS[3], dt)
-    datatypes = nil
-  end
 end
 -- The reading half of removing expired entries: up to `limit` of them whose key is gone (but
 -- none in `skip`), each as {id, its updated index or false, its datatype}.
