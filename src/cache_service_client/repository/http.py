@@ -235,7 +235,7 @@ def _read_true(response: httpx.Response, where: str) -> bool:
 
 
 def _read_written(response: httpx.Response, where: str) -> bool:
-    stored: int = _reader(_STORED, "stored")(response, where)
+    stored: int = _read_stored(response, where)
     return stored == 1
 
 
@@ -246,6 +246,9 @@ def _reader(
         return getattr(_decode(decoder, response, where), attribute)
 
     return read
+
+
+_read_stored = _reader(_STORED, "stored")
 
 
 def _read_whole(decoder: msgspec.json.Decoder[T]) -> Callable[[httpx.Response, str], T]:
@@ -429,7 +432,7 @@ class _HttpCommon:
             "put_many",
             "POST",
             wire.BATCH_PUT_PATH,
-            _reader(_STORED, "stored"),
+            _read_stored,
             params=params,
             body=body,
             batch_field="items",

@@ -50,7 +50,7 @@ _RETRYABLE_CLASSES = (
     rex.TryAgainError,
     rex.ClusterError,  # ClusterDownError included
 )
-_AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password")
+_AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "ERR AUTH", "ERR invalid password")
 # What a script's command answers when the ACL denies it a key (Redis 7 words it so).
 _SCRIPT_ACL_DENIALS = ("can't access at least one of the keys", "NOPERM")
 

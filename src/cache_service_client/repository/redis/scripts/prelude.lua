@@ -101,13 +101,8 @@ end
 local function alive_count(now)
   return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
 end
--- Index one device: ids, expiry (at = 0: none) and the updated index of its datatype.
-local function index(id, dt, score, at)
-  local target = ARGV[2] .. dt
-  if not redis.call('ZSCORE', target, id) then
-    if redis.call('ZSCORE', KEYS[1], id) then drop_shard_entry(id) end
-    if redis.call('SADD', KEYS[3], dt) == 1 then datatypes = nil end
-  end
+-- Write one device's entries: in its updated index `target`, ids, expiry (at = 0: none).
+local function add_entries(id, target, score, at)
   redis.call('ZADD', target, score, id)
   redis.call('ZADD', KEYS[1], 0, id)
   if at > 0 then
@@ -115,4 +110,14 @@ local function index(id, dt, score, at)
   else
     redis.call('ZREM', KEYS[2], id)
   end
+end
+-- Index one device: ids, expiry (at = 0: none) and the updated index of its datatype, moving
+-- it out of another datatype's.
+local function index(id, dt, score, at)
+  local target = ARGV[2] .. dt
+  if not redis.call('ZSCORE', target, id) then
+    if redis.call('ZSCORE', KEYS[1], id) then drop_shard_entry(id) end
+    if redis.call('SADD', KEYS[3], dt) == 1 then datatypes = nil end
+  end
+  add_entries(id, target, score, at)
 end

@@ -61,13 +61,7 @@ for i = 1, n do
     local id = ARGV[base]
     if old_key then drop_from(old_key, old_dt, id) end
     if not here then redis.call('SADD', KEYS[3], ARGV[base + 2]) end
-    redis.call('ZADD', target, ARGV[base + 3], id)
-    redis.call('ZADD', KEYS[1], 0, id)
-    if at > 0 then
-      redis.call('ZADD', KEYS[2], at, id)
-    else
-      redis.call('ZREM', KEYS[2], id)
-    end
+    add_entries(id, target, ARGV[base + 3], at)
   end
 end
 remove_entries(expired)
