@@ -1,13 +1,17 @@
 """Scale: how the index-backed reads behave as the fleet grows (10k, 100k, 1M devices).
 
-``python -m benchmarks.scale`` loads N devices into its own redis-server (or ``--url``) and
-reports, per N: the latency of cache info, count, the first query page by id and by
-last_updated, a prefix-pattern listing and a leading-wildcard listing, plus memory per device
-(``used_memory`` delta / N, indexes included), and a bare round trip (a PING through redis-py) as
-the floor of every read. The index-bounded reads run in interleaved blocks of ten calls, so that
-a slow spell of a shared machine slows them all alike; the leading wildcard, which grows with N,
-runs on its own with a tenth of the calls. Then the ratio of the largest N to the smallest for each
-read: close to 1 means the read does not grow with N.
+``python -m benchmarks.scale`` loads N devices (20 datatypes) into its own redis-server (or
+``--url``) and reports, per N: the latency of cache info, count, the first and the next (cursor)
+page of every query shape (by id or by last_updated, either way round, with datatype, persist,
+time range and pattern filters, and a time range sorted by id at 1 % and 10 % of the fleet), a
+prefix-pattern listing and a leading-wildcard listing, plus memory per device (``used_memory``
+delta / N, indexes included). Two floors are measured in the same run: a bare round trip (a PING
+through redis-py) and the least a page can cost (``ZRANGE 0 99`` + ``MGET`` of the 100 values +
+one msgspec decode of each). The index-bounded reads run in interleaved blocks of ten calls, so
+that a slow spell of a shared machine slows them all alike; the leading wildcard, which grows
+with N, runs on its own with a tenth of the calls. Then the ratio of the largest N to the
+smallest for each read (close to 1: the read does not grow with N), and each read against its
+floor at the largest N.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
+import msgspec
 import redis
 
 from benchmarks.report import cpu_model
@@ -33,12 +38,13 @@ from cache_service_client import (
 )
 
 SITES = ("berlin", "lisbon", "oslo", "tokyo", "lima", "cairo", "perth", "quito")
-DATATYPES = ("temp", "hum", "pres", "co2", "door")
+DATATYPES = tuple(f"dt{k:02d}" for k in range(20))
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SPAN = timedelta(days=300)
 
 
 def devices(n: int, seed: int = 7) -> list[DeviceMetadata]:
-    """N devices like a real fleet: site prefixes, five datatypes, spread last_updated."""
+    """N devices like a real fleet: site prefixes, 20 datatypes, spread last_updated."""
     rng = random.Random(seed)
     return [
         DeviceMetadata(
@@ -47,7 +53,7 @@ def devices(n: int, seed: int = 7) -> list[DeviceMetadata]:
             datatype_name="temperature",
             datatype_unit="C",
             persist=rng.random() < 0.7,
-            last_updated=START + timedelta(seconds=rng.randrange(300 * 86400)),
+            last_updated=START + timedelta(seconds=rng.randrange(int(SPAN.total_seconds()))),
             additional_properties={"firmware": "1.2.3", "floor": rng.randrange(12)},
         )
         for i in range(n)
@@ -78,6 +84,27 @@ def interleaved_medians(
 
 #: The floor of every read: one round trip through redis-py (not a read of the library).
 ROUND_TRIP = "round trip (redis-py PING)"
+#: The floor of a page: ZRANGE of 100 ids, MGET of their values, a decode of each.
+PAGE_FLOOR = "page floor (ZRANGE 100 + MGET + decode)"
+NEWEST_1 = START + SPAN * 0.99
+NEWEST_10 = START + SPAN * 0.90
+#: Every query shape; each is timed on its first page and on the page its cursor gives.
+SHAPES: dict[str, DeviceQuery] = {
+    "by id": DeviceQuery(limit=100),
+    "by id, descending": DeviceQuery(limit=100, descending=True),
+    "by id, datatype": DeviceQuery(limit=100, datatype_id="dt07"),
+    "by id, persist": DeviceQuery(limit=100, persist=False),
+    "by id, datatype + persist": DeviceQuery(limit=100, datatype_id="dt07", persist=True),
+    "by id, prefix pattern": DeviceQuery(limit=100, pattern="oslo-*"),
+    "by time, descending": DeviceQuery(limit=100, sort="last_updated", descending=True),
+    "by time, datatype": DeviceQuery(limit=100, sort="last_updated", datatype_id="dt07"),
+    "by time, persist": DeviceQuery(limit=100, sort="last_updated", persist=False),
+    "by time, newest 1 %": DeviceQuery(limit=100, sort="last_updated", updated_after=NEWEST_1),
+    "by id, newest 1 % (time range)": DeviceQuery(limit=100, updated_after=NEWEST_1),
+    "by id, newest 10 % (time range)": DeviceQuery(limit=100, updated_after=NEWEST_10),
+}
+#: Shapes with no one-dimensional order (planned; their target is looser).
+TIME_RANGE_BY_ID = ("by id, newest 1 % (time range)", "by id, newest 10 % (time range)")
 READS: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
     "cache info": lambda repo: repo.info(),
     "count": lambda repo: repo.count(),
@@ -94,6 +121,31 @@ BOUNDED = list(READS)[:4]
 SCANNING: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
     "leading wildcard '*7' (100)": lambda repo: repo.list_ids(pattern="*7", limit=100),
 }
+
+
+def page_floor(client: redis.Redis, keys: KeyStrategy) -> Callable[[], object]:
+    """The least a page of 100 can cost: two round trips (ids, then values) and the decodes."""
+    decoder = msgspec.json.Decoder(DeviceMetadata)
+    ids_index, prefix = keys.ids_index(), keys.device_key_prefix
+
+    def read() -> object:
+        ids: list[bytes] = client.zrange(ids_index, 0, 99)  # type: ignore[assignment]
+        values = client.mget([prefix + i.decode() for i in ids])
+        return [decoder.decode(v) for v in values if v is not None]
+
+    return read
+
+
+def shape_reads(repo: RedisDeviceMetadataRepository) -> dict[str, Callable[[], object]]:
+    """The first page and the cursor page of each shape (its cursor taken once, here)."""
+    reads: dict[str, Callable[[], object]] = {}
+    for name, query in SHAPES.items():
+        first = repo.query(query)
+        reads[f"{name}: first page"] = partial(repo.query, query)
+        if first.next_cursor is not None:
+            resumed = msgspec.structs.replace(query, cursor=first.next_cursor)
+            reads[f"{name}: cursor page"] = partial(repo.query, resumed)
+    return reads
 
 
 def _purge(client: redis.Redis) -> None:
@@ -130,8 +182,11 @@ def measure(clients: dict[int, redis.Redis], rounds: int) -> dict[int, dict[str,
         repos[n], memory = load(client, n)
         rows[n] = {"memory per device (bytes)": memory}
         reads[f"{n}\t{ROUND_TRIP}"] = client.ping
+        reads[f"{n}\t{PAGE_FLOOR}"] = page_floor(client, repos[n].key_strategy)
         for name, read in READS.items():
             reads[f"{n}\t{name}"] = partial(read, repos[n])
+        for name, shape in shape_reads(repos[n]).items():
+            reads[f"{n}\t{name}"] = shape
     for label, median in interleaved_medians(reads, rounds).items():
         size, name = label.split("\t")
         rows[int(size)][name] = median
@@ -203,7 +258,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(sizes, rows))
     worst = max(rows[sizes[-1]][name] / rows[sizes[0]][name] for name in BOUNDED)
     print(f"\nlargest growth of the index-bounded reads ({', '.join(BOUNDED)}): {worst:.2f}x")
+    for n in sizes:
+        print(f"\nN = {n:,}, against the floors measured in the same run:\n")
+        print(floor_ratios(rows[n]))
     return 0
+
+
+def floor_ratios(row: dict[str, float]) -> str:
+    """Each read against its floor: pages against the page floor (target 3x, 12x for a time
+    range sorted by id), count against a PING (3x), info against the page floor (1.5x)."""
+    floor, ping = row[PAGE_FLOOR], row[ROUND_TRIP]
+    lines = ["| read | median | ratio | target |", "|---|---|---|---|"]
+    for name, median in row.items():
+        if name.endswith((": first page", ": cursor page")):
+            target = 12.0 if name.split(":")[0] in TIME_RANGE_BY_ID else 3.0
+            ratio = median / floor
+        elif name == "count":
+            target, ratio = 3.0, median / ping
+        elif name == "cache info":
+            target, ratio = 1.5, median / floor
+        else:
+            continue
+        met = "met" if ratio <= target else "missed"
+        lines.append(f"| {name} | {median:,.0f} µs | {ratio:.2f}x | {target:g}x ({met}) |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

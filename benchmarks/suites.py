@@ -148,9 +148,28 @@ def single(runner: Runner, work: SyncRedisWork) -> Iterator[GroupResult]:
             1,
         ),
         notes=[
-            "Ours validates the metadata and writes value and three index entries atomically "
-            "(one EVALSHA); raw SET EX writes the value only.",
+            "Each put carries a last_updated a millisecond newer than the one before, as a "
+            "stream writer's do. Ours validates the metadata and writes the value and its index "
+            "entries atomically (one EVALSHA); raw SET EX writes the value only.",
             *notes,
+        ],
+    )
+    yield runner.run(
+        "single",
+        "single.churn",
+        "Single operations: put then delete",
+        "put + delete",
+        _candidates(
+            work.churn(),
+            {
+                "raw": ("redis-py SET EX + DEL", "baseline"),
+                "ours": ("RedisDeviceMetadataRepository.put + delete", "ours"),
+            },
+            1,
+        ),
+        notes=[
+            "A device stored and deleted again: ours writes and removes five index entries "
+            "with the value, in two EVALSHAs; raw SET EX and DEL touch the value only.",
         ],
     )
 

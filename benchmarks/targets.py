@@ -49,6 +49,7 @@ TARGETS: tuple[Target, ...] = (
     Target("single.get", "ours", "redis-om", 1.5, "get: >= 1.5x redis-om"),
     Target("single.put", "ours", "raw", 0.8, "put (atomic, indexed): >= 0.8x raw SET EX"),
     Target("single.put", "ours", "redis-om", 1.7, "put: >= 1.7x redis-om save + expire"),
+    Target("single.churn", "ours", "raw", 0.75, "put + delete: >= 0.75x raw SET EX + DEL"),
     Target("batch.get_many", "ours", "raw", 0.9, "get_many: >= 0.9x raw MGET + decode"),
     Target("batch.put_many", "ours", "raw", 1.0, "put_many: >= 1.0x raw pipeline"),
     Target("async.get", "ours", "raw", 0.9, "async get x64 tasks: >= 0.9x raw redis.asyncio"),

@@ -7,9 +7,11 @@ workloads' ``verify`` methods check that before anything is timed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -251,17 +253,44 @@ class SyncRedisWork:
             out["redis-om"] = f_om
         return out
 
+    def _updates(self) -> Callable[[], DeviceMetadata]:
+        """The next of a cycle of updates of one device, each a millisecond newer than the last
+        (a stream writer's puts), the same for every candidate."""
+        updates = [
+            msgspec.structs.replace(self.one, last_updated=self.one.last_updated + ms)
+            for ms in (timedelta(milliseconds=i) for i in range(4096))
+        ]
+        return itertools.cycle(updates).__next__
+
     def put(self) -> dict[str, Callable[[], object]]:
-        """Store one device with a TTL; by candidate key."""
+        """Store one device with a TTL, a newer ``last_updated`` each time; by candidate key."""
         repo_put, client_set, encode = self.repo.put, self.client.set, self.encoder.encode
-        one, key = self.one, self.raw_prefix + self.one.device_id
+        key = self.raw_prefix + self.one.device_id
+        raw_next, ours_next = self._updates(), self._updates()
         out: dict[str, Callable[[], object]] = {
-            "raw": lambda: client_set(key, encode(one), ex=TTL),
-            "ours": lambda: repo_put(one),
+            "raw": lambda: client_set(key, encode(raw_next()), ex=TTL),
+            "ours": lambda: repo_put(ours_next()),
         }
         if self.om_model is not None:
             out["redis-om"] = self._om_put
         return out
+
+    def churn(self) -> dict[str, Callable[[], object]]:
+        """Store a device with a TTL and delete it again; by candidate key."""
+        repo_put, repo_delete = self.repo.put, self.repo.delete
+        client_set, client_delete, encode = self.client.set, self.client.delete, self.encoder.encode
+        churned = msgspec.structs.replace(self.one, device_id="churned")
+        key, device_id = self.raw_prefix + churned.device_id, churned.device_id
+
+        def raw() -> object:
+            client_set(key, encode(churned), ex=TTL)
+            return client_delete(key)
+
+        def ours() -> object:
+            repo_put(churned)
+            return repo_delete(device_id)
+
+        return {"raw": raw, "ours": ours}
 
     def _om_put(self) -> object:
         """redis-om's save + expire, atomic in one MULTI/EXEC round trip like our put."""

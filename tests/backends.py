@@ -25,6 +25,15 @@ from cache_service_client.repository.base import InlineAsyncRepository
 NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
 
 
+def datatype_time_index(
+    client: redis.Redis | RedisCluster, keys: KeyStrategy, datatype_id: str, bucket: int = 0
+) -> str:
+    """The name of a datatype's time index in a bucket (its number is in the types index)."""
+    number = client.hget(keys.types_index(bucket), datatype_id)
+    assert number is not None, f"datatype {datatype_id!r} has no number in bucket {bucket}"
+    return keys.datatype_time_index(int(number), bucket)
+
+
 def meta(device_id: str, **changes: Any) -> DeviceMetadata:
     """Typical metadata for ``device_id`` (fixed time, a few properties), with ``changes``."""
     fields: dict[str, Any] = {

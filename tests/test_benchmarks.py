@@ -166,7 +166,7 @@ def test_redis_groups_run_and_clean_up(redis_url: str) -> None:
     import redis
 
     results = list(run_groups(Runner(TINY), ("single", "facade"), redis_url))
-    assert [r.table for r in results] == ["single.get", "single.put", "facade.get"]
+    assert [r.table for r in results] == ["single.get", "single.put", "single.churn", "facade.get"]
     client = redis.Redis.from_url(redis_url)
     try:
         assert not list(client.scan_iter(match="csc-bench-*"))

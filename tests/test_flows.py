@@ -42,9 +42,16 @@ T = TypeVar("T")
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 LATER = WHEN + timedelta(milliseconds=1)
-# KEYS[1..3] and ARGV[1..2] of every script call on a single node.
-INDEX_KEYS = ("device index:ids", "device index:expiry", "device index:datatypes")
-PREFIXES = ("device:", "device index:updated:")
+# KEYS[1..6] and ARGV[1..2] of every script call on a single node (layout version 2).
+INDEX_KEYS = (
+    "device index:ids",
+    "device index:expiry",
+    "device index:types",
+    "device index:by-type",
+    "device index:by-time",
+    "device index:layout",
+)
+PREFIXES = ("device:", "device index:by-time:")
 CODEC = MetadataCodec()
 # Health asks every primary of a cluster.
 PING = Command(("PING",), broadcast=True)
@@ -105,6 +112,12 @@ def call(script: LuaScript, *args: object, keys: Sequence[str] = ()) -> ScriptCa
 
 
 # --- the helper itself ---------------------------------------------------------------------------
+
+
+def test_the_fixed_keys_and_prefixes_are_the_key_strategys() -> None:
+    keys = KeyStrategy()
+    assert tuple(keys.index_keys()) == INDEX_KEYS
+    assert (keys.device_key_prefix, keys.datatype_time_prefix()) == PREFIXES
 
 
 def test_run_flow_rejects_unused_replies() -> None:
@@ -402,7 +415,7 @@ def test_count() -> None:
 
 
 def test_info() -> None:
-    # The script answers the lowest and highest index score: ms * 2 + persist.
+    # The script answers the lowest and highest time score: ms * 2 + persist.
     oldest, newest = score(WHEN, persist=False), score(WHEN + timedelta(days=1), persist=True)
     result, ops = run_flow(
         flows.info(ctx()), [[3, str(oldest).encode(), str(newest).encode()], {"used_memory": 123}]
@@ -433,22 +446,34 @@ def flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def range_call(
+def range_args(
     start: str | bytes,
     stop: str | bytes,
     *,
+    block: str = "",
+    datatype: str = "",
     count: int = flows.RANGE_CHUNK,
     reverse: bool = False,
-    scores: bool = False,
+    lo: str = "-inf",
+    hi: str = "+inf",
     values: bool = False,
     total: bool = False,
-) -> ScriptCall:
-    """A RANGE call examining ``count`` entries (a walk's first chunk: limit + 1, then x4).
+) -> tuple[object, ...]:
+    """RANGE's arguments after the prefixes.
 
-    ``values``: the live entries' values are asked too; ``total``: the bucket's device count.
+    The id-ordered blocks of the ids index, or of the by-type index with a ``datatype``: both
+    persist blocks, merged by id in the script (``block=""``, a walk without a persist filter),
+    or the one of persist ``"0"`` or ``"1"`` (a str, never an int); the lowest and highest id
+    (``start``, ``stop``, in that order walking either way); ``count`` entries examined (a walk's
+    first chunk: limit + 1, then x4); the time score bounds; whether the values and the bucket's
+    device count are asked too.
     """
-    flags = (flag(reverse), flag(scores), flag(values), flag(total))
-    return call(lua.RANGE, start, stop, count, *flags)
+    return (datatype, block, start, stop, count, flag(reverse), lo, hi, flag(values), flag(total))
+
+
+def range_call(start: str | bytes, stop: str | bytes, **kwargs: Any) -> ScriptCall:
+    """A RANGE call on a single node (see :func:`range_args`)."""
+    return call(lua.RANGE, *range_args(start, stop, **kwargs))
 
 
 def chunk(
@@ -457,42 +482,48 @@ def chunk(
     values: Sequence[object] = (),
     total: int | None = None,
 ) -> list[object]:
-    """A RANGE or SCORE_MERGE reply: {live entries, last examined or nil, values, count or nil}."""
+    """A RANGE or TIME_RANGE reply: {live entries, continuation or nil, values, count or nil}."""
     return [list(items), last, list(values), total]
 
 
-def test_list_ids_walks_the_literal_prefix_range_in_chunks() -> None:
+def test_list_ids_walks_both_blocks_of_the_literal_prefix_range_in_one_call_per_chunk() -> None:
+    high = b"(dev-1\xff"
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="dev-1*"),
         [
+            # The script merges both persist blocks by id: one reply per chunk, taken in order.
             chunk([b"dev-1", b"dev-10"], b"dev-10"),
             chunk([b"dev-11"], b"dev-12"),  # dev-12 was examined but its key is gone
-            chunk([], None),
+            chunk([b"dev-13", b"dev-14"], None),
         ],
     )
-    assert result == ["dev-1", "dev-10", "dev-11"]
+    assert result == ["dev-1", "dev-10", "dev-11", "dev-13", "dev-14"]
+    # One bare RANGE call per chunk (block "": both persist blocks), never a pipeline of two.
     assert ops == [
-        range_call("[dev-1", b"[dev-1\xff"),
-        range_call(b"(dev-10", b"[dev-1\xff"),
-        range_call(b"(dev-12", b"[dev-1\xff"),
+        range_call("[dev-1", high),
+        range_call(b"(dev-10", high),
+        range_call(b"(dev-12", high),
     ]
+    for op in ops:
+        assert isinstance(op, ScriptCall)
+        assert op.args[3] == ""
 
 
 def test_list_ids_continues_from_a_str_last() -> None:
-    _, ops = run_flow(
-        flows.list_ids(ctx(), pattern="é*"), [chunk(["é1"], "é1"), chunk(["é2"], None)]
+    high = b"(" + "é".encode() + b"\xff"
+    result, ops = run_flow(
+        flows.list_ids(ctx(), pattern="é*"),
+        [chunk(["é1"], "é1"), chunk(["é2"], None)],
     )
-    assert ops == [
-        range_call("[é", "[é".encode() + b"\xff"),
-        range_call("(é1", "[é".encode() + b"\xff"),
-    ]
+    assert result == ["é1", "é2"]
+    assert ops == [range_call("[é", high), range_call("(é1", high)]
 
 
 def test_list_ids_without_pattern_reads_the_whole_index() -> None:
-    result, ops = run_flow(flows.list_ids(ctx()), [chunk([b"a", b"b", "c"], None)])
-    assert result == ["a", "b", "c"]
-    # Unfiltered, but ids only: neither the values nor the count are asked ("0", "0").
-    assert ops == [range_call("-", "+", values=False, total=False)]
+    result, ops = run_flow(flows.list_ids(ctx()), [chunk([b"a", b"b", b"c", b"d"], None)])
+    assert result == ["a", "b", "c", "d"]
+    assert ops == [range_call("-", "+")]
+    # Ids only: neither the values nor the count are asked ("0", "0").
     (op,) = ops
     assert isinstance(op, ScriptCall)
     assert op.args[-2:] == ("0", "0")
@@ -500,7 +531,8 @@ def test_list_ids_without_pattern_reads_the_whole_index() -> None:
 
 def test_list_ids_pattern_without_literal_prefix_reads_the_whole_index() -> None:
     result, ops = run_flow(
-        flows.list_ids(ctx(), pattern="*-1"), [chunk([b"a-1", b"a-2", b"b-1"], None)]
+        flows.list_ids(ctx(), pattern="*-1"),
+        [chunk([b"a-1", b"a-2", b"b-1", b"b-2"], None)],
     )
     assert result == ["a-1", "b-1"]
     assert ops == [range_call("-", "+")]
@@ -509,59 +541,64 @@ def test_list_ids_pattern_without_literal_prefix_reads_the_whole_index() -> None
 def test_list_ids_applies_the_glob_beyond_the_prefix() -> None:
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="dev-?x"),
-        [chunk([b"dev-1x", b"dev-12x", b"dev-2x", b"dev-3y", "dev-éx"], None)],
+        [chunk([b"dev-12x", b"dev-1x", b"dev-2x", b"dev-3y", "dev-éx".encode()], None)],
     )
     # "?" matches one byte, as in Redis: "é" is two bytes in UTF-8.
     assert result == ["dev-1x", "dev-2x"]
-    assert ops == [range_call("[dev-", b"[dev-\xff")]
+    assert ops == [range_call("[dev-", b"(dev-\xff")]
 
 
 def test_list_ids_exact_id_pattern() -> None:
     result, ops = run_flow(flows.list_ids(ctx(), pattern="ab"), [chunk([b"ab", b"abc"], None)])
     assert result == ["ab"]
-    assert ops == [range_call("[ab", b"[ab\xff")]
+    assert ops == [range_call("[ab", b"(ab\xff")]
 
 
 def test_list_ids_escaped_glob_characters_are_part_of_the_prefix() -> None:
     result, ops = run_flow(
-        flows.list_ids(ctx(), pattern="a\\*b*"), [chunk([b"a*b", b"a*bc", b"a*c"], None)]
+        flows.list_ids(ctx(), pattern="a\\*b*"),
+        [chunk([b"a*b", b"a*bc", b"a*c"], None)],
     )
     assert result == ["a*b", "a*bc"]
-    assert ops == [range_call("[a*b", b"[a*b\xff")]
+    assert ops == [range_call("[a*b", b"(a*b\xff")]
 
 
 def test_list_ids_offset_and_limit_count_matching_ids_across_chunks() -> None:
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="?1", offset=1, limit=2),
         [
-            chunk([b"a1", b"a2", b"b1"], b"b1"),
-            chunk([b"b2", b"c1", b"d1", b"e1"], b"e1"),
+            chunk([b"a1", b"a2", b"b1"], b"b2"),
+            chunk([b"b3", b"c1", b"d1"], b"d1"),
         ],
     )
+    # a1 is skipped (the offset), b1 and c1 taken.
     assert result == ["b1", "c1"]
     # offset + limit + 1 entries first, then four times as many; the limit was reached inside
-    # the second chunk: no third RANGE call.
-    assert ops == [range_call("-", "+", count=4), range_call(b"(b1", "+", count=16)]
+    # the second chunk: no further RANGE call.
+    assert ops == [range_call("-", "+", count=4), range_call(b"(b2", "+", count=16)]
 
 
 def test_list_ids_without_a_limit_examines_range_chunk_entries_from_the_start() -> None:
     ids = [f"x{n:04d}".encode() for n in range(700)]
     full, rest = ids[: flows.RANGE_CHUNK], ids[flows.RANGE_CHUNK :]
+    high = b"(x\xff"
     result, ops = run_flow(
         flows.list_ids(ctx(), pattern="x*", offset=600),
-        [chunk(full, full[-1]), chunk(rest, None)],  # a full chunk (more to come), then the end
+        # A full chunk (more to come), then the end.
+        [chunk(full, full[-1]), chunk(rest, None)],
     )
     assert result == [i.decode() for i in ids[600:]]
     # Nothing bounds the walk: every chunk, the first included, examines RANGE_CHUNK entries.
     assert ops == [
-        range_call("[x", b"[x\xff", count=flows.RANGE_CHUNK),
-        range_call(b"(" + full[-1], b"[x\xff", count=flows.RANGE_CHUNK),
+        range_call("[x", high, count=flows.RANGE_CHUNK),
+        range_call(b"(" + full[-1], high, count=flows.RANGE_CHUNK),
     ]
 
 
 def test_list_ids_offset_beyond_the_end() -> None:
-    result, _ = run_flow(flows.list_ids(ctx(), offset=5), [chunk([b"a", b"b"], None)])
+    result, ops = run_flow(flows.list_ids(ctx(), offset=5), [chunk([b"a", b"b"], None)])
     assert result == []
+    assert ops == [range_call("-", "+")]  # no limit: RANGE_CHUNK entries
 
 
 def test_list_ids_limit_zero_sends_nothing() -> None:
@@ -580,7 +617,7 @@ def test_list_ids_validates_before_yielding(kwargs: dict[str, Any]) -> None:
 # --- query ---------------------------------------------------------------------------------------
 
 
-def merge_args(
+def time_range_args(
     datatype_id: str = "",
     lo: str = "-inf",
     hi: str = "+inf",
@@ -589,13 +626,15 @@ def merge_args(
     count: int,
     reverse: bool = False,
     persist: str = "",
-    budget: int = flows.RANGE_CHUNK,
     values: bool = False,
     total: bool = False,
 ) -> tuple[object, ...]:
-    """SCORE_MERGE's arguments after the prefixes: ``count`` live matches asked (limit + 1 first,
-    then x4), at most ``budget`` entries examined ("" datatype: all of them merged); then
-    whether the values and the bucket's device count are asked too."""
+    """TIME_RANGE's arguments after the prefixes.
+
+    The time index of ``datatype_id`` ("": of all devices), the score bounds, the (score, id)
+    to resume after, ``count`` entries examined (limit + 1 first, then x4), the persist filter
+    ("", "0", "1"); then whether the values and the bucket's device count are asked too.
+    """
     return (
         datatype_id,
         lo,
@@ -604,74 +643,199 @@ def merge_args(
         count,
         flag(reverse),
         persist,
-        budget,
         flag(values),
         flag(total),
     )
 
 
-def score_merge_call(*args: Any, **kwargs: Any) -> ScriptCall:
-    """A SCORE_MERGE call on a single node (see :func:`merge_args`)."""
-    return call(lua.SCORE_MERGE, *merge_args(*args, **kwargs))
+def time_range_call(*args: Any, **kwargs: Any) -> ScriptCall:
+    """A TIME_RANGE call on a single node (see :func:`time_range_args`)."""
+    return call(lua.TIME_RANGE, *time_range_args(*args, **kwargs))
+
+
+def time_set_args(
+    datatype_id: str = "", lo: str = "-inf", hi: str = "+inf", persist: str = "", *, limit: int
+) -> tuple[object, ...]:
+    """TIME_SET's arguments after the prefixes: the range, the persist filter, the page size
+    (limit + 1) and the size below which the range comes back whole."""
+    return (datatype_id, lo, hi, persist, limit + 1, flows.SMALL_RANGE)
+
+
+def time_set_call(*args: Any, **kwargs: Any) -> ScriptCall:
+    """A TIME_SET call on a single node (see :func:`time_set_args`)."""
+    return call(lua.TIME_SET, *time_set_args(*args, **kwargs))
+
+
+def after_bound(when: datetime) -> str:
+    """The lowest score ``updated_after=when`` allows (exclusive of ``when``'s millisecond)."""
+    return str(score(when + timedelta(milliseconds=1), persist=False))
+
+
+def before_bound(when: datetime) -> str:
+    """The highest score ``updated_before=when`` allows."""
+    return str(score(when - timedelta(milliseconds=1), persist=True))
 
 
 # The first chunk of a query's walk: the default page size plus one (to see a next page).
 FIRST = DeviceQuery().limit + 1
 
 
-def merged(*entries: tuple[str, int]) -> list[bytes | int]:
-    """A SCORE_MERGE reply's flat list: id, score, id, score... (scores as integer replies)."""
+def timed(*entries: tuple[str, int]) -> list[bytes | int]:
+    """A TIME_RANGE reply's flat list: id, score, id, score... (scores as integer replies)."""
     flat: list[bytes | int] = []
     for device_id, s in entries:
         flat += [device_id.encode(), s]
     return flat
 
 
-def with_scores(*entries: tuple[str, str, int | None]) -> list[bytes]:
-    """A RANGE reply's flat list with scores: id, datatype, score... ("" when not indexed)."""
-    flat: list[bytes] = []
-    for device_id, datatype_id, s in entries:
-        flat += [device_id.encode(), datatype_id.encode(), b"" if s is None else str(s).encode()]
-    return flat
-
-
-def test_query_by_id_reads_the_page_and_the_count_in_one_walk_request() -> None:
-    # No filter: every live entry the walk meets is on the page, so the walk carries the values,
-    # and on a first page the count. No COUNT script call, no MGET.
+def test_query_by_id_walks_both_blocks_in_one_call_with_the_values_and_the_count() -> None:
+    values = [encoded("a"), encoded("b", persist=False), encoded("c")]
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2)),
-        [chunk([b"a", b"b", b"c"], None, [encoded("a"), encoded("b"), encoded("c")], 7)],
+        # Both persist blocks merged by id in the script: a (persist), b (not), c (persist).
+        [chunk([b"a", b"b", b"c"], None, values, 7)],
     )
-    # limit + 1 entries: a full page and a next-page check.
+    # No filter: one RANGE call over both persist blocks (block ""), limit + 1 entries (a full
+    # page and a next-page check), the count on the first chunk; one stream on a single node and
+    # no matcher: the values come with the walk. One round trip, no MGET.
     assert ops == [range_call("-", "+", count=3, values=True, total=True)]
-    assert page.items == [make("a"), make("b")]
+    assert page.items == [make("a"), make("b", persist=False)]
     assert page.total == 7
+    assert page.next_cursor is not None
+
+
+def test_query_by_id_fetches_the_next_chunk_when_the_first_runs_dry_and_asks_the_count_once() -> (
+    None
+):
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(limit=3)),
+        [
+            # c and e were examined but their keys are gone.
+            chunk([b"a", b"b", b"d"], b"e", [encoded(i) for i in "abd"], 6),
+            chunk([b"f"], None, [encoded("f")]),
+        ],
+    )
+    # The next chunk is four times the first, from after the last id examined; the count is
+    # never asked again; both carry the values.
+    assert ops == [
+        range_call("-", "+", count=4, values=True, total=True),
+        range_call(b"(e", "+", count=16, values=True),
+    ]
+    assert [m.device_id for m in page.items] == ["a", "b", "d"]
+    assert page.total == 6
+    assert page.next_cursor is not None  # f was the fourth match
+
+
+def test_query_by_id_descending_walks_both_blocks_in_one_call() -> None:
+    query = DeviceQuery(descending=True, limit=2)
+    page, ops = run_flow(
+        flows.query(ctx(), query),
+        [
+            chunk([b"e", b"d"], b"c", [encoded("e"), encoded("d", persist=False)], 5),  # c: gone
+            chunk([b"b", b"a"], None, [encoded("b"), encoded("a")]),
+        ],
+    )
+    # Walking down, the lex bounds stay in order (lowest, highest); the walk goes on below the
+    # last id examined. The script's order is kept (no re-sorting here).
+    assert ops == [
+        range_call("-", "+", count=3, reverse=True, values=True, total=True),
+        range_call("-", b"(c", count=12, reverse=True, values=True),
+    ]
+    assert page.items == [make("e"), make("d", persist=False)]
+    assert page.total == 5
+    cursor = page.next_cursor
+    assert cursor is not None  # b was the third match
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=cursor)),
+        [chunk([b"b", b"a"], None, [encoded("b"), encoded("a")])],
+    )
+    # The next page: both blocks from below "d", no count.
+    assert ops == [range_call("-", "(d", count=3, reverse=True, values=True)]
+    assert [m.device_id for m in second.items] == ["b", "a"]
+    assert second.next_cursor is None
+    assert second.total is None
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_query_by_id_with_a_persist_filter_walks_one_block_and_carries_the_values(
+    persist: bool,
+) -> None:
+    values = [encoded(i, persist=persist) for i in "abc"]
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(persist=persist, limit=2)),
+        [chunk([b"a", b"b", b"c"], None, values)],
+    )
+    # The block of the persist flag ("0" or "1", a str); nothing left to the client: the walk
+    # carries the values; one round trip, no MGET. A filter: no count.
+    assert ops == [range_call("-", "+", block=flag(persist), count=3, values=True)]
+    assert page.items == [make("a", persist=persist), make("b", persist=persist)]
+    assert page.next_cursor is not None
+    assert page.total is None
+
+
+def test_query_by_id_with_a_datatype_walks_both_its_by_type_blocks_in_one_call() -> None:
+    values = [encoded(i, datatype_id="hum", persist=i == "b") for i in "abc"]
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(datatype_id="hum")),
+        [chunk([b"a", b"b", b"c"], None, values)],
+    )
+    # The datatype picks the by-type blocks on the server, both persist blocks merged there:
+    # one stream, no matcher: the values come with the walk, no MGET. A filter: no count.
+    assert ops == [range_call("-", "+", datatype="hum", count=FIRST, values=True)]
+    assert [m.device_id for m in page.items] == ["a", "b", "c"]
+    assert page.items[1] == make("b", datatype_id="hum", persist=True)
+    assert page.total is None
+
+
+def test_query_by_id_with_a_datatype_and_persist_walks_one_by_type_block() -> None:
+    query = DeviceQuery(datatype_id="hum", persist=False, pattern="s-*", limit=1)
+    values = [encoded(i, datatype_id="hum", persist=False) for i in ("s-1", "s-2")]
+    page, ops = run_flow(flows.query(ctx(), query), [chunk([b"s-1", b"s-2"], None, values)])
+    # "<prefix>*" is answered by the lex range: no matcher, so the values come with the walk.
+    assert ops == [
+        range_call("[s-", b"(s-\xff", datatype="hum", block="0", count=2, values=True),
+    ]
+    assert [m.device_id for m in page.items] == ["s-1"]
     assert page.next_cursor is not None
 
 
 def test_query_cursor_resumes_after_the_last_id_of_the_previous_page() -> None:
     first, _ = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2)),
-        [chunk([b"a", b"b", b"c"], None, [encoded("a"), encoded("b"), encoded("c")], 3)],
+        [chunk([b"a", b"b", b"c"], None, [encoded(i) for i in "abc"], 3)],
     )
     second, ops = run_flow(
         flows.query(ctx(), DeviceQuery(limit=2, cursor=first.next_cursor)),
         [chunk([b"c"], None, [encoded("c")])],
     )
-    # No count on later pages (values still); the walk starts right after "b".
+    # No count on later pages; both blocks (one call) start right after "b", with the values.
     assert ops == [range_call("(b", "+", count=3, values=True)]
     assert second.items == [make("c")]
     assert second.next_cursor is None
     assert second.total is None
 
 
+def test_query_cursor_of_a_persist_filtered_walk_keeps_carrying_the_values() -> None:
+    query = DeviceQuery(persist=True, limit=1)
+    first, _ = run_flow(
+        flows.query(ctx(), query),
+        [chunk([b"a", b"b"], None, [encoded("a"), encoded("b")])],
+    )
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=first.next_cursor)),
+        [chunk([b"b"], None, [encoded("b")])],
+    )
+    assert ops == [range_call("(a", "+", block="1", count=2, values=True)]
+    assert second.items == [make("b")]
+
+
 def test_query_exactly_limit_matches_has_no_next_page() -> None:
     page, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(limit=2, pattern="*")),
+        flows.query(ctx(), DeviceQuery(limit=2, pattern="*", persist=True)),
         [chunk([b"a", b"b"], None, [encoded("a"), encoded("b")])],
     )
     # A filter (even "*"): no count. "*" leaves nothing to the client: the values come along.
-    assert ops == [range_call("-", "+", count=3, values=True)]
+    assert ops == [range_call("-", "+", block="1", count=3, values=True)]
     assert page.items == [make("a"), make("b")]
     assert page.next_cursor is None
     assert page.total is None
@@ -680,20 +844,20 @@ def test_query_exactly_limit_matches_has_no_next_page() -> None:
 def test_query_reads_limit_plus_one_matches_across_chunks() -> None:
     second = [f"a{n}".encode() for n in range(4, 10)] + [f"b{n}".encode() for n in range(6)]
     page, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(limit=2, pattern="?1")),
+        flows.query(ctx(), DeviceQuery(limit=2, pattern="?1", persist=True)),
         [
             chunk([b"a1", b"a2", b"a3"], b"a3"),  # 3 entries examined, one match
             chunk(second, b"b5"),  # 12 entries examined, one match (b1)
-            chunk([b"b6", b"b7", b"b8", b"b9", b"c0", b"c1", b"c2"], None),  # the index's end
+            chunk([b"b6", b"b7", b"b8", b"b9", b"c0", b"c1", b"c2"], None),  # the block's end
             [encoded("a1"), encoded("b1")],
         ],
     )
     # The pattern is matched here: the walk returns no values, the page is read with MGET.
     # c1 is the third match: enough to know a next page exists (c2 is never looked at).
     assert ops == [
-        range_call("-", "+", count=3),
-        range_call(b"(a3", "+", count=12),
-        range_call(b"(b5", "+", count=48),
+        range_call("-", "+", block="1", count=3),
+        range_call(b"(a3", "+", block="1", count=12),
+        range_call(b"(b5", "+", block="1", count=48),
         Command(("MGET", "device:a1", "device:b1")),
     ]
     assert [m.device_id for m in page.items] == ["a1", "b1"]
@@ -701,7 +865,10 @@ def test_query_reads_limit_plus_one_matches_across_chunks() -> None:
     assert page.total is None
 
 
-def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects() -> None:
+@pytest.mark.parametrize("persist", [None, True])
+def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects(
+    persist: bool | None,
+) -> None:
     assert flows.RANGE_CHUNK == 512
     # limit + 1 = 3 entries first, then x4 each time, capped at RANGE_CHUNK.
     sizes = [3, 12, 48, 192, 512, 512]
@@ -716,11 +883,14 @@ def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects()
         replies.append(chunk(entries, entries[-1]))  # a full chunk: more to come
         starts.append(b"(" + entries[-1])
     replies.append([encoded("d0399-hit"), encoded("d0799-hit")])
-    page, ops = run_flow(flows.query(ctx(), DeviceQuery(limit=2, pattern="*-hit")), replies)
-    # d1199-hit, the third match, ends the walk inside the sixth chunk.
+    query = DeviceQuery(limit=2, pattern="*-hit", persist=persist)
+    page, ops = run_flow(flows.query(ctx(), query), replies)
+    # One block or both (one call either way); d1199-hit, the third match, ends the walk inside
+    # the sixth chunk.
+    block = "" if persist is None else "1"
     assert ops == [
         *(
-            range_call(start, "+", count=size)
+            range_call(start, "+", block=block, count=size)
             for start, size in zip(starts[:-1], sizes, strict=True)
         ),
         Command(("MGET", "device:d0399-hit", "device:d0799-hit")),
@@ -729,119 +899,183 @@ def test_query_chunks_grow_fourfold_up_to_range_chunk_while_the_filter_rejects()
     assert page.next_cursor is not None
 
 
-def test_query_descending_by_id_swaps_the_lex_bounds() -> None:
+def test_query_descending_by_id_keeps_the_lex_bounds_of_the_prefix() -> None:
     query = DeviceQuery(pattern="dev-?*", descending=True, limit=1)
     page, ops = run_flow(
-        flows.query(ctx(), query), [chunk([b"dev-9", b"dev-8"], None), [encoded("dev-9")]]
+        flows.query(ctx(), query),
+        [chunk([b"dev-9", b"dev-8"], b"dev-8"), [encoded("dev-9")]],
     )
-    assert ops[0] == range_call(b"[dev-\xff", "[dev-", count=2, reverse=True)
+    # A matcher left to the client: no values, the page is read with MGET.
+    assert ops == [
+        range_call("[dev-", b"(dev-\xff", count=2, reverse=True),
+        Command(("MGET", "device:dev-9")),
+    ]
     assert [m.device_id for m in page.items] == ["dev-9"]
     cursor = page.next_cursor
     assert cursor is not None
-    _, ops = run_flow(
+    second, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=cursor)),
-        [chunk([b"dev-8"], None), [encoded("dev-8")]],
+        [chunk([b"dev-8", b"dev-7"], None), [encoded("dev-8")]],
     )
-    assert ops[0] == range_call("(dev-9", "[dev-", count=2, reverse=True)
+    # The cursor becomes the (exclusive) highest id; the prefix's lowest stays.
+    assert ops == [
+        range_call("[dev-", "(dev-9", count=2, reverse=True),
+        Command(("MGET", "device:dev-8")),
+    ]
+    assert [m.device_id for m in second.items] == ["dev-8"]
 
 
 def test_query_descending_without_pattern_walks_from_the_top() -> None:
-    page, ops = run_flow(flows.query(ctx(), DeviceQuery(descending=True)), [chunk([], None, [], 0)])
-    assert ops == [range_call("+", "-", count=FIRST, reverse=True, values=True, total=True)]
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(descending=True)),
+        [chunk([], None, [], 0)],
+    )
+    assert ops == [range_call("-", "+", count=FIRST, reverse=True, values=True, total=True)]
     assert page.items == []
     assert page.total == 0
 
 
 def test_query_empty_page_reads_no_values() -> None:
     page, ops = run_flow(flows.query(ctx(), DeviceQuery(pattern="x?*")), [chunk([], None)])
-    assert ops == [range_call("[x", b"[x\xff", count=FIRST)]
+    assert ops == [range_call("[x", b"(x\xff", count=FIRST)]
     assert page.items == []
     assert page.next_cursor is None
 
 
-def test_query_by_id_asks_for_scores_to_filter_on_persist() -> None:
+def test_query_by_id_of_a_small_time_range_fetches_it_whole_and_sorts_it_here() -> None:
+    before = WHEN + timedelta(seconds=1)
+    query = DeviceQuery(updated_after=WHEN, updated_before=before, pattern="d?", limit=2)
+    # The range's live entries, in time order (not by id).
+    fetched = [b"d3", b"x1", b"d1", b"d22", b"d2", b"d4"]
+    time_set = time_set_call(lo=after_bound(WHEN), hi=before_bound(before), limit=2)
     page, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(persist=True)),
+        flows.query(ctx(), query), [[6, 1, fetched], [encoded("d1"), encoded("d2")]]
+    )
+    # One TIME_SET (the range is small: fetched); sorted and matched here; then MGET.
+    assert ops == [time_set, Command(("MGET", "device:d1", "device:d2"))]
+    assert [m.device_id for m in page.items] == ["d1", "d2"]
+    assert page.total is None
+    assert page.next_cursor is not None  # d3 was the third match
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
+        [[6, 1, fetched], [encoded("d3"), encoded("d4")]],
+    )
+    # The next page fetches the range again and starts after the cursor here.
+    assert ops == [time_set, Command(("MGET", "device:d3", "device:d4"))]
+    assert [m.device_id for m in second.items] == ["d3", "d4"]
+    assert second.next_cursor is None
+
+
+def test_query_by_id_of_a_small_time_range_descending() -> None:
+    before = WHEN + timedelta(seconds=1)
+    query = DeviceQuery(updated_before=before, persist=True, pattern="d*", descending=True, limit=2)
+    fetched = [b"d2", b"e1", b"d3", b"d1"]
+    # The persist filter goes to the server; the prefix pattern is applied to the fetched ids.
+    time_set = time_set_call(hi=before_bound(before), persist="1", limit=2)
+    page, ops = run_flow(
+        flows.query(ctx(), query), [[4, 1, fetched], [encoded("d3"), encoded("d2")]]
+    )
+    assert ops == [time_set, Command(("MGET", "device:d3", "device:d2"))]
+    assert [m.device_id for m in page.items] == ["d3", "d2"]
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
+        [[4, 1, fetched], [encoded("d1")]],
+    )
+    assert ops == [time_set, Command(("MGET", "device:d1"))]
+    assert [m.device_id for m in second.items] == ["d1"]
+    assert second.next_cursor is None
+
+
+def test_query_by_id_of_an_empty_small_time_range_reads_nothing_else() -> None:
+    query = DeviceQuery(updated_after=WHEN, datatype_id="none-such")
+    page, ops = run_flow(flows.query(ctx(), query), [[0, 1, []]])
+    assert ops == [time_set_call("none-such", after_bound(WHEN), limit=query.limit)]
+    assert page.items == []
+    assert page.next_cursor is None
+
+
+def test_query_by_id_of_a_large_time_range_walks_by_id_with_the_score_bounds() -> None:
+    lo = after_bound(WHEN)
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(updated_after=WHEN, limit=2)),
         [
-            chunk(
-                with_scores(
-                    ("a", "temp", score(persist=True)),
-                    ("b", "temp", score(persist=False)),
-                    ("c", "", None),  # in the ids index only: never matches a score filter
-                    ("d", "hum", score(persist=True)),
-                ),
-                None,
-            ),
-            [encoded("a"), encoded("d", datatype_id="hum")],
+            [900, 0, []],  # too many entries in the range to fetch them: walk by id
+            # The script skipped the entries whose time score is out of the range.
+            chunk([b"a", b"b"], b"c"),
+            chunk([b"e"], None),
+            [encoded("a"), encoded("b")],
         ],
     )
-    # The persist filter is applied here, on the scores: no values from the walk, then MGET.
+    # Both persist blocks in one call per chunk, with the time bounds; no values, no count.
     assert ops == [
-        range_call("-", "+", count=FIRST, scores=True),
-        Command(("MGET", "device:a", "device:d")),
+        time_set_call(lo=lo, limit=2),
+        range_call("-", "+", count=3, lo=lo),
+        range_call(b"(c", "+", count=12, lo=lo),
+        Command(("MGET", "device:a", "device:b")),
     ]
-    assert [m.device_id for m in page.items] == ["a", "d"]
+    assert [m.device_id for m in page.items] == ["a", "b"]
+    assert page.next_cursor is not None
     assert page.total is None
 
 
-def test_query_by_id_filters_on_the_datatype_from_the_scores() -> None:
-    page, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(datatype_id="hum")),
-        [
-            chunk(
-                with_scores(("a", "temp", score()), ("b", "hum", score()), ("c", "", None)), None
-            ),
-            [encoded("b", datatype_id="hum")],
-        ],
+def test_query_by_id_of_a_large_time_range_with_every_filter_descending() -> None:
+    before = WHEN + timedelta(seconds=1)
+    query = DeviceQuery(
+        updated_after=WHEN,
+        updated_before=before,
+        datatype_id="temp",
+        persist=True,
+        pattern="s-*",
+        descending=True,
+        limit=1,
     )
-    assert ops[0] == range_call("-", "+", count=FIRST, scores=True)
-    assert ops[1] == Command(("MGET", "device:b"))
-    assert [m.device_id for m in page.items] == ["b"]
+    lo, hi = after_bound(WHEN), before_bound(before)
+    time_set = time_set_call("temp", lo, hi, "1", limit=1)
 
+    def walk(stop: str | bytes) -> ScriptCall:
+        # One by-type block (datatype and persist), the prefix range, the time bounds; no values.
+        return range_call(
+            "[s-", stop, datatype="temp", block="1", count=2, reverse=True, lo=lo, hi=hi
+        )
 
-def test_query_by_id_filters_on_time_bounds() -> None:
-    later = WHEN + timedelta(seconds=1)
-    query = DeviceQuery(updated_after=WHEN, updated_before=later + timedelta(seconds=1))
     page, ops = run_flow(
         flows.query(ctx(), query),
-        [
-            chunk(
-                with_scores(
-                    ("a", "temp", score(WHEN)),  # not strictly after
-                    ("b", "temp", score(later, persist=False)),
-                    ("c", "temp", score(later + timedelta(seconds=1))),  # not strictly before
-                ),
-                None,
-            ),
-            [encoded("b", last_updated=later, persist=False)],
-        ],
+        [[5000, 0, []], chunk([b"s-9", b"s-5"], b"s-5"), [encoded("s-9")]],
     )
-    assert ops[0] == range_call("-", "+", count=FIRST, scores=True)
-    assert [m.device_id for m in page.items] == ["b"]
+    assert ops == [time_set, walk(b"(s-\xff"), Command(("MGET", "device:s-9"))]
+    assert [m.device_id for m in page.items] == ["s-9"]
+    assert page.next_cursor is not None
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
+        [[5000, 0, []], chunk([b"s-5"], None), [encoded("s-5")]],
+    )
+    assert ops == [time_set, walk("(s-9"), Command(("MGET", "device:s-5"))]
+    assert [m.device_id for m in second.items] == ["s-5"]
+    assert second.next_cursor is None
 
 
-def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> None:
+def test_query_by_last_updated_walks_the_time_index() -> None:
     t = datetime_to_ms(WHEN) * 2
     query = DeviceQuery(sort="last_updated", limit=3)
     page, ops = run_flow(
         flows.query(ctx(), query),
         [
             chunk(
-                # Merged by (score, id): h1, t1, then h2 and t2 at the same score, by id.
-                merged(("h1", t + 2), ("t1", t + 4), ("h2", t + 6)),
-                [t + 6, b"h2"],  # the budget ran out before limit + 1 matches
+                # In (score, id) order: h1, t1, then h2 and t2 at the same score, by id.
+                timed(("h1", t + 2), ("t1", t + 4), ("h2", t + 6)),
+                [t + 6, b"h2"],  # more to come after (score, id) of h2
                 [encoded("h1"), encoded("t1"), encoded("h2")],
                 5,
             ),
-            chunk(merged(("t2", t + 6)), None, [encoded("t2")]),
+            chunk(timed(("t2", t + 6)), None, [encoded("t2")]),
         ],
     )
-    # No datatype filter: every datatype ("") in one call, no SMEMBERS; then 4 times as many.
-    # Nothing is left to the client: values come with the matches, the count with the first
-    # chunk only; no COUNT, no MGET.
+    # No datatype filter: the time index of every device (""); then 4 times as many entries.
+    # Nothing is left to the client on one node: values come with the walk, the count with the
+    # first chunk only; no COUNT, no MGET.
     assert ops == [
-        score_merge_call(count=4, values=True, total=True),
-        score_merge_call(after=(t + 6, "h2"), count=16, values=True),
+        time_range_call(count=4, values=True, total=True),
+        time_range_call(after=(t + 6, "h2"), count=16, values=True),
     ]
     assert [m.device_id for m in page.items] == ["h1", "t1", "h2"]
     assert page.total == 5
@@ -851,13 +1085,13 @@ def test_query_by_last_updated_has_the_server_merge_the_datatype_indexes() -> No
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
         [
             chunk(
-                merged(("t2", t + 6), ("t3", t + 8)),
+                timed(("t2", t + 6), ("t3", t + 8)),
                 None,
                 [encoded("t2"), encoded("t3")],
             ),
         ],
     )
-    assert ops == [score_merge_call(after=(t + 6, "h2"), count=4, values=True)]
+    assert ops == [time_range_call(after=(t + 6, "h2"), count=4, values=True)]
     assert [m.device_id for m in second.items] == ["t2", "t3"]
     assert second.next_cursor is None
     assert second.total is None
@@ -876,13 +1110,13 @@ def test_query_by_last_updated_descending_with_a_datatype_and_time_bounds() -> N
     value = encoded("a", persist=False, last_updated=WHEN + timedelta(milliseconds=400))
     page, ops = run_flow(
         flows.query(ctx(), query),
-        [chunk(merged(("a", (t + 400) * 2)), None, [value])],
+        [chunk(timed(("a", (t + 400) * 2)), None, [value])],
     )
     # The datatype, time and persist filters all go to the server (bounds are exclusive, in
     # ms * 2 + persist): the values come with the matches, no MGET; filtered: no count.
     lo, hi = str((t + 1) * 2), str((t + 999) * 2 + 1)
     assert ops == [
-        score_merge_call("temp", lo, hi, count=FIRST, reverse=True, persist="0", values=True),
+        time_range_call("temp", lo, hi, count=FIRST, reverse=True, persist="0", values=True),
     ]
     assert [m.device_id for m in page.items] == ["a"]
     assert page.total is None
@@ -893,12 +1127,12 @@ def test_query_by_last_updated_with_a_pattern_reads_the_page_with_mget() -> None
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(sort="last_updated", pattern="t?*", limit=1)),
         [
-            chunk(merged(("h1", t + 2), ("t1", t + 4)), None),
+            chunk(timed(("h1", t + 2), ("t1", t + 4)), None),
             [encoded("t1")],
         ],
     )
     # The id pattern is matched here, not on the server: no values, no count, then MGET.
-    assert ops == [score_merge_call(count=2), Command(("MGET", "device:t1"))]
+    assert ops == [time_range_call(count=2), Command(("MGET", "device:t1"))]
     assert [m.device_id for m in page.items] == ["t1"]
     assert page.next_cursor is None
     assert page.total is None
@@ -910,16 +1144,23 @@ def test_query_skips_values_deleted_or_corrupted_since_the_index_was_read() -> N
         flows.query(ctx(), DeviceQuery(pattern="?")),
         [chunk([b"a", b"b", b"c"], None), [None, b"garbage", encoded("c")]],
     )
-    assert ops[-1] == Command(("MGET", "device:a", "device:b", "device:c"))
+    assert ops == [
+        range_call("-", "+", count=FIRST),
+        Command(("MGET", "device:a", "device:b", "device:c")),
+    ]
     assert page.items == [make("c")]
 
 
-def test_query_skips_a_value_the_walk_could_not_read(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("persist", [None, True])
+def test_query_skips_a_value_the_walk_could_not_read(
+    persist: bool | None, caplog: pytest.LogCaptureFixture
+) -> None:
     # The script answers nil for a key of another type (it cannot GET it) and the value as is
-    # otherwise; both bad entries are left out of the page, with a warning.
+    # otherwise; both bad entries are left out of the page, with a warning. With or without a
+    # persist filter, the values come with the walk on a single node.
     with caplog.at_level(logging.WARNING, logger="cache_service_client"):
         page, ops = run_flow(
-            flows.query(ctx(), DeviceQuery(limit=4)),
+            flows.query(ctx(), DeviceQuery(persist=persist, limit=4)),
             [
                 chunk(
                     [b"a", b"b", b"c", b"d"],
@@ -929,9 +1170,13 @@ def test_query_skips_a_value_the_walk_could_not_read(caplog: pytest.LogCaptureFi
                 )
             ],
         )
-    assert ops == [range_call("-", "+", count=5, values=True, total=True)]
+    if persist is None:  # no filter: the count too
+        assert ops == [range_call("-", "+", count=5, values=True, total=True)]
+        assert page.total == 4
+    else:
+        assert ops == [range_call("-", "+", block="1", count=5, values=True)]
+        assert page.total is None
     assert page.items == [make("a"), make("d")]
-    assert page.total == 4
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("device:b" in message for message in warnings)
     assert any("device:c" in message for message in warnings)
@@ -946,6 +1191,8 @@ def test_query_cursor_of_another_query_raises_before_yielding() -> None:
     for other in (
         DeviceQuery(limit=1, descending=True, cursor=first.next_cursor),
         DeviceQuery(limit=1, pattern="a*", cursor=first.next_cursor),
+        DeviceQuery(limit=1, persist=True, cursor=first.next_cursor),
+        DeviceQuery(limit=1, updated_after=WHEN, cursor=first.next_cursor),
         DeviceQuery(limit=1, sort="last_updated", cursor=first.next_cursor),
     ):
         with pytest.raises(ValidationError) as info:
@@ -953,7 +1200,8 @@ def test_query_cursor_of_another_query_raises_before_yielding() -> None:
         assert info.value.field == "cursor"
     # The same query with another page size keeps its cursors.
     _, ops = run_flow(
-        flows.query(ctx(), DeviceQuery(limit=5, cursor=first.next_cursor)), [chunk([], None)]
+        flows.query(ctx(), DeviceQuery(limit=5, cursor=first.next_cursor)),
+        [chunk([], None)],
     )
     assert ops == [range_call("(a", "+", count=6, values=True)]  # the new limit + 1
 
@@ -965,29 +1213,65 @@ def test_query_rejects_garbage_cursors(cursor: str) -> None:
     assert info.value.field == "cursor"
 
 
+def test_query_validates_a_time_range_before_yielding() -> None:
+    naive = datetime(2024, 5, 6, 7, 8, 9)  # no tzinfo: rejected
+    with pytest.raises(ValidationError) as info:
+        next(flows.query(ctx(), DeviceQuery(updated_after=naive)))
+    assert info.value.field == "updated_after"
+
+
 # --- repair --------------------------------------------------------------------------------------
 
 
-def test_repair_indexes_every_stored_device_and_sweeps_the_indexes() -> None:
+def legacy_step(keys: KeyStrategy, bucket: int, names: Sequence[str] = ()) -> list[Command]:
+    """Repair's first ops in a bucket: mark it layout 2 (unless marked) and read its layout-1
+    datatypes; when there are some, delete them and their updated indexes."""
+    legacy = keys.legacy_datatypes_index(bucket)
+    ops = [
+        Command(("SET", keys.layout_key(bucket), lua.LAYOUT_VERSION, "NX")),
+        Command(("SMEMBERS", legacy), key=legacy),
+    ]
+    if names:
+        old = [keys.legacy_updated_index(name, bucket) for name in sorted(names)]
+        ops.append(Command(("DEL", legacy, *old)))
+    return ops
+
+
+def test_repair_moves_a_layout_1_cache_then_reindexes_and_sweeps_the_indexes() -> None:
     report, ops = run_flow(
         flows.repair(ctx()),
         [
-            (17, [b"device:a", b"device:b", b"device:bad id", "device:c"]),
+            b"OK",  # the layout key was not there: layout 1
+            {b"temp", b"hum"},
+            3,
+            (17, [b"device:a", b"device:b", b"device:bad id", b"device:c"]),
             [encoded("a"), b"garbage", encoded("c", persist=False)],
             1,
             (None, [b"device:d"]),
             [None],
             b"none",  # gone since the scan
-            {b"temp", b"hum"},
+            2,  # two datatype numbers: two per-datatype time indexes
             [b"12", 2],
             [b"0", 1],
             ["0", 0],
             [b"0", 0],
             [b"0", 4],
-            [b"0", 1],  # the datatypes set: not index entries of devices
+            [b"0", 1],
+            [b"0", 0],
         ],
     )
+    assert lua.LAYOUT_VERSION == 2
     assert ops == [
+        Command(("SET", "device index:layout", 2, "NX")),
+        Command(("SMEMBERS", "device index:datatypes"), key="device index:datatypes"),
+        Command(
+            (
+                "DEL",
+                "device index:datatypes",
+                "device index:updated:hum",
+                "device index:updated:temp",
+            )
+        ),
         ScanBatch("device:*", None, flows.SCAN_COUNT),
         Command(("MGET", "device:a", "device:b", "device:c")),
         call(
@@ -1003,25 +1287,37 @@ def test_repair_indexes_every_stored_device_and_sweeps_the_indexes() -> None:
         ScanBatch("device:*", 17, flows.SCAN_COUNT),
         Command(("MGET", "device:d")),
         Command(("TYPE", "device:d")),
-        Command(("SMEMBERS", "device index:datatypes")),
+        Command(("HLEN", "device index:types")),
         call(lua.SWEEP, "0", keys=["device index:ids"]),
-        call(lua.SWEEP, b"12", keys=["device index:ids"]),
+        call(lua.SWEEP, "12", keys=["device index:ids"]),
         call(lua.SWEEP, "0", keys=["device index:expiry"]),
-        call(lua.SWEEP, "0", keys=["device index:updated:hum"]),
-        call(lua.SWEEP, "0", keys=["device index:updated:temp"]),
-        call(lua.SWEEP, "0", keys=["device index:datatypes"]),
+        call(lua.SWEEP, "0", keys=["device index:by-type"]),
+        call(lua.SWEEP, "0", keys=["device index:by-time"]),
+        call(lua.SWEEP, "0", keys=["device index:by-time:1"]),
+        call(lua.SWEEP, "0", keys=["device index:by-time:2"]),
     ]
+    assert ops[:3] == legacy_step(KeyStrategy(), 0, ["temp", "hum"])
     assert report == RepairReport(
-        scanned=4, indexed=1, orphans_removed=7, corrupted=["device:bad id", "device:b"]
+        scanned=4, indexed=1, orphans_removed=8, corrupted=["device:bad id", "device:b"]
     )
 
 
-def test_repair_of_an_empty_cache() -> None:
+def test_repair_of_an_empty_cache_in_layout_2() -> None:
     report, ops = run_flow(
         flows.repair(ctx()),
-        [(None, []), set(), [b"0", 0], [b"0", 0], [b"0", 0]],
+        [None, set(), (None, []), 0, [b"0", 0], [b"0", 0], [b"0", 0], [b"0", 0]],
     )
-    assert len(ops) == 5
+    # Marked already (SET NX answers nil), no layout-1 datatypes: nothing deleted. No datatype
+    # numbers: the four fixed indexes are swept, no per-datatype one.
+    assert ops == [
+        *legacy_step(KeyStrategy(), 0),
+        ScanBatch("device:*", None, flows.SCAN_COUNT),
+        Command(("HLEN", "device index:types")),
+        call(lua.SWEEP, "0", keys=["device index:ids"]),
+        call(lua.SWEEP, "0", keys=["device index:expiry"]),
+        call(lua.SWEEP, "0", keys=["device index:by-type"]),
+        call(lua.SWEEP, "0", keys=["device index:by-time"]),
+    ]
     assert report == RepairReport()
 
 
@@ -1041,7 +1337,7 @@ def bucket_call(
     return ScriptCall(
         script,
         (*k.index_keys(bucket), *keys),
-        (k.bucket_device_prefix(bucket), k.updated_index_prefix(bucket), *args),  # type: ignore[arg-type]
+        (k.bucket_device_prefix(bucket), k.datatype_time_prefix(bucket), *args),  # type: ignore[arg-type]
     )
 
 
@@ -1058,6 +1354,16 @@ def ids_in(bucket: int, count: int, start: int = 0) -> list[str]:
 
 def slot(key: str) -> int:
     return int(key_slot(key.encode()))
+
+
+def mgets(ids: Sequence[str]) -> Command | Pipeline:
+    """The MGETs of a page read in a cluster: one per bucket, in order of first appearance."""
+    groups = BUCKETED.group_by_bucket(list(ids))
+    commands = [
+        Command(("MGET", *(BUCKETED.device_key(ids[p]) for p in group)))
+        for group in groups.values()
+    ]
+    return commands[0] if len(commands) == 1 else Pipeline(tuple(commands))
 
 
 def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
@@ -1079,10 +1385,13 @@ def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
         assert entry == bucket_call(
             lua.PUT, bucket, *args, keys=[BUCKETED.device_key(i) for i in members]
         )
-        # Everything a script touches lives in one slot.
+        # Everything a script touches lives in one slot: its keys, and those it forms from the
+        # device prefix and the per-datatype time index prefix.
         assert len({slot(key) for key in entry.keys}) == 1
-        assert isinstance(entry.args[0], str)
-        assert slot(entry.args[0] + "x") == slot(entry.keys[0])
+        assert len(entry.keys) == 6 + len(members)
+        for prefix in entry.args[:2]:
+            assert isinstance(prefix, str)
+            assert slot(prefix + "x") == slot(entry.keys[0])
         seen += members
     assert sorted(seen) == sorted(ids)
 
@@ -1110,6 +1419,22 @@ def test_bucketed_put_many_raises_the_error_of_a_failed_bucket() -> None:
     error = BackendConnectionError("Redis is unavailable: CLUSTERDOWN")
     with pytest.raises(BackendConnectionError):
         run_flow(flows.put_many(bctx(), [make(i) for i in ids]), [[1, error]])
+
+
+def test_bucketed_delete_many_sends_one_delete_per_bucket() -> None:
+    (a0,) = ids_in(0, 1)
+    a2, b2 = ids_in(2, 2)
+    key = BUCKETED.device_key
+    deleted, ops = run_flow(flows.delete_many(bctx(), [a2, a0, b2]), [[2, 0]])
+    assert deleted == 2
+    assert ops == [
+        Pipeline(
+            (
+                bucket_call(lua.DELETE, 2, a2, b2, keys=[key(a2), key(b2)]),
+                bucket_call(lua.DELETE, 0, a0, keys=[key(a0)]),
+            )
+        )
+    ]
 
 
 def test_bucketed_get_many_groups_mgets_by_bucket_and_keeps_request_order() -> None:
@@ -1155,29 +1480,21 @@ def test_bucketed_get_many_in_one_bucket_is_a_bare_mget() -> None:
 
 
 def test_bucketed_list_ids_merges_the_buckets_in_id_order() -> None:
-    per_bucket = [sorted(ids_in(bucket, 3)) for bucket in range(4)]
+    per_bucket = [sorted(ids_in(bucket, 4)) for bucket in range(4)]
     everything = sorted(i for ids in per_bucket for i in ids)
     assert everything != [i for ids in per_bucket for i in ids]  # the buckets interleave
-    # Ids only: neither values nor the count ("0", "0" after the reverse and scores flags).
-    flags = ("0", "0", "0", "0")
-    start = ("-", "+", flows.RANGE_CHUNK, *flags)
-    replies: list[object] = [
-        [
-            # Bucket 0 answers one id at a time; the others at once.
-            chunk([per_bucket[0][0].encode()], per_bucket[0][0].encode()),
-            *(chunk([i.encode() for i in ids], None) for ids in per_bucket[1:]),
-        ]
-    ]
-    # Bucket 0 is refetched alone each time its buffer runs dry, while the others wait.
-    replies.append(chunk([per_bucket[0][1].encode()], per_bucket[0][1].encode()))
-    replies.append(chunk([per_bucket[0][2].encode()], None))
-    result, ops = run_flow(flows.list_ids(bctx()), replies)
+    # Each bucket's reply is id-ordered (its two blocks merged by the script).
+    replies = [[i.encode() for i in ids] for ids in per_bucket]
+    slow = replies[0]  # bucket 0 answers one id at a time; the others at once
+    first = [chunk(slow[:1], slow[0])] + [chunk(ids, None) for ids in replies[1:]]
+    result, ops = run_flow(flows.list_ids(bctx()), [first, chunk(slow[1:], None)])
     assert result == everything
-    assert ops[0] == Pipeline(tuple(bucket_call(lua.RANGE, b, *start) for b in range(4)))
-    assert ops[1:] == [
-        bucket_call(lua.RANGE, 0, b"(" + per_bucket[0][0].encode(), "+", flows.RANGE_CHUNK, *flags),
-        bucket_call(lua.RANGE, 0, b"(" + per_bucket[0][1].encode(), "+", flows.RANGE_CHUNK, *flags),
-    ]
+    # One stream per bucket (both blocks: block ""), all fetched in one round trip; ids only.
+    assert ops[0] == Pipeline(
+        tuple(bucket_call(lua.RANGE, bucket, *range_args("-", "+")) for bucket in range(4))
+    )
+    # Bucket 0 is refetched alone when its buffer runs dry, while the others wait.
+    assert ops[1:] == [bucket_call(lua.RANGE, 0, *range_args(b"(" + slow[0], "+"))]
 
 
 def test_bucketed_list_ids_stops_at_the_limit() -> None:
@@ -1185,10 +1502,10 @@ def test_bucketed_list_ids_stops_at_the_limit() -> None:
         flows.list_ids(bctx(), pattern="x*", limit=3),
         [
             [
-                chunk([b"x1", b"x5"], None),
+                chunk([b"x1", b"x5"], b"x6"),  # more to come: never fetched
                 chunk([b"x2"], None),
                 chunk([], None),
-                chunk([b"x3", b"x4"], None),
+                chunk([b"x3", b"x4"], b"x4"),
             ]
         ],
     )
@@ -1196,10 +1513,68 @@ def test_bucketed_list_ids_stops_at_the_limit() -> None:
     assert len(ops) == 1
     (op,) = ops
     assert isinstance(op, Pipeline)
-    # Every bucket's first chunk: limit + 1 entries.
-    assert [entry.args[2:] for entry in op.commands] == [
-        ("[x", b"[x\xff", 4, "0", "0", "0", "0")
-    ] * 4
+    # Every bucket's first chunk: limit + 1 entries, of both blocks.
+    assert [entry.args[2:] for entry in op.commands] == [range_args("[x", b"(x\xff", count=4)] * 4
+
+
+def test_bucketed_query_by_id_sums_the_counts_and_reads_the_page_with_mgets() -> None:
+    # Bucket 0: d0, d2; bucket 1: d4; bucket 2: d1; bucket 3: d15, d5, d7 (by id).
+    assert [ids_in(b, 2) for b in range(4)] == [
+        ["d0", "d2"],
+        ["d4", "d6"],
+        ["d1", "d3"],
+        ["d5", "d7"],
+    ]
+    assert BUCKETED.bucket_of("d15") == 3
+    page, ops = run_flow(
+        flows.query(bctx(), DeviceQuery(limit=2)),
+        [
+            [
+                chunk([b"d0", b"d2"], None, [], 2),
+                chunk([b"d4"], None, [], 1),
+                chunk([b"d1"], None, [], 1),
+                chunk([b"d15", b"d5", b"d7"], None, [], 3),
+            ],
+            [[encoded("d0")], [encoded("d1")]],
+        ],
+    )
+    # One call per bucket over both blocks, each with its bucket's count; no matcher, but no
+    # values in a cluster: the buckets are merged here, then one MGET per bucket.
+    assert ops == [
+        Pipeline(
+            tuple(
+                bucket_call(lua.RANGE, b, *range_args("-", "+", count=3, total=True))
+                for b in range(4)
+            )
+        ),
+        mgets(["d0", "d1"]),
+    ]
+    assert isinstance(ops[1], Pipeline)
+    assert [m.device_id for m in page.items] == ["d0", "d1"]
+    assert page.total == 7
+    assert page.next_cursor is not None  # d15 was the third
+
+
+def test_bucketed_query_with_a_persist_filter_walks_one_block_per_bucket_without_values() -> None:
+    (a1,) = ids_in(1, 1)
+    page, ops = run_flow(
+        flows.query(bctx(), DeviceQuery(persist=False, limit=1)),
+        [
+            [chunk([], None), chunk([a1.encode()], None), chunk([], None), chunk([], None)],
+            [encoded(a1, persist=False)],
+        ],
+    )
+    assert ops == [
+        Pipeline(
+            tuple(
+                bucket_call(lua.RANGE, b, *range_args("-", "+", block="0", count=2))
+                for b in range(4)
+            )
+        ),
+        Command(("MGET", BUCKETED.device_key(a1))),
+    ]
+    assert page.items == [make(a1, persist=False)]
+    assert page.next_cursor is None
 
 
 def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() -> None:
@@ -1207,38 +1582,32 @@ def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() 
     h1, h2 = ids_in(0, 2)
     t1, t2 = ids_in(1, 2)
 
-    def merge(bucket: int, **kwargs: Any) -> ScriptCall:
-        return bucket_call(lua.SCORE_MERGE, bucket, *merge_args(**kwargs))
+    def walk(bucket: int, **kwargs: Any) -> ScriptCall:
+        return bucket_call(lua.TIME_RANGE, bucket, *time_range_args(**kwargs))
 
     page, ops = run_flow(
         flows.query(bctx(), DeviceQuery(sort="last_updated", limit=2)),
         [
             [
-                # Every bucket's first chunk carries its values and its device count.
-                chunk(
-                    merged((h1, t + 2)),
-                    [str(t + 2).encode(), h1.encode()],  # more to come
-                    [encoded(h1)],
-                    2,
-                ),
-                chunk(
-                    merged((t1, t + 4), (t2, t + 8)),
-                    None,
-                    [encoded(t1), encoded(t2)],
-                    2,
-                ),
+                # Every bucket's first chunk carries its device count.
+                chunk(timed((h1, t + 2)), [str(t + 2).encode(), h1.encode()], [], 2),  # more
+                chunk(timed((t1, t + 4), (t2, t + 8)), None, [], 2),
                 chunk([], None, [], 0),
                 chunk([], None, [], 0),
             ],
-            chunk(merged((h2, t + 6)), None, [encoded(h2)]),
+            chunk(timed((h2, t + 6)), None),
+            [[encoded(h1)], [encoded(t1)]],
         ],
     )
     assert ops == [
-        # limit + 1 from every bucket, with the values and the count.
-        Pipeline(tuple(merge(b, count=3, values=True, total=True) for b in range(4))),
+        # limit + 1 from every bucket, with the count; several streams: no values.
+        Pipeline(tuple(walk(b, count=3, total=True) for b in range(4))),
         # Only bucket 0 ran dry; its next chunk is four times the first, without the count.
-        merge(0, after=(t + 2, h1), count=12, values=True),
-        # No COUNT pipeline and no MGETs: the page and the total came with the walk.
+        walk(0, after=(t + 2, h1), count=12),
+        # The page, one MGET per bucket.
+        Pipeline(
+            (Command(("MGET", BUCKETED.device_key(h1))), Command(("MGET", BUCKETED.device_key(t1))))
+        ),
     ]
     assert [m.device_id for m in page.items] == [h1, t1]
     assert page.items[1] == make(t1)
@@ -1247,9 +1616,8 @@ def test_bucketed_query_by_last_updated_fetches_only_the_streams_that_ran_dry() 
     assert page.next_cursor is not None
     query = DeviceQuery(sort="last_updated", limit=2, cursor=page.next_cursor)
     second, ops = run_flow(flows.query(bctx(), query), [[chunk([], None)] * 4])
-    assert ops == [
-        Pipeline(tuple(merge(b, after=(t + 4, t1), count=3, values=True) for b in range(4)))
-    ]
+    assert ops == [Pipeline(tuple(walk(b, after=(t + 4, t1), count=3) for b in range(4)))]
+    assert second.items == []
     assert second.total is None
 
 
@@ -1258,24 +1626,66 @@ def test_bucketed_query_with_a_filter_reads_the_page_with_one_mget_per_bucket() 
     (a2,) = ids_in(2, 1)
     key = BUCKETED.device_key
     query = DeviceQuery(pattern="d?*", limit=3)  # a glob matched here: no values from the walk
-    page, ops = run_flow(
-        flows.query(bctx(), query),
-        [
-            [
-                chunk([a0.encode()], None),
-                chunk([], None),
-                chunk([a2.encode()], None),
-                chunk([], None),
-            ],
-            [[encoded(a0)], [encoded(a2)]],
-        ],
-    )
-    first = ("[d", b"[d\xff", 4, "0", "0", "0", "0")
+    replies = [chunk([], None)] * 4
+    replies[0] = chunk([a0.encode()], None)
+    replies[2] = chunk([a2.encode()], None)
+    page, ops = run_flow(flows.query(bctx(), query), [replies, [[encoded(a0)], [encoded(a2)]]])
     assert ops == [
-        Pipeline(tuple(bucket_call(lua.RANGE, b, *first) for b in range(4))),
+        Pipeline(
+            tuple(
+                bucket_call(lua.RANGE, b, *range_args("[d", b"(d\xff", count=4)) for b in range(4)
+            )
+        ),
         Pipeline((Command(("MGET", key(a0))), Command(("MGET", key(a2))))),
     ]
     assert [m.device_id for m in page.items] == sorted([a0, a2])
+    assert page.total is None
+
+
+def test_bucketed_query_by_id_of_a_time_range_sorts_the_small_buckets_and_walks_the_others() -> (
+    None
+):
+    lo = after_bound(WHEN)
+    assert [ids_in(b, 3) for b in (0, 1, 3)] == [
+        ["d0", "d2", "d9"],
+        ["d4", "d6", "d14"],
+        ["d5", "d7", "d15"],
+    ]
+    assert BUCKETED.bucket_of("d16") == 1
+
+    def walked(bucket: int, start: str | bytes, count: int) -> ScriptCall:
+        return bucket_call(lua.RANGE, bucket, *range_args(start, "+", count=count, lo=lo))
+
+    page, ops = run_flow(
+        flows.query(bctx(), DeviceQuery(updated_after=WHEN, limit=3)),
+        [
+            [
+                [3, 1, [b"d9", b"d0", b"d2"]],  # small: fetched (in time order)
+                [800, 0, []],  # large: walked by id
+                [0, 1, []],  # empty
+                [650, 0, []],  # large
+            ],
+            [
+                chunk([b"d14"], b"d16"),  # bucket 1: d16 examined, out of the range
+                chunk([b"d15"], None),  # bucket 3
+            ],
+            chunk([b"d4"], None),
+            [[encoded("d0")], [encoded("d14")], [encoded("d15")]],
+        ],
+    )
+    assert ops == [
+        Pipeline(
+            tuple(bucket_call(lua.TIME_SET, b, *time_set_args(lo=lo, limit=3)) for b in range(4))
+        ),
+        # Only the large buckets are walked, one stream each (both blocks), with the time bounds.
+        Pipeline((walked(1, "-", 4), walked(3, "-", 4))),
+        # Bucket 1 ran dry first: it alone is fetched again.
+        walked(1, b"(d16", 16),
+        mgets(["d0", "d14", "d15"]),
+    ]
+    # Merged by id with bucket 0's sorted ids: d0, d14, d15, then d2 (the fourth match).
+    assert [m.device_id for m in page.items] == ["d0", "d14", "d15"]
+    assert page.next_cursor is not None
     assert page.total is None
 
 
@@ -1284,7 +1694,7 @@ def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
     assert total == 7
     assert ops == [Pipeline(tuple(bucket_call(lua.COUNT, b) for b in range(4)))]
     low, high = score(WHEN, persist=False), score(WHEN + timedelta(days=1))
-    result, _ = run_flow(
+    result, ops = run_flow(
         flows.info(bctx()),
         [
             [
@@ -1296,39 +1706,59 @@ def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
             {"node-1": {"used_memory": 10}, "node-2": {"used_memory": 5}},
         ],
     )
+    assert ops[0] == Pipeline(tuple(bucket_call(lua.INFO, b, flows.INFO_BUDGET) for b in range(4)))
     assert result.total_devices == 3
     assert result.oldest_entry_timestamp == WHEN
     assert result.newest_entry_timestamp == WHEN + timedelta(days=1)
     assert result.memory_usage_bytes == 15
 
 
-def test_bucketed_repair_scans_every_bucket_and_reindexes_per_bucket() -> None:
+def test_bucketed_repair_moves_scans_every_bucket_and_reindexes_per_bucket() -> None:
     (a0,) = ids_in(0, 1)
     (a3,) = ids_in(3, 1)
     key = BUCKETED.device_key
-    replies: list[object] = [
+    replies: list[object] = []
+    for bucket in range(4):
+        # Bucket 2 is in layout 1, with one datatype (a client that decodes replies: str).
+        replies += [b"OK", {"temp"}, 2] if bucket == 2 else [None, set()]
+    replies += [
         (None, [key(a3).encode(), key(a0).encode(), b"device:plain", b"device index:{b0}:ids"]),
         [[encoded(a3)], [encoded(a0)]],
         [1, 0],
     ]
     for _ in range(4):
-        replies += [{b"temp"}, [b"0", 0], [b"0", 1], [b"0", 0], [b"0", 0]]
+        replies += [1, [b"0", 0], [b"0", 1], [b"0", 0], [b"0", 0], [b"0", 0]]
     report, ops = run_flow(flows.repair(bctx()), replies)
-    assert ops[0] == ScanBatch(BUCKETED.device_pattern(), None, flows.SCAN_COUNT)
-    assert ops[2] == Pipeline(
+    scan = ops.index(ScanBatch(BUCKETED.device_pattern(), None, flows.SCAN_COUNT))
+    assert ops[:scan] == [
+        *legacy_step(BUCKETED, 0),
+        *legacy_step(BUCKETED, 1),
+        *legacy_step(BUCKETED, 2, ["temp"]),
+        *legacy_step(BUCKETED, 3),
+    ]
+    # The legacy keys of a bucket share its slot: one DEL.
+    (delete,) = [op for op in ops if isinstance(op, Command) and op.args[0] == "DEL"]
+    assert len({slot(str(k)) for k in delete.args[1:]}) == 1
+    assert ops[scan + 2] == Pipeline(
         (
             bucket_call(lua.REINDEX, 3, a3, "temp", score(), keys=[key(a3)]),
             bucket_call(lua.REINDEX, 0, a0, "temp", score(), keys=[key(a0)]),
         )
     )
+    hlens = [op for op in ops if isinstance(op, Command) and op.args[0] == "HLEN"]
+    assert hlens == [Command(("HLEN", BUCKETED.types_index(b))) for b in range(4)]
     sweeps = [op for op in ops if isinstance(op, ScriptCall) and op.script is lua.SWEEP]
-    assert len(sweeps) == 4 * 4
+    assert len(sweeps) == 4 * 5
     for bucket in range(4):
-        assert [s.keys[3] for s in sweeps[4 * bucket : 4 * bucket + 4]] == [
+        assert [s.keys[:6] for s in sweeps[5 * bucket : 5 * bucket + 5]] == [
+            tuple(BUCKETED.index_keys(bucket))
+        ] * 5
+        assert [s.keys[6] for s in sweeps[5 * bucket : 5 * bucket + 5]] == [
             BUCKETED.ids_index(bucket),
             BUCKETED.expiry_index(bucket),
-            BUCKETED.updated_index("temp", bucket),
-            BUCKETED.datatypes_index(bucket),
+            BUCKETED.by_type_index(bucket),
+            BUCKETED.by_time_index(bucket),
+            BUCKETED.datatype_time_index(1, bucket),
         ]
     assert report == RepairReport(scanned=2, indexed=1, orphans_removed=4, corrupted=[])
 

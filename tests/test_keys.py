@@ -27,17 +27,25 @@ def test_defaults() -> None:
     assert keys.device_keys(["a", "b"]) == ["device:a", "device:b"]
     assert keys.ids_index() == "device index:ids"
     assert keys.expiry_index() == "device index:expiry"
-    assert keys.updated_index("temp") == "device index:updated:temp"
-    assert keys.datatypes_index() == "device index:datatypes"
+    assert keys.types_index() == "device index:types"
+    assert keys.by_type_index() == "device index:by-type"
+    assert keys.by_time_index() == "device index:by-time"
+    assert keys.datatype_time_index(3) == "device index:by-time:3"
+    assert keys.datatype_time_prefix() == "device index:by-time:"
+    assert keys.layout_key() == "device index:layout"
     assert keys.index_prefix() == "device index:"
-    assert keys.updated_index_prefix() == "device index:updated:"
+    assert keys.legacy_datatypes_index() == "device index:datatypes"
+    assert keys.legacy_updated_index("temp") == "device index:updated:temp"
     assert keys.bucket_device_prefix(0) == "device:"
     assert keys.buckets == 1
     assert keys.bucket_of("anything") == 0
-    assert keys.index_keys() == [
-        "device index:ids",
-        "device index:expiry",
-        "device index:datatypes",
+    assert keys.index_keys() == [  # the order the scripts expect, each name pinned above
+        keys.ids_index(),
+        keys.expiry_index(),
+        keys.types_index(),
+        keys.by_type_index(),
+        keys.by_time_index(),
+        keys.layout_key(),
     ]
     assert keys.device_pattern() == "device:*"
 
@@ -155,7 +163,8 @@ def test_no_device_key_can_equal_any_index_key(
     for strategy in (keys, other):
         for bucket in range(strategy.buckets):
             assert key not in strategy.index_keys(bucket)
-            assert key != strategy.updated_index(device_id, bucket)
+            assert key != strategy.legacy_updated_index(device_id, bucket)
+            assert not key.startswith(strategy.datatype_time_prefix(bucket))
     assert keys.device_id(key) == device_id
 
 
@@ -257,10 +266,11 @@ def _bucket_keys(keys: KeyStrategy, bucket: int) -> list[str]:
         *keys.index_keys(bucket),
         keys.ids_index(bucket),
         keys.expiry_index(bucket),
-        keys.datatypes_index(bucket),
-        keys.updated_index("temp", bucket),
-        keys.updated_index("{odd}", bucket),
-        keys.updated_index_prefix(bucket),
+        keys.datatype_time_index(7, bucket),
+        keys.datatype_time_prefix(bucket),
+        keys.legacy_datatypes_index(bucket),
+        keys.legacy_updated_index("temp", bucket),
+        keys.legacy_updated_index("{odd}", bucket),
         keys.index_prefix(bucket),
         keys.bucket_device_prefix(bucket),
     ]
@@ -298,10 +308,11 @@ def test_a_device_key_shares_the_slot_of_its_buckets_index_keys(
         slot = _slot(keys.device_key(device_id))
         assert _slot(keys.ids_index(bucket)) == slot
         assert _slot(keys.expiry_index(bucket)) == slot
-        assert _slot(keys.datatypes_index(bucket)) == slot
-        assert _slot(keys.updated_index("temp", bucket)) == slot
-        assert _slot(keys.updated_index("{dt}", bucket)) == slot
-        assert _slot(keys.updated_index(device_id, bucket)) == slot
+        for index in keys.index_keys(bucket):
+            assert _slot(index) == slot
+        assert _slot(keys.datatype_time_index(12, bucket)) == slot
+        assert _slot(keys.legacy_updated_index("{dt}", bucket)) == slot
+        assert _slot(keys.legacy_updated_index(device_id, bucket)) == slot
 
 
 @settings(max_examples=100, deadline=None)

@@ -96,7 +96,7 @@ def test_the_wheel_ships_types_licence_and_public_extras_only(dists: Dists) -> N
     assert "cache_service_client/py.typed" in names
     assert "cache_service_client/server/__init__.py" in names
     scripts = "cache_service_client/repository/redis/scripts/"
-    for script in ("prelude", "put", "delete", "range", "score_merge", "count", "info"):
+    for script in ("prelude", "put", "delete", "range", "time_range", "time_set", "count", "info"):
         assert f"{scripts}{script}.lua" in names
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/"))]
     assert licence == (ROOT / "LICENSE").read_text(encoding="utf-8")

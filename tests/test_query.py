@@ -20,6 +20,7 @@ from cache_service_client import (
     KeyStrategy,
     RedisDeviceMetadataRepository,
 )
+from tests.backends import datatype_time_index
 
 BASE = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -150,15 +151,32 @@ def test_queries_never_scan_the_keyspace(
 
 
 def index_state(client: redis.Redis, keys: KeyStrategy) -> dict[str, Any]:
-    """What the indexes say, per device: (datatype, score), and the ids index."""
-    state: dict[str, Any] = {"ids": sorted(client.zrange(keys.ids_index(), 0, -1))}
+    """What the indexes say, per device: (datatype, score), and the ids index.
+
+    Checks that the indexes agree with each other: the ids score is the persist flag, the
+    by-type score the datatype's number and persist, the device is in its datatype's time
+    index only, with its by-time score.
+    """
+
+    def scored(key: str) -> dict[bytes, float]:
+        entries: list[Any] = client.zrange(key, 0, -1, withscores=True)
+        return dict(entries)
+
+    ids = scored(keys.ids_index())
+    state: dict[str, Any] = {"ids": sorted(ids)}
+    names = {int(n): dt for dt, n in client.hgetall(keys.types_index()).items()}
+    placed, by_time = scored(keys.by_type_index()), scored(keys.by_time_index())
+    assert set(placed) == set(ids) == set(by_time)
     shards = {}
-    for dt in client.smembers(keys.datatypes_index()):
-        name = dt.decode() if isinstance(dt, bytes) else str(dt)
-        entries: list[Any] = client.zrange(keys.updated_index(name), 0, -1, withscores=True)
+    for number, dt in names.items():
+        entries: list[Any] = client.zrange(keys.datatype_time_index(number), 0, -1, withscores=True)
         for member, score in entries:
             assert member not in shards, "a device in two datatype indexes"
+            assert placed[member] == number * 2 + int(score) % 2
+            assert ids[member] == int(score) % 2
+            assert by_time[member] == score
             shards[member] = (dt, int(score))
+    assert set(shards) == set(ids)
     state["shards"] = shards
     state["expiry"] = sorted(client.zrange(keys.expiry_index(), 0, -1))
     return state
@@ -220,7 +238,10 @@ def test_repair_rebuilds_deleted_indexes(
     repo.put_many([meta(f"d{i}", ("t", "h")[i % 2], True, i) for i in range(30)])
     expected = index_state(redis_client, key_strategy)
     redis_client.delete(
-        key_strategy.ids_index(), key_strategy.updated_index("t"), key_strategy.expiry_index()
+        key_strategy.ids_index(),
+        datatype_time_index(redis_client, key_strategy, "t"),
+        key_strategy.by_type_index(),
+        key_strategy.expiry_index(),
     )
     report = repo.repair()
     assert report.indexed == 30

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import msgspec
@@ -18,10 +20,13 @@ from cache_service_client import (
     BackendConnectionError,
     DeviceMetadata,
     DeviceQuery,
+    IndexLayoutError,
+    InMemoryDeviceMetadataRepository,
     KeyStrategy,
     MetadataCodec,
     RedisDeviceMetadataRepository,
 )
+from tests.backends import datatype_time_index
 from tests.redis_server import free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -68,9 +73,16 @@ def test_value_is_readable_json_with_ttl_and_schema_version(
     expiry = redis_client.zscore(key_strategy.expiry_index(), "sensor-1")
     assert expiry is not None
     assert abs(expiry - (time.time() * 1000 + 60_000)) < 2_000
-    score = redis_client.zscore(key_strategy.updated_index("t"), "sensor-1")
-    assert score == NOW.timestamp() * 1000 * 2 + 1  # ms * 2 + persist
-    assert redis_client.smembers(key_strategy.datatypes_index()) == {b"t"}
+    score = NOW.timestamp() * 1000 * 2 + 1  # ms * 2 + persist
+    assert redis_client.zscore(key_strategy.by_time_index(), "sensor-1") == score
+    assert (
+        redis_client.zscore(datatype_time_index(redis_client, key_strategy, "t"), "sensor-1")
+        == score
+    )
+    assert redis_client.hgetall(key_strategy.types_index()) == {b"t": b"1"}
+    assert redis_client.zscore(key_strategy.by_type_index(), "sensor-1") == 1 * 2 + 1
+    assert redis_client.zscore(key_strategy.ids_index(), "sensor-1") == 1  # persist
+    assert redis_client.get(key_strategy.layout_key()) == b"2"
 
 
 def test_no_ttl_means_no_expiry(
@@ -126,7 +138,8 @@ def test_reads_skip_expired_entries_and_writes_remove_them(
     repo.ttl = None
     repo.put(meta("stays"))
     time.sleep(0.35)
-    indexes = (key_strategy.ids_index(), key_strategy.updated_index("t"))
+    t_index = datatype_time_index(redis_client, key_strategy, "t")
+    indexes = (key_strategy.ids_index(), key_strategy.by_time_index(), t_index)
 
     def reads() -> None:
         assert repo.count() == 1
@@ -137,7 +150,7 @@ def test_reads_skip_expired_entries_and_writes_remove_them(
         assert repo.info().total_devices == 1
 
     stats = calls_during(redis_client, reads)  # counts the commands scripts call too
-    assert not {"zrem", "srem", "del", "unlink", "zadd", "set"} & set(stats), stats
+    assert not {"zrem", "srem", "del", "unlink", "zadd", "set", "hset"} & set(stats), stats
     for index in indexes:  # reads changed nothing
         assert redis_client.zcard(index) == 21
     # A put with a TTL removes up to 16 expired entries of its bucket, then the next one the rest.
@@ -169,8 +182,7 @@ def test_time_walks_skip_gone_entries_once(
     redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
     # Damaged indexes, as another tool could leave them: the gone devices x0-x2 are listed in a
-    # second datatype's index too, and their own datatype is missing from the datatypes set.
-    # The walk must skip them, and return no device twice.
+    # second datatype's time index too. The walks must skip them, and return no device twice.
     repo = RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=None)
     ms = [NOW + timedelta(milliseconds=i) for i in range(20)]
     repo.put_many(
@@ -180,9 +192,13 @@ def test_time_walks_skip_gone_entries_once(
             msgspec.structs.replace(meta("z"), datatype_id="other"),
         ]
     )
-    redis_client.zadd(key_strategy.updated_index("other"), {f"x{i}": 1 for i in range(3)})
-    redis_client.srem(key_strategy.datatypes_index(), "t")
+    other = datatype_time_index(redis_client, key_strategy, "other")
+    redis_client.zadd(other, {f"x{i}": 1 for i in range(3)})
     redis_client.delete(*(key_strategy.device_key(f"x{i}") for i in range(3)))
+    everything = repo.query(DeviceQuery(sort="last_updated", limit=100))
+    assert [m.device_id for m in everything.items] == ["z", *(f"y{i}" for i in range(9))]
+    only_other = repo.query(DeviceQuery(sort="last_updated", datatype_id="other"))
+    assert [m.device_id for m in only_other.items] == ["z"]
     ids: list[str] = []
     query = DeviceQuery(sort="last_updated", limit=5, datatype_id="t")
     while True:
@@ -193,7 +209,8 @@ def test_time_walks_skip_gone_entries_once(
         query = msgspec.structs.replace(query, cursor=page.next_cursor)
     assert ids == [f"y{i}" for i in range(9)]
     # The walk skipped the gone devices and changed no index (repair removes them).
-    assert redis_client.zcard(key_strategy.updated_index("t")) == 12
+    assert redis_client.zcard(datatype_time_index(redis_client, key_strategy, "t")) == 12
+    assert redis_client.zcard(other) == 4
 
 
 def test_scripts_are_reloaded_after_script_flush(
@@ -244,3 +261,133 @@ async def test_async_unreachable_server() -> None:
         await repo.put(meta("a"))
     assert (await repo.health()).status == "unhealthy"
     await repo.close()
+
+
+# -- index layout versions ---------------------------------------------------------------------
+
+
+def write_layout_1(
+    client: redis.Redis, keys: KeyStrategy, devices: list[DeviceMetadata], ttl_ms: int
+) -> int:
+    """Store devices as a release with index layout 1 did: ids (score 0), expiry, datatypes, and
+    one updated index per datatype name."""
+    codec = MetadataCodec()
+    at = int(time.time() * 1000) + ttl_ms
+    for m in devices:
+        score = int(m.last_updated.timestamp() * 1000) * 2 + int(m.persist)
+        client.set(keys.device_key(m.device_id), codec.encode(m), px=ttl_ms)
+        client.zadd(keys.ids_index(), {m.device_id: 0})
+        client.zadd(keys.expiry_index(), {m.device_id: at})
+        client.sadd(keys.legacy_datatypes_index(), m.datatype_id)
+        client.zadd(keys.legacy_updated_index(m.datatype_id), {m.device_id: score})
+    return at
+
+
+def fleet(n: int, prefix: str = "d") -> list[DeviceMetadata]:
+    return [
+        msgspec.structs.replace(
+            meta(f"{prefix}{i:03d}"),
+            datatype_id=("t", "h", "p")[i % 3],
+            persist=i % 4 != 0,
+            last_updated=NOW + timedelta(seconds=i),
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_layout_1_cache_asks_for_repair_which_rebuilds_it_in_place(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    devices = fleet(60)
+    at = write_layout_1(redis_client, key_strategy, devices, 60_000)
+    index_reads: list[Callable[[], object]] = [
+        repo.count,
+        repo.info,
+        repo.list_ids,
+        lambda: repo.query(DeviceQuery(datatype_id="t")),
+        lambda: repo.query(DeviceQuery(sort="last_updated")),
+        lambda: repo.put(meta("new")),
+        lambda: repo.delete("d001"),
+    ]
+    before = {key: redis_client.dump(key) for key in redis_client.keys("*")}
+    for operation in index_reads:
+        with pytest.raises(IndexLayoutError, match="layout version 1; run repair"):
+            operation()
+    assert {key: redis_client.dump(key) for key in redis_client.keys("*")} == before
+    assert repo.get("d001") == devices[1]  # values read as ever
+    assert repo.get_many(["d002", "x"]) == {"d002": devices[2]}
+
+    report = repo.repair()
+    assert report.scanned == 60
+    assert report.indexed == 60
+    assert redis_client.get(key_strategy.layout_key()) == b"2"
+    assert not redis_client.exists(key_strategy.legacy_datatypes_index())
+    assert not redis_client.keys(key_strategy.legacy_updated_index("*"))
+    assert repo.count() == 60
+    expiry = redis_client.zscore(key_strategy.expiry_index(), "d000")
+    assert expiry is not None
+    assert abs(expiry - at) <= 1000  # from the key's PTTL
+    memory = InMemoryDeviceMetadataRepository(ttl=None)
+    memory.put_many(devices)
+    for query in (
+        DeviceQuery(datatype_id="t", limit=7),
+        DeviceQuery(persist=False, descending=True),
+        DeviceQuery(sort="last_updated", datatype_id="h", persist=True),
+        DeviceQuery(sort="device_id", updated_after=NOW + timedelta(seconds=30)),
+    ):
+        assert repo.query(query) == memory.query(query)
+    assert repo.repair().indexed == 0
+
+
+def test_repair_migrates_while_writers_go_on(
+    redis_url: str, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    write_layout_1(redis_client, key_strategy, fleet(3000), 600_000)
+    writer = RedisDeviceMetadataRepository(
+        redis.Redis.from_url(redis_url), key_strategy=key_strategy, ttl=600
+    )
+    written: list[DeviceMetadata] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set() or i < 20:
+            try:
+                item = msgspec.structs.replace(fleet(1, f"w{i}-")[0], datatype_id=f"w{i % 4}")
+                writer.put(item)
+                written.append(item)
+            except IndexLayoutError:
+                pass  # before the repair marked the bucket: retried by the next write
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            i += 1
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    repo = RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy)
+    try:
+        repo.repair()
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    assert errors == []
+    assert written
+    assert repo.count() == 3000 + len(written)
+    for item in written[-5:]:
+        page = repo.query(DeviceQuery(datatype_id=item.datatype_id, pattern=item.device_id))
+        assert page.items == [item]
+    assert repo.repair().indexed == 0
+
+
+def test_a_layout_newer_than_the_library_is_refused(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put(meta("a"))
+    redis_client.set(key_strategy.layout_key(), "3")
+    for operation in (repo.count, repo.list_ids, repo.repair, lambda: repo.put(meta("b"))):
+        with pytest.raises(IndexLayoutError, match="layout version 3, which this library"):
+            operation()
+    assert repo.get("a") == meta("a")

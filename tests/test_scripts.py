@@ -1,17 +1,43 @@
-"""The Lua scripts as files: each loads, is whole, and keeps to the rules of the prelude."""
+"""The Lua scripts: as files (each loads, is whole, keeps to the rules of the prelude) and each
+one's edge cases, run on a real server through its call builder and reply parser."""
 
 from __future__ import annotations
 
 import re
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
+from cache_service_client import (
+    DeviceMetadata,
+    KeyStrategy,
+    MetadataCodec,
+    RedisDeviceMetadataRepository,
+)
+from cache_service_client._query import score_of
+from cache_service_client._validation import datetime_to_ms
 from cache_service_client.repository.redis import lua
-from cache_service_client.repository.redis.ops import LuaScript
+from cache_service_client.repository.redis.ops import Arg, LuaScript
+from tests.backends import meta
+
+WHEN = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 SCRIPTS = Path(lua.__file__).parent / "scripts"
-WRITES = ("'SET'", "'DEL'", "'ZADD'", "'ZREM'", "'SADD'", "'SREM'")
+WRITES = ("'SET'", "'DEL'", "'ZADD'", "'ZREM'", "'SADD'", "'SREM'", "'HSET'", "'HDEL'")
+HEADING, HELPERS = lua._helpers((SCRIPTS / "prelude.lua").read_text(encoding="utf-8"))
+HELPERS = [(name, text.replace("{layout}", str(lua.LAYOUT_VERSION))) for name, text in HELPERS]
+
+
+def body_of(script: LuaScript) -> str:
+    """The script's own file, without the prelude's helpers."""
+    return (SCRIPTS / f"{script.name}.lua").read_text(encoding="utf-8")
+
+
+WRITE_HELPERS = ("remove_entries(", "unindex(", "add_entries(", "save_numbers(")
 ALL = [getattr(lua, name) for name in lua.__all__ if isinstance(getattr(lua, name), LuaScript)]
 
 
@@ -23,36 +49,316 @@ def test_every_script_file_is_a_script_and_the_other_way_round() -> None:
 @pytest.mark.parametrize("script", ALL, ids=lambda s: s.name)
 def test_no_constant_is_left_unreplaced(script: LuaScript) -> None:
     assert not re.search(r"\{[a-z_]+\}", script.source), script.name
-    assert script.source.startswith((SCRIPTS / "prelude.lua").read_text(encoding="utf-8"))
+    assert script.source.startswith(HEADING)
+    first_line = body_of(script).split("\n", 1)[0]
+    assert script.source.count(first_line) == 1
+    assert script.source.rstrip().endswith(body_of(script).rstrip().rsplit("\n", 1)[-1])
 
 
-@pytest.mark.parametrize("script", [lua.PUT, lua.DELETE], ids=lambda s: s.name)
+@pytest.mark.parametrize("script", ALL, ids=lambda s: s.name)
+def test_a_script_holds_the_helpers_it_uses_and_no_other(script: LuaScript) -> None:
+    first_line = body_of(script).split("\n", 1)[0]
+    head, body = script.source.split(first_line, 1)
+    included = {name: text for name, text in HELPERS if text in head}
+    assert head == HEADING + "".join(included.values())  # whole, in prelude order
+    code = [body, *(text.split("\n", 1)[1] for text in included.values())]
+    for name, _ in HELPERS:
+        used = any(lua._uses(text, name) for text in code)
+        assert (name in included) == used, (script.name, name)
+
+
+@pytest.mark.parametrize("script", [lua.PUT, lua.DELETE, lua.REINDEX], ids=lambda s: s.name)
 def test_write_scripts_read_before_they_write(script: LuaScript) -> None:
     # The rule of writes that cannot half-happen: no write command before the last read of
     # the first phase (the scripts mark the phases with "-- Reads" and "-- Writes").
-    body = script.source.removeprefix((SCRIPTS / "prelude.lua").read_text(encoding="utf-8"))
+    body = body_of(script)
     reads, _, writes = body.partition("-- Writes")
     assert writes, script.name
     for command in WRITES:
         assert f"redis.call({command}" not in reads.split("-- Reads", 1)[1], (script.name, command)
-    for helper in ("drop_from(", "remove_entries(", "unindex(", "index("):
+    for helper in WRITE_HELPERS:
         assert not re.search(rf"(?<!\w){re.escape(helper)}", reads), (script.name, helper)
 
 
 def test_read_scripts_never_write() -> None:
-    prelude = (SCRIPTS / "prelude.lua").read_text(encoding="utf-8")
-    for script in (lua.RANGE, lua.SCORE_MERGE, lua.COUNT, lua.INFO):
-        body = script.source.removeprefix(prelude)
+    for script in (lua.RANGE, lua.TIME_RANGE, lua.TIME_SET, lua.COUNT, lua.INFO):
+        body = body_of(script)
         for command in WRITES:
             assert f"redis.call({command}" not in body, (script.name, command)
-        for helper in (
-            "unindex(",
-            "drop_from(",
-            "drop_shard_entry(",
-            "remove_entries(",
-            "index(",
-            "forget(",
-            "forget_from(",
-            "prune_expired(",
-        ):
+        for helper in WRITE_HELPERS:
             assert not re.search(rf"(?<!\w){re.escape(helper)}", body), (script.name, helper)
+
+
+# -- each script's edge cases, run on a real server through its call builder -------------------
+
+
+def run(
+    client: redis.Redis,
+    keys: KeyStrategy,
+    script: LuaScript,
+    args: tuple[Arg, ...] = (),
+    device_keys: tuple[str, ...] = (),
+) -> Any:
+    """Run ``script`` in bucket 0 as the repository does: fixed keys, prefixes, then ``args``."""
+    every_key = (*keys.index_keys(), *device_keys)
+    prefixes = (keys.bucket_device_prefix(0), keys.datatype_time_prefix())
+    return client.eval(script.source, len(every_key), *every_key, *prefixes, *args)
+
+
+def device(device_id: str, datatype_id: str = "t", persist: bool = True, ms: int = 0) -> Any:
+    when = WHEN + timedelta(milliseconds=ms)
+    return meta(device_id, datatype_id=datatype_id, persist=persist, last_updated=when)
+
+
+def score_at(ms: int, persist: bool = True) -> int:
+    return score_of(datetime_to_ms(WHEN) + ms, persist)
+
+
+@pytest.fixture
+def repo(redis_client: redis.Redis, key_strategy: KeyStrategy) -> RedisDeviceMetadataRepository:
+    return RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=None)
+
+
+def walk_range(
+    client: redis.Redis, keys: KeyStrategy, *, want: int = 100, **kwargs: Any
+) -> lua.RangeReply:
+    defaults: dict[str, Any] = {
+        "datatype_id": None,
+        "persist": None,
+        "low": "-",
+        "high": "+",
+        "descending": False,
+    }
+    args = lua.range_args(want=want, **{**defaults, **kwargs})
+    return lua.parse_range(run(client, keys, lua.RANGE, args))
+
+
+def test_range_merges_both_persist_blocks_by_bytes(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    ids = ["B", "a", "a0", "b", "é", "日", "Z9", "_"]
+    repo.put_many([device(i, persist=n % 2 == 0) for n, i in enumerate(ids)])
+    assert walk_range(redis_client, key_strategy).ids == sorted(ids)
+    assert walk_range(redis_client, key_strategy, descending=True).ids == sorted(ids)[::-1]
+    assert walk_range(redis_client, key_strategy, persist=False).ids == sorted(ids[1::2])
+    # The same with the byte-wise comparison written out (servers under another locale).
+    source = lua.RANGE.source.replace("local bytewise = (", "local bytewise = false and (")
+    slow = LuaScript.of("range", source)
+    args = lua.range_args(
+        datatype_id=None, persist=None, low="-", high="+", want=100, descending=False
+    )
+    assert lua.parse_range(run(redis_client, key_strategy, slow, args)).ids == sorted(ids)
+
+
+def test_range_resumes_after_a_bound_that_is_gone_and_reports_the_last_examined(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([device(f"d{i:02d}", persist=i % 3 == 0) for i in range(30)])
+    first = walk_range(redis_client, key_strategy, want=7)
+    assert first.ids == [f"d{i:02d}" for i in range(7)]
+    assert first.last is not None
+    assert lua.text(first.last) == "d06"
+    repo.delete("d06")  # the bound is no longer a member: found by a binary search
+    resumed = walk_range(redis_client, key_strategy, want=7, low="(d06")
+    assert resumed.ids == [f"d{i:02d}" for i in range(7, 14)]
+    down = walk_range(redis_client, key_strategy, want=5, high="(d06", descending=True)
+    assert down.ids == ["d05", "d04", "d03", "d02", "d01"]
+    rest = walk_range(redis_client, key_strategy, low="(d06")
+    assert rest.last is None  # the range ended
+    assert len(rest.ids) == 23
+
+
+def test_range_of_a_prefix_a_datatype_and_a_time_range(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many(
+        [device(f"{p}-{i}", ("t", "h")[i % 2], i % 4 < 2, i) for p in "ab" for i in range(10)]
+    )
+    prefix = walk_range(redis_client, key_strategy, low="[b-", high=b"(b-\xff")
+    assert prefix.ids == [f"b-{i}" for i in range(10)]
+    typed = walk_range(redis_client, key_strategy, datatype_id="h", persist=True)
+    assert typed.ids == ["a-1", "a-5", "a-9", "b-1", "b-5", "b-9"]
+    timed = walk_range(redis_client, key_strategy, lo=score_at(3, False), hi=score_at(5, True))
+    assert timed.ids == ["a-3", "a-4", "a-5", "b-3", "b-4", "b-5"]
+    unknown = walk_range(redis_client, key_strategy, datatype_id="nope", with_total=True)
+    assert unknown == lua.RangeReply([], None, [], 20)
+
+
+def test_range_stops_on_its_budget_with_a_place_to_go_on_from(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    # 2000 devices of which only the last matches the time range: a walk examines its budget
+    # (at least WALK_BUDGET entries), returns nothing and says where to go on.
+    repo.put_many([device(f"d{i:04d}", ms=0 if i < 1999 else 10) for i in range(2000)])
+    got = walk_range(redis_client, key_strategy, want=1, lo=score_at(5, False))
+    assert got.ids == []
+    assert got.last is not None
+    assert lua.text(got.last) == f"d{lua.WALK_BUDGET - 1:04d}"
+
+
+def test_range_values_are_false_for_a_key_of_another_type(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([device("a"), device("b"), device("c")])
+    redis_client.delete(key_strategy.device_key("b"))
+    redis_client.rpush(key_strategy.device_key("b"), "x")
+    redis_client.delete(key_strategy.device_key("c"))
+    got = walk_range(redis_client, key_strategy, with_values=True)
+    assert got.ids == ["a", "b"]  # c is gone, b is there (of the wrong type)
+    assert got.values[0] is not None
+    assert got.values[1] is None  # Lua false
+
+
+def walk_time(
+    client: redis.Redis, keys: KeyStrategy, *, want: int = 100, **kwargs: Any
+) -> lua.TimeRangeReply:
+    defaults: dict[str, Any] = {
+        "datatype_id": None,
+        "lo": None,
+        "hi": None,
+        "after": None,
+        "descending": False,
+        "persist": None,
+    }
+    args = lua.time_range_args(want=want, **{**defaults, **kwargs})
+    return lua.parse_time_range(run(client, keys, lua.TIME_RANGE, args))
+
+
+def test_time_range_orders_by_score_then_id_and_resumes_after_a_moved_device(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([device(f"d{i}", ms=i // 3) for i in range(9)])  # three per millisecond
+    got = walk_time(redis_client, key_strategy, want=4)
+    assert [i for i, _ in got.entries] == ["d0", "d1", "d2", "d3"]
+    assert got.last == (score_at(1), "d3")
+    repo.put(device("d3", ms=50))  # the cursor's device moved on: its old place is searched
+    resumed = walk_time(redis_client, key_strategy, after=got.last)
+    assert [i for i, _ in resumed.entries] == ["d4", "d5", "d6", "d7", "d8", "d3"]
+    down = walk_time(redis_client, key_strategy, after=(score_at(2), "d7"), descending=True)
+    assert [i for i, _ in down.entries] == ["d6", "d5", "d4", "d2", "d1", "d0"]
+    assert walk_time(redis_client, key_strategy, persist=False).entries == []
+    assert walk_time(redis_client, key_strategy, datatype_id="nope").entries == []
+    bounded = walk_time(redis_client, key_strategy, lo=score_at(1, False), hi=score_at(1, True))
+    assert [i for i, _ in bounded.entries] == ["d4", "d5"]
+
+
+def test_time_set_returns_a_small_range_whole_and_a_large_one_not(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([device(f"d{i:03d}", persist=i % 2 == 0, ms=i) for i in range(400)])
+
+    def plan(lo: int, small: int, persist: bool | None = None) -> lua.TimeSetReply:
+        args = lua.time_set_args(
+            datatype_id=None, lo=lo, hi=None, persist=persist, page=11, small=small
+        )
+        return lua.parse_time_set(run(redis_client, key_strategy, lua.TIME_SET, args))
+
+    assert plan(score_at(390, False), small=0) == lua.TimeSetReply(
+        10, [f"d{i}" for i in range(390, 400)]
+    )
+    # sqrt(11 x 400) = 66: a range of 100 is walked unless the least size says otherwise.
+    assert plan(score_at(300, False), small=0) == lua.TimeSetReply(100, None)
+    whole = plan(score_at(300, False), small=100, persist=True)
+    assert whole.in_range == 100
+    assert whole.ids is not None
+    assert sorted(whole.ids) == [f"d{i}" for i in range(300, 400, 2)]
+    redis_client.delete(key_strategy.device_key("d399"))
+    assert plan(score_at(398, False), small=0).ids == ["d398"]  # live ones only
+    unknown = lua.time_set_args(datatype_id="nope", lo=None, hi=None, persist=None, page=2, small=0)
+    got = lua.parse_time_set(run(redis_client, key_strategy, lua.TIME_SET, unknown))
+    assert got == lua.TimeSetReply(0, [])
+
+
+def test_count_and_info_leave_out_expired_entries(
+    redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo = RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=0.05)
+    repo.put_many([device("old", ms=0), device("new", ms=9)])
+    repo.ttl = None
+    repo.put(device("mid", ms=5))
+    time.sleep(0.1)
+    assert run(redis_client, key_strategy, lua.COUNT) == 1
+    info = lua.parse_info(run(redis_client, key_strategy, lua.INFO, (100,)))
+    assert info == lua.InfoReply(1, score_at(5), score_at(5))
+    empty = KeyStrategy(prefix=key_strategy.prefix + "-empty")
+    assert lua.parse_info(run(redis_client, empty, lua.INFO, (100,))) == lua.InfoReply(
+        0, None, None
+    )
+
+
+def test_put_writes_only_the_entries_that_change(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put(device("a", "t", ms=0))
+    redis_client.config_resetstat()
+    repo.put(device("a", "t", ms=1))  # a new time: by-time, its datatype's, nothing else
+    zadds = int(redis_client.info("commandstats")["cmdstat_zadd"]["calls"])
+    assert zadds == 2
+    repo.put(device("a", "h", persist=False, ms=1))  # a new datatype and flag: all four move
+    assert redis_client.zscore(key_strategy.ids_index(), "a") == 0
+    assert redis_client.hgetall(key_strategy.types_index()) == {b"t": b"1", b"h": b"2"}
+    assert redis_client.zscore(key_strategy.by_type_index(), "a") == 2 * 2 + 0
+    assert redis_client.zscore(key_strategy.datatype_time_index(1), "a") is None
+    assert redis_client.zscore(key_strategy.datatype_time_index(2), "a") == score_at(1, False)
+
+
+def test_a_conditional_put_compares_whole_milliseconds(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put(device("a", ms=5))
+
+    def put_if_newer(m: DeviceMetadata) -> int:
+        value = MetadataCodec().encode(m)
+        row = (
+            m.device_id,
+            value,
+            m.datatype_id,
+            score_of(datetime_to_ms(m.last_updated), m.persist),
+        )
+        args = lua.put_args(ttl_ms=0, if_newer=True, devices=[row])
+        return int(run(redis_client, key_strategy, lua.PUT, args, (key_strategy.device_key("a"),)))
+
+    assert put_if_newer(device("a", persist=False, ms=5)) == 0  # the same ms: not newer
+    assert put_if_newer(device("a", ms=4)) == 0
+    assert put_if_newer(device("a", ms=6)) == 1
+
+
+def test_the_last_delete_of_a_bucket_drops_its_datatype_numbers(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([device("a", "t"), device("b", "h")])
+    repo.delete("a")
+    assert redis_client.exists(key_strategy.types_index(), key_strategy.layout_key()) == 2
+    repo.delete("b")
+    assert redis_client.keys(key_strategy.index_prefix() + "*") == []
+    repo.put(device("c", "h"))  # numbers start again
+    assert redis_client.hgetall(key_strategy.types_index()) == {b"h": b"1"}
+
+
+def test_sweep_removes_entries_of_another_datatype_and_of_gone_devices(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    repo.put_many([device("a", "t"), device("b", "h"), device("c", "t")])
+    t_index, h_index = key_strategy.datatype_time_index(1), key_strategy.datatype_time_index(2)
+    redis_client.zadd(h_index, {"a": 1})  # a stale entry: "a" is of datatype t
+    redis_client.delete(key_strategy.device_key("c"))
+    swept = lua.parse_sweep(run(redis_client, key_strategy, lua.SWEEP, ("0",), (h_index,)))
+    assert swept == lua.SweepReply("0", 1)
+    assert redis_client.zrange(h_index, 0, -1) == [b"b"]
+    swept = lua.parse_sweep(run(redis_client, key_strategy, lua.SWEEP, ("0",), (t_index,)))
+    assert swept.removed == 1
+    for index in (key_strategy.ids_index(), key_strategy.by_type_index(), t_index):
+        assert redis_client.zscore(index, "c") is None
+
+
+def test_reindex_marks_a_fresh_bucket_and_unindexes_gone_keys(
+    redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    redis_client.set(key_strategy.device_key("a"), b"{}")
+    rows = [("a", "t", score_at(0)), ("gone", "t", score_at(0))]
+    device_keys = (key_strategy.device_key("a"), key_strategy.device_key("gone"))
+    changed = run(redis_client, key_strategy, lua.REINDEX, lua.reindex_args(rows), device_keys)
+    assert changed == 1
+    assert redis_client.get(key_strategy.layout_key()) == b"2"
+    assert redis_client.zrange(key_strategy.by_time_index(), 0, -1) == [b"a"]
+    assert run(redis_client, key_strategy, lua.REINDEX, lua.reindex_args(rows), device_keys) == 0

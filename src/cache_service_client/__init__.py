@@ -26,6 +26,7 @@ from cache_service_client.exceptions import (
     ConfigurationError,
     DataCorruptionError,
     DeviceNotFoundError,
+    IndexLayoutError,
     ValidationError,
 )
 from cache_service_client.keys import KeyStrategy
@@ -74,6 +75,7 @@ __all__ = [
     "DeviceQuery",
     "HealthState",
     "HealthStatus",
+    "IndexLayoutError",
     "InMemoryDeviceMetadataRepository",
     "InlineAsyncRepository",
     "KeyStrategy",

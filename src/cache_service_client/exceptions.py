@@ -11,6 +11,7 @@ Every error the library raises on purpose derives from :class:`CacheServiceError
           +-- BackendConnectionError   the backend cannot be reached (retried)
           +-- BackendTimeoutError      the backend did not answer in time (retried)
           +-- AuthenticationError      credentials refused (not retried)
+          +-- IndexLayoutError         the indexes are in another layout version (run repair)
 
 Driver exceptions (redis-py's) are translated at one boundary and chained, so ``__cause__`` holds
 the original. Messages never contain passwords or tokens.
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "DataCorruptionError",
     "DeviceNotFoundError",
+    "IndexLayoutError",
     "ValidationError",
 ]
 
@@ -103,4 +105,13 @@ class AuthenticationError(BackendError):
     command and key the server names (Redis 7 names the key for the keys a script finds itself;
     for the keys it is given, the server says only that one of them is denied). The write it
     refused changed nothing.
+    """
+
+
+class IndexLayoutError(BackendError):
+    """The cache's indexes are in an index layout version this library does not read.
+
+    A cache indexed by an older release (layout 1) is rebuilt in the current layout by
+    ``repair()`` (``devcache repair``), in place and while the cache is in use; until then every
+    index read and write raises this error (plain reads of devices work). Not retried.
     """

@@ -1,15 +1,25 @@
 """KeyStrategy: every Redis key name and SCAN pattern is made here, and nowhere else.
 
-Layout for ``KeyStrategy(prefix="device", separator=":")`` (a single Redis node):
+Layout for ``KeyStrategy(prefix="device", separator=":")`` (a single Redis node), index layout
+version 2:
 
-================================  ===========================================================
-``device:<id>``                   the device's encoded metadata (a string, with a TTL)
-``device index:ids``              sorted set of all device ids (score 0, ordered by id)
-``device index:expiry``           sorted set id -> expiry time in ms since the epoch
-``device index:updated:<dt>``     one sorted set per datatype id: id -> ``last_updated`` in ms
-                                  since the epoch, times two, plus one when ``persist``
-``device index:datatypes``        set of the datatype ids that have an ``updated`` index
-================================  ===========================================================
+==================================  =========================================================
+``device:<id>``                     the device's encoded metadata (a string, with a TTL)
+``device index:layout``             the index layout version (``"2"``)
+``device index:ids``                sorted set of all ids, score ``persist`` (0 or 1): each
+                                    score block is an id-ordered list
+``device index:types``              hash datatype id -> its number ``n`` (1, 2, ...; kept)
+``device index:by-type``            sorted set of all ids, score ``n * 2 + persist``
+``device index:by-time``            sorted set of all ids, score ``last_updated`` in ms since
+                                    the epoch, times two, plus ``persist``
+``device index:by-time:<n>``        the same for the devices of datatype number ``n``
+``device index:expiry``             sorted set id -> expiry time in ms since the epoch
+==================================  =========================================================
+
+Every query shape is one index range: by id a block of ``ids`` (all, by persist) or of
+``by-type`` (by datatype, and persist); by time ``by-time`` or ``by-time:<n>``. A device's
+``by-type`` score tells its datatype and persist flag in O(1), so a delete or a datatype change
+finds its old entries without probing.
 
 Index keys hold a space, which neither a prefix, a separator nor a device id may contain; so no
 device key of any strategy can ever be an index key, and ``SCAN MATCH device:*`` finds exactly
@@ -212,25 +222,57 @@ class KeyStrategy:
         return self._index_prefixes[bucket]
 
     def ids_index(self, bucket: int = 0) -> str:
-        """Sorted set of the bucket's device ids, lexicographically ordered (score 0)."""
+        """Sorted set of the bucket's device ids scored ``persist`` (0 or 1), by id in each."""
         return self._index_prefixes[bucket] + "ids"
 
     def expiry_index(self, bucket: int = 0) -> str:
         """Sorted set of the bucket's device ids scored by expiry time (ms since the epoch)."""
         return self._index_prefixes[bucket] + "expiry"
 
-    def datatypes_index(self, bucket: int = 0) -> str:
-        """Set of the datatype ids that have an updated index in the bucket."""
-        return self._index_prefixes[bucket] + "datatypes"
+    def types_index(self, bucket: int = 0) -> str:
+        """Hash of the bucket's datatype ids -> their numbers (1, 2, ... in order of first use)."""
+        return self._index_prefixes[bucket] + "types"
 
-    def updated_index_prefix(self, bucket: int = 0) -> str:
-        """Prefix of the bucket's per-datatype updated indexes (the datatype id follows)."""
-        return self._index_prefixes[bucket] + "updated" + self.separator
+    def by_type_index(self, bucket: int = 0) -> str:
+        """Sorted set of the bucket's device ids scored ``datatype number * 2 + persist``."""
+        return self._index_prefixes[bucket] + "by-type"
 
-    def updated_index(self, datatype_id: str, bucket: int = 0) -> str:
-        """Sorted set of the bucket's devices of one datatype, scored ``ms * 2 + persist``."""
-        return self.updated_index_prefix(bucket) + datatype_id
+    def by_time_index(self, bucket: int = 0) -> str:
+        """Sorted set of the bucket's device ids scored ``last_updated ms * 2 + persist``."""
+        return self._index_prefixes[bucket] + "by-time"
+
+    def datatype_time_prefix(self, bucket: int = 0) -> str:
+        """Prefix of the bucket's per-datatype time indexes (the datatype's number follows)."""
+        return self._index_prefixes[bucket] + "by-time" + self.separator
+
+    def datatype_time_index(self, number: int, bucket: int = 0) -> str:
+        """The time index (as :meth:`by_time_index`) of the devices of datatype ``number``."""
+        return self.datatype_time_prefix(bucket) + str(number)
+
+    def layout_key(self, bucket: int = 0) -> str:
+        """String key holding the bucket's index layout version."""
+        return self._index_prefixes[bucket] + "layout"
 
     def index_keys(self, bucket: int = 0) -> list[str]:
-        """The fixed index keys of a bucket, in the order the server-side scripts expect."""
-        return [self.ids_index(bucket), self.expiry_index(bucket), self.datatypes_index(bucket)]
+        """The fixed index keys of a bucket, in the order the server-side scripts expect.
+
+        ids, expiry, types, by-type, by-time, layout.
+        """
+        return [
+            self.ids_index(bucket),
+            self.expiry_index(bucket),
+            self.types_index(bucket),
+            self.by_type_index(bucket),
+            self.by_time_index(bucket),
+            self.layout_key(bucket),
+        ]
+
+    # -- index layout version 1 (read by repair, which rebuilds version 2) -------------------
+
+    def legacy_datatypes_index(self, bucket: int = 0) -> str:
+        """Layout 1: set of the datatype ids that have an updated index."""
+        return self._index_prefixes[bucket] + "datatypes"
+
+    def legacy_updated_index(self, datatype_id: str, bucket: int = 0) -> str:
+        """Layout 1: sorted set of one datatype's devices scored ``ms * 2 + persist``."""
+        return self._index_prefixes[bucket] + "updated" + self.separator + datatype_id

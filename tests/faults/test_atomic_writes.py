@@ -23,6 +23,7 @@ from cache_service_client import (
     KeyStrategy,
     RedisDeviceMetadataRepository,
 )
+from tests.backends import datatype_time_index
 from tests.redis_server import RedisServer
 
 KEYS = KeyStrategy()
@@ -76,11 +77,23 @@ def test_an_index_key_of_the_wrong_type_changes_nothing(
     seeded: tuple[RedisDeviceMetadataRepository, redis.Redis],
 ) -> None:
     repo, admin = seeded
-    for damaged in (KEYS.updated_index("h"), KEYS.expiry_index(), KEYS.ids_index()):
+    damaged_keys = (
+        datatype_time_index(admin, KEYS, "h"),
+        KEYS.expiry_index(),
+        KEYS.ids_index(),
+        KEYS.by_type_index(),
+        KEYS.by_time_index(),
+        KEYS.types_index(),
+        KEYS.layout_key(),
+    )
+    for damaged in damaged_keys:
         saved = admin.dump(damaged)
         assert saved is not None
         admin.delete(damaged)
-        admin.set(damaged, "not a sorted set")
+        if damaged == KEYS.layout_key():
+            admin.rpush(damaged, "not a string")
+        else:
+            admin.set(damaged, "not a sorted set")
         before = snapshot(admin)
         for write in writes(repo, "h"):
             with pytest.raises(BackendError, match="WRONGTYPE"):
@@ -99,11 +112,13 @@ def test_a_user_denied_one_index_key_changes_nothing(
 ) -> None:
     _, admin = seeded
     version = tuple(int(p) for p in admin.info("server")["redis_version"].split(".")[:2])
-    allowed = ["~device:*", "~device?index:ids", "~device?index:expiry"]
-    allowed += ["~device?index:datatypes", "~device?index:updated:t"]
-    users = {"denied": [*allowed]}  # nothing at all on the updated index of "h"
+    fixed = ("ids", "expiry", "types", "by-type", "by-time", "layout")
+    allowed = ["~device:*", *(f"~device?index:{name}" for name in fixed)]
+    t_index, h_index = (datatype_time_index(admin, KEYS, dt) for dt in ("t", "h"))
+    allowed.append("~" + t_index.replace(" ", "?"))
+    users = {"denied": [*allowed]}  # nothing at all on the time index of "h"
     if version >= (7, 0):
-        users["reader"] = [*allowed, "%R~device?index:updated:h"]  # may read it, not write it
+        users["reader"] = [*allowed, "%R~" + h_index.replace(" ", "?")]  # may read it only
     for name, keys in users.items():
         admin.acl_setuser(name, enabled=True, passwords=["+pw"], keys=keys, commands=["+@all"])
         client = redis.Redis(port=own_redis.port, username=name, password="pw")
@@ -119,8 +134,8 @@ def test_a_user_denied_one_index_key_changes_nothing(
         repo.ttl = None
         assert repo.put(meta("fine", "t")) is True
         admin.delete(KEYS.device_key("fine"))
-        admin.zrem(KEYS.ids_index(), "fine")
-        admin.zrem(KEYS.updated_index("t"), "fine")
+        for index in (KEYS.ids_index(), KEYS.by_type_index(), KEYS.by_time_index(), t_index):
+            admin.zrem(index, "fine")
         repo.close()
 
 
@@ -139,7 +154,8 @@ def test_maxmemory_changes_nothing_and_deletes_still_free_memory(
         # Deletes are allowed over maxmemory (they free memory), and happen whole.
         assert repo.delete_many(["d0", "d1"]) == 2
         assert not admin.exists(KEYS.device_key("d0"), KEYS.device_key("d1"))
-        for index in (KEYS.ids_index(), KEYS.updated_index("t"), KEYS.updated_index("h")):
+        time_indexes = (datatype_time_index(admin, KEYS, dt) for dt in ("t", "h"))
+        for index in (KEYS.ids_index(), KEYS.by_type_index(), KEYS.by_time_index(), *time_indexes):
             assert admin.zscore(index, "d0") is None
             assert admin.zscore(index, "d1") is None
     finally:
@@ -151,8 +167,9 @@ def test_a_conditional_put_that_fails_changes_nothing_either(
     seeded: tuple[RedisDeviceMetadataRepository, redis.Redis],
 ) -> None:
     repo, admin = seeded
-    admin.delete(KEYS.updated_index("h"))
-    admin.set(KEYS.updated_index("h"), "x")
+    h_index = datatype_time_index(admin, KEYS, "h")
+    admin.delete(h_index)
+    admin.set(h_index, "x")
     before = snapshot(admin)
     newer = DeviceMetadata(
         device_id="d1",

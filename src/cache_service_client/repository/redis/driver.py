@@ -23,6 +23,7 @@ from cache_service_client.exceptions import (
     BackendTimeoutError,
     CacheServiceError,
     DataCorruptionError,
+    IndexLayoutError,
 )
 from cache_service_client.repository.redis.ops import (
     Command,
@@ -80,6 +81,8 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
         (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError),
     ) or (isinstance(exc, rex.ResponseError) and message.startswith(_AUTH_PREFIXES)):
         error = AuthenticationError(f"authentication failed{_where(op)}: {message}")
+    elif isinstance(exc, rex.ResponseError) and message.startswith("LAYOUT "):
+        error = IndexLayoutError(message.removeprefix("LAYOUT ") + _where(op))
     elif isinstance(exc, rex.TimeoutError):
         error = BackendTimeoutError(f"Redis did not answer in time{_where(op)}: {message}")
     elif isinstance(exc, rex.ConnectionError):  # BusyLoadingError included

@@ -64,9 +64,12 @@ from cache_service_client.repository.redis.ops import (
 
 __all__ = ["FlowContext"]
 
-#: Index entries examined per RANGE call (matches asked per SCORE_MERGE call), at most.
+#: Index entries examined per RANGE or TIME_RANGE call, at most.
 RANGE_CHUNK = 512
-#: Entries INFO examines from each end of each updated index to find a live one.
+#: A time range sorted by id with at most this many entries is fetched whole and sorted (see
+#: :func:`_time_range_by_id`; it is more when sqrt(page x devices) is).
+SMALL_RANGE = 200
+#: Entries INFO examines from each end of the time index to find a live one.
 INFO_BUDGET = 10_000
 #: Keys read per SCAN step of a repair.
 SCAN_COUNT = 1000
@@ -91,25 +94,6 @@ class FlowContext:
     memory_ratio: float = 0.9
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _texts(values: list[Any]) -> list[str]:
-    """:func:`_text` of each value; a client decodes every reply or none, so one check does."""
-    if values and isinstance(values[0], bytes):
-        return [value.decode() for value in values]
-    return list(values)
-
-
-def _score(value: bytes | str | int) -> int:
-    """An index score from an integer reply, or as Redis prints it (``%.17g``)."""
-    try:
-        return int(value)
-    except ValueError:
-        return int(float(value))
-
-
 def _script(
     ctx: FlowContext, script: Any, bucket: int, keys: Iterable[str], args: Iterable[Any]
 ) -> ScriptCall:
@@ -122,7 +106,7 @@ def _script(
     return ScriptCall(
         script,
         (*k.index_keys(bucket), *keys),
-        (k.bucket_device_prefix(bucket), k.updated_index_prefix(bucket), *args),
+        (k.bucket_device_prefix(bucket), k.datatype_time_prefix(bucket), *args),
     )
 
 
@@ -183,7 +167,7 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
         nil_keys = ctx.keys.device_keys(nil)
         types = yield from _each([Command(("TYPE", key)) for key in nil_keys])
         for device_id, key, kind in zip(nil, nil_keys, types, strict=True):
-            kind_text = _text(kind)
+            kind_text = lua.text(kind)
             if kind_text in ("none", "string"):  # "string": written after the MGET
                 missing.append(device_id)
             else:
@@ -201,24 +185,24 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
     if not checked:
         return 0
     values = ctx.codec.encode_many(checked)
-    head: list[str | bytes | int] = [ctx.ttl_ms or 0, 1 if if_newer else 0]
+    ttl_ms = ctx.ttl_ms or 0
+
+    def call(bucket: int, positions: Iterable[int]) -> ScriptCall:
+        chosen = [(checked[p], values[p]) for p in positions]
+        devices = (
+            (m.device_id, value, m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist))
+            for m, value in chosen
+        )
+        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices)
+        keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
+        return _script(ctx, lua.PUT, bucket, keys, args)
+
     if ctx.keys.buckets == 1:
-        args = list(head)
-        for m, value in zip(checked, values, strict=True):
-            score = score_of(datetime_to_ms(m.last_updated), m.persist)
-            args += (m.device_id, value, m.datatype_id, score)
-        keys = ctx.keys.device_keys([m.device_id for m in checked])
-        return int((yield _script(ctx, lua.PUT, 0, keys, args)))
+        return int((yield call(0, range(len(checked)))))
     ids = [m.device_id for m in checked]
-    calls: list[Op] = []
-    for bucket, positions in ctx.keys.group_by_bucket(ids).items():
-        args = list(head)
-        for position in positions:
-            m = checked[position]
-            score = score_of(datetime_to_ms(m.last_updated), m.persist)
-            args += (m.device_id, values[position], m.datatype_id, score)
-        keys = ctx.keys.device_keys([ids[p] for p in positions])
-        calls.append(_script(ctx, lua.PUT, bucket, keys, args))
+    calls: list[Op] = [
+        call(bucket, positions) for bucket, positions in ctx.keys.group_by_bucket(ids).items()
+    ]
     written = yield from _each(calls)
     return sum(int(n) for n in written)
 
@@ -274,7 +258,6 @@ class _Item:
     key: Position
     device_id: str
     score: int | None = None
-    datatype_id: str | None = None
     value: Any = None  # the stored value, when the walk was asked for values
 
 
@@ -336,65 +319,92 @@ def _walk(
             return
 
 
-def _lex_bounds(prefix: str, descending: bool) -> tuple[str | bytes, str | bytes]:
-    low: str | bytes = "[" + prefix if prefix else "-"
+def _lex_bounds(prefix: str) -> tuple[str | bytes, str | bytes]:
+    """The lowest and highest id (as ZRANGEBYLEX takes them) of the ids that start ``prefix``."""
+    if not prefix:
+        return "-", "+"
     # UTF-8 never contains the byte 0xFF, so every id with this prefix sorts below prefix+0xFF.
-    high: str | bytes = b"[" + prefix.encode() + b"\xff" if prefix else "+"
-    return (high, low) if descending else (low, high)
+    return "[" + prefix, b"(" + prefix.encode() + b"\xff"
 
 
-def _flag(value: bool) -> str:
-    return "1" if value else "0"
+def _exclusive(last: bytes | str) -> bytes | str:
+    """The lex bound right after (or before, walking backwards) the id ``last``."""
+    return b"(" + last if isinstance(last, bytes) else "(" + last
+
+
+def _fetched_nothing(continuation: Any, count: int) -> Op:
+    raise RuntimeError("a stream whose entries are all in its buffer fetches nothing")
+
+
+def _parsed_nothing(reply: Any) -> tuple[list[_Item], Any]:
+    raise RuntimeError("a stream whose entries are all in its buffer parses nothing")
 
 
 def _id_streams(
     ctx: FlowContext,
+    buckets: Iterable[int],
+    *,
+    datatype_id: str | None,
+    persist: bool | None,
     prefix: str,
     descending: bool,
     after: str | None,
-    with_scores: bool,
-    *,
+    lo: int | None = None,
+    hi: int | None = None,
     with_values: bool = False,
     with_total: bool = False,
 ) -> list[_Stream]:
-    """One stream per bucket over its ids index.
+    """One stream per bucket over id-ordered blocks: of the ids index, or of the by-type index.
 
-    ``with_values`` makes each chunk carry the values (one round trip for a page nothing
-    filters out); ``with_total`` makes the first chunk carry the bucket's device count.
+    A block holds one persist flag (of one datatype, in the by-type index); ``persist=None``
+    walks both blocks, merged by id in the RANGE script. The script skips devices whose key is
+    gone and (with ``lo``/``hi``) those whose time score is outside them. ``with_values`` makes
+    each chunk carry the values (one round trip for a page nothing filters out); ``with_total``
+    makes the first chunk carry the bucket's device count.
     """
-    start, stop = _lex_bounds(prefix, descending)
-    flags = (_flag(descending), _flag(with_scores), _flag(with_values))
+    low, high = _lex_bounds(prefix)
+    if after is not None:
+        if descending:
+            high = "(" + after
+        else:
+            low = "(" + after
 
     def stream(bucket: int) -> _Stream:
-        first = start if after is None else "(" + after
+        first = high if descending else low
 
         def request(continuation: Any, count: int) -> Op:
-            total = _flag(with_total and continuation is first)
-            args = (continuation, stop, count, *flags, total)
+            start, stop = (low, continuation) if descending else (continuation, high)
+            args = lua.range_args(
+                datatype_id=datatype_id,
+                persist=persist,
+                low=start,
+                high=stop,
+                want=count,
+                descending=descending,
+                lo=lo,
+                hi=hi,
+                with_values=with_values,
+                with_total=with_total and continuation is first,
+            )
             return _script(ctx, lua.RANGE, bucket, (), args)
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
-            flat, last = reply[0], reply[1]
-            values = reply[2] if len(reply) > 2 else []
-            items: list[_Item] = []
-            step = 3 if with_scores else 1
-            for n, i in enumerate(range(0, len(flat), step)):
-                device_id = _text(flat[i])
-                item = _Item((device_id,), device_id)
-                if with_scores:
-                    dt, score = _text(flat[i + 1]), _text(flat[i + 2])
-                    item.datatype_id = dt or None
-                    item.score = int(float(score)) if score else None
-                if with_values:
-                    item.value = values[n]
-                items.append(item)
-            if last is None:
-                return items, None
-            return items, (b"(" + last if isinstance(last, bytes) else "(" + str(last))
+            got = lua.parse_range(reply)
+            values = got.values if with_values else [None] * len(got.ids)
+            items = [
+                _Item((device_id,), device_id, value=value)
+                for device_id, value in zip(got.ids, values, strict=True)
+            ]
+            return items, (None if got.last is None else _exclusive(got.last))
 
         return _Stream(request, parse, first)
 
-    return [stream(bucket) for bucket in range(ctx.keys.buckets)]
+    return [stream(bucket) for bucket in buckets]
+
+
+def _buffered_stream(items: list[_Item]) -> _Stream:
+    """A stream of items the client already holds, in walk order."""
+    return _Stream(_fetched_nothing, _parsed_nothing, None, buffer=deque(items), done=True)
 
 
 def list_ids(
@@ -427,96 +437,150 @@ def list_ids(
         return limit is not None and len(result) >= limit
 
     first = RANGE_CHUNK if limit is None else skip + limit + 1
-    yield from _walk(_id_streams(ctx, prefix, False, None, False), False, accept, first)
+    streams = _id_streams(
+        ctx,
+        range(ctx.keys.buckets),
+        datatype_id=None,
+        persist=None,
+        prefix=prefix,
+        descending=False,
+        after=None,
+    )
+    yield from _walk(streams, False, accept, first)
     return result
 
 
-def _score_streams(
+def _time_streams(
     ctx: FlowContext, plan: QueryPlan, *, with_values: bool = False, with_total: bool = False
 ) -> list[_Stream]:
-    """One stream per bucket: its updated indexes merged by (score, id) on the server.
+    """One stream per bucket over its time index (of the datatype, when the query names one).
 
-    The datatype, time and persist filters are applied there too (the persist flag is the
+    The time and persist filters are applied on the server too (the persist flag is the
     score's lowest bit); the id pattern is not. ``with_values`` / ``with_total`` as for
     :func:`_id_streams`.
     """
-    datatype = plan.datatype_id or ""
-    lo = "-inf" if plan.lo is None else str(plan.lo)
-    hi = "+inf" if plan.hi is None else str(plan.hi)
-    reverse = _flag(plan.descending)
-    persist = "" if plan.persist is None else str(int(plan.persist))
-    values_flag = _flag(with_values)
 
     def stream(bucket: int) -> _Stream:
         def request(continuation: Any, count: int) -> Op:
-            score, device_id = continuation if continuation is not None else ("", "")
-            budget = max(4 * count, RANGE_CHUNK)
-            total = _flag(with_total and continuation is plan.after)
-            args = (datatype, lo, hi, score, device_id, count, reverse, persist, budget)
-            return _script(ctx, lua.SCORE_MERGE, bucket, (), (*args, values_flag, total))
+            args = lua.time_range_args(
+                datatype_id=plan.datatype_id,
+                lo=plan.lo,
+                hi=plan.hi,
+                after=continuation,
+                want=count,
+                descending=plan.descending,
+                persist=plan.persist,
+                with_values=with_values,
+                with_total=with_total and continuation is plan.after,
+            )
+            return _script(ctx, lua.TIME_RANGE, bucket, (), args)
 
         def parse(reply: Any) -> tuple[list[_Item], Any]:
-            flat, last = reply[0], reply[1]
-            ids = _texts(flat[0::2])
-            values = reply[2] if with_values else [None] * len(ids)
+            got = lua.parse_time_range(reply)
+            values = got.values if with_values else [None] * len(got.entries)
             items = [
-                _Item((score, device_id), device_id, score, None, value)
-                for device_id, score, value in zip(ids, flat[1::2], values, strict=True)
+                _Item((score, device_id), device_id, score, value)
+                for (device_id, score), value in zip(got.entries, values, strict=True)
             ]
-            if last is None:
-                return items, None
-            return items, (_score(last[0]), _text(last[1]))
+            return items, got.last
 
         return _Stream(request, parse, plan.after)
 
     return [stream(bucket) for bucket in range(ctx.keys.buckets)]
 
 
-def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
-    """Walk the index the query's order needs, filter, and read one page of values.
+def _time_range_by_id(ctx: FlowContext, plan: QueryPlan) -> Flow[list[_Stream]]:
+    """Streams for a time range sorted by id, which no index orders.
 
-    Sorted by id, the ids index is walked from the pattern's literal prefix; sorted by
-    ``last_updated``, the per-datatype updated indexes are walked from the time bounds and merged.
-    The other filters are checked on each live entry met. Reads ``limit + 1`` matches to know
-    whether another page follows.
+    Each bucket counts the range in its time index (O(log N)). A small range (at most
+    max(:data:`SMALL_RANGE`, sqrt(page x devices walked by id))) comes back whole, live entries
+    only, and is sorted here; a larger one is walked by id with each device's time score
+    checked on the server, passing over about page / share-in-range entries, which is then
+    below sqrt(page x devices). So a page costs O(sqrt(page x N)) entries at worst, and
+    O(log N + page) for a range that is very small or very large.
+    """
+    args = lua.time_set_args(
+        datatype_id=plan.datatype_id,
+        lo=plan.lo,
+        hi=plan.hi,
+        persist=plan.persist,
+        page=plan.limit + 1,
+        small=SMALL_RANGE,
+    )
+    buckets = range(ctx.keys.buckets)
+    replies = yield from _each([_script(ctx, lua.TIME_SET, b, (), args) for b in buckets])
+    streams: list[_Stream] = []
+    walked: list[int] = []
+    for bucket, reply in zip(buckets, replies, strict=True):
+        ids = lua.parse_time_set(reply).ids
+        if ids is None:
+            walked.append(bucket)
+            continue
+        chosen = [
+            device_id
+            for device_id in ids
+            if (plan.matcher is None or plan.matcher(device_id)) and plan.is_after((device_id,))
+        ]
+        chosen.sort(reverse=plan.descending)
+        streams.append(_buffered_stream([_Item((i,), i) for i in chosen]))
+    if walked:
+        streams += _id_streams(
+            ctx,
+            walked,
+            datatype_id=plan.datatype_id,
+            persist=plan.persist,
+            prefix=plan.prefix,
+            descending=plan.descending,
+            after=None if plan.after is None else str(plan.after[0]),
+            lo=plan.lo,
+            hi=plan.hi,
+        )
+    return streams
+
+
+def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
+    """Walk the index range the query's order and filters give, and read one page of values.
+
+    Sorted by id, the walk is over the id-ordered blocks of the ids or the by-type index (one
+    persist flag or both, merged by the script) from the pattern's literal prefix; sorted by
+    ``last_updated``, over the time index (of the datatype) from the time bounds; a time range
+    sorted by id is planned by :func:`_time_range_by_id`. The server applies the datatype,
+    persist and time filters; the id pattern is matched here. Reads ``limit + 1`` matches to
+    know whether another page follows.
     """
     plan = plan_query(query)
     chosen: list[_Item] = []
-    by_datatype = plan.datatype_id
-    # Sorted by time, the server applied the datatype, time and persist filters already.
-    check_datatype = by_datatype is not None and not plan.by_time
-    check_score = plan.needs_score and not plan.by_time
-    # A walk of the ids index from the pattern's literal prefix answers "<prefix>*" by itself.
+    # A walk by id from the pattern's literal prefix answers "<prefix>*" by itself.
     matcher = None if plan.prefix_only and not plan.by_time else plan.matcher
     wanted = plan.limit
 
     def accept(item: _Item) -> bool:
-        if check_datatype and item.datatype_id != by_datatype:
-            return False
-        if check_score:
-            if item.score is None or not plan.matches(item.device_id, item.score):
-                return False
-        elif matcher is not None and not matcher(item.device_id):
+        if matcher is not None and not matcher(item.device_id):
             return False
         chosen.append(item)
         return len(chosen) > wanted
 
-    # When the server returns only entries the page takes (no filter left to the client), the
-    # walk carries the values too, and the count on a first page: one round trip in all.
+    # When the server returns only entries the page takes (no filter left to the client) from
+    # one stream, the walk carries the values too, and the count on a first page: one round
+    # trip in all.
     with_total = plan.after is None and not query.has_filters
+    time_range = plan.lo is not None or plan.hi is not None
     if plan.by_time:
-        with_values = plan.matcher is None
-        streams = _score_streams(ctx, plan, with_values=with_values, with_total=with_total)
+        with_values = plan.matcher is None and ctx.keys.buckets == 1
+        streams = _time_streams(ctx, plan, with_values=with_values, with_total=with_total)
+    elif time_range:
+        with_values = False
+        streams = yield from _time_range_by_id(ctx, plan)
     else:
-        after = str(plan.after[0]) if plan.after is not None else None
-        with_scores = plan.needs_score or by_datatype is not None
-        with_values = matcher is None and not with_scores
+        with_values = matcher is None and ctx.keys.buckets == 1
         streams = _id_streams(
             ctx,
-            plan.prefix,
-            plan.descending,
-            after,
-            with_scores,
+            range(ctx.keys.buckets),
+            datatype_id=plan.datatype_id,
+            persist=plan.persist,
+            prefix=plan.prefix,
+            descending=plan.descending,
+            after=None if plan.after is None else str(plan.after[0]),
             with_values=with_values,
             with_total=with_total,
         )
@@ -568,14 +632,13 @@ def info(ctx: FlowContext) -> Flow[CacheInfo]:
     total = 0
     lowest: int | None = None
     highest: int | None = None
-    for n, low, high in replies:
-        total += int(n)
-        if low is not None:
-            value = int(_text(low))
-            lowest = value if lowest is None else min(lowest, value)
-        if high is not None:
-            value = int(_text(high))
-            highest = value if highest is None else max(highest, value)
+    for reply in replies:
+        got = lua.parse_info(reply)
+        total += got.devices
+        if got.lowest is not None:
+            lowest = got.lowest if lowest is None else min(lowest, got.lowest)
+        if got.highest is not None:
+            highest = got.highest if highest is None else max(highest, got.highest)
     memory = yield Command(("INFO", "memory"), broadcast=True)
     return CacheInfo(
         total_devices=total,
@@ -598,22 +661,44 @@ def _used_memory(reply: Any) -> int:
 # -- repair ------------------------------------------------------------------------------------
 
 
+def _legacy_layout(ctx: FlowContext, bucket: int) -> Flow[int]:
+    """Drop a bucket's layout-1 indexes (the ids and expiry indexes are kept and rebuilt).
+
+    Returns how many keys went. Marks the bucket as layout :data:`~.lua.LAYOUT_VERSION` first
+    (unless it is marked already), so that writes and reads go on in the new layout while a
+    repair rebuilds it.
+    """
+    keys = ctx.keys
+    yield Command(("SET", keys.layout_key(bucket), lua.LAYOUT_VERSION, "NX"))
+    legacy = keys.legacy_datatypes_index(bucket)
+    names = yield Command(("SMEMBERS", legacy), key=legacy)
+    if not names:
+        return 0
+    old = [keys.legacy_updated_index(lua.text(name), bucket) for name in sorted(names)]
+    return int((yield Command(("DEL", legacy, *old))))
+
+
 def repair(ctx: FlowContext) -> Flow[RepairReport]:
     """Rebuild the indexes from the values: index every stored device, then sweep orphans.
 
-    Scans the keyspace for device keys (``SCAN MATCH``, every primary of a cluster), reads them in
-    batches and makes their index entries agree (REINDEX); then sweeps every index of every bucket
-    and removes entries whose device is gone (SWEEP). Safe to run while the cache is in use.
+    A cache indexed in layout 1 is moved to the current layout first: each bucket is marked
+    with the new version and its layout-1-only indexes are dropped; then the rebuild below
+    makes the new ones. Scans the keyspace for device keys (``SCAN MATCH``, every primary of a
+    cluster), reads them in batches and makes their index entries agree (REINDEX); then sweeps
+    every index of every bucket and removes entries whose device is gone (SWEEP). Safe to run
+    while the cache is in use (queries may miss devices not yet reindexed while it runs).
     """
     keys = ctx.keys
     scanned = indexed = orphans = 0
     corrupted: list[str] = []
+    for bucket in range(keys.buckets):
+        yield from _legacy_layout(ctx, bucket)
     position: Any = None
     while True:
         position, batch = yield ScanBatch(keys.device_pattern(), position, SCAN_COUNT)
         ids: list[str] = []
         for raw_key in batch:
-            key = _text(raw_key)
+            key = lua.text(raw_key)
             if not keys.is_device_key(key):
                 continue
             device_id = keys.device_id(key)
@@ -629,10 +714,14 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
             calls: list[Op] = []
             for bucket, positions in keys.group_by_bucket([m.device_id for m in found]).items():
                 chosen = [found[p] for p in positions]
-                args: list[Any] = []
-                for m in chosen:
-                    score = score_of(datetime_to_ms(m.last_updated), m.persist)
-                    args += (m.device_id, m.datatype_id, score)
+                args = lua.reindex_args(
+                    (
+                        m.device_id,
+                        m.datatype_id,
+                        score_of(datetime_to_ms(m.last_updated), m.persist),
+                    )
+                    for m in chosen
+                )
                 device_keys = keys.device_keys([m.device_id for m in chosen])
                 calls.append(_script(ctx, lua.REINDEX, bucket, device_keys, args))
             changed = yield from _each(calls)
@@ -640,22 +729,24 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
         if position is None:
             break
     for bucket in range(keys.buckets):
-        names = yield Command(("SMEMBERS", keys.datatypes_index(bucket)))
-        shards = [keys.updated_index(_text(dt), bucket) for dt in sorted(names)]
-        for index_key in (keys.ids_index(bucket), keys.expiry_index(bucket), *shards):
-            cursor: Any = "0"
+        types = yield Command(("HLEN", keys.types_index(bucket)))
+        indexes = [
+            keys.ids_index(bucket),
+            keys.expiry_index(bucket),
+            keys.by_type_index(bucket),
+            keys.by_time_index(bucket),
+            *(keys.datatype_time_index(n, bucket) for n in range(1, int(types) + 1)),
+        ]
+        for index_key in indexes:
+            cursor = "0"
             while True:
-                cursor, removed = yield _script(ctx, lua.SWEEP, bucket, (index_key,), (cursor,))
-                orphans += int(removed)
-                if _text(cursor) == "0":
+                swept = lua.parse_sweep(
+                    (yield _script(ctx, lua.SWEEP, bucket, (index_key,), (cursor,)))
+                )
+                orphans += swept.removed
+                cursor = swept.cursor
+                if cursor == "0":
                     break
-        cursor = "0"
-        while True:
-            cursor, _ = yield _script(
-                ctx, lua.SWEEP, bucket, (keys.datatypes_index(bucket),), (cursor,)
-            )
-            if _text(cursor) == "0":
-                break
     return RepairReport(
         scanned=scanned, indexed=indexed, orphans_removed=orphans, corrupted=corrupted
     )

@@ -13,11 +13,12 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Command", "Flow", "LuaScript", "Op", "Pipeline", "ScanBatch", "ScriptCall"]
+__all__ = ["Arg", "Command", "Flow", "LuaScript", "Op", "Pipeline", "ScanBatch", "ScriptCall"]
 
 T = TypeVar("T")
 
 Arg = str | bytes | int | float
+"""A command or script argument."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,22 @@
 -- The delete script (cache_service_client.repository.redis.lua.DELETE).
--- ARGV[3..]: the ids of the device keys in KEYS[4..] (each id once). Returns how many existed.
--- Reads: the updated index holding each id.
+-- ARGV[3..]: the ids of the device keys in KEYS[7..] (each id once). Returns how many existed.
+-- Reads: each id's datatype number, from its by-type entry.
+unversioned()
 check_fixed_keys()
-local n = #KEYS - 3
-local shards = {}
+local n = #KEYS - 6
+local numbers = {}
 for i = 1, n do
   local id = ARGV[2 + i]
-  local key, dt = shard_of(id)
-  if key then may('ZREM', key, id) else key = false end
-  shards[i] = {key, dt}
+  local number = placed(id)
+  if number then will_change('ZREM', time_key(number), id) else number = false end
+  numbers[i] = number
 end
 -- Writes.
 local deleted = 0
 for i = 1, n do
-  local id = ARGV[2 + i]
-  deleted = deleted + redis.call('DEL', KEYS[3 + i])
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  if shards[i][1] then drop_from(shards[i][1], shards[i][2], id) end
+  deleted = deleted + redis.call('DEL', KEYS[6 + i])
+  unindex(ARGV[2 + i], numbers[i])
 end
+-- A bucket left without devices is left without indexes (the datatype numbers start again).
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[3], KEYS[6]) end
 return deleted

@@ -1,38 +1,40 @@
 -- Shared helpers, put in front of every script (see lua.py).
+-- KEYS[1..6]: ids, expiry, types, by-type, by-time, layout; ARGV[1]: the device key prefix,
+-- ARGV[2]: the prefix of the per-datatype time indexes (the datatype number follows).
+-- A script gets the definitions below that it uses (see lua.py).
+
+local LAYOUT = '{layout}'
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local datatypes = nil
-local function shard_of(id)
-  if datatypes == nil then datatypes = redis.call('SMEMBERS', KEYS[3]) end
-  for _, dt in ipairs(datatypes) do
-    local key = ARGV[2] .. dt
-    local score = redis.call('ZSCORE', key, id)
-    if score then return key, dt, score end
+-- Check the bucket's index layout version; true when the bucket has none yet (nothing was
+-- ever indexed in it), so that a write must set it.
+local function unversioned()
+  local version = redis.call('GET', KEYS[6])
+  if version == LAYOUT then return false end
+  if version then
+    error({err = 'LAYOUT the indexes of this cache are in layout version ' .. version ..
+      ', which this library does not read (it reads version ' .. LAYOUT .. ')'})
   end
-  return nil
-end
--- Remove `id` from the updated index `key` of datatype `dt`, and `dt` from the datatypes when
--- that empties it.
-local function drop_from(key, dt, id)
-  redis.call('ZREM', key, id)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SREM', KEYS[3], dt)
-    datatypes = nil
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    error({err = 'LAYOUT the indexes of this cache are in layout version 1; run repair to ' ..
+      'rebuild them in version ' .. LAYOUT})
   end
-end
-local function drop_shard_entry(id)
-  local key, dt = shard_of(id)
-  if key then drop_from(key, dt, id) end
-end
-local function unindex(id)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  drop_shard_entry(id)
+  return true
 end
 local function alive(id)
   return redis.call('EXISTS', ARGV[1] .. id) == 1
+end
+local function time_key(number)
+  return ARGV[2] .. number
+end
+-- A device's datatype number and persist flag, from its by-type score (nil: not indexed).
+local function placed(id)
+  local part = redis.call('ZSCORE', KEYS[4], id)
+  if not part then return nil end
+  part = tonumber(part)
+  return math.floor(part / 2), part % 2
 end
 -- Writes that cannot half-happen: a write script first reads every key it will change (a read
 -- of a key of the wrong type, or of one the user may not access, fails before anything is
@@ -44,35 +46,91 @@ local function may(cmd, key, ...)
     error({err = 'NOPERM this user has no permission to run ' .. cmd .. ' on the key ' .. key})
   end
 end
+-- Read the sorted set `key` that the script will change with `cmd` (ZADD or ZREM) for `id`,
+-- and ask the ACL about that write.
+local function will_change(cmd, key, id)
+  redis.call('ZSCORE', key, id)
+  if cmd == 'ZADD' then may(cmd, key, '0', id) else may(cmd, key, id) end
+end
 local function check_fixed_keys()
   redis.call('ZSCORE', KEYS[1], '')
   redis.call('ZSCORE', KEYS[2], '')
-  redis.call('SCARD', KEYS[3])
+  redis.call('HLEN', KEYS[3])
+  redis.call('ZSCORE', KEYS[4], '')
+  redis.call('ZSCORE', KEYS[5], '')
+end
+-- Remove every index entry of `id`; `number` is its datatype number (false: none known).
+local function unindex(id, number)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], id)
+  if number then redis.call('ZREM', time_key(number), id) end
 end
 -- The reading half of removing expired entries: up to `limit` of them whose key is gone (but
--- none in `skip`), each as {id, its updated index or false, its datatype}.
+-- none in `skip`), each as {id, its datatype number or false}.
 local function expired_entries(now, limit, skip)
   local found = {}
   local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     if not skip[id] and not alive(id) then
-      local key, dt = shard_of(id)
-      if key then may('ZREM', key, id) else key = false end
-      found[#found + 1] = {id, key, dt}
+      local number = placed(id)
+      if number then will_change('ZREM', time_key(number), id) else number = false end
+      found[#found + 1] = {id, number}
     end
   end
   return found
 end
 -- The writing half.
 local function remove_entries(entries)
-  for _, e in ipairs(entries) do
-    redis.call('ZREM', KEYS[1], e[1])
-    redis.call('ZREM', KEYS[2], e[1])
-    if e[2] then drop_from(e[2], e[3], e[1]) end
+  for _, e in ipairs(entries) do unindex(e[1], e[2]) end
+end
+-- The number of datatype `dt`, or a new one to give it (then `fresh` is true). `numbers` (from
+-- new_numbers()) keeps them for one script run, the new ones in `numbers.fresh`.
+local function new_numbers()
+  return {known = {}, fresh = {}, next = nil}
+end
+local function number_of(numbers, dt)
+  local known = numbers.known[dt]
+  if known then return known[1], known[2] end
+  local number = redis.call('HGET', KEYS[3], dt)
+  local fresh = false
+  if number then
+    number = tonumber(number)
+  else
+    if not numbers.next then numbers.next = redis.call('HLEN', KEYS[3]) end
+    numbers.next = numbers.next + 1
+    number, fresh = numbers.next, true
+    numbers.fresh[dt] = number
+  end
+  numbers.known[dt] = {number, fresh}
+  return number, fresh
+end
+-- Record the new datatype numbers of a run.
+local function save_numbers(numbers)
+  for dt, number in pairs(numbers.fresh) do redis.call('HSET', KEYS[3], dt, number) end
+end
+-- Write one device's entries: `number` its datatype number, `old` the number it had (or
+-- false), `score` its time score, `at` its expiry (0: none).
+local function add_entries(id, number, old, score, at)
+  local persist = score % 2
+  redis.call('ZADD', KEYS[1], persist, id)
+  redis.call('ZADD', KEYS[4], number * 2 + persist, id)
+  redis.call('ZADD', KEYS[5], score, id)
+  if old and old ~= number then redis.call('ZREM', time_key(old), id) end
+  redis.call('ZADD', time_key(number), score, id)
+  if at > 0 then
+    redis.call('ZADD', KEYS[2], at, id)
+  else
+    redis.call('ZREM', KEYS[2], id)
   end
 end
--- Byte-wise a < b, as Redis orders members (Lua's own < follows the server's locale).
+-- Byte-wise a < b, as Redis orders members. Lua's own < follows the server's collation
+-- locale: byte-wise under the C locale (then it is used here), not under the others, which
+-- put "a" before "B".
+local bytewise = ('B' < 'a') and ('~' < '\128')
 local function bytes_lt(a, b)
+  if bytewise then return a < b end
   local n = math.min(#a, #b)
   for i = 1, n do
     local x, y = string.byte(a, i), string.byte(b, i)
@@ -98,26 +156,55 @@ local function read_values(ids, n)
   end
   return got, live
 end
+-- A score bound as the client sends it ('-inf', '+inf' or a number).
+local function score_bound(x)
+  if x == '-inf' then return -math.huge end
+  if x == '+inf' then return math.huge end
+  return tonumber(x)
+end
 local function alive_count(now)
   return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
 end
--- Write one device's entries: in its updated index `target`, ids, expiry (at = 0: none).
-local function add_entries(id, target, score, at)
-  redis.call('ZADD', target, score, id)
-  redis.call('ZADD', KEYS[1], 0, id)
-  if at > 0 then
-    redis.call('ZADD', KEYS[2], at, id)
-  else
-    redis.call('ZREM', KEYS[2], id)
+-- The first rank in [first, last) of sorted set `key` whose member is greater than `x` (when
+-- `after`) or not less, where ranks [first, last) hold members of one score `score`, ordered
+-- by bytes. O(log N): the member itself when it is there, else a binary search.
+local function rank_in_block(key, first, last, score, x, after)
+  local s = redis.call('ZSCORE', key, x)
+  if s and tonumber(s) == score then
+    local r = redis.call('ZRANK', key, x)
+    if after then return r + 1 end
+    return r
   end
+  while first < last do
+    local mid = math.floor((first + last) / 2)
+    local member = redis.call('ZRANGE', key, mid, mid)[1]
+    if bytes_lt(member, x) then first = mid + 1 else last = mid end
+  end
+  return first
 end
--- Index one device: ids, expiry (at = 0: none) and the updated index of its datatype, moving
--- it out of another datatype's.
-local function index(id, dt, score, at)
-  local target = ARGV[2] .. dt
-  if not redis.call('ZSCORE', target, id) then
-    if redis.call('ZSCORE', KEYS[1], id) then drop_shard_entry(id) end
-    if redis.call('SADD', KEYS[3], dt) == 1 then datatypes = nil end
+-- Ranks [first, last) of the members of sorted set `key` with score `score`.
+local function block(key, score)
+  return redis.call('ZCOUNT', key, '-inf', '(' .. score), redis.call('ZCOUNT', key, '-inf', score)
+end
+-- A rank range [start, stop) of `key` as its members in walk order, at most `count` of them
+-- from the walk's start; and whether the range goes on beyond them.
+local function window(key, start, stop, count, reverse, withscores)
+  if stop <= start then return {}, false end
+  local from, to = start, math.min(stop, start + count) - 1
+  if reverse then from, to = math.max(start, stop - count), stop - 1 end
+  local got
+  if withscores then
+    got = redis.call('ZRANGE', key, from, to, 'WITHSCORES')
+  else
+    got = redis.call('ZRANGE', key, from, to)
   end
-  add_entries(id, target, score, at)
+  if reverse then
+    local step = withscores and 2 or 1
+    local flipped = {}
+    for i = #got - step + 1, 1, -step do
+      for j = 0, step - 1 do flipped[#flipped + 1] = got[i + j] end
+    end
+    got = flipped
+  end
+  return got, (to - from + 1) < (stop - start)
 end

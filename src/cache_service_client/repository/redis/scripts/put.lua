@@ -1,6 +1,6 @@
 -- The put script (cache_service_client.repository.redis.lua.PUT).
 -- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write a device only if it is newer; then
--- (id, value, datatype, score) per device in KEYS[4..] (each id once).
+-- (id, value, datatype, score) per device in KEYS[7..] (each id once).
 -- "Newer": no value is stored, or the stored one is indexed with an older last_updated (the
 -- index keeps milliseconds: score = ms * 2 + persist); a value nobody indexed counts as older.
 -- A put with a TTL also removes up to {prune} expired index entries of the bucket.
@@ -12,56 +12,76 @@ if ttl > 0 then
   now = now_ms()
   at = now + ttl
 end
-local n = #KEYS - 3
--- Reads: what each write will change.
-check_fixed_keys()
-local plan, batch = {}, {}
+local n = #KEYS - 6
+-- Reads: what each write will change. The entries a device has tell which writes are needed
+-- (an unchanged entry is not written again), and reading them checks each index's type.
+local fresh_bucket = unversioned()
+local plan, batch, numbers = {}, {}, new_numbers()
 for i = 1, n do
   local base = 4 * i + 1
-  local id, key, dt, score = ARGV[base], KEYS[3 + i], ARGV[base + 2], ARGV[base + 3]
+  local id, key, dt, score = ARGV[base], KEYS[6 + i], ARGV[base + 2], tonumber(ARGV[base + 3])
   batch[id] = true
-  local target = ARGV[2] .. dt
-  may('ZSCORE', target, id)
-  local here = redis.call('ZSCORE', target, id)
-  local old_key, old_dt, old_score = false, false, here
-  if not here and redis.call('ZSCORE', KEYS[1], id) then
-    local k, d, sc = shard_of(id)
-    if k then
-      may('ZREM', k, id)
-      old_key, old_dt, old_score = k, d, sc
-    end
-  end
+  local number = number_of(numbers, dt)
+  local persist = score % 2
+  local in_ids = redis.call('ZSCORE', KEYS[1], id)
+  local part = redis.call('ZSCORE', KEYS[4], id)
+  local stored = redis.call('ZSCORE', KEYS[5], id)
+  local old = false
+  if part then old = math.floor(tonumber(part) / 2) end
+  local target = time_key(number)
+  will_change('ZADD', target, id)
+  if old and old ~= number then will_change('ZREM', time_key(old), id) end
   local write = true
-  if newer and old_score and redis.call('EXISTS', key) == 1
-      and math.floor(tonumber(old_score) / 2) >= math.floor(tonumber(score) / 2) then
+  if newer and stored and redis.call('EXISTS', key) == 1
+      and math.floor(tonumber(stored) / 2) >= math.floor(score / 2) then
     write = false
   end
-  if write then may('ZADD', target, '0', id) end
-  plan[i] = {write, target, here, old_key, old_dt}
+  plan[i] = {
+    write = write, id = id, number = number, old = old, score = score,
+    ids = tonumber(in_ids) ~= persist,
+    part = tonumber(part) ~= number * 2 + persist,
+    time = old ~= number or tonumber(stored) ~= score,
+  }
 end
 local expired = {}
-if now then expired = expired_entries(now, {prune}, batch) end
+if now then
+  expired = expired_entries(now, {prune}, batch)
+else
+  redis.call('ZSCORE', KEYS[2], '')
+end
 -- Writes: the values first, then their index entries, then the expired entries.
 local written = 0
 for i = 1, n do
-  if plan[i][1] then
+  if plan[i].write then
     local base = 4 * i + 1
     if at > 0 then
-      redis.call('SET', KEYS[3 + i], ARGV[base + 1], 'PXAT', at)
+      redis.call('SET', KEYS[6 + i], ARGV[base + 1], 'PXAT', at)
     else
-      redis.call('SET', KEYS[3 + i], ARGV[base + 1])
+      redis.call('SET', KEYS[6 + i], ARGV[base + 1])
     end
     written = written + 1
   end
 end
+if written > 0 then
+  if fresh_bucket then redis.call('SET', KEYS[6], LAYOUT) end
+  save_numbers(numbers)
+end
 for i = 1, n do
-  local write, target, here, old_key, old_dt = unpack(plan[i])
-  if write then
-    local base = 4 * i + 1
-    local id = ARGV[base]
-    if old_key then drop_from(old_key, old_dt, id) end
-    if not here then redis.call('SADD', KEYS[3], ARGV[base + 2]) end
-    add_entries(id, target, ARGV[base + 3], at)
+  local p = plan[i]
+  if p.write then
+    local persist = p.score % 2
+    if p.ids then redis.call('ZADD', KEYS[1], persist, p.id) end
+    if p.part then redis.call('ZADD', KEYS[4], p.number * 2 + persist, p.id) end
+    if p.time then
+      redis.call('ZADD', KEYS[5], p.score, p.id)
+      if p.old and p.old ~= p.number then redis.call('ZREM', time_key(p.old), p.id) end
+      redis.call('ZADD', time_key(p.number), p.score, p.id)
+    end
+    if at > 0 then
+      redis.call('ZADD', KEYS[2], at, p.id)
+    else
+      redis.call('ZREM', KEYS[2], p.id)
+    end
   end
 end
 remove_entries(expired)
