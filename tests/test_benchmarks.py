@@ -217,6 +217,20 @@ def test_scale_quick_prints_a_table_with_every_read(capsys: pytest.CaptureFixtur
     assert "largest growth of the index-bounded reads" in out
 
 
+def test_scale_memory_quick_times_every_query_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scale_main(["--memory", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "In-memory twin, 1,000 devices" in out
+    for row in (
+        "by id: first page",
+        "time range 10 %, by id: first page",
+        "count",
+        "info",
+        "delete",
+    ):
+        assert f"| {row} |" in out
+
+
 def test_scale_gives_each_size_a_database_of_its_own() -> None:
     for url, offset, db in [("redis://127.0.0.1:1/3", 2, 5), ("redis://127.0.0.1:1", 1, 1)]:
         client = scale_client(url, offset)
