@@ -12,6 +12,10 @@ that a slow spell of a shared machine slows them all alike; the leading wildcard
 with N, runs on its own with a tenth of the calls. Then the ratio of the largest N to the
 smallest for each read (close to 1: the read does not grow with N), and each read against its
 floor at the largest N.
+
+``python -m benchmarks.scale --memory [--memory-size 100000]`` times the in-memory twin instead
+(no Redis): the first and a cursor page of every query shape, count, info, put and delete, each
+the median of ``--rounds`` calls on a fleet of that size.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import random
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -33,6 +38,7 @@ from benchmarks.server import RedisServer
 from cache_service_client import (
     DeviceMetadata,
     DeviceQuery,
+    InMemoryDeviceMetadataRepository,
     KeyStrategy,
     RedisDeviceMetadataRepository,
 )
@@ -199,6 +205,72 @@ def measure(clients: dict[int, redis.Redis], rounds: int) -> dict[int, dict[str,
     return rows
 
 
+#: Query shapes timed on the in-memory twin (``--memory``): every shape of the Redis run, and
+#: patterns that leave matching to the walk; every page holds 100 devices.
+DAY = timedelta(days=1)
+MEMORY_QUERIES: dict[str, DeviceQuery] = {
+    **SHAPES,
+    "by time, time range 10 %": DeviceQuery(
+        sort="last_updated", updated_after=START + 150 * DAY, updated_before=START + 180 * DAY
+    ),
+    "by time, prefix 'oslo-sensor-000*'": DeviceQuery(
+        pattern="oslo-sensor-000*", sort="last_updated"
+    ),
+    "by id, pattern 'oslo-*-0001*' (prefix + filter)": DeviceQuery(pattern="oslo-*-0001*"),
+    "by id, newest 1 % (time range), descending": DeviceQuery(
+        updated_after=NEWEST_1, descending=True
+    ),
+}
+
+
+def memory_reads(
+    repo: InMemoryDeviceMetadataRepository, fleet: Sequence[DeviceMetadata]
+) -> dict[str, Callable[[], object]]:
+    """The calls timed on the in-memory twin: each query shape's first page and the page after
+    it (through the first page's cursor), count, info, and writes that keep the fleet's size
+    (a put of a new device, a put overwriting one, a delete of a device a put added)."""
+    reads: dict[str, Callable[[], object]] = {}
+    for name, query in MEMORY_QUERIES.items():
+        query = msgspec.structs.replace(query, limit=100)
+        reads[f"{name}: first page"] = partial(repo.query, query)
+        cursor = repo.query(query).next_cursor
+        if cursor is not None:
+            after = msgspec.structs.replace(query, cursor=cursor)
+            reads[f"{name}: cursor page"] = partial(repo.query, after)
+    reads["count"] = repo.count
+    reads["info"] = repo.info
+    added: deque[str] = deque()
+    serial = iter(range(10**9))
+    template = fleet[0]
+
+    def put_new() -> None:
+        k = next(serial)  # ids spread over the whole order, not appended at its end
+        device_id = f"{SITES[k % len(SITES)]}-sensor-{k * 7919 % 10**7:07d}-new"
+        repo.put(msgspec.structs.replace(template, device_id=device_id))
+        added.append(device_id)
+
+    def put_overwrite() -> None:
+        m = fleet[next(serial) % len(fleet)]
+        repo.put(msgspec.structs.replace(m, last_updated=m.last_updated + DAY))
+
+    def delete() -> None:
+        repo.delete(added.popleft() if added else "none")
+
+    reads["put (new device)"] = put_new
+    reads["put (overwrite, new last_updated)"] = put_overwrite
+    reads["delete"] = delete
+    return reads
+
+
+def measure_memory(n: int, rounds: int) -> dict[str, float]:
+    """Load ``n`` devices into an in-memory twin and time :func:`memory_reads` on it (µs)."""
+    repo = InMemoryDeviceMetadataRepository(ttl=86400)
+    fleet = devices(n)
+    for start in range(0, n, 1000):
+        repo.put_many(fleet[start : start + 1000])
+    return interleaved_medians(memory_reads(repo, fleet), rounds)
+
+
 def table(sizes: Sequence[int], rows: dict[int, dict[str, float]]) -> str:
     """A markdown table: one row per measurement, one column per N, and the ratio."""
     first, last = sizes[0], sizes[-1]
@@ -235,7 +307,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=200, help="timed calls per read")
     parser.add_argument("--quick", action="store_true", help="1000 and 5000 devices, 20 rounds")
+    parser.add_argument(
+        "--memory", action="store_true", help="time the in-memory twin instead (no Redis)"
+    )
+    parser.add_argument(
+        "--memory-size", type=int, default=100_000, help="devices of the in-memory twin"
+    )
     args = parser.parse_args(argv)
+    if args.memory:
+        n = 1000 if args.quick else args.memory_size
+        rounds = 20 if args.quick else args.rounds
+        figures = measure_memory(n, rounds)
+        print(f"In-memory twin, {n:,} devices, {cpu_model()}, median of {rounds} calls\n")
+        print("| call | µs |\n|---|---|")
+        for name, median in figures.items():
+            print(f"| {name} | {median:,.1f} |")
+        return 0
     sizes = [1000, 5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     rounds = 20 if args.quick else args.rounds
     server = None if args.url else RedisServer()

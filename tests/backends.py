@@ -7,8 +7,9 @@ tool writing to Redis would.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
@@ -19,6 +20,7 @@ from cache_service_client import (
     DeviceMetadata,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
+    MetadataCodec,
 )
 from cache_service_client.repository.base import InlineAsyncRepository
 
@@ -47,6 +49,19 @@ def meta(device_id: str, **changes: Any) -> DeviceMetadata:
     }
     fields.update(changes)
     return DeviceMetadata(**fields)
+
+
+def at_ms(
+    device_id: str,
+    datatype_id: str = "t",
+    persist: bool = True,
+    ms: int = 0,
+    *,
+    base: datetime = NOW,
+) -> DeviceMetadata:
+    """Metadata of ``datatype_id`` last updated ``ms`` milliseconds after ``base``."""
+    when = base + timedelta(milliseconds=ms)
+    return meta(device_id, datatype_id=datatype_id, persist=persist, last_updated=when)
 
 
 class SyncAsAsync(InlineAsyncRepository):
@@ -131,3 +146,20 @@ class Backend:
     repo: AsyncDeviceMetadataRepository
     backdoor: Backdoor
     keys: KeyStrategy
+
+
+def write_layout_1(
+    client: redis.Redis, keys: KeyStrategy, devices: list[DeviceMetadata], ttl_ms: int
+) -> int:
+    """Store devices as a release with index layout 1 did: ids (score 0), expiry, datatypes, and
+    one updated index per datatype name."""
+    codec = MetadataCodec()
+    at = int(time.time() * 1000) + ttl_ms
+    for m in devices:
+        score = int(m.last_updated.timestamp() * 1000) * 2 + int(m.persist)
+        client.set(keys.device_key(m.device_id), codec.encode(m), px=ttl_ms)
+        client.zadd(keys.ids_index(), {m.device_id: 0})
+        client.zadd(keys.expiry_index(), {m.device_id: at})
+        client.sadd(keys.legacy_datatypes_index(), m.datatype_id)
+        client.zadd(keys.legacy_updated_index(m.datatype_id), {m.device_id: score})
+    return at

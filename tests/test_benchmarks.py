@@ -12,6 +12,7 @@ from benchmarks.harness import Candidate, Config, GroupResult, Result, Runner, m
 from benchmarks.harness import percentile as pct
 from benchmarks.report import from_json, markdown_report, to_json
 from benchmarks.run import main
+from benchmarks.scale import MEMORY_QUERIES, SHAPES
 from benchmarks.scale import _client as scale_client
 from benchmarks.scale import main as scale_main
 from benchmarks.suites import run_groups
@@ -211,10 +212,20 @@ def test_scale_quick_prints_a_table_with_every_read(capsys: pytest.CaptureFixtur
         "first page by id (100)",
         "first page by last_updated (100)",
         "leading wildcard",
+        "page floor (ZRANGE 100 + MGET + decode)",
+        *(f"{name}: first page" for name in SHAPES),
     ):
         assert f"| {row}" in out
     assert "| N = 1,000 | N = 5,000 | 5,000 / 1,000 |" in out
     assert "largest growth of the index-bounded reads" in out
+
+
+def test_scale_memory_quick_times_every_query_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scale_main(["--memory", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "In-memory twin, 1,000 devices" in out
+    for row in (*(f"{name}: first page" for name in MEMORY_QUERIES), "count", "info", "delete"):
+        assert f"| {row} |" in out
 
 
 def test_scale_gives_each_size_a_database_of_its_own() -> None:

@@ -20,7 +20,7 @@ from cache_service_client import (
     KeyStrategy,
     RedisDeviceMetadataRepository,
 )
-from tests.backends import datatype_time_index
+from tests.backends import at_ms, datatype_time_index
 
 BASE = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -28,13 +28,7 @@ BASE = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 def meta(
     device_id: str, datatype_id: str = "t", persist: bool = True, ms: int = 0
 ) -> DeviceMetadata:
-    return DeviceMetadata(
-        device_id=device_id,
-        datatype_id=datatype_id,
-        datatype_name="n",
-        persist=persist,
-        last_updated=BASE + timedelta(milliseconds=ms),
-    )
+    return at_ms(device_id, datatype_id, persist, ms, base=BASE)
 
 
 devices = st.lists(

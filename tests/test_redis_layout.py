@@ -26,7 +26,7 @@ from cache_service_client import (
     MetadataCodec,
     RedisDeviceMetadataRepository,
 )
-from tests.backends import datatype_time_index
+from tests.backends import datatype_time_index, write_layout_1
 from tests.redis_server import free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -264,23 +264,6 @@ async def test_async_unreachable_server() -> None:
 
 
 # -- index layout versions ---------------------------------------------------------------------
-
-
-def write_layout_1(
-    client: redis.Redis, keys: KeyStrategy, devices: list[DeviceMetadata], ttl_ms: int
-) -> int:
-    """Store devices as a release with index layout 1 did: ids (score 0), expiry, datatypes, and
-    one updated index per datatype name."""
-    codec = MetadataCodec()
-    at = int(time.time() * 1000) + ttl_ms
-    for m in devices:
-        score = int(m.last_updated.timestamp() * 1000) * 2 + int(m.persist)
-        client.set(keys.device_key(m.device_id), codec.encode(m), px=ttl_ms)
-        client.zadd(keys.ids_index(), {m.device_id: 0})
-        client.zadd(keys.expiry_index(), {m.device_id: at})
-        client.sadd(keys.legacy_datatypes_index(), m.datatype_id)
-        client.zadd(keys.legacy_updated_index(m.datatype_id), {m.device_id: score})
-    return at
 
 
 def fleet(n: int, prefix: str = "d") -> list[DeviceMetadata]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from cache_service_client._query import score_of
 from cache_service_client._validation import datetime_to_ms
 from cache_service_client.repository.redis import lua
 from cache_service_client.repository.redis.ops import Arg, LuaScript
-from tests.backends import meta
+from tests.backends import at_ms
 
 WHEN = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -106,8 +106,7 @@ def run(
 
 
 def device(device_id: str, datatype_id: str = "t", persist: bool = True, ms: int = 0) -> Any:
-    when = WHEN + timedelta(milliseconds=ms)
-    return meta(device_id, datatype_id=datatype_id, persist=persist, last_updated=when)
+    return at_ms(device_id, datatype_id, persist, ms, base=WHEN)
 
 
 def score_at(ms: int, persist: bool = True) -> int:
