@@ -654,16 +654,58 @@ def time_range_call(*args: Any, **kwargs: Any) -> ScriptCall:
 
 
 def time_set_args(
-    datatype_id: str = "", lo: str = "-inf", hi: str = "+inf", persist: str = "", *, limit: int
+    datatype_id: str = "",
+    lo: str = "-inf",
+    hi: str = "+inf",
+    persist: str = "",
+    *,
+    limit: int,
+    prefix: str = "",
+    after: str = "",
+    reverse: bool = False,
+    want: int | None = None,
+    values: bool = False,
+    whole: bool = False,
 ) -> tuple[object, ...]:
-    """TIME_SET's arguments after the prefixes: the range, the persist filter, the page size
-    (limit + 1) and the size below which the range comes back whole."""
-    return (datatype_id, lo, hi, persist, limit + 1, flows.SMALL_RANGE)
+    """TIME_SET's arguments after the prefixes (``whole``: of a later chunk, read whole).
+
+    The time index of ``datatype_id`` ("": of all devices), the score bounds, the persist filter,
+    the page size (limit + 1) and the size up to which the range is read whole; then, for a
+    range read whole, the literal id ``prefix``, the id to go on ``after`` ("": from the start),
+    the direction, the matches wanted (limit + 1 first; then the walk's chunk) and whether the
+    values come too.
+    """
+    return (
+        datatype_id,
+        lo,
+        hi,
+        persist,
+        limit + 1,
+        flows.READ_WHOLE if whole else flows.SMALL_RANGE,
+        prefix,
+        after,
+        flag(reverse),
+        limit + 1 if want is None else want,
+        flag(values),
+    )
 
 
 def time_set_call(*args: Any, **kwargs: Any) -> ScriptCall:
     """A TIME_SET call on a single node (see :func:`time_set_args`)."""
     return call(lua.TIME_SET, *time_set_args(*args, **kwargs))
+
+
+def read_whole(
+    in_range: int, ids: Sequence[bytes], last: bytes | None, values: Sequence[object] = ()
+) -> list[object]:
+    """A TIME_SET reply for a range read whole: {entries in the range, 1, the live matching ids
+    in walk order, the last id examined or nil (the range ended), their values (when asked)}."""
+    return [in_range, 1, list(ids), last, list(values)]
+
+
+def walk_by_id(in_range: int) -> list[object]:
+    """A TIME_SET reply for a range too large to read whole: the client walks it by id."""
+    return [in_range, 0, [], None, []]
 
 
 def after_bound(when: datetime) -> str:
@@ -942,56 +984,109 @@ def test_query_empty_page_reads_no_values() -> None:
     assert page.next_cursor is None
 
 
-def test_query_by_id_of_a_small_time_range_fetches_it_whole_and_sorts_it_here() -> None:
+def test_query_by_id_of_a_small_time_range_is_read_whole_with_the_values_in_one_round_trip() -> (
+    None
+):
     before = WHEN + timedelta(seconds=1)
-    query = DeviceQuery(updated_after=WHEN, updated_before=before, pattern="d?", limit=2)
-    # The range's live entries, in time order (not by id).
-    fetched = [b"d3", b"x1", b"d1", b"d22", b"d2", b"d4"]
-    time_set = time_set_call(lo=after_bound(WHEN), hi=before_bound(before), limit=2)
+    lo, hi = after_bound(WHEN), before_bound(before)
+    query = DeviceQuery(updated_after=WHEN, updated_before=before, limit=2)
+    values = [encoded(i) for i in ("d1", "d2", "d3")]
     page, ops = run_flow(
-        flows.query(ctx(), query), [[6, 1, fetched], [encoded("d1"), encoded("d2")]]
+        flows.query(ctx(), query),
+        # Sorted by id on the server; limit + 1 live matches, more after d3.
+        [read_whole(6, [b"d1", b"d2", b"d3"], b"d3", values)],
     )
-    # One TIME_SET (the range is small: fetched); sorted and matched here; then MGET.
-    assert ops == [time_set, Command(("MGET", "device:d1", "device:d2"))]
-    assert [m.device_id for m in page.items] == ["d1", "d2"]
+    # One TIME_SET: the range is small, so the server reads it whole, sorts it by id and answers
+    # the first chunk (limit + 1 matches) with their values: no RANGE, no MGET, no count.
+    assert ops == [time_set_call(lo=lo, hi=hi, limit=2, values=True)]
+    assert page.items == [make("d1"), make("d2")]
     assert page.total is None
     assert page.next_cursor is not None  # d3 was the third match
     second, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
-        [[6, 1, fetched], [encoded("d3"), encoded("d4")]],
+        [read_whole(6, [b"d3"], None, [encoded("d3")])],
     )
-    # The next page fetches the range again and starts after the cursor here.
-    assert ops == [time_set, Command(("MGET", "device:d3", "device:d4"))]
+    # The next page reads the range again; the server goes on after the cursor.
+    assert ops == [time_set_call(lo=lo, hi=hi, limit=2, after="d2", values=True)]
+    assert second.items == [make("d3")]
+    assert second.next_cursor is None
+    assert second.total is None
+
+
+def test_query_by_id_of_a_small_time_range_asks_a_next_chunk_after_the_last_id_examined() -> None:
+    before = WHEN + timedelta(seconds=1)
+    lo, hi = after_bound(WHEN), before_bound(before)
+    # "d?" goes beyond its literal prefix: the server keeps the ids starting "d", the client
+    # matches the rest, so the page is read with MGET (no values asked).
+    query = DeviceQuery(updated_after=WHEN, updated_before=before, pattern="d?", limit=2)
+    page, ops = run_flow(
+        flows.query(ctx(), query),
+        [
+            # By id: d1, d2, d22 (rejected here): the matches ran short.
+            read_whole(6, [b"d1", b"d2", b"d22"], b"d22"),
+            read_whole(6, [b"d3", b"d4"], None),
+            [encoded("d1"), encoded("d2")],
+        ],
+    )
+    assert ops == [
+        time_set_call(lo=lo, hi=hi, limit=2, prefix="d"),
+        # The next chunk: another TIME_SET after the last id examined, limit + 1 matches, read
+        # whole whatever the range's size by now (the plan stays).
+        time_set_call(lo=lo, hi=hi, limit=2, prefix="d", after="d22", whole=True),
+        Command(("MGET", "device:d1", "device:d2")),
+    ]
+    assert [m.device_id for m in page.items] == ["d1", "d2"]
+    assert page.next_cursor is not None  # d3 was the third match
+    second, ops = run_flow(
+        flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
+        [read_whole(6, [b"d22", b"d3", b"d4"], None), [encoded("d3"), encoded("d4")]],
+    )
+    assert ops == [
+        time_set_call(lo=lo, hi=hi, limit=2, prefix="d", after="d2"),
+        Command(("MGET", "device:d3", "device:d4")),
+    ]
     assert [m.device_id for m in second.items] == ["d3", "d4"]
     assert second.next_cursor is None
 
 
 def test_query_by_id_of_a_small_time_range_descending() -> None:
     before = WHEN + timedelta(seconds=1)
+    hi = before_bound(before)
     query = DeviceQuery(updated_before=before, persist=True, pattern="d*", descending=True, limit=2)
-    fetched = [b"d2", b"e1", b"d3", b"d1"]
-    # The persist filter goes to the server; the prefix pattern is applied to the fetched ids.
-    time_set = time_set_call(hi=before_bound(before), persist="1", limit=2)
+    # The persist filter and the literal prefix go to the server; "d*" leaves nothing to match
+    # here, so the values come along. The server's order (descending) is kept.
     page, ops = run_flow(
-        flows.query(ctx(), query), [[4, 1, fetched], [encoded("d3"), encoded("d2")]]
+        flows.query(ctx(), query),
+        [read_whole(4, [b"d3", b"d2", b"d1"], b"d1", [encoded(i) for i in ("d3", "d2", "d1")])],
     )
-    assert ops == [time_set, Command(("MGET", "device:d3", "device:d2"))]
+    assert ops == [
+        time_set_call(hi=hi, persist="1", limit=2, prefix="d", reverse=True, values=True)
+    ]
     assert [m.device_id for m in page.items] == ["d3", "d2"]
+    assert page.next_cursor is not None
     second, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
-        [[4, 1, fetched], [encoded("d1")]],
+        [read_whole(4, [b"d1"], None, [encoded("d1")])],
     )
-    assert ops == [time_set, Command(("MGET", "device:d1"))]
-    assert [m.device_id for m in second.items] == ["d1"]
+    # Walking down, the next page goes on below the cursor.
+    assert ops == [
+        time_set_call(
+            hi=hi, persist="1", limit=2, prefix="d", after="d2", reverse=True, values=True
+        )
+    ]
+    assert second.items == [make("d1")]
     assert second.next_cursor is None
 
 
 def test_query_by_id_of_an_empty_small_time_range_reads_nothing_else() -> None:
     query = DeviceQuery(updated_after=WHEN, datatype_id="none-such")
-    page, ops = run_flow(flows.query(ctx(), query), [[0, 1, []]])
-    assert ops == [time_set_call("none-such", after_bound(WHEN), limit=query.limit)]
+    page, ops = run_flow(flows.query(ctx(), query), [read_whole(0, [], None)])
+    assert ops == [
+        time_set_call("none-such", after_bound(WHEN), limit=query.limit, values=True),
+    ]
     assert page.items == []
     assert page.next_cursor is None
+    assert page.total is None
 
 
 def test_query_by_id_of_a_large_time_range_walks_by_id_with_the_score_bounds() -> None:
@@ -999,23 +1094,38 @@ def test_query_by_id_of_a_large_time_range_walks_by_id_with_the_score_bounds() -
     page, ops = run_flow(
         flows.query(ctx(), DeviceQuery(updated_after=WHEN, limit=2)),
         [
-            [900, 0, []],  # too many entries in the range to fetch them: walk by id
+            walk_by_id(900),  # too many entries in the range to read it whole: walk by id
             # The script skipped the entries whose time score is out of the range.
-            chunk([b"a", b"b"], b"c"),
-            chunk([b"e"], None),
-            [encoded("a"), encoded("b")],
+            chunk([b"a", b"b"], b"c", [encoded("a"), encoded("b")]),
+            chunk([b"e"], None, [encoded("e")]),
         ],
     )
-    # Both persist blocks in one call per chunk, with the time bounds; no values, no count.
+    # Both persist blocks in one call per chunk, with the time bounds; nothing left to the
+    # client on a single node: the values come with the walk (no MGET); never the count.
     assert ops == [
-        time_set_call(lo=lo, limit=2),
-        range_call("-", "+", count=3, lo=lo),
-        range_call(b"(c", "+", count=12, lo=lo),
-        Command(("MGET", "device:a", "device:b")),
+        time_set_call(lo=lo, limit=2, values=True),
+        range_call("-", "+", count=3, lo=lo, values=True),
+        range_call(b"(c", "+", count=12, lo=lo, values=True),
     ]
-    assert [m.device_id for m in page.items] == ["a", "b"]
-    assert page.next_cursor is not None
+    assert page.items == [make("a"), make("b")]
+    assert page.next_cursor is not None  # e was the third match
     assert page.total is None
+
+
+def test_query_by_id_of_a_large_time_range_with_a_pattern_reads_the_page_with_mget() -> None:
+    lo = after_bound(WHEN)
+    page, ops = run_flow(
+        flows.query(ctx(), DeviceQuery(updated_after=WHEN, pattern="?", limit=1)),
+        [walk_by_id(900), chunk([b"a", b"bb", b"c"], None), [encoded("a")]],
+    )
+    # A matcher left to the client: no values asked, from TIME_SET or the walk; then MGET.
+    assert ops == [
+        time_set_call(lo=lo, limit=1),
+        range_call("-", "+", count=2, lo=lo),
+        Command(("MGET", "device:a")),
+    ]
+    assert page.items == [make("a")]
+    assert page.next_cursor is not None  # c was the second match
 
 
 def test_query_by_id_of_a_large_time_range_with_every_filter_descending() -> None:
@@ -1030,26 +1140,39 @@ def test_query_by_id_of_a_large_time_range_with_every_filter_descending() -> Non
         limit=1,
     )
     lo, hi = after_bound(WHEN), before_bound(before)
-    time_set = time_set_call("temp", lo, hi, "1", limit=1)
+
+    def time_set(after: str = "") -> ScriptCall:
+        return time_set_call(
+            "temp", lo, hi, "1", limit=1, prefix="s-", after=after, reverse=True, values=True
+        )
 
     def walk(stop: str | bytes) -> ScriptCall:
-        # One by-type block (datatype and persist), the prefix range, the time bounds; no values.
+        # One by-type block (datatype and persist), the prefix range, the time bounds; "s-*"
+        # is answered by the prefix range, so the values come along.
         return range_call(
-            "[s-", stop, datatype="temp", block="1", count=2, reverse=True, lo=lo, hi=hi
+            "[s-",
+            stop,
+            datatype="temp",
+            block="1",
+            count=2,
+            reverse=True,
+            lo=lo,
+            hi=hi,
+            values=True,
         )
 
     page, ops = run_flow(
         flows.query(ctx(), query),
-        [[5000, 0, []], chunk([b"s-9", b"s-5"], b"s-5"), [encoded("s-9")]],
+        [walk_by_id(5000), chunk([b"s-9", b"s-5"], b"s-5", [encoded("s-9"), encoded("s-5")])],
     )
-    assert ops == [time_set, walk(b"(s-\xff"), Command(("MGET", "device:s-9"))]
+    assert ops == [time_set(), walk(b"(s-\xff")]
     assert [m.device_id for m in page.items] == ["s-9"]
     assert page.next_cursor is not None
     second, ops = run_flow(
         flows.query(ctx(), msgspec.structs.replace(query, cursor=page.next_cursor)),
-        [[5000, 0, []], chunk([b"s-5"], None), [encoded("s-5")]],
+        [walk_by_id(5000), chunk([b"s-5"], None, [encoded("s-5")])],
     )
-    assert ops == [time_set, walk("(s-9"), Command(("MGET", "device:s-5"))]
+    assert ops == [time_set(after="s-9"), walk("(s-9")]
     assert [m.device_id for m in second.items] == ["s-5"]
     assert second.next_cursor is None
 
@@ -1642,9 +1765,7 @@ def test_bucketed_query_with_a_filter_reads_the_page_with_one_mget_per_bucket() 
     assert page.total is None
 
 
-def test_bucketed_query_by_id_of_a_time_range_sorts_the_small_buckets_and_walks_the_others() -> (
-    None
-):
+def test_bucketed_query_by_id_of_a_time_range_reads_small_buckets_whole_and_walks_others() -> None:
     lo = after_bound(WHEN)
     assert [ids_in(b, 3) for b in (0, 1, 3)] == [
         ["d0", "d2", "d9"],
@@ -1660,10 +1781,10 @@ def test_bucketed_query_by_id_of_a_time_range_sorts_the_small_buckets_and_walks_
         flows.query(bctx(), DeviceQuery(updated_after=WHEN, limit=3)),
         [
             [
-                [3, 1, [b"d9", b"d0", b"d2"]],  # small: fetched (in time order)
-                [800, 0, []],  # large: walked by id
-                [0, 1, []],  # empty
-                [650, 0, []],  # large
+                read_whole(3, [b"d0", b"d2", b"d9"], None),  # small: read whole, sorted by id
+                walk_by_id(800),  # large: walked by id
+                read_whole(0, [], None),  # empty
+                walk_by_id(650),  # large
             ],
             [
                 chunk([b"d14"], b"d16"),  # bucket 1: d16 examined, out of the range
@@ -1674,17 +1795,62 @@ def test_bucketed_query_by_id_of_a_time_range_sorts_the_small_buckets_and_walks_
         ],
     )
     assert ops == [
+        # Every bucket plans its range and answers its first chunk (limit + 1); a cluster: no
+        # values (the page is read with MGETs).
         Pipeline(
             tuple(bucket_call(lua.TIME_SET, b, *time_set_args(lo=lo, limit=3)) for b in range(4))
         ),
-        # Only the large buckets are walked, one stream each (both blocks), with the time bounds.
+        # Only the large buckets are walked, one stream each (both blocks), with the time bounds;
+        # never the count.
         Pipeline((walked(1, "-", 4), walked(3, "-", 4))),
-        # Bucket 1 ran dry first: it alone is fetched again.
+        # Bucket 1 ran dry first: it alone is fetched again (bucket 0 ended: never again).
         walked(1, b"(d16", 16),
         mgets(["d0", "d14", "d15"]),
     ]
-    # Merged by id with bucket 0's sorted ids: d0, d14, d15, then d2 (the fourth match).
+    assert isinstance(ops[-1], Pipeline)  # one MGET per bucket
+    # Merged by id with bucket 0's ids: d0, d14, d15, then d2 (the fourth match).
     assert [m.device_id for m in page.items] == ["d0", "d14", "d15"]
+    assert page.next_cursor is not None
+    assert page.total is None
+
+
+def test_bucketed_query_by_id_of_a_time_range_asks_a_bucket_read_whole_again_when_dry() -> None:
+    lo = after_bound(WHEN)
+    assert [BUCKETED.bucket_of(i) for i in ("d10", "d12", "d19", "d2", "d9")] == [0] * 5
+    assert [BUCKETED.bucket_of(i) for i in ("d11", "d3")] == [2, 2]
+    assert BUCKETED.bucket_of("d5") == 3
+
+    def time_set(bucket: int, after: str = "", want: int = 2) -> ScriptCall:
+        args = time_set_args(lo=lo, limit=1, prefix="d", after=after, want=want, whole=bool(after))
+        return bucket_call(lua.TIME_SET, bucket, *args)
+
+    # "d?": the server keeps the ids starting "d", the client rejects the longer ones.
+    page, ops = run_flow(
+        flows.query(bctx(), DeviceQuery(updated_after=WHEN, pattern="d?", limit=1)),
+        [
+            [
+                read_whole(6, [b"d10", b"d12"], b"d12"),  # both rejected here
+                read_whole(0, [], None),
+                walk_by_id(900),
+                read_whole(1, [b"d5"], None),
+            ],
+            chunk([b"d11", b"d3"], b"d3"),  # bucket 2, walked
+            read_whole(6, [b"d19", b"d2"], b"d2"),  # bucket 0 again: d2 matches
+            read_whole(6, [b"d9"], None),  # bucket 0 once more: the range ends
+            [encoded("d2")],
+        ],
+    )
+    assert ops == [
+        Pipeline(tuple(time_set(b) for b in range(4))),
+        bucket_call(lua.RANGE, 2, *range_args("[d", b"(d\xff", count=2, lo=lo)),
+        # d10, d11 and d12 rejected: bucket 0 ran dry, and goes on after the last id examined;
+        # its chunks grow fourfold like a walk's.
+        time_set(0, after="d12"),
+        time_set(0, after="d2", want=8),
+        Command(("MGET", BUCKETED.device_key("d2"))),
+    ]
+    # d2, then d3 (the second match: a next page).
+    assert [m.device_id for m in page.items] == ["d2"]
     assert page.next_cursor is not None
     assert page.total is None
 

@@ -438,3 +438,13 @@ def test_time_keys_sort_as_score_then_id() -> None:
     assert key(0) < key(0, "a") < key(1)
     assert [len(k) - memory_module._SCORE_DIGITS for k in keys] == [len(i) for _, i in pairs]
     assert [ord(k[memory_module._SCORE_DIGITS - 1]) & 1 for k in keys] == [s & 1 for s, _ in pairs]
+
+
+def test_a_prefix_sorted_by_time_read_whole_stops_before_the_next_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo = InMemoryDeviceMetadataRepository(ttl=None)
+    repo.put_many([dev("a1"), dev("b"), dev("a", ms=1)])
+    monkeypatch.setattr(memory_module, "_prefer_fetch", lambda *args: True)
+    page = repo.query(DeviceQuery(pattern="a*", sort="last_updated"))
+    assert [m.device_id for m in page.items] == ["a1", "a"]  # not "b", the prefix range's end

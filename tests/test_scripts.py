@@ -241,31 +241,47 @@ def test_time_range_orders_by_score_then_id_and_resumes_after_a_moved_device(
     assert [i for i, _ in bounded.entries] == ["d4", "d5"]
 
 
-def test_time_set_returns_a_small_range_whole_and_a_large_one_not(
+def test_time_set_reads_a_small_range_whole_sorted_by_id_and_walks_on_from_the_cursor(
     repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
-    repo.put_many([device(f"d{i:03d}", persist=i % 2 == 0, ms=i) for i in range(400)])
+    # Ids in the reverse order of their times, and two prefixes.
+    repo.put_many(
+        [device(f"{'ab'[i % 2]}{999 - i:03d}", persist=i % 3 == 0, ms=i) for i in range(400)]
+    )
 
-    def plan(lo: int, small: int, persist: bool | None = None) -> lua.TimeSetReply:
+    def plan(lo: int, small: int = 0, want: int = 11, **kwargs: Any) -> lua.TimeSetReply:
+        options: dict[str, Any] = {"persist": None, **kwargs}
         args = lua.time_set_args(
-            datatype_id=None, lo=lo, hi=None, persist=persist, page=11, small=small
+            datatype_id=None, lo=lo, hi=None, page=11, small=small, want=want, **options
         )
         return lua.parse_time_set(run(redis_client, key_strategy, lua.TIME_SET, args))
 
-    assert plan(score_at(390, False), small=0) == lua.TimeSetReply(
-        10, [f"d{i}" for i in range(390, 400)]
+    in_range = [f"{'ab'[i % 2]}{999 - i:03d}" for i in range(390, 400)]
+    got = plan(score_at(390, False), want=4)
+    assert (got.in_range, got.whole) == (10, True)
+    assert got.ids == sorted(in_range)[:4]  # sorted by id on the server
+    assert got.last is not None
+    resumed = plan(score_at(390, False), after=lua.text(got.last))
+    assert resumed.ids == sorted(in_range)[4:]
+    assert resumed.last is None  # the range ended
+    down = plan(score_at(390, False), after=sorted(in_range)[5], descending=True)
+    assert down.ids == sorted(in_range)[:5][::-1]
+    only_b = plan(score_at(390, False), prefix="b", with_values=True)
+    assert only_b.ids == sorted(i for i in in_range if i.startswith("b"))
+    assert len(only_b.values) == len(only_b.ids)
+    # sqrt(11 x 400 x FETCH_COST_RATIO) = 162: a range of 200 is walked by id instead, unless
+    # the least size read whole says otherwise.
+    assert plan(score_at(200, False)) == lua.TimeSetReply(200, False, [], None, [])
+    persisted = plan(score_at(200, False), small=200, want=100, persist=True)
+    assert persisted.whole
+    assert persisted.ids == sorted(f"{'ab'[i % 2]}{999 - i:03d}" for i in range(201, 400, 3))[:100]
+    redis_client.delete(key_strategy.device_key(sorted(in_range)[0]))
+    assert plan(score_at(390, False), want=1).ids == [sorted(in_range)[1]]  # live ones only
+    unknown = lua.time_set_args(
+        datatype_id="nope", lo=None, hi=None, persist=None, page=2, small=0, want=2
     )
-    # sqrt(11 x 400) = 66: a range of 100 is walked unless the least size says otherwise.
-    assert plan(score_at(300, False), small=0) == lua.TimeSetReply(100, None)
-    whole = plan(score_at(300, False), small=100, persist=True)
-    assert whole.in_range == 100
-    assert whole.ids is not None
-    assert sorted(whole.ids) == [f"d{i}" for i in range(300, 400, 2)]
-    redis_client.delete(key_strategy.device_key("d399"))
-    assert plan(score_at(398, False), small=0).ids == ["d398"]  # live ones only
-    unknown = lua.time_set_args(datatype_id="nope", lo=None, hi=None, persist=None, page=2, small=0)
     got = lua.parse_time_set(run(redis_client, key_strategy, lua.TIME_SET, unknown))
-    assert got == lua.TimeSetReply(0, [])
+    assert got == lua.TimeSetReply(0, True, [], None, [])
 
 
 def test_count_and_info_leave_out_expired_entries(

@@ -6,8 +6,8 @@ round-trips here, and nothing more), keys are named by the same
 :class:`~cache_service_client.KeyStrategy`, TTLs expire with Redis's millisecond rule, listing
 uses Redis's exact glob semantics and byte order, and errors are the same. Both are thread-safe.
 
-The fake keeps the indexes the Redis repository keeps (see :class:`_Keyspace`), as sorted lists
-of sorted chunks (:class:`~cache_service_client._sorted.SortedList`): a write or a delete costs
+The fake keeps the indexes the Redis repository keeps (the private ``_Keyspace``), as sorted
+lists of sorted chunks (the private ``_sorted.SortedList``): a write or a delete costs
 O(log N) per device, count O(log N), info O(log N) amortised, and a query page the O(log N) of
 finding its start plus the entries it walks (see :meth:`InMemoryDeviceMetadataRepository.query`).
 """
@@ -785,7 +785,8 @@ class InMemoryDeviceMetadataRepository:
                 if _prefer_fetch(k, walk, len(times), want, _FETCH_COST_PREFIX):
                     # The prefix range (of the persist flag asked), sorted by (score, id), cut
                     # to the walk's bounds.
-                    entries = map(self._ks.indexed.__getitem__, ids.irange(prefix, end))
+                    in_prefix = ids.irange(prefix, end, (True, False))
+                    entries = map(self._ks.indexed.__getitem__, in_prefix)
                     by_time = sorted(map(_timed, entries))
                     fetched = _cut(by_time, t_min, t_min_in, t_max, plan.descending)
                     return self._take_times(plan, fetched, now, dead, filtered=True)

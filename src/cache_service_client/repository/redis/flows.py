@@ -11,6 +11,7 @@ reads that walk indexes merge the buckets' ordered streams here, in the client.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -69,6 +70,8 @@ RANGE_CHUNK = 512
 #: A time range sorted by id with at most this many entries is fetched whole and sorted (see
 #: :func:`_time_range_by_id`; it is more when sqrt(page x devices) is).
 SMALL_RANGE = 200
+#: The ``small`` of a TIME_SET call that must read its range whole (a later chunk of one).
+READ_WHOLE = 2**31
 #: Entries INFO examines from each end of the time index to find a live one.
 INFO_BUDGET = 10_000
 #: Keys read per SCAN step of a repair.
@@ -197,8 +200,9 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
         keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
         return _script(ctx, lua.PUT, bucket, keys, args)
 
-    if ctx.keys.buckets == 1:
-        return int((yield call(0, range(len(checked)))))
+    if ctx.keys.buckets == 1 or len(checked) == 1:
+        # One script call, no grouping: a single node, or a single device.
+        return int((yield call(ctx.keys.bucket_of(checked[0].device_id), range(len(checked)))))
     ids = [m.device_id for m in checked]
     calls: list[Op] = [
         call(bucket, positions) for bucket, positions in ctx.keys.group_by_bucket(ids).items()
@@ -238,7 +242,9 @@ def delete_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[int]:
 def delete(ctx: FlowContext, device_id: str) -> Flow[bool]:
     """Delete one device; return True if it existed."""
     validate_device_id(device_id)
-    return (yield from delete_many(ctx, [device_id])) == 1
+    keys = (ctx.keys.device_key(device_id),)
+    bucket = ctx.keys.bucket_of(device_id)
+    return int((yield _script(ctx, lua.DELETE, bucket, keys, (device_id,)))) == 1
 
 
 def exists(ctx: FlowContext, device_id: str) -> Flow[bool]:
@@ -266,7 +272,8 @@ class _Stream:
     """An ordered stream of live devices from one index of one bucket, fetched in chunks."""
 
     request: Callable[[Any, int], Op]  # the op fetching `count` entries after a continuation
-    parse: Callable[[Any], tuple[list[_Item], Any]]  # chunk reply -> items, continuation
+    # chunk reply -> items, continuation, the bucket's count (None: not in this reply)
+    parse: Callable[[Any], tuple[list[_Item], Any, int | None]]
     continuation: Any
     chunk: int = RANGE_CHUNK  # entries to examine in the next fetch; grows up to RANGE_CHUNK
     buffer: deque[_Item] = field(default_factory=deque)
@@ -290,9 +297,9 @@ def _walk(
         if empty:
             replies = yield from _each([s.request(s.continuation, s.chunk) for s in empty])
             for stream, reply in zip(empty, replies, strict=True):
-                items, stream.continuation = stream.parse(reply)
-                if len(reply) > 3 and reply[3] is not None and stream.total is None:
-                    stream.total = int(reply[3])
+                items, stream.continuation, total = stream.parse(reply)
+                if total is not None and stream.total is None:
+                    stream.total = total
                 stream.buffer.extend(items)
                 stream.done = stream.continuation is None
                 stream.chunk = min(stream.chunk * 4, RANGE_CHUNK)
@@ -330,14 +337,6 @@ def _lex_bounds(prefix: str) -> tuple[str | bytes, str | bytes]:
 def _exclusive(last: bytes | str) -> bytes | str:
     """The lex bound right after (or before, walking backwards) the id ``last``."""
     return b"(" + last if isinstance(last, bytes) else "(" + last
-
-
-def _fetched_nothing(continuation: Any, count: int) -> Op:
-    raise RuntimeError("a stream whose entries are all in its buffer fetches nothing")
-
-
-def _parsed_nothing(reply: Any) -> tuple[list[_Item], Any]:
-    raise RuntimeError("a stream whose entries are all in its buffer parses nothing")
 
 
 def _id_streams(
@@ -388,23 +387,18 @@ def _id_streams(
             )
             return _script(ctx, lua.RANGE, bucket, (), args)
 
-        def parse(reply: Any) -> tuple[list[_Item], Any]:
+        def parse(reply: Any) -> tuple[list[_Item], Any, int | None]:
             got = lua.parse_range(reply)
             values = got.values if with_values else [None] * len(got.ids)
             items = [
                 _Item((device_id,), device_id, value=value)
                 for device_id, value in zip(got.ids, values, strict=True)
             ]
-            return items, (None if got.last is None else _exclusive(got.last))
+            return items, (None if got.last is None else _exclusive(got.last)), got.total
 
         return _Stream(request, parse, first)
 
     return [stream(bucket) for bucket in buckets]
-
-
-def _buffered_stream(items: list[_Item]) -> _Stream:
-    """A stream of items the client already holds, in walk order."""
-    return _Stream(_fetched_nothing, _parsed_nothing, None, buffer=deque(items), done=True)
 
 
 def list_ids(
@@ -475,54 +469,73 @@ def _time_streams(
             )
             return _script(ctx, lua.TIME_RANGE, bucket, (), args)
 
-        def parse(reply: Any) -> tuple[list[_Item], Any]:
+        def parse(reply: Any) -> tuple[list[_Item], Any, int | None]:
             got = lua.parse_time_range(reply)
             values = got.values if with_values else [None] * len(got.entries)
             items = [
                 _Item((score, device_id), device_id, score, value)
                 for (device_id, score), value in zip(got.entries, values, strict=True)
             ]
-            return items, got.last
+            return items, got.last, got.total
 
         return _Stream(request, parse, plan.after)
 
     return [stream(bucket) for bucket in range(ctx.keys.buckets)]
 
 
-def _time_range_by_id(ctx: FlowContext, plan: QueryPlan) -> Flow[list[_Stream]]:
+def _time_range_by_id(ctx: FlowContext, plan: QueryPlan, with_values: bool) -> Flow[list[_Stream]]:
     """Streams for a time range sorted by id, which no index orders.
 
-    Each bucket counts the range in its time index (O(log N)). A small range (at most
-    max(:data:`SMALL_RANGE`, sqrt(page x devices walked by id))) comes back whole, live entries
-    only, and is sorted here; a larger one is walked by id with each device's time score
-    checked on the server, passing over about page / share-in-range entries, which is then
-    below sqrt(page x devices). So a page costs O(sqrt(page x N)) entries at worst, and
-    O(log N + page) for a range that is very small or very large.
+    Each bucket counts the range in its time index (O(log N), the TIME_SET script). A range of
+    at most max(:data:`SMALL_RANGE`, sqrt(page x devices walked by id x
+    :data:`~.lua.FETCH_COST_RATIO`)) entries is read whole, sorted by id on the server, and
+    served from the cursor on (the same call answers the first chunk); a larger one is walked
+    by id with each device's time score checked on the server, passing over about page /
+    share-in-range entries, which is then below sqrt(page x devices / FETCH_COST_RATIO). So a
+    page costs O(sqrt(page x N)) entries at worst, and O(log N + page) for a range that is
+    very small or very large.
     """
-    args = lua.time_set_args(
-        datatype_id=plan.datatype_id,
-        lo=plan.lo,
-        hi=plan.hi,
-        persist=plan.persist,
-        page=plan.limit + 1,
-        small=SMALL_RANGE,
-    )
+    first = plan.limit + 1
+    after = None if plan.after is None else str(plan.after[0])
+
+    def fetch(bucket: int, resume: str | None, count: int, small: int = SMALL_RANGE) -> ScriptCall:
+        args = lua.time_set_args(
+            datatype_id=plan.datatype_id,
+            lo=plan.lo,
+            hi=plan.hi,
+            persist=plan.persist,
+            page=first,
+            small=small,
+            prefix=plan.prefix,
+            after=resume,
+            descending=plan.descending,
+            want=count,
+            with_values=with_values,
+        )
+        return _script(ctx, lua.TIME_SET, bucket, (), args)
+
+    def more(bucket: int, resume: str | None, count: int) -> ScriptCall:
+        return fetch(bucket, resume, count, READ_WHOLE)
+
+    def parse(reply: Any) -> tuple[list[_Item], Any, int | None]:
+        got = lua.parse_time_set(reply)
+        values = got.values if with_values else [None] * len(got.ids)
+        items = [_Item((i,), i, value=v) for i, v in zip(got.ids, values, strict=True)]
+        return items, (None if got.last is None else lua.text(got.last)), None
+
     buckets = range(ctx.keys.buckets)
-    replies = yield from _each([_script(ctx, lua.TIME_SET, b, (), args) for b in buckets])
+    replies = yield from _each([fetch(b, after, first) for b in buckets])
     streams: list[_Stream] = []
     walked: list[int] = []
     for bucket, reply in zip(buckets, replies, strict=True):
-        ids = lua.parse_time_set(reply).ids
-        if ids is None:
+        if not lua.parse_time_set(reply).whole:
             walked.append(bucket)
             continue
-        chosen = [
-            device_id
-            for device_id in ids
-            if (plan.matcher is None or plan.matcher(device_id)) and plan.is_after((device_id,))
-        ]
-        chosen.sort(reverse=plan.descending)
-        streams.append(_buffered_stream([_Item((i,), i) for i in chosen]))
+        items, resume, _ = parse(reply)
+        # Later chunks read the range whole whatever its size by then: the walk keeps its plan.
+        request = functools.partial(more, bucket)
+        stream = _Stream(request, parse, resume, buffer=deque(items), done=resume is None)
+        streams.append(stream)
     if walked:
         streams += _id_streams(
             ctx,
@@ -531,9 +544,10 @@ def _time_range_by_id(ctx: FlowContext, plan: QueryPlan) -> Flow[list[_Stream]]:
             persist=plan.persist,
             prefix=plan.prefix,
             descending=plan.descending,
-            after=None if plan.after is None else str(plan.after[0]),
+            after=after,
             lo=plan.lo,
             hi=plan.hi,
+            with_values=with_values,
         )
     return streams
 
@@ -569,8 +583,8 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
         with_values = plan.matcher is None and ctx.keys.buckets == 1
         streams = _time_streams(ctx, plan, with_values=with_values, with_total=with_total)
     elif time_range:
-        with_values = False
-        streams = yield from _time_range_by_id(ctx, plan)
+        with_values = matcher is None and ctx.keys.buckets == 1
+        streams = yield from _time_range_by_id(ctx, plan, with_values)
     else:
         with_values = matcher is None and ctx.keys.buckets == 1
         streams = _id_streams(

@@ -156,6 +156,18 @@ local function read_values(ids, n)
   end
   return got, live
 end
+-- Append the ids of `ids` whose key exists to `out` (and, `with_values`, their values to
+-- `values`), checked with one MGET.
+local function keep_live(ids, out, values, with_values)
+  if #ids == 0 then return end
+  local got, live = read_values(ids, #ids)
+  for j, id in ipairs(ids) do
+    if live[j] then
+      out[#out + 1] = id
+      if with_values then values[#values + 1] = got[j] end
+    end
+  end
+end
 -- A score bound as the client sends it ('-inf', '+inf' or a number).
 local function score_bound(x)
   if x == '-inf' then return -math.huge end

@@ -64,10 +64,19 @@ local function head(b)
 end
 local budget = math.max(4 * want, {budget})
 local ended = false
+-- With a time filter, a batch of candidates grows twofold while too few pass it.
+local step = want
 while #out < want and budget > 0 do
-  -- Take up to the matches still wanted, in order, as candidates.
-  local candidates = {}
-  while #candidates < want - #out and budget > 0 do
+  -- Take the next entries in order: as many as matches are still wanted (more with a time
+  -- filter), checked in one ZMSCORE and one MGET.
+  local take = want - #out
+  if timed then
+    take = math.max(take, step)
+    step = step * 2
+  end
+  take = math.min(take, budget, 1024)
+  local taken = {}
+  while #taken < take do
     local best, best_id = nil, nil
     for _, b in ipairs(blocks) do
       local id = head(b)
@@ -75,30 +84,20 @@ while #out < want and budget > 0 do
     end
     if not best then ended = true break end
     best.at = best.at + 1
-    budget = budget - 1
-    last = best_id
-    local keep = true
-    if timed then
-      local s = redis.call('ZSCORE', KEYS[5], best_id)
-      keep = s ~= false and tonumber(s) >= lo and tonumber(s) <= hi
-    end
-    if keep then candidates[#candidates + 1] = best_id end
+    taken[#taken + 1] = best_id
   end
-  if with_values then
-    if #candidates > 0 then
-      local got, live = read_values(candidates, #candidates)
-      for j, id in ipairs(candidates) do
-        if live[j] then
-          out[#out + 1] = id
-          values[#values + 1] = got[j]
-        end
-      end
-    end
-  else
-    for _, id in ipairs(candidates) do
-      if alive(id) then out[#out + 1] = id end
+  budget = budget - #taken
+  if #taken > 0 then last = taken[#taken] end
+  local candidates = taken
+  if timed and #taken > 0 then
+    candidates = {}
+    local scores = redis.call('ZMSCORE', KEYS[5], unpack(taken))
+    for j, id in ipairs(taken) do
+      local s = scores[j]
+      if s and tonumber(s) >= lo and tonumber(s) <= hi then candidates[#candidates + 1] = id end
     end
   end
+  keep_live(candidates, out, values, with_values)
   if ended then break end
 end
 if ended then

@@ -48,12 +48,10 @@ while true do
       ids[#ids + 1], scores[#scores + 1] = got[i], score
     end
   end
-  local vals, live
-  if with_values and #ids > 0 then vals, live = read_values(ids, #ids) end
+  local vals, live = {}, {}
+  if #ids > 0 then vals, live = read_values(ids, #ids) end
   for j = 1, #ids do
-    local here
-    if with_values then here = live[j] else here = alive(ids[j]) end
-    if here then
+    if live[j] then
       out[#out + 1], out[#out + 2] = ids[j], scores[j]
       if with_values then values[#values + 1] = vals[j] end
       found = found + 1
