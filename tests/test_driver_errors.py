@@ -53,6 +53,11 @@ PUT = ScriptCall(lua.PUT, ("i", "e", "u", "device:a"), (0, "a", b"{}", 0))
         (rex.AuthenticationWrongNumberOfArgsError("wrong number of args"), AuthenticationError),
         (rex.ResponseError("NOAUTH Authentication required."), AuthenticationError),
         (rex.ResponseError("WRONGPASS invalid username-password pair"), AuthenticationError),
+        # A script call (more than ten arguments) without a password on a server that asks one.
+        (
+            rex.ResponseError("Protocol error: unauthenticated multibulk length"),
+            AuthenticationError,
+        ),
         (rex.ResponseError("ERR invalid password"), AuthenticationError),
         (rex.TimeoutError("Timeout reading from socket"), BackendTimeoutError),
         (rex.ConnectionError("Error 111 connecting. Connection refused."), BackendConnectionError),

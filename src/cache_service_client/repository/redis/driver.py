@@ -51,7 +51,15 @@ _RETRYABLE_CLASSES = (
     rex.TryAgainError,
     rex.ClusterError,  # ClusterDownError included
 )
-_AUTH_PREFIXES = ("NOAUTH", "WRONGPASS", "ERR AUTH", "ERR invalid password")
+_AUTH_PREFIXES = (
+    "NOAUTH",
+    "WRONGPASS",
+    "ERR AUTH",
+    "ERR invalid password",
+    # A server that requires a password answers a command of more than ten arguments (a
+    # script call) from a client that sent none with this instead of NOAUTH.
+    "Protocol error: unauthenticated",
+)
 # What a script's command answers when the ACL denies it a key (Redis 7 words it so).
 _SCRIPT_ACL_DENIALS = ("can't access at least one of the keys", "NOPERM")
 
@@ -79,7 +87,7 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
     elif isinstance(
         exc,
         (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError),
-    ) or (isinstance(exc, rex.ResponseError) and message.startswith(_AUTH_PREFIXES)):
+    ) or (isinstance(exc, rex.RedisError) and message.startswith(_AUTH_PREFIXES)):
         error = AuthenticationError(f"authentication failed{_where(op)}: {message}")
     elif isinstance(exc, rex.ResponseError) and message.startswith("LAYOUT "):
         error = IndexLayoutError(message.removeprefix("LAYOUT ") + _where(op))
