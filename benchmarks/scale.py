@@ -132,11 +132,11 @@ SCANNING: dict[str, Callable[[RedisDeviceMetadataRepository], object]] = {
 def page_floor(client: redis.Redis, keys: KeyStrategy) -> Callable[[], object]:
     """The least a page of 100 can cost: two round trips (ids, then values) and the decodes."""
     decoder = msgspec.json.Decoder(DeviceMetadata)
-    ids_index, prefix = keys.ids_index(), keys.device_key_prefix
+    ids_index = keys.ids_index()
 
     def read() -> object:
         ids: list[bytes] = client.zrange(ids_index, 0, 99)  # type: ignore[assignment]
-        values = client.mget([prefix + i.decode() for i in ids])
+        values = client.mget(keys.device_keys([i.decode() for i in ids]))
         return [decoder.decode(v) for v in values if v is not None]
 
     return read

@@ -110,19 +110,22 @@ end
 local function save_numbers(numbers)
   for dt, number in pairs(numbers.fresh) do redis.call('HSET', KEYS[3], dt, number) end
 end
--- Write one device's entries: `number` its datatype number, `old` the number it had (or
--- false), `score` its time score, `at` its expiry (0: none).
-local function add_entries(id, number, old, score, at)
-  local persist = score % 2
-  redis.call('ZADD', KEYS[1], persist, id)
-  redis.call('ZADD', KEYS[4], number * 2 + persist, id)
-  redis.call('ZADD', KEYS[5], score, id)
-  if old and old ~= number then redis.call('ZREM', time_key(old), id) end
-  redis.call('ZADD', time_key(number), score, id)
+-- Write one device's entries. `e`: its id, number (of its datatype), old (the number it had,
+-- or false) and score, and which entries need writing: ids, part (by-type) and time (by-time
+-- and its datatype's time index); `at`: its expiry (0: none).
+local function add_entries(e, at)
+  local persist = e.score % 2
+  if e.ids then redis.call('ZADD', KEYS[1], persist, e.id) end
+  if e.part then redis.call('ZADD', KEYS[4], e.number * 2 + persist, e.id) end
+  if e.time then
+    redis.call('ZADD', KEYS[5], e.score, e.id)
+    if e.old and e.old ~= e.number then redis.call('ZREM', time_key(e.old), e.id) end
+    redis.call('ZADD', time_key(e.number), e.score, e.id)
+  end
   if at > 0 then
-    redis.call('ZADD', KEYS[2], at, id)
+    redis.call('ZADD', KEYS[2], at, e.id)
   else
-    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[2], e.id)
   end
 end
 -- Byte-wise a < b, as Redis orders members. Lua's own < follows the server's collation

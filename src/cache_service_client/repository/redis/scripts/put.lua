@@ -67,22 +67,7 @@ if written > 0 then
   save_numbers(numbers)
 end
 for i = 1, n do
-  local p = plan[i]
-  if p.write then
-    local persist = p.score % 2
-    if p.ids then redis.call('ZADD', KEYS[1], persist, p.id) end
-    if p.part then redis.call('ZADD', KEYS[4], p.number * 2 + persist, p.id) end
-    if p.time then
-      redis.call('ZADD', KEYS[5], p.score, p.id)
-      if p.old and p.old ~= p.number then redis.call('ZREM', time_key(p.old), p.id) end
-      redis.call('ZADD', time_key(p.number), p.score, p.id)
-    end
-    if at > 0 then
-      redis.call('ZADD', KEYS[2], at, p.id)
-    else
-      redis.call('ZREM', KEYS[2], p.id)
-    end
-  end
+  if plan[i].write then add_entries(plan[i], at) end
 end
 remove_entries(expired)
 return written

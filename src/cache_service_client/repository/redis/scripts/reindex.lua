@@ -29,24 +29,28 @@ for i = 1, n do
       and tonumber(redis.call('ZSCORE', KEYS[1], id)) == persist
       and tonumber(redis.call('ZSCORE', KEYS[5], id)) == score
       and tonumber(redis.call('ZSCORE', target, id)) == score
-    plan[i] = {not same, id, number, old or false, score, at}
+    plan[i] = {
+      write = not same, at = at,
+      entry = {id = id, number = number, old = old or false, score = score,
+        ids = true, part = true, time = true},
+    }
   else
     if old then will_change('ZREM', time_key(old), id) end
-    plan[i] = {'gone', id, old or false}
+    plan[i] = {gone = true, id = id, old = old or false}
   end
 end
 -- Writes.
 local changed = 0
 for i = 1, n do
   local p = plan[i]
-  if p[1] == 'gone' then
-    unindex(p[2], p[3])
-  elseif p[1] then
+  if p.gone then
+    unindex(p.id, p.old)
+  elseif p.write then
     if fresh_bucket then
       redis.call('SET', KEYS[6], LAYOUT)
       fresh_bucket = false
     end
-    add_entries(p[2], p[3], p[4], p[5], p[6])
+    add_entries(p.entry, p.at)
     changed = changed + 1
   end
 end
