@@ -12,12 +12,17 @@ from redis.cluster import RedisCluster
 
 from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
+    AsyncNearCachedDeviceMetadataRepository,
     AsyncRedisDeviceMetadataRepository,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
+    NearCache,
+    NearCachedDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
+    settings_from_url,
 )
-from tests.backends import Backend, MemoryBackdoor, RedisBackdoor, SyncAsAsync
+from cache_service_client.container import build_tracking
+from tests.backends import Backend, MemoryBackdoor, NearBackdoor, RedisBackdoor, SyncAsAsync
 from tests.http_gateway import (  # noqa: F401 - fixtures
     HTTP_BACKENDS,
     http_contract_backend,
@@ -36,6 +41,9 @@ BACKENDS = [
     "redis-buckets",
     "cluster-sync",
     "cluster-async",
+    "near-sync",
+    "near-async",
+    "near-cluster",
     *HTTP_BACKENDS,
 ]
 
@@ -133,6 +141,8 @@ def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backen
             return Backend(name, SyncAsAsync(core), MemoryBackdoor(core), key_strategy)
         repo = AsyncInMemoryDeviceMetadataRepository(core=core)
         return Backend(name, repo, MemoryBackdoor(core), key_strategy)
+    if name.startswith("near"):
+        return near_backend(request, name, key_strategy)
     if name.startswith("cluster"):
         keys = KeyStrategy(prefix=key_strategy.prefix, buckets=8)
         cluster: RedisCluster = request.getfixturevalue("cluster_client")
@@ -153,6 +163,32 @@ def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backen
     async_client: redis.asyncio.Redis = request.getfixturevalue("async_redis_client")
     async_repo = AsyncRedisDeviceMetadataRepository(async_client, key_strategy=key_strategy)
     return Backend(name, async_repo, backdoor, key_strategy)
+
+
+def near_backend(request: pytest.FixtureRequest, name: str, keys: KeyStrategy) -> Backend:
+    """A Redis repository behind a near cache of its own: one node (sync, async) or the cluster."""
+    if name == "near-cluster":
+        keys = KeyStrategy(prefix=keys.prefix, buckets=8)
+        url: str = request.getfixturevalue("cluster_url")
+        cluster: RedisCluster = request.getfixturevalue("cluster_client")
+        acluster: AsyncRedisCluster = request.getfixturevalue("async_cluster_client")
+        inner = AsyncRedisDeviceMetadataRepository(acluster, key_strategy=keys)
+        backdoor_client: redis.Redis | RedisCluster = cluster
+    else:
+        url = request.getfixturevalue("redis_url")
+        backdoor_client = request.getfixturevalue("redis_client")
+    cache = NearCache(1000, build_tracking(settings_from_url(url), keys))
+    request.addfinalizer(cache.close)
+    assert cache.wait_connected(5.0)
+    backdoor = NearBackdoor(backdoor_client, keys, cache)
+    if name == "near-sync":
+        sync_repo = RedisDeviceMetadataRepository(backdoor_client, key_strategy=keys)
+        near = NearCachedDeviceMetadataRepository(sync_repo, cache)
+        return Backend(name, SyncAsAsync(near), backdoor, keys)
+    if name == "near-async":
+        aclient: redis.asyncio.Redis = request.getfixturevalue("async_redis_client")
+        inner = AsyncRedisDeviceMetadataRepository(aclient, key_strategy=keys)
+    return Backend(name, AsyncNearCachedDeviceMetadataRepository(inner, cache), backdoor, keys)
 
 
 @pytest.fixture

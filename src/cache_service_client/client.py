@@ -49,6 +49,7 @@ from cache_service_client.models import (
     DeviceMetadata,
     DeviceQuery,
     HealthStatus,
+    NearCacheStats,
     Page,
     QueryFields,
     RepairReport,
@@ -311,6 +312,20 @@ class CacheServiceClient:
         if self._async_repository is None:
             self._async_repository = await resolve_async_repository(self._container)
         return self._async_repository
+
+    def near_cache_stats(self) -> NearCacheStats:
+        """The near cache's counters and state, without I/O.
+
+        The near cache starts with the first call that needs Redis. Until then, and when there
+        is none (``near_cache_size=0``, the memory backend), every counter is 0 and
+        ``connected`` is False; ``size`` is the configured size on a Redis backend.
+        """
+        provider = self._container.near_cache
+        cache = provider() if provider.initialized else None
+        if cache is not None:
+            return cache.stats()  # type: ignore[no-any-return, unused-ignore]
+        size = self._settings.near_cache_size if self._settings.backend in _TRACKED else 0
+        return NearCacheStats(size=size)
 
     @staticmethod
     def _metadata(device_id: str, metadata: MetadataInput) -> DeviceMetadata:
@@ -607,8 +622,15 @@ def _address(s: Settings) -> str:
     return f"{scheme}://{base}/{s.db}"
 
 
+_TRACKED = frozenset({"redis", "cluster", "sentinel"})
 _POOL_PROVIDERS = frozenset({"redis_client", "async_redis_client"})
-_SYNC_RESOURCES = ("redis_client", "cluster_client", "sentinel_client", "http_repository")
+_SYNC_RESOURCES = (
+    "redis_client",
+    "cluster_client",
+    "sentinel_client",
+    "http_repository",
+    "near_cache",
+)
 _ASYNC_RESOURCES = (
     "async_redis_client",
     "async_cluster_client",

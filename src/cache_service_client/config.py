@@ -104,6 +104,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         memory_store: The memory backend only: the name of an in-process store shared by every
             client and repository of the process that names it (``memory://NAME``); None
             (``memory://``): a store of this client's own.
+        near_cache_size: Redis backends only: how many devices a near cache keeps in the
+            process, kept right by Redis client tracking (see the "Near cache" page); 0: no
+            near cache. The memory backend ignores it (it is in the process already).
     """
 
     backend: Backend = "redis"
@@ -142,6 +145,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     http_timeout: float = 10.0
     http_auth_token: str | None = None
     memory_store: str | None = None
+    near_cache_size: int = 0
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.to_dict(masked=True).items())})"
@@ -225,6 +229,7 @@ class ClientOptions(TypedDict, total=False):
     health_slow_ms: float
     health_memory_ratio: float
     memory_store: str | None
+    near_cache_size: int
 
 
 class SettingsFields(ClientOptions, total=False):
@@ -389,6 +394,7 @@ _FIELDS: dict[str, _Field] = {
     "http_timeout": _Field(float, check=_POSITIVE),
     "http_auth_token": _Field(str, optional=True),
     "memory_store": _Field(str, optional=True, check=_non_empty),
+    "near_cache_size": _Field(int, check=_between(0, 100_000_000)),
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -481,6 +487,11 @@ def _build(values: dict[str, Any], source: str) -> Settings:
         raise ConfigurationError(f"{source}: Redis Cluster has only database 0")
     if values.get("memory_store") is not None and values.get("backend") != "memory":
         raise ConfigurationError(f"{source}: memory_store needs the memory backend (memory://)")
+    if values.get("near_cache_size") and values.get("backend") == "http":
+        raise ConfigurationError(
+            f"{source}: near_cache_size needs a Redis backend (client tracking); the HTTP "
+            "gateway sends no invalidations"
+        )
     if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
         raise ConfigurationError(f"{source}: ssl_keyfile needs ssl_certfile")
     return Settings(**values)

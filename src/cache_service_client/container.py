@@ -17,9 +17,10 @@ own retry switched off, so :class:`~cache_service_client.RetryPolicy` is the one
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import redis
@@ -41,6 +42,14 @@ from cache_service_client.repository.memory import (
     AsyncInMemoryDeviceMetadataRepository,
     InMemoryDeviceMetadataRepository,
 )
+from cache_service_client.repository.near import (
+    AsyncNearCachedDeviceMetadataRepository,
+    Connection,
+    Endpoint,
+    NearCache,
+    NearCachedDeviceMetadataRepository,
+    Tracking,
+)
 from cache_service_client.repository.redis import (
     AsyncRedisDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
@@ -51,14 +60,17 @@ __all__ = [
     "Container",
     "build_key_strategy",
     "build_memory_repository",
+    "build_tracking",
     "build_redis_repository",
     "build_retry_policy",
     "init_async_cluster_client",
     "init_async_sentinel_client",
     "init_cluster_client",
+    "init_near_cache",
     "init_sentinel_client",
     "init_async_redis_client",
     "init_redis_client",
+    "near_cached",
     "redis_connection_kwargs",
     "resolve_async_repository",
     "shutdown_resources",
@@ -319,6 +331,138 @@ def build_redis_repository(
     )
 
 
+# -- near cache ------------------------------------------------------------------------------
+
+
+def _tracking_connector(settings: Settings) -> Callable[[Endpoint], Connection]:
+    """Makes tracking connections: RESP2 (invalidations arrive as messages), no retry."""
+    kwargs = redis_connection_kwargs(settings)
+    kwargs.pop("path", None)
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if settings.backend == "cluster":
+        kwargs.pop("db", None)
+    kwargs.update(protocol=2, retry=_no_retry())
+    connection_class = redis.SSLConnection if settings.ssl else redis.Connection
+
+    def connect(endpoint: Endpoint) -> Connection:
+        if isinstance(endpoint, str):
+            ssl_free = {k: v for k, v in kwargs.items() if not k.startswith("ssl")}
+            return redis.UnixDomainSocketConnection(  # type: ignore[abstract, no-untyped-call, unused-ignore]
+                path=endpoint, **ssl_free
+            )
+        host, port = endpoint
+        return connection_class(host=host, port=port, **kwargs)
+
+    return connect
+
+
+def _ask(connect: Callable[[], Connection], *command: Any) -> Any:
+    """Send one command on a connection of its own and return the reply."""
+    connection = connect()
+    try:
+        connection.connect()
+        connection.send_command(*command)
+        return connection.read_response()
+    finally:
+        connection.disconnect()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cluster_discovery(
+    settings: Settings, connect: Callable[[Endpoint], Connection]
+) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
+    """Finds the primaries and the slot map with CLUSTER SLOTS, asking any node that answers."""
+    seed: Endpoint = (settings.host, settings.port)
+    known: list[Endpoint] = []
+
+    def discover() -> tuple[tuple[Endpoint, ...], Any]:
+        error: Exception | None = None
+        for endpoint in [*known, seed]:
+            try:
+                slots = _ask(functools.partial(connect, endpoint), "CLUSTER", "SLOTS")
+            except Exception as exc:  # ask the next node
+                error = exc
+                continue
+            ranges = []
+            for entry in slots:
+                host = _text(entry[2][0]) or settings.host
+                ranges.append((int(entry[0]), int(entry[1]), host, int(entry[2][1])))
+            ranges.sort()
+            primaries = tuple(sorted({(host, port) for _, _, host, port in ranges}))
+            known[:] = primaries
+            return primaries, tuple(ranges)
+        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {error}")
+
+    return discover
+
+
+def _sentinel_discovery(settings: Settings) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
+    """Finds the master with SENTINEL GET-MASTER-ADDR-BY-NAME."""
+    sentinel_kwargs = _sentinel_kwargs(settings, _no_retry())
+
+    def discover() -> tuple[tuple[Endpoint, ...], Any]:
+        reply = _ask(
+            lambda: redis.Connection(  # type: ignore[no-untyped-call, unused-ignore]
+                host=settings.host, port=settings.port, protocol=2, **sentinel_kwargs
+            ),
+            "SENTINEL",
+            "GET-MASTER-ADDR-BY-NAME",
+            str(settings.sentinel_service),
+        )
+        if not reply:
+            raise ConnectionError(f"the sentinels know no master {settings.sentinel_service!r}")
+        master: Endpoint = (_text(reply[0]), int(reply[1]))
+        return (master,), master
+
+    return discover
+
+
+def build_tracking(settings: Settings, key_strategy: KeyStrategy) -> Tracking:
+    """How a near cache tracks the servers the settings name (one node, cluster, Sentinel)."""
+    connect = _tracking_connector(settings)
+    prefixes = tuple(key_strategy.bucket_device_prefix(b) for b in range(key_strategy.buckets))
+    common: dict[str, Any] = {"prefixes": prefixes, "device_id": key_strategy.device_id}
+    if settings.backend == "cluster":
+        return Tracking(
+            connect=connect, endpoints=(), discover=_cluster_discovery(settings, connect), **common
+        )
+    if settings.backend == "sentinel":
+        return Tracking(
+            connect=connect, endpoints=(), discover=_sentinel_discovery(settings), **common
+        )
+    endpoint: Endpoint = (
+        settings.unix_socket_path
+        if settings.unix_socket_path is not None
+        else (settings.host, settings.port)
+    )
+    return Tracking(connect=connect, endpoints=(endpoint,), **common)
+
+
+def init_near_cache(settings: Settings, key_strategy: KeyStrategy) -> Iterator[NearCache | None]:
+    """Resource: the near cache the settings ask for (None: none), closed on shutdown."""
+    if settings.near_cache_size == 0 or settings.backend not in ("redis", "cluster", "sentinel"):
+        yield None
+        return
+    cache = NearCache(settings.near_cache_size, build_tracking(settings, key_strategy))
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+def near_cached(repository: Any, cache: NearCache | None) -> Any:
+    """``repository`` behind ``cache`` (the sync or async wrapper); itself when there is none."""
+    if cache is None:
+        return repository
+    if isinstance(repository, AsyncRedisDeviceMetadataRepository):
+        return AsyncNearCachedDeviceMetadataRepository(repository, cache)
+    return NearCachedDeviceMetadataRepository(repository, cache)
+
+
 def _http_options(settings: Settings, retry: RetryPolicy) -> dict[str, Any]:
     """The keyword arguments both HTTP repositories take from the settings."""
     return {
@@ -377,6 +521,7 @@ class Container(containers.DeclarativeContainer):
     async_sentinel_client = providers.Resource(init_async_sentinel_client, settings)
 
     memory_repository = providers.Singleton(build_memory_repository, settings, key_strategy, codec)
+    near_cache = providers.Resource(init_near_cache, settings, key_strategy)
 
     # One Singleton per backend and flavour; each takes the same configuration.
     _config = (settings, key_strategy, codec, retry)
@@ -384,13 +529,25 @@ class Container(containers.DeclarativeContainer):
         settings.provided.backend,
         memory=memory_repository,
         redis=providers.Singleton(
-            build_redis_repository, RedisDeviceMetadataRepository, redis_client, *_config
+            near_cached,
+            providers.Singleton(
+                build_redis_repository, RedisDeviceMetadataRepository, redis_client, *_config
+            ),
+            near_cache,
         ),
         cluster=providers.Singleton(
-            build_redis_repository, RedisDeviceMetadataRepository, cluster_client, *_config
+            near_cached,
+            providers.Singleton(
+                build_redis_repository, RedisDeviceMetadataRepository, cluster_client, *_config
+            ),
+            near_cache,
         ),
         sentinel=providers.Singleton(
-            build_redis_repository, RedisDeviceMetadataRepository, sentinel_client, *_config
+            near_cached,
+            providers.Singleton(
+                build_redis_repository, RedisDeviceMetadataRepository, sentinel_client, *_config
+            ),
+            near_cache,
         ),
         http=http_repository,
     )
@@ -400,22 +557,34 @@ class Container(containers.DeclarativeContainer):
         # Shares the sync core, so sync and async calls of one client see the same data.
         memory=providers.Singleton(AsyncInMemoryDeviceMetadataRepository, core=memory_repository),
         redis=providers.Singleton(
-            build_redis_repository,
-            AsyncRedisDeviceMetadataRepository,
-            async_redis_client,
-            *_config,
+            near_cached,
+            providers.Singleton(
+                build_redis_repository,
+                AsyncRedisDeviceMetadataRepository,
+                async_redis_client,
+                *_config,
+            ),
+            near_cache,
         ),
         cluster=providers.Singleton(
-            build_redis_repository,
-            AsyncRedisDeviceMetadataRepository,
-            async_cluster_client,
-            *_config,
+            near_cached,
+            providers.Singleton(
+                build_redis_repository,
+                AsyncRedisDeviceMetadataRepository,
+                async_cluster_client,
+                *_config,
+            ),
+            near_cache,
         ),
         sentinel=providers.Singleton(
-            build_redis_repository,
-            AsyncRedisDeviceMetadataRepository,
-            async_sentinel_client,
-            *_config,
+            near_cached,
+            providers.Singleton(
+                build_redis_repository,
+                AsyncRedisDeviceMetadataRepository,
+                async_sentinel_client,
+                *_config,
+            ),
+            near_cache,
         ),
         http=async_http_repository,
     )

@@ -25,6 +25,7 @@ __all__ = [
     "DeviceQuery",
     "HealthState",
     "HealthStatus",
+    "NearCacheStats",
     "Page",
     "QueryFields",
     "QuerySort",
@@ -253,3 +254,31 @@ class RepairReport(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
     indexed: int = 0
     orphans_removed: int = 0
     corrupted: list[str] = msgspec.field(default_factory=list)
+
+
+class NearCacheStats(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
+    """Counters of a near cache (see :class:`~cache_service_client.NearCache`).
+
+    Counted since the cache was made; reading them does no I/O.
+
+    Attributes:
+        size: How many entries the cache holds at most (0: the near cache is off).
+        entries: Entries held now (devices, and ids cached as "not found").
+        hits: Reads served from the process, per device id.
+        misses: Reads that went to Redis, per device id.
+        invalidations: Keys Redis reported changed (written, deleted or expired), cached or not.
+        evictions: Entries dropped to stay within ``size``.
+        flushes: Times the whole cache was dropped: a tracking connection lost, a failover or
+            cluster topology change, ``FLUSHDB``/``FLUSHALL``.
+        connected: Whether every tracking connection is up; while one is not, reads go to
+            Redis and nothing is cached.
+    """
+
+    size: int = 0
+    entries: int = 0
+    hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+    evictions: int = 0
+    flushes: int = 0
+    connected: bool = False

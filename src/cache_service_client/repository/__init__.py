@@ -9,6 +9,11 @@ from cache_service_client.repository.memory import (
     AsyncInMemoryDeviceMetadataRepository,
     InMemoryDeviceMetadataRepository,
 )
+from cache_service_client.repository.near import (
+    AsyncNearCachedDeviceMetadataRepository,
+    NearCache,
+    NearCachedDeviceMetadataRepository,
+)
 from cache_service_client.repository.redis import (
     AsyncRedisDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
@@ -17,9 +22,12 @@ from cache_service_client.repository.redis import (
 __all__ = [
     "AsyncDeviceMetadataRepository",
     "AsyncInMemoryDeviceMetadataRepository",
+    "AsyncNearCachedDeviceMetadataRepository",
     "AsyncRedisDeviceMetadataRepository",
     "DeviceMetadataRepository",
     "InMemoryDeviceMetadataRepository",
     "InlineAsyncRepository",
+    "NearCache",
+    "NearCachedDeviceMetadataRepository",
     "RedisDeviceMetadataRepository",
 ]

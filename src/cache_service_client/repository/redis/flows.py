@@ -164,6 +164,14 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
         return BatchGetResult(found={}, missing=missing, corrupted={})
     keys = ctx.keys.device_keys(ids)
     raws = yield from _mget(ctx, keys)
+    return (yield from _decoded(ctx, keys, raws, ids))
+
+
+def _decoded(
+    ctx: FlowContext, keys: list[str], raws: list[Any], ids: list[str]
+) -> Flow[BatchGetResult]:
+    """Decode MGET replies; keys that read as nil are checked with TYPE (missing or corrupt)."""
+    missing: list[str] = []
     found, nil, corrupted = ctx.codec.decode_many(keys, raws, ids)
     if nil:
         # MGET answers nil for keys of another type too; only TYPE tells them apart.
@@ -178,6 +186,35 @@ def get_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[BatchGetResult
                     key, f"holds a Redis {kind_text}, not a string (WRONGTYPE)"
                 )
     return BatchGetResult(found=found, missing=missing, corrupted=corrupted)
+
+
+def get_many_expiring(
+    ctx: FlowContext, device_ids: Iterable[str]
+) -> Flow[tuple[BatchGetResult, list[int]]]:
+    """MGET a batch and PTTL each key in the same round trip (for the near cache).
+
+    Returns the batch and each id's PTTL reply in order: milliseconds left, -1 for no expiry,
+    -2 for no key (a value read before it expired, or a key written after the MGET).
+    """
+    ids = validate_device_ids(device_ids)
+    if not ids:
+        return BatchGetResult(found={}, missing=[], corrupted={}), []
+    keys = ctx.keys.device_keys(ids)
+    groups = list(ctx.keys.group_by_bucket(ids).values()) if ctx.keys.buckets > 1 else [None]
+    mgets: list[Op] = [
+        Command(("MGET", *(keys if group is None else [keys[i] for i in group])))
+        for group in groups
+    ]
+    replies = yield from _each([*mgets, *(Command(("PTTL", key), key=key) for key in keys)])
+    values: list[Any] = [None] * len(keys)
+    for group, reply in zip(groups, replies, strict=False):
+        for position, value in zip(
+            range(len(keys)) if group is None else group, reply, strict=True
+        ):
+            values[position] = value
+    pttls = replies[len(groups) :]
+    result = yield from _decoded(ctx, keys, values, ids)
+    return result, [int(n) for n in pttls]
 
 
 def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool) -> Flow[int]:

@@ -172,6 +172,14 @@ class RedisDeviceMetadataRepository(_Common):
         """Read a batch with one MGET; missing and corrupted ids are left out."""
         return log_corrupted(self.get_many_detailed(device_ids))
 
+    def get_many_expiring(self, device_ids: Iterable[str]) -> tuple[BatchGetResult, list[int]]:
+        """Read a batch and each key's PTTL in one round trip (what a near cache needs).
+
+        Returns the batch and, per id in order, the PTTL reply: milliseconds left, -1 for no
+        expiry, -2 for no key.
+        """
+        return self._driver.run(flows.get_many_expiring, self._ctx, _replayable(device_ids))
+
     def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """Store one device and its index entries atomically; True if it was written."""
         return self._driver.run(flows.put, self._ctx, metadata, if_newer)
@@ -272,6 +280,16 @@ class AsyncRedisDeviceMetadataRepository(_Common):
     async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch with one MGET; missing and corrupted ids are left out."""
         return log_corrupted(await self.get_many_detailed(device_ids))
+
+    async def get_many_expiring(
+        self, device_ids: Iterable[str]
+    ) -> tuple[BatchGetResult, list[int]]:
+        """Read a batch and each key's PTTL in one round trip (what a near cache needs).
+
+        Returns the batch and, per id in order, the PTTL reply: milliseconds left, -1 for no
+        expiry, -2 for no key.
+        """
+        return await self._driver.run(flows.get_many_expiring, self._ctx, _replayable(device_ids))
 
     async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """Store one device and its index entries atomically; True if it was written."""

@@ -1,0 +1,855 @@
+"""Near cache: hot reads served from the process, kept right by Redis's invalidations.
+
+A :class:`NearCache` holds decoded :class:`~cache_service_client.DeviceMetadata` (and ids found
+missing) in a bounded LRU. One tracking connection per server (per primary on a cluster) runs
+``CLIENT TRACKING ON REDIRECT <itself> BCAST PREFIX <device key prefix>`` and listens on
+``__redis__:invalidate``, so Redis reports every write, delete and expiry of a device key by any
+client; the entry is dropped as the report arrives. The rules that keep it right:
+
+- A read that overlapped an invalidation of one of its keys is not cached: each read takes a
+  token per key before it asks Redis, an invalidation (or a flush) takes the tokens of its keys
+  away, and the reply is cached only where the token is still the read's own.
+- When a tracking connection is lost, or the cluster's slots or the Sentinel master change, the
+  whole cache is flushed, and nothing is cached until every tracking connection is back.
+- An entry never outlives its key's TTL in Redis: a read asks for the PTTL in the same round
+  trip, and the entry expires on the client's monotonic clock measured from before the read.
+- A tracking connection silent for :data:`HEARTBEAT` seconds is sent a PING; without an answer
+  within as long again it counts as lost (a dead peer is found within two heartbeats).
+
+:class:`NearCachedDeviceMetadataRepository` and its async twin wrap a Redis repository; the
+container builds them when ``near_cache_size`` > 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from cache_service_client._validation import validate_device_id, validate_device_ids
+from cache_service_client.exceptions import ConfigurationError, DeviceNotFoundError
+from cache_service_client.models import (
+    BatchGetResult,
+    CacheInfo,
+    DeviceMetadata,
+    DeviceQuery,
+    HealthStatus,
+    NearCacheStats,
+    Page,
+    RepairReport,
+)
+from cache_service_client.repository.base import log_corrupted
+
+if TYPE_CHECKING:
+    from cache_service_client.keys import KeyStrategy
+    from cache_service_client.repository.redis import (
+        AsyncRedisDeviceMetadataRepository,
+        RedisDeviceMetadataRepository,
+    )
+
+__all__ = [
+    "AsyncNearCachedDeviceMetadataRepository",
+    "Connection",
+    "Endpoint",
+    "NearCache",
+    "NearCachedDeviceMetadataRepository",
+    "Tracking",
+]
+
+logger = logging.getLogger("cache_service_client.near_cache")
+
+#: The channel Redis sends invalidation messages on (RESP2, with REDIRECT).
+INVALIDATE_CHANNEL = "__redis__:invalidate"
+#: Seconds of silence on a tracking connection before it is sent a PING; as long again without
+#: an answer and it counts as lost.
+HEARTBEAT = 1.0
+#: Seconds between topology checks (cluster slots, Sentinel master).
+POLL = 1.0
+#: How often a tracking thread looks up from its socket to see whether it should stop.
+_TICK = 0.05
+#: Reconnection backoff of a tracking connection: first delay and longest delay, in seconds.
+_BACKOFF = (0.05, 1.0)
+
+Endpoint = tuple[str, int] | str
+"""A server to track: ``(host, port)``, or a Unix socket path."""
+
+
+class Connection(Protocol):
+    """What a tracking connection needs of a redis-py connection (``redis.Connection``)."""
+
+    def connect(self) -> None:
+        """Open the connection (and authenticate)."""
+
+    def disconnect(self) -> None:
+        """Close it."""
+
+    def send_command(self, *args: Any) -> None:
+        """Send one command."""
+
+    def read_response(self) -> Any:
+        """Read one reply (an error reply is raised)."""
+
+    def can_read(self, timeout: float) -> bool:
+        """Whether a reply arrives within ``timeout`` seconds."""
+
+
+class _Absent:
+    """The cached answer "no such device"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+_FOREVER = math.inf
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """How a :class:`NearCache` reaches the servers whose invalidations it follows.
+
+    Attributes:
+        prefixes: The key prefixes to track (the device key prefix of every bucket).
+        device_id: Maps a device key to its device id; raises ``ValueError`` for any other key.
+        connect: Makes a new, unconnected redis-py connection to an endpoint (RESP2, replies
+            as bytes).
+        endpoints: The servers to track at first.
+        discover: For a changing topology (cluster, Sentinel): returns the servers to track
+            now and a value that changes whenever cached entries may have gone stale (the slot
+            map, the master's address). None: ``endpoints`` never change.
+        heartbeat: See :data:`HEARTBEAT`.
+        poll: Seconds between calls of ``discover``.
+    """
+
+    prefixes: tuple[str, ...]
+    device_id: Callable[[str], str]
+    connect: Callable[[Endpoint], Connection]
+    endpoints: tuple[Endpoint, ...]
+    discover: Callable[[], tuple[tuple[Endpoint, ...], Hashable]] | None = None
+    heartbeat: float = HEARTBEAT
+    poll: float = POLL
+
+
+class NearCache:
+    """A bounded LRU of decoded devices, kept right by Redis client tracking.
+
+    Thread-safe; shared by a client's sync and async repositories. Tracking starts when the
+    cache is made (in background threads) and stops with :meth:`close`. Until every tracking
+    connection is up, reads go to Redis and nothing is cached.
+
+    Args:
+        size: Entries held at most (>= 1).
+        tracking: The servers to track and how.
+    """
+
+    def __init__(self, size: int, tracking: Tracking) -> None:
+        if type(size) is not int or size < 1:
+            raise ConfigurationError(f"near_cache_size: must be an int >= 1, not {size!r}")
+        self._size = size
+        self._tracking = tracking
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._loading: dict[str, object] = {}
+        self._links: list[_Link] = []
+        self._up: set[_Link] = set()
+        self._connected = False
+        self._hits = self._misses = self._invalidations = 0
+        self._evictions = self._flushes = 0
+        self._closed = threading.Event()
+        self._topology: Hashable = None
+        self._links = [_Link(self, endpoint) for endpoint in tracking.endpoints]
+        for link in self._links:
+            link.start()
+        self._supervisor: threading.Thread | None = None
+        if tracking.discover is not None:
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="cache_service_client near cache topology", daemon=True
+            )
+            self._supervisor.start()
+
+    def __repr__(self) -> str:
+        return f"NearCache(size={self._size}, connected={self._connected})"
+
+    @property
+    def size(self) -> int:
+        """Entries held at most."""
+        return self._size
+
+    @property
+    def connected(self) -> bool:
+        """Whether every tracking connection is up (entries are cached only then)."""
+        return self._connected
+
+    def stats(self) -> NearCacheStats:
+        """The counters and the state, without I/O."""
+        with self._lock:
+            return NearCacheStats(
+                size=self._size,
+                entries=len(self._entries),
+                hits=self._hits,
+                misses=self._misses,
+                invalidations=self._invalidations,
+                evictions=self._evictions,
+                flushes=self._flushes,
+                connected=self._connected,
+            )
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every tracking connection; True once they are."""
+        deadline = time.monotonic() + timeout
+        while not self._connected:
+            if time.monotonic() >= deadline or self._closed.is_set():
+                return False
+            time.sleep(0.005)
+        return True
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def lookup(self, device_id: str) -> Any:
+        """Return the cached device, :data:`ABSENT` for a cached "not found", or None."""
+        if type(device_id) is not str:
+            return None
+        with self._lock:
+            entry = self._entries.get(device_id)
+            if entry is not None:
+                if entry[1] > time.monotonic():
+                    self._entries.move_to_end(device_id)
+                    self._hits += 1
+                    return entry[0]
+                del self._entries[device_id]
+            self._misses += 1
+            return None
+
+    def split(self, device_ids: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Split validated ids into the cached answers (by id) and the ids to read from Redis."""
+        cached: dict[str, Any] = {}
+        rest: list[str] = []
+        now = time.monotonic()
+        with self._lock:
+            entries = self._entries
+            for device_id in device_ids:
+                entry = entries.get(device_id)
+                if entry is not None and entry[1] > now:
+                    entries.move_to_end(device_id)
+                    cached[device_id] = entry[0]
+                    self._hits += 1
+                    continue
+                if entry is not None:
+                    del entries[device_id]
+                self._misses += 1
+                rest.append(device_id)
+        return cached, rest
+
+    def begin(self, device_ids: list[str]) -> object | None:
+        """Take a token for each id before reading them; None when nothing may be cached."""
+        with self._lock:
+            if not self._connected:
+                return None
+            token = object()
+            for device_id in device_ids:
+                self._loading[device_id] = token
+            return token
+
+    def finish(
+        self,
+        token: object | None,
+        device_ids: list[str],
+        result: BatchGetResult | None,
+        pttls: list[int] | None,
+        started: float,
+    ) -> None:
+        """Cache what a read found where its tokens survived; release them either way.
+
+        Args:
+            token: What :meth:`begin` returned.
+            device_ids: The ids read, as given to :meth:`begin`.
+            result: The reply; None when the read failed (only the tokens are released).
+            pttls: Each id's PTTL reply, in order.
+            started: ``time.monotonic()`` before the read was sent.
+        """
+        if token is None:
+            return
+        with self._lock:
+            loading = self._loading
+            entries = self._entries
+            for position, device_id in enumerate(device_ids):
+                if loading.get(device_id) is not token:
+                    continue
+                del loading[device_id]
+                if result is None or pttls is None:
+                    continue
+                value: Any = result.found.get(device_id)
+                if value is None:
+                    if device_id not in result.missing:
+                        continue  # corrupted: never cached
+                    value, deadline = ABSENT, _FOREVER
+                else:
+                    pttl = pttls[position]
+                    if pttl == -1:
+                        deadline = _FOREVER
+                    elif pttl > 0:
+                        deadline = started + pttl / 1000
+                    else:
+                        continue  # expired or gone since the value was read
+                entries[device_id] = (value, deadline)
+                entries.move_to_end(device_id)
+            while len(entries) > self._size:
+                entries.popitem(last=False)
+                self._evictions += 1
+
+    # -- invalidation ----------------------------------------------------------------------
+
+    def invalidate(self, device_ids: Iterable[str]) -> None:
+        """Drop the entries of ``device_ids`` (after a write of this process's own)."""
+        with self._lock:
+            for device_id in device_ids:
+                self._entries.pop(device_id, None)
+                self._loading.pop(device_id, None)
+
+    def flush(self) -> None:
+        """Drop every entry, and every read in flight's right to be cached."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._entries.clear()
+        self._loading.clear()
+        self._flushes += 1
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        """What a tracking connection heard: these keys changed (None: the database was flushed)."""
+        if keys is None:
+            logger.debug("near cache: Redis reported a flush of the database")
+            self.flush()
+            return
+        device_id = self._tracking.device_id
+        ids = []
+        for key in keys:
+            try:
+                ids.append(device_id(key.decode()))
+            except (UnicodeDecodeError, ValueError):
+                continue
+        with self._lock:
+            self._invalidations += len(keys)
+            for one in ids:
+                self._entries.pop(one, None)
+                self._loading.pop(one, None)
+
+    # -- tracking connections --------------------------------------------------------------
+
+    def _link_up(self, link: _Link) -> None:
+        with self._lock:
+            if link not in self._links:
+                return
+            self._up.add(link)
+            self._connected = bool(self._links) and self._up.issuperset(self._links)
+        logger.info("near cache: tracking %s", link.shown)
+
+    def _link_down(self, link: _Link, error: BaseException | None) -> None:
+        with self._lock:
+            was_up = link in self._up
+            self._up.discard(link)
+            if link in self._links:
+                self._connected = False
+                if was_up:
+                    self._flush_locked()
+        if was_up and not self._closed.is_set():
+            logger.info(
+                "near cache: tracking connection to %s lost (%s); cache flushed, reconnecting",
+                link.shown,
+                error,
+            )
+
+    def _retarget(self, endpoints: tuple[Endpoint, ...]) -> None:
+        """Track ``endpoints`` from now on: stop the other links, start the new ones."""
+        links = [_Link(self, endpoint) for endpoint in endpoints]
+        with self._lock:
+            old, self._links = self._links, links
+            self._up.clear()
+            self._connected = False
+            self._flush_locked()
+        for link in old:
+            link.stop()
+        for link in links:
+            link.start()
+
+    def _supervise(self) -> None:
+        discover = self._tracking.discover
+        assert discover is not None
+        current = tuple(self._tracking.endpoints)
+        first = True
+        while first or not self._closed.wait(self._tracking.poll):
+            first = False
+            try:
+                endpoints, topology = discover()
+            except Exception as exc:  # the next poll tries again
+                logger.debug("near cache: topology check failed: %s", exc)
+                continue
+            if not endpoints:
+                continue
+            if endpoints != current:
+                logger.info("near cache: now tracking %s (topology changed)", endpoints)
+                current = endpoints
+                self._topology = topology
+                self._retarget(endpoints)
+            elif topology != self._topology:
+                if self._topology is not None:
+                    logger.info("near cache: topology changed; cache flushed")
+                    self.flush()
+                self._topology = topology
+
+    def close(self) -> None:
+        """Stop tracking and drop every entry; reads through the cache then go to Redis."""
+        self._closed.set()
+        with self._lock:
+            links, self._links = self._links, []
+            self._up.clear()
+            self._connected = False
+            self._entries.clear()
+            self._loading.clear()
+        for link in links:
+            link.stop()
+        for link in links:
+            link.join(timeout=1.0)
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=self._tracking.poll + 1.0)
+
+
+class _Link(threading.Thread):
+    """One tracking connection, reconnected with backoff until it is stopped."""
+
+    def __init__(self, cache: NearCache, endpoint: Endpoint) -> None:
+        self.shown = endpoint if isinstance(endpoint, str) else f"{endpoint[0]}:{endpoint[1]}"
+        super().__init__(name=f"cache_service_client near cache {self.shown}", daemon=True)
+        self._cache = cache
+        self._endpoint = endpoint
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        failures = 0
+        tracking = self._cache._tracking
+        while not self._stopped.is_set():
+            connection = None
+            error: BaseException | None = None
+            try:
+                connection = tracking.connect(self._endpoint)
+                connection.connect()
+                self._subscribe(connection, tracking.prefixes)
+                failures = 0
+                self._cache._link_up(self)
+                self._listen(connection, tracking.heartbeat)
+            except Exception as exc:  # any failure: flush, then reconnect
+                error = exc
+                if failures == 0:
+                    logger.debug("near cache: tracking %s failed: %s", self.shown, exc)
+            finally:
+                self._cache._link_down(self, error)
+                if connection is not None:
+                    with contextlib.suppress(Exception):  # closing a broken socket
+                        connection.disconnect()
+            if failures == 3:
+                logger.warning(
+                    "near cache: cannot track %s (%s); reads go to Redis until it can",
+                    self.shown,
+                    error,
+                )
+            failures += 1
+            self._stopped.wait(min(_BACKOFF[1], _BACKOFF[0] * 2 ** min(failures, 10)))
+
+    @staticmethod
+    def _subscribe(connection: Connection, prefixes: tuple[str, ...]) -> None:
+        connection.send_command("CLIENT", "ID")
+        client_id = connection.read_response()
+        options: list[str] = []
+        for prefix in prefixes:
+            options += ["PREFIX", prefix]
+        connection.send_command(
+            "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *options
+        )
+        connection.read_response()
+        connection.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
+        reply = connection.read_response()
+        if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
+            raise ConnectionError(f"unexpected answer to SUBSCRIBE: {reply!r}")
+
+    def _listen(self, connection: Connection, heartbeat: float) -> None:
+        heard = time.monotonic()
+        pinged: float | None = None
+        while not self._stopped.is_set():
+            if connection.can_read(timeout=_TICK):
+                reply = connection.read_response()
+                heard = time.monotonic()
+                pinged = None
+                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                    self._cache._invalidated(reply[2])
+                continue
+            now = time.monotonic()
+            if pinged is not None:
+                if now - pinged > heartbeat:
+                    raise TimeoutError(f"no answer to PING within {heartbeat:g} s")
+            elif now - heard > heartbeat:
+                connection.send_command("PING")
+                pinged = now
+
+
+# -- repositories -------------------------------------------------------------------------------
+
+
+def _nothing() -> BatchGetResult:
+    return BatchGetResult(found={}, missing=[], corrupted={})
+
+
+def _one(device_id: str, result: BatchGetResult) -> DeviceMetadata:
+    """The device of a one-id read, or its error."""
+    found = result.found.get(device_id)
+    if found is not None:
+        return found
+    if device_id in result.corrupted:
+        raise result.corrupted[device_id]
+    raise DeviceNotFoundError(device_id)
+
+
+def _combine(device_ids: list[str], cached: dict[str, Any], read: BatchGetResult) -> BatchGetResult:
+    """One batch answer, in the order of ``device_ids``, from the cache's and Redis's parts."""
+    if not cached:
+        return read
+    found: dict[str, DeviceMetadata] = {}
+    missing: list[str] = []
+    absent = set(read.missing)
+    for device_id in device_ids:
+        value = cached.get(device_id)
+        if value is None:
+            value = read.found.get(device_id)
+            if value is None:
+                if device_id in absent:
+                    missing.append(device_id)
+                continue
+        if value is ABSENT:
+            missing.append(device_id)
+        else:
+            found[device_id] = value
+    return BatchGetResult(found=found, missing=missing, corrupted=read.corrupted)
+
+
+def _replayable(items: Any) -> Any:
+    return list(items) if isinstance(items, Iterator) else items
+
+
+def _written_ids(items: Any) -> list[str]:
+    """The ids of the devices in a batch given to a write (whatever the batch holds)."""
+    if isinstance(items, (str, bytes, Mapping, DeviceMetadata)) or not isinstance(items, Iterable):
+        return []
+    ids = []
+    for item in items:
+        if isinstance(item, DeviceMetadata):
+            ids.append(item.device_id)
+        elif type(item) is str:
+            ids.append(item)
+    return ids
+
+
+class NearCachedDeviceMetadataRepository:
+    """A Redis repository whose reads of single devices are served from a :class:`NearCache`.
+
+    ``get``, ``get_many``, ``get_many_detailed`` and ``exists`` answer from the cache where
+    they can and read only the rest from Redis (with the keys' PTTL, in one round trip); every
+    other method is the wrapped repository's. Writes through this repository drop their ids'
+    entries at once (reads that follow see the write without waiting for Redis's report).
+
+    Args:
+        repository: The Redis repository (single node, Sentinel or cluster).
+        cache: The near cache; shared with other repositories of the same data if you like.
+            The repository does not close it: the owner (the container) does.
+    """
+
+    def __init__(self, repository: RedisDeviceMetadataRepository, cache: NearCache) -> None:
+        self._inner = repository
+        self._cache = cache
+
+    def __repr__(self) -> str:
+        return f"NearCachedDeviceMetadataRepository({self._inner!r}, {self._cache!r})"
+
+    @property
+    def near_cache(self) -> NearCache:
+        """The near cache in front of the repository."""
+        return self._cache
+
+    @property
+    def wrapped(self) -> RedisDeviceMetadataRepository:
+        """The Redis repository behind the cache."""
+        return self._inner
+
+    @property
+    def key_strategy(self) -> KeyStrategy:
+        """The wrapped repository's key strategy."""
+        return self._inner.key_strategy
+
+    @property
+    def ttl(self) -> float | None:
+        """The wrapped repository's TTL of new values; settable."""
+        return self._inner.ttl
+
+    @ttl.setter
+    def ttl(self, value: float | None) -> None:
+        self._inner.ttl = value
+
+    def _read(self, device_ids: list[str]) -> BatchGetResult:
+        cache = self._cache
+        token = cache.begin(device_ids)
+        started = time.monotonic()
+        result: BatchGetResult | None = None
+        pttls: list[int] | None = None
+        try:
+            result, pttls = self._inner.get_many_expiring(device_ids)
+        finally:
+            cache.finish(token, device_ids, result, pttls, started)
+        return result
+
+    def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id``: from the cache, else from Redis."""
+        value = self._cache.lookup(device_id)
+        if value is None:
+            validate_device_id(device_id)
+            return _one(device_id, self._read([device_id]))
+        if value is ABSENT:
+            raise DeviceNotFoundError(device_id)
+        return value  # type: ignore[no-any-return]
+
+    def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Read a batch: the cached part from the process, the rest in one round trip."""
+        ids = validate_device_ids(device_ids)
+        cached, rest = self._cache.split(ids)
+        read = self._read(rest) if rest else _nothing()
+        return _combine(ids, cached, read)
+
+    def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Read a batch; missing and corrupted ids are left out."""
+        return log_corrupted(self.get_many_detailed(device_ids))
+
+    def exists(self, device_id: str) -> bool:
+        """Whether ``device_id`` has metadata (a cached answer when there is one)."""
+        value = self._cache.lookup(device_id)
+        if value is None:
+            return self._inner.exists(device_id)
+        return value is not ABSENT
+
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Write one device; its cached entry is dropped."""
+        try:
+            return self._inner.put(metadata, if_newer=if_newer)
+        finally:
+            self._cache.invalidate(_written_ids([metadata]))
+
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Write a batch; the cached entries of its devices are dropped."""
+        batch = _replayable(items)
+        try:
+            return self._inner.put_many(batch, if_newer=if_newer)
+        finally:
+            self._cache.invalidate(_written_ids(batch))
+
+    def delete(self, device_id: str) -> bool:
+        """Delete one device; its cached entry is dropped."""
+        try:
+            return self._inner.delete(device_id)
+        finally:
+            self._cache.invalidate(_written_ids([device_id]))
+
+    def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete a batch; the cached entries of its devices are dropped."""
+        batch = _replayable(device_ids)
+        try:
+            return self._inner.delete_many(batch)
+        finally:
+            self._cache.invalidate(_written_ids(batch))
+
+    def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """The wrapped repository's :meth:`list_ids` (never cached)."""
+        return self._inner.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    def count(self) -> int:
+        """The wrapped repository's ``count`` (never cached)."""
+        return self._inner.count()
+
+    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """The wrapped repository's ``query`` (never cached)."""
+        return self._inner.query(query)
+
+    def repair(self) -> RepairReport:
+        """The wrapped repository's ``repair``."""
+        return self._inner.repair()
+
+    def info(self) -> CacheInfo:
+        """The wrapped repository's ``info``."""
+        return self._inner.info()
+
+    def health(self) -> HealthStatus:
+        """The wrapped repository's ``health``, with the near cache's state in ``details``."""
+        return _with_stats(self._inner.health(), self._cache)
+
+    def close(self) -> None:
+        """Close the wrapped repository (the cache stays with its owner)."""
+        self._inner.close()
+
+
+class AsyncNearCachedDeviceMetadataRepository:
+    """The async twin of :class:`NearCachedDeviceMetadataRepository`.
+
+    Args:
+        repository: The async Redis repository.
+        cache: The near cache (thread-safe; a sync repository of the same client may share it).
+    """
+
+    def __init__(self, repository: AsyncRedisDeviceMetadataRepository, cache: NearCache) -> None:
+        self._inner = repository
+        self._cache = cache
+
+    def __repr__(self) -> str:
+        return f"AsyncNearCachedDeviceMetadataRepository({self._inner!r}, {self._cache!r})"
+
+    @property
+    def near_cache(self) -> NearCache:
+        """The near cache in front of the repository."""
+        return self._cache
+
+    @property
+    def wrapped(self) -> AsyncRedisDeviceMetadataRepository:
+        """The Redis repository behind the cache."""
+        return self._inner
+
+    @property
+    def key_strategy(self) -> KeyStrategy:
+        """The wrapped repository's key strategy."""
+        return self._inner.key_strategy
+
+    @property
+    def ttl(self) -> float | None:
+        """The wrapped repository's TTL of new values; settable."""
+        return self._inner.ttl
+
+    @ttl.setter
+    def ttl(self, value: float | None) -> None:
+        self._inner.ttl = value
+
+    async def _read(self, device_ids: list[str]) -> BatchGetResult:
+        cache = self._cache
+        token = cache.begin(device_ids)
+        started = time.monotonic()
+        result: BatchGetResult | None = None
+        pttls: list[int] | None = None
+        try:
+            result, pttls = await self._inner.get_many_expiring(device_ids)
+        finally:
+            cache.finish(token, device_ids, result, pttls, started)
+        return result
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id``: from the cache, else from Redis."""
+        value = self._cache.lookup(device_id)
+        if value is None:
+            validate_device_id(device_id)
+            return _one(device_id, await self._read([device_id]))
+        if value is ABSENT:
+            raise DeviceNotFoundError(device_id)
+        return value  # type: ignore[no-any-return]
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Read a batch: the cached part from the process, the rest in one round trip."""
+        ids = validate_device_ids(device_ids)
+        cached, rest = self._cache.split(ids)
+        read = (
+            await self._read(rest) if rest else BatchGetResult(found={}, missing=[], corrupted={})
+        )
+        return _combine(ids, cached, read)
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Read a batch; missing and corrupted ids are left out."""
+        return log_corrupted(await self.get_many_detailed(device_ids))
+
+    async def exists(self, device_id: str) -> bool:
+        """Whether ``device_id`` has metadata (a cached answer when there is one)."""
+        value = self._cache.lookup(device_id)
+        if value is None:
+            return await self._inner.exists(device_id)
+        return value is not ABSENT
+
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Write one device; its cached entry is dropped."""
+        try:
+            return await self._inner.put(metadata, if_newer=if_newer)
+        finally:
+            self._cache.invalidate(_written_ids([metadata]))
+
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Write a batch; the cached entries of its devices are dropped."""
+        batch = _replayable(items)
+        try:
+            return await self._inner.put_many(batch, if_newer=if_newer)
+        finally:
+            self._cache.invalidate(_written_ids(batch))
+
+    async def delete(self, device_id: str) -> bool:
+        """Delete one device; its cached entry is dropped."""
+        try:
+            return await self._inner.delete(device_id)
+        finally:
+            self._cache.invalidate(_written_ids([device_id]))
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete a batch; the cached entries of its devices are dropped."""
+        batch = _replayable(device_ids)
+        try:
+            return await self._inner.delete_many(batch)
+        finally:
+            self._cache.invalidate(_written_ids(batch))
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """The wrapped repository's ``list_ids`` (never cached)."""
+        return await self._inner.list_ids(pattern=pattern, limit=limit, offset=offset)
+
+    async def count(self) -> int:
+        """The wrapped repository's ``count`` (never cached)."""
+        return await self._inner.count()
+
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """The wrapped repository's ``query`` (never cached)."""
+        return await self._inner.query(query)
+
+    async def repair(self) -> RepairReport:
+        """The wrapped repository's ``repair``."""
+        return await self._inner.repair()
+
+    async def info(self) -> CacheInfo:
+        """The wrapped repository's ``info``."""
+        return await self._inner.info()
+
+    async def health(self) -> HealthStatus:
+        """The wrapped repository's ``health``, with the near cache's state in ``details``."""
+        return _with_stats(await self._inner.health(), self._cache)
+
+    async def close(self) -> None:
+        """Close the wrapped repository (the cache stays with its owner)."""
+        await self._inner.close()
+
+
+def _with_stats(health: HealthStatus, cache: NearCache) -> HealthStatus:
+    stats = cache.stats()
+    details = {**health.details, "near_cache": msgspec.to_builtins(stats)}
+    return msgspec.structs.replace(health, details=details)
