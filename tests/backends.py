@@ -8,7 +8,6 @@ tool writing to Redis would.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,7 +17,6 @@ from redis.cluster import RedisCluster
 
 from cache_service_client import (
     AsyncDeviceMetadataRepository,
-    BatchGetResult,
     DeviceMetadata,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
@@ -26,7 +24,7 @@ from cache_service_client import (
     NearCache,
 )
 from cache_service_client.repository.base import InlineAsyncRepository
-from cache_service_client.repository.near import ABSENT
+from cache_service_client.testing import wait_for_invalidations
 
 NOW = datetime(2026, 11, 25, 12, 30, 15, 123456, tzinfo=timezone.utc)
 
@@ -194,28 +192,3 @@ class NearBackdoor(RedisBackdoor):
     def barrier(self, timeout: float = 5.0) -> None:
         """Return once the cache has heard every change made before the call."""
         wait_for_invalidations(self.cache, self.client, self.keys, timeout)
-
-
-def wait_for_invalidations(
-    cache: NearCache, client: redis.Redis | RedisCluster, keys: KeyStrategy, timeout: float = 5.0
-) -> None:
-    """Return once ``cache`` has heard every change made to Redis before the call.
-
-    Plants a cached "not found" for a marker id, writes the marker's key and waits until its
-    report drops the entry.
-    """
-    assert cache.wait_connected(timeout), "the near cache did not connect"
-    marker = f"barrier-{uuid.uuid4().hex}"
-    token = cache.begin([marker])
-    nothing = BatchGetResult(found={}, missing=[marker], corrupted={})
-    cache.finish(token, [marker], nothing, [-2], time.monotonic())
-    assert cache.lookup(marker) is ABSENT
-    key = keys.device_key(marker)
-    client.set(key, b"marker", px=int(timeout * 1000))
-    deadline = time.monotonic() + timeout
-    try:
-        while cache.lookup(marker) is not None:
-            assert time.monotonic() < deadline, "no invalidation within the bound"
-            time.sleep(0.001)
-    finally:
-        client.delete(key)

@@ -37,7 +37,8 @@ from cache_service_client import (
 )
 from cache_service_client.config import SettingsFields
 from cache_service_client.container import build_tracking
-from tests.backends import meta, wait_for_invalidations
+from cache_service_client.testing import wait_for_invalidations
+from tests.backends import meta
 from tests.redis_cluster import RedisClusterProcess
 from tests.redis_sentinel import SentinelSetup
 from tests.redis_server import command
@@ -276,7 +277,7 @@ def test_the_facade_shares_one_near_cache_between_sync_and_async(
     client.store_device_metadata("f", PLAN)
     near = client.repository
     assert isinstance(near, NearCachedDeviceMetadataRepository)
-    assert near.near_cache.wait_connected(5.0)
+    settle(near)
     client.get_device_metadata_sync("f")
     client.get_device_metadata_sync("f")
 
@@ -420,7 +421,7 @@ def test_sentinel_failover_flushes_and_follows_the_new_master() -> None:
         writer.store_device_metadata("s", {**PLAN, "n": 0})
         near = reader.repository
         assert isinstance(near, NearCachedDeviceMetadataRepository)
-        assert near.near_cache.wait_connected(10.0)
+        settle(near)
         reader.get_device_metadata_sync("s")
         reader.get_device_metadata_sync("s")
         assert reader.near_cache_stats().hits == 1

@@ -400,9 +400,24 @@ def _cluster_discovery(
     return discover
 
 
-def _sentinel_discovery(settings: Settings) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
-    """Finds the master with SENTINEL GET-MASTER-ADDR-BY-NAME."""
+def _sentinel_discovery(
+    settings: Settings, connect: Callable[[Endpoint], Connection]
+) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
+    """Finds the master with SENTINEL GET-MASTER-ADDR-BY-NAME.
+
+    A server tracked before stays tracked while it still says it is a master: after a
+    failover, clients keep their connections to the old master until Sentinel reconfigures it
+    (and drops them), so reads may come from either for a while.
+    """
     sentinel_kwargs = _sentinel_kwargs(settings, _no_retry())
+    tracked: list[Endpoint] = []
+
+    def still_master(endpoint: Endpoint) -> bool:
+        try:
+            role = _ask(functools.partial(connect, endpoint), "ROLE")
+        except Exception:  # gone: its clients are gone too
+            return False
+        return bool(role) and _text(role[0]) == "master"
 
     def discover() -> tuple[tuple[Endpoint, ...], Any]:
         reply = _ask(
@@ -416,7 +431,10 @@ def _sentinel_discovery(settings: Settings) -> Callable[[], tuple[tuple[Endpoint
         if not reply:
             raise ConnectionError(f"the sentinels know no master {settings.sentinel_service!r}")
         master: Endpoint = (_text(reply[0]), int(reply[1]))
-        return (master,), master
+        old = [e for e in tracked if e != master and still_master(e)]
+        tracked[:] = [master, *old]
+        endpoints = tuple(sorted(tracked, key=str))
+        return endpoints, endpoints
 
     return discover
 
@@ -432,7 +450,7 @@ def build_tracking(settings: Settings, key_strategy: KeyStrategy) -> Tracking:
         )
     if settings.backend == "sentinel":
         return Tracking(
-            connect=connect, endpoints=(), discover=_sentinel_discovery(settings), **common
+            connect=connect, endpoints=(), discover=_sentinel_discovery(settings, connect), **common
         )
     endpoint: Endpoint = (
         settings.unix_socket_path

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ABSENT",
+    "HEARTBEAT",
+    "POLL",
     "AsyncNearCachedDeviceMetadataRepository",
     "Connection",
     "Endpoint",
@@ -111,6 +114,7 @@ class _Absent:
 
 
 ABSENT = _Absent()
+"""What :meth:`NearCache.lookup` returns for an id cached as "not found"."""
 _FOREVER = math.inf
 
 
@@ -135,7 +139,7 @@ class Tracking:
     device_id: Callable[[str], str]
     connect: Callable[[Endpoint], Connection]
     endpoints: tuple[Endpoint, ...]
-    discover: Callable[[], tuple[tuple[Endpoint, ...], Hashable]] | None = None
+    discover: Callable[[], tuple[tuple[Endpoint, ...], Any]] | None = None
     heartbeat: float = HEARTBEAT
     poll: float = POLL
 
@@ -166,7 +170,7 @@ class NearCache:
         self._hits = self._misses = self._invalidations = 0
         self._evictions = self._flushes = 0
         self._closed = threading.Event()
-        self._topology: Hashable = None
+        self._topology: Any = None
         self._links = [_Link(self, endpoint) for endpoint in tracking.endpoints]
         for link in self._links:
             link.start()
@@ -212,6 +216,15 @@ class NearCache:
                 return False
             time.sleep(0.005)
         return True
+
+    def __contains__(self, device_id: object) -> bool:
+        """Whether an entry for ``device_id`` is held (not counted, not marked as used)."""
+        with self._lock:
+            entry = self._entries.get(device_id) if type(device_id) is str else None
+            return entry is not None and entry[1] > time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     # -- reads -----------------------------------------------------------------------------
 

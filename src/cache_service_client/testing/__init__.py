@@ -5,6 +5,8 @@
 - :class:`FakeClock`: time that moves only when told, for the in-memory repository's ``clock``.
 - :class:`FaultyRepository` / :class:`AsyncFaultyRepository`: wrap any repository and inject an
   outage, latency, or errors on chosen operations (:class:`Faults`), to test error paths.
+- :func:`wait_for_invalidations`: wait until a near cache has heard every change made so far,
+  for tests that write through another client and read through a near cache.
 - A pytest plugin (registered on install; see :mod:`cache_service_client.testing.plugin`) with
   the fixtures ``redis_server``, ``redis_server_url``, ``fake_clock``, ``memory_repository``
   and ``async_memory_repository``.
@@ -19,6 +21,7 @@ from cache_service_client.testing._faults import (
     Faults,
     FaultyRepository,
 )
+from cache_service_client.testing._near import wait_for_invalidations
 from cache_service_client.testing._server import RedisServer, find_redis_server, free_port
 
 __all__ = [
@@ -29,4 +32,5 @@ __all__ = [
     "RedisServer",
     "find_redis_server",
     "free_port",
+    "wait_for_invalidations",
 ]
