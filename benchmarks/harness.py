@@ -38,21 +38,28 @@ class Config:
         rounds: Interleaved rounds per group (at least 5; the median is reported).
         round_time: Seconds each candidate runs per round (approximately).
         min_samples: Fewest samples per candidate and round.
+        trials: Trials of a measurement made trial by trial (the near cache's invalidation
+            delay).
+        entries: Devices a memory measurement holds (the near cache's bytes per entry).
 
     """
 
     rounds: int = 21
     round_time: float = 0.1
     min_samples: int = 3
+    trials: int = 200
+    entries: int = 10_000
 
     def __post_init__(self) -> None:
         if self.rounds < 5:
             raise ValueError("rounds must be at least 5 (the median of at least 5 is reported)")
         if self.round_time <= 0 or self.min_samples < 1:
             raise ValueError("round_time must be > 0 and min_samples >= 1")
+        if self.trials < 1 or self.entries < 1:
+            raise ValueError("trials and entries must be >= 1")
 
 
-QUICK = Config(rounds=5, round_time=0.01, min_samples=2)
+QUICK = Config(rounds=5, round_time=0.01, min_samples=2, trials=30, entries=2_000)
 FULL = Config()
 
 
@@ -143,6 +150,29 @@ class GroupResult:
         if a is None or b is None:
             return None
         return statistics.median(x / y for x, y in zip(a.ratios, b.ratios, strict=True))
+
+
+@dataclass
+class Figures:
+    """A small table of measured values that are not a timing comparison.
+
+    Attributes:
+        group: The ``--only`` group it belongs to.
+        table: Its id, which targets refer to (``"near.invalidation"``).
+        name: Heading.
+        columns: Header of each column.
+        rows: The cells, already formatted.
+        values: The measured numbers by name, for targets and the JSON file.
+
+    """
+
+    group: str
+    table: str
+    name: str
+    columns: list[str]
+    rows: list[list[str]]
+    values: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -277,9 +307,20 @@ def markdown_table(result: GroupResult) -> str:
     return "\n".join(lines)
 
 
-def group_section(result: GroupResult, level: int = 3) -> str:
+def figures_table(figures: Figures) -> str:
+    """The figures as a markdown table (every column but the first right-aligned)."""
+    lines = [
+        "| " + " | ".join(figures.columns) + " |",
+        "|---|" + "---:|" * (len(figures.columns) - 1),
+        *("| " + " | ".join(row) + " |" for row in figures.rows),
+    ]
+    return "\n".join(lines)
+
+
+def group_section(result: GroupResult | Figures, level: int = 3) -> str:
     """A heading, the table and the group's notes."""
-    parts = [f"{'#' * level} {result.name}", "", markdown_table(result)]
+    table = figures_table(result) if isinstance(result, Figures) else markdown_table(result)
+    parts = [f"{'#' * level} {result.name}", "", table]
     if result.notes:
         parts += ["", *(f"- {note}" for note in result.notes)]
     return "\n".join(parts)

@@ -73,7 +73,8 @@ def plot(results: Sequence[GroupResult], path: str | Path, subtitle: str = "") -
     ax.set_ylim(-0.7, rows - 0.3)
     ax.set_xlabel("speed relative to the table's baseline (log scale; > 1 is faster)", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_xticks([t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5) if lo <= t <= hi])
+    ticks = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+    ax.set_xticks([t for t in ticks if lo <= t <= hi])
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_ratio_label))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     title = "cache-service-client benchmarks: ratio to baseline (blue: ours; tick: target)"

@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from benchmarks.harness import Config, GroupResult, Result, group_section
-from benchmarks.targets import evaluate, markdown_targets
+from benchmarks.harness import Config, Figures, GroupResult, Result, group_section
+from benchmarks.targets import evaluate_all, markdown_targets
 
 
 def _version(dist: str) -> str:
@@ -64,7 +64,7 @@ def machine_info(url: str | None) -> dict[str, str]:
 
 
 def markdown_report(
-    results: Sequence[GroupResult],
+    results: Sequence[GroupResult | Figures],
     info: dict[str, str],
     config: Config,
     *,
@@ -83,7 +83,7 @@ def markdown_report(
     ]
     for result in results:
         parts += ["", group_section(result, level)]
-    outcomes = evaluate(results)
+    outcomes = evaluate_all(results)
     if outcomes:
         parts += ["", f"{'#' * level} Targets", "", markdown_targets(outcomes)]
     return "\n".join(parts) + "\n"
@@ -92,19 +92,24 @@ def markdown_report(
 # -- JSON, so that a plot can be drawn again without running everything ---------------------
 
 
-def to_json(results: Sequence[GroupResult], info: dict[str, str], config: Config) -> str:
+def to_json(results: Sequence[GroupResult | Figures], info: dict[str, str], config: Config) -> str:
     """Serialise a run; each candidate's samples are reduced to 1001 quantiles."""
     groups = []
+    figures = []
     for group in results:
         data = asdict(group)
+        if isinstance(group, Figures):
+            figures.append(data)
+            continue
         for entry, result in zip(data["results"], group.results, strict=True):
             entry["samples"] = [result.percentile(q / 10) for q in range(1001)]
         groups.append(data)
-    return json.dumps({"machine": info, "config": asdict(config), "groups": groups}, indent=1)
+    run = {"machine": info, "config": asdict(config), "groups": groups, "figures": figures}
+    return json.dumps(run, indent=1)
 
 
 def from_json(text: str) -> tuple[list[GroupResult], dict[str, str], Config]:
-    """Read a run written by :func:`to_json`."""
+    """Read a run written by :func:`to_json` (its timing tables; figures stay in the file)."""
     data: dict[str, Any] = json.loads(text)
     groups = []
     for g in data["groups"]:

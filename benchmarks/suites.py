@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from benchmarks import others
 from benchmarks.data import BATCH
-from benchmarks.harness import Candidate, GroupResult, Role, Runner
+from benchmarks.harness import Candidate, Figures, GroupResult, Role, Runner, percentile
 from benchmarks.workloads import (
     GETS_PER_TASK,
     INNER,
+    SEEN_TIMEOUT,
     TASKS,
+    AsyncNearWork,
     AsyncRedisWork,
     CodecWork,
+    NearWork,
     SyncRedisWork,
     run_prefix,
 )
 
-GROUPS = ("codec", "single", "batch", "async", "facade")
-REDIS_GROUPS = ("single", "batch", "async", "facade")
+GROUPS = ("codec", "single", "batch", "async", "facade", "near")
+REDIS_GROUPS = ("single", "batch", "async", "facade", "near")
 
 _PYDANTIC_MISSING = (
     "pydantic v2 is not installed: its row is skipped (install the bench dependency group)."
@@ -51,12 +55,16 @@ def _batch_names(verb: str) -> dict[str, tuple[str, Role]]:
 
 
 def _candidates(
-    fns: dict[str, Callable[[], Any]], names: dict[str, tuple[str, Role]], ops: int
+    fns: dict[str, Callable[[], Any]],
+    names: dict[str, tuple[str, Role]],
+    ops: int | Mapping[str, int],
 ) -> list[Candidate]:
+    """The candidates by key; ``ops`` per call, for all or by key (1 for a key not named)."""
     out = []
     for key, (name, role) in names.items():
         if key in fns:
-            out.append(Candidate(name, fns[key], ops=ops, role=role, key=key))
+            n = ops if isinstance(ops, int) else ops.get(key, 1)
+            out.append(Candidate(name, fns[key], ops=n, role=role, key=key))
     return out
 
 
@@ -261,7 +269,166 @@ def async_(runner: Runner, work: AsyncRedisWork) -> Iterator[GroupResult]:
     )
 
 
-def run_groups(runner: Runner, only: tuple[str, ...], url: str | None) -> Iterator[GroupResult]:
+def _near_get(
+    runner: Runner,
+    table: str,
+    name: str,
+    title: str,
+    fns: dict[str, Callable[[], Any]],
+    names: dict[str, tuple[str, Role]],
+    hits_and_misses: Callable[[], tuple[int, int]],
+    notes: list[str],
+) -> GroupResult:
+    """Time hot gets, and say whether every near-cached read stayed a hit meanwhile."""
+    hits, misses = hits_and_misses()
+    result = runner.run(
+        "near",
+        table,
+        name,
+        title,
+        _candidates(fns, names, {"ours": INNER, "repository": INNER}),
+        notes=notes,
+    )
+    hits_after, misses_after = hits_and_misses()
+    if misses_after != misses:
+        result.notes.append(
+            f"**{misses_after - misses} of {hits_after - hits + misses_after - misses} "
+            "near-cached reads missed while timed** (the near cache was flushed: "
+            "its tracking connection dropped); the figures are not of hits alone."
+        )
+    return result
+
+
+def _delay_row(label: str, delays: list[float], missed: int) -> list[str]:
+    ms = [d * 1e3 for d in delays]
+    return [
+        label,
+        f"{len(ms)}",
+        f"{percentile(ms, 50):.2f}",
+        f"{percentile(ms, 99):.2f}",
+        f"{max(ms):.2f}",
+        f"{missed}",
+    ]
+
+
+def near(runner: Runner, url: str) -> Iterator[GroupResult | Figures]:
+    """The near cache: hot gets (sync, async) vs raw GET + decode; invalidation delay; memory."""
+    work = NearWork(url, run_prefix())
+    try:
+        work.verify()
+        yield _near_get(
+            runner,
+            "near.get",
+            "Near cache: get of a cached device",
+            "get a cached device",
+            work.get(),
+            {
+                "raw": ("redis-py GET + msgspec decode", "baseline"),
+                "ours": ("CacheServiceClient.get_device_metadata_sync, near cache on", "ours"),
+                "repository": ("NearCachedDeviceMetadataRepository.get", "ours"),
+                "plain": ("get_device_metadata_sync without a near cache", "other"),
+            },
+            work.hits_and_misses,
+            [
+                f"The near cache holds the device, so ours never asks Redis; each of their "
+                f"samples is {INNER} calls (their percentiles are of {INNER}-call means). "
+                "The baseline is the single group's: one connection, hiredis parser when "
+                "installed.",
+            ],
+        )
+        loop = asyncio.new_event_loop()
+        try:
+            awork = loop.run_until_complete(AsyncNearWork.create(url, run_prefix()))
+            try:
+                loop.run_until_complete(awork.verify())
+                yield _near_get(
+                    Runner(runner.config, loop),
+                    "near.async_get",
+                    "Near cache: async get of a cached device",
+                    "async get, cached device",
+                    awork.get(),
+                    {
+                        "raw": ("redis.asyncio GET + msgspec decode", "baseline"),
+                        "ours": (
+                            "await CacheServiceClient.get_device_metadata, near cache on",
+                            "ours",
+                        ),
+                        "repository": ("AsyncNearCachedDeviceMetadataRepository.get", "ours"),
+                        "plain": ("get_device_metadata without a near cache", "other"),
+                    },
+                    awork.hits_and_misses,
+                    [
+                        f"Sequential awaits in one task; each sample of ours is {INNER} awaits. "
+                        "The baseline and the client without a near cache make one round trip "
+                        "per get.",
+                    ],
+                )
+            finally:
+                loop.run_until_complete(awork.cleanup())
+        finally:
+            loop.close()
+        trials = runner.config.trials
+        spin, spin_missed = work.invalidation_delays(trials, spin=True)
+        idle, idle_missed = work.invalidation_delays(trials, spin=False)
+        values: dict[str, float] = {}
+        for label, delays, missed in (("spin", spin, spin_missed), ("yield", idle, idle_missed)):
+            ms = [d * 1e3 for d in delays]
+            values[f"{label}.p50"] = percentile(ms, 50)
+            values[f"{label}.p99"] = percentile(ms, 99)
+            values[f"{label}.max"] = max(ms)
+            values[f"{label}.missed"] = float(missed)
+        yield Figures(
+            "near",
+            "near.invalidation",
+            "Near cache: another client's write, seen by a near-cached reader",
+            ["reader", "trials", "p50 ms", "p99 ms", "max ms", f"not seen in {SEEN_TIMEOUT:g} s"],
+            [
+                _delay_row("reads in a tight loop (holds the GIL)", spin, spin_missed),
+                _delay_row("releases the GIL between reads (time.sleep(0))", idle, idle_missed),
+            ],
+            values,
+            [
+                "Each trial: the device is cached; a plain redis-py connection sends a SET of "
+                "a new value (MetadataCodec JSON) without waiting for the reply; the reader "
+                "calls get_device_metadata_sync until it returns the new value. The delay runs "
+                "from just before the SET is sent to the return of that read (itself a round "
+                "trip to Redis, as the entry was dropped).",
+                "The entry is dropped by the near cache's tracking thread, which needs the GIL: "
+                "a reader that never releases it lets that thread run only when the interpreter "
+                f"forces a switch (every sys.getswitchinterval() = "
+                f"{sys.getswitchinterval() * 1e3:g} ms), and on a loaded machine only when the "
+                "OS schedules it as well, so its tail grows with both.",
+            ],
+        )
+        memory = work.memory(runner.config.entries)
+        entries = int(memory["entries"])
+        yield Figures(
+            "near",
+            "near.memory",
+            "Near cache: memory per cached device",
+            ["what", "bytes per device"],
+            [
+                ["the value in Redis (MetadataCodec JSON)", f"{memory['json']:,.0f}"],
+                ["a decoded DeviceMetadata", f"{memory['device']:,.0f}"],
+                ["a near cache entry (device, id, LRU slot)", f"{memory['entry']:,.0f}"],
+                ["of which the near cache's own", f"{memory['entry'] - memory['device']:,.0f}"],
+            ],
+            memory,
+            [
+                f"{entries:,} devices read with get_many into a near cache of {entries:,} "
+                f"entries: {memory['entry'] * entries / 2**20:.1f} MiB. Traced memory "
+                "(tracemalloc) left behind, after a full collection, divided by the entries; "
+                "the decoded device is traced the same way (msgspec decode into a list, the "
+                "list left out).",
+            ],
+        )
+    finally:
+        work.cleanup()
+
+
+def run_groups(
+    runner: Runner, only: tuple[str, ...], url: str | None
+) -> Iterator[GroupResult | Figures]:
     """Run the selected groups in order; ``url`` is needed for the Redis ones."""
     if "codec" in only:
         yield from codec(runner)
@@ -287,6 +454,9 @@ def run_groups(runner: Runner, only: tuple[str, ...], url: str | None) -> Iterat
                 loop.run_until_complete(awork.cleanup())
         finally:
             loop.close()
+    if "near" in only:
+        assert url is not None
+        yield from near(runner, url)
 
 
 def optional_status() -> dict[str, bool]:

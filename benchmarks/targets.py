@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from benchmarks.harness import GroupResult
+from benchmarks.harness import Figures, GroupResult
 
 Verdict = Literal["met", "NOT met", "skipped"]
 
@@ -61,6 +61,51 @@ TARGETS: tuple[Target, ...] = (
         "async facade pool (waits, never refuses): within 1.1x of the default pool",
         True,
     ),
+    Target(
+        "near.get",
+        "ours",
+        "raw",
+        20.0,
+        "near-cached get_device_metadata_sync (hit): >= 20x raw redis-py GET + decode",
+    ),
+    Target(
+        "near.async_get",
+        "ours",
+        "raw",
+        10.0,
+        "near-cached get_device_metadata (hit): >= 10x raw redis.asyncio GET + decode",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Value ``value`` of figures table ``table`` must be at most ``at_most``.
+
+    Attributes:
+        table: The figures' id (``"near.invalidation"``).
+        value: The name of the value in :attr:`Figures.values`.
+        at_most: Highest acceptable value.
+        label: What the target says.
+        unit: Shown after the numbers.
+
+    """
+
+    table: str
+    value: str
+    at_most: float
+    label: str
+    unit: str
+
+
+LIMITS: tuple[Limit, ...] = (
+    Limit(
+        "near.invalidation",
+        "spin.p99",
+        20.0,
+        "near cache: another client's write seen within 20 ms (p99, reader spinning)",
+        "ms",
+    ),
 )
 
 
@@ -93,15 +138,53 @@ class Outcome:
         return f">= {self.target.at_least:g}x"
 
 
-def evaluate(results: Sequence[GroupResult]) -> list[Outcome]:
-    """The outcome of every target whose table ran."""
-    by_table = {r.table: r for r in results}
+@dataclass(frozen=True)
+class LimitOutcome:
+    """A limit and what the run measured for it."""
+
+    target: Limit
+    value: float | None
+
+    @property
+    def verdict(self) -> Verdict:
+        """met, NOT met or skipped (the value was not measured)."""
+        if self.value is None:
+            return "skipped"
+        return "met" if self.value <= self.target.at_most else "NOT met"
+
+    def measured(self) -> str:
+        """The measured value."""
+        return "-" if self.value is None else f"{self.value:.2f} {self.target.unit}"
+
+    def needed(self) -> str:
+        """The threshold."""
+        return f"<= {self.target.at_most:g} {self.target.unit}"
+
+
+def evaluate(results: Sequence[GroupResult | Figures]) -> list[Outcome]:
+    """The outcome of every speed target whose table ran."""
+    by_table = {r.table: r for r in results if isinstance(r, GroupResult)}
     return [
         Outcome(t, by_table[t.table].speedup(t.key, t.over)) for t in TARGETS if t.table in by_table
     ]
 
 
-def markdown_targets(outcomes: Sequence[Outcome]) -> str:
+def evaluate_limits(results: Sequence[GroupResult | Figures]) -> list[LimitOutcome]:
+    """The outcome of every limit whose figures were measured."""
+    measured = {r.table: r for r in results if isinstance(r, Figures)}
+    return [
+        LimitOutcome(limit, measured[limit.table].values.get(limit.value))
+        for limit in LIMITS
+        if limit.table in measured
+    ]
+
+
+def evaluate_all(results: Sequence[GroupResult | Figures]) -> list[Outcome | LimitOutcome]:
+    """The speed targets' outcomes, then the limits'."""
+    return [*evaluate(results), *evaluate_limits(results)]
+
+
+def markdown_targets(outcomes: Sequence[Outcome | LimitOutcome]) -> str:
     """The targets as a markdown table."""
     lines = ["| target | measured | needed | verdict |", "|---|---:|---:|---|"]
     for o in outcomes:

@@ -7,8 +7,12 @@ workloads' ``verify`` methods check that before anything is timed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
+import sys
+import time
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,16 +28,19 @@ from benchmarks.data import (
     DataclassDevice,
     dataclass_decode,
     dataclass_encode,
+    device_id,
     make_batch,
     make_metadata,
     to_dataclass,
 )
 from cache_service_client import (
+    AsyncNearCachedDeviceMetadataRepository,
     AsyncRedisDeviceMetadataRepository,
     CacheServiceClient,
     DeviceMetadata,
     KeyStrategy,
     MetadataCodec,
+    NearCachedDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
 )
 
@@ -44,6 +51,14 @@ INNER = 100
 #: Concurrent tasks of the async benchmark, and gets each task makes per sample.
 TASKS = 64
 GETS_PER_TASK = 8
+#: Entries of the near caches whose hot reads are timed (they hold a device or two).
+NEAR_SIZE = 1000
+#: Seconds a near-cached client may take to start tracking before the benchmark gives up.
+CONNECT_TIMEOUT = 5.0
+#: Seconds an invalidation trial waits for the new value before counting it as not seen.
+SEEN_TIMEOUT = 1.0
+#: Seconds between invalidation trials.
+TRIAL_PAUSE = 0.001
 
 
 def run_prefix() -> str:
@@ -481,14 +496,335 @@ class AsyncRedisWork:
         await self.facade.aclose()
 
 
+def _near_repository(client: CacheServiceClient) -> NearCachedDeviceMetadataRepository:
+    """The client's near-cached repository, once it tracks its server."""
+    repo = client.repository
+    if not isinstance(repo, NearCachedDeviceMetadataRepository):
+        raise RuntimeError(f"expected a near-cached repository, got {repo!r}")
+    if not repo.near_cache.wait_connected(CONNECT_TIMEOUT):
+        raise RuntimeError(f"the near cache did not start tracking within {CONNECT_TIMEOUT:g} s")
+    return repo
+
+
+def _clean(client: redis.Redis, prefix: str) -> None:
+    doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(doomed), 500):
+        client.delete(*doomed[start : start + 500])
+
+
+class NearWork:
+    """Sync near cache work: hot reads, another client's writes seen, memory per entry.
+
+    A near-cached :class:`CacheServiceClient` (``near_cache_size`` > 0) against raw redis-py +
+    msgspec and the same client without a near cache, all on one server and one device.
+
+    Args:
+        url: The Redis server.
+        prefix: Every key written starts with it (see :func:`run_prefix`).
+
+    """
+
+    #: The device whose value another client rewrites in the invalidation trials.
+    WRITTEN = "sensor-rewritten"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client: redis.Redis = redis.Redis.from_url(url)
+        self.raw_prefix = f"{prefix}-raw:"
+        self.decoder = msgspec.json.Decoder(DeviceMetadata)
+        self.codec = MetadataCodec()
+        self.one = make_metadata(0)
+        self.written = msgspec.structs.replace(make_metadata(1), device_id=self.WRITTEN)
+        self.client.set(self.raw_prefix + self.one.device_id, self.codec.encode(self.one), ex=TTL)
+        self.plain = CacheServiceClient(url=url, key_prefix=prefix, metadata_ttl=TTL)
+        self.plain.repository.put_many([self.one, self.written])
+        self.near = CacheServiceClient(
+            url=url, key_prefix=prefix, metadata_ttl=TTL, near_cache_size=NEAR_SIZE
+        )
+        self.near_repo = _near_repository(self.near)
+        self._version = 0
+
+    # -- hot reads -----------------------------------------------------------------------
+
+    def get(self) -> dict[str, Callable[[], object]]:
+        """A get of a device the near cache holds (INNER per call for the cached ones)."""
+        get, decode = self.client.get, self.decoder.decode
+        key, device = self.raw_prefix + self.one.device_id, self.one.device_id
+        facade_get, repo_get = self.near.get_device_metadata_sync, self.near_repo.get
+        plain_get = self.plain.get_device_metadata_sync
+        loop = range(INNER)
+
+        def f_facade() -> None:
+            for _ in loop:
+                facade_get(device)
+
+        def f_repository() -> None:
+            for _ in loop:
+                repo_get(device)
+
+        return {
+            "raw": lambda: decode(get(key)),  # type: ignore[arg-type]
+            "ours": f_facade,
+            "repository": f_repository,
+            "plain": lambda: plain_get(device),
+        }
+
+    def hits_and_misses(self) -> tuple[int, int]:
+        """The near cache's hit and miss counters."""
+        stats = self.near.near_cache_stats()
+        return stats.hits, stats.misses
+
+    def verify(self) -> None:
+        """Every candidate returns the device; the near-cached ones without asking Redis."""
+        fns = self.get()
+        assert fns["raw"]() == self.plain.get_device_metadata_sync(self.one.device_id) == self.one
+        assert self.near.get_device_metadata_sync(self.one.device_id) == self.one  # cached now
+        for key in ("ours", "repository"):
+            hits, misses = self.hits_and_misses()
+            fns[key]()
+            assert self.hits_and_misses() == (hits + INNER, misses), key
+        assert self.near_repo.get(self.one.device_id) == self.one
+
+    # -- another client's write, seen by the near-cached reader --------------------------
+
+    def _cached(self, device: str) -> None:
+        """Read ``device`` until the read is served from the near cache."""
+        get, stats = self.near.get_device_metadata_sync, self.near.near_cache_stats
+        for _ in range(1000):
+            hits = stats().hits
+            get(device)
+            if stats().hits > hits:
+                return
+        raise RuntimeError(f"the near cache does not keep {device!r} (is tracking down?)")
+
+    def invalidation_delays(self, trials: int, *, spin: bool) -> tuple[list[float], int]:
+        """Seconds from another client's write of a cached device to the first read of it.
+
+        Each trial caches the device, then sends a SET of a new value (a changed unit, a newer
+        ``last_updated``, encoded with :class:`MetadataCodec`) on a plain redis-py connection
+        of its own, and reads the device with ``get_device_metadata_sync`` until it returns
+        the new value; the writer's reply is read afterwards. ``spin``: read in a tight loop;
+        else release the GIL between reads (``time.sleep(0)``, as a reader doing any I/O does).
+
+        Returns:
+            The delay of each trial, and how many trials did not see the value within
+            :data:`SEEN_TIMEOUT` (their delay is counted as that).
+        """
+        pool = self.client.connection_pool
+        writer = pool.connection_class(**pool.connection_kwargs)
+        key = self.near_repo.key_strategy.device_key(self.WRITTEN)
+        get, device = self.near.get_device_metadata_sync, self.WRITTEN
+        clock, pause = time.perf_counter, time.sleep
+        delays: list[float] = []
+        missed = 0
+        try:
+            writer.connect()
+            for _ in range(trials):
+                self._version += 1
+                new = msgspec.structs.replace(
+                    self.written,
+                    datatype_unit=("degF", "degC")[self._version % 2],
+                    last_updated=self.written.last_updated + timedelta(milliseconds=self._version),
+                )
+                raw = self.codec.encode(new)
+                self._cached(device)
+                start = clock()
+                writer.send_command("SET", key, raw, "EX", TTL)
+                deadline = start + SEEN_TIMEOUT
+                if spin:
+                    while get(device) != new:
+                        if clock() > deadline:
+                            missed += 1
+                            break
+                else:
+                    while get(device) != new:
+                        if clock() > deadline:
+                            missed += 1
+                            break
+                        pause(0)
+                delays.append(min(clock() - start, SEEN_TIMEOUT))
+                writer.read_response()
+                pause(TRIAL_PAUSE)
+        finally:
+            writer.disconnect()
+        return delays, missed
+
+    # -- memory --------------------------------------------------------------------------
+
+    def memory(self, entries: int) -> dict[str, float]:
+        """Bytes per device: encoded, decoded, and held by a near cache full of them.
+
+        ``entries`` devices are written under a prefix of their own, then read with
+        ``get_many`` (in batches of BATCH) into a near cache of that size; the near cache's
+        cost is the traced memory (``tracemalloc``, after a full collection) that the reads
+        leave behind, the device ids included.
+        """
+        prefix = f"{self.prefix}-mem"
+        writer = RedisDeviceMetadataRepository(
+            self.client, key_strategy=KeyStrategy(prefix=prefix), ttl=TTL
+        )
+        for start in range(0, entries, BATCH):
+            writer.put_many(make_batch(min(BATCH, entries - start), start))
+        raws = [self.codec.encode(m) for m in make_batch(entries)]
+        reader = CacheServiceClient(
+            url=self.url, key_prefix=prefix, metadata_ttl=TTL, near_cache_size=entries
+        )
+        try:
+            repo = _near_repository(reader)
+            # Warm connections and buffers, then empty the cache again.
+            repo.get_many([device_id(i) for i in range(min(BATCH, entries))])
+            repo.near_cache.flush()
+            cached = _traced(
+                lambda: [
+                    repo.get_many([device_id(i) for i in range(start, min(start + BATCH, entries))])
+                    for start in range(0, entries, BATCH)
+                ]
+            )
+            stats = reader.near_cache_stats()
+            assert stats.entries == entries, stats
+            assert stats.flushes == 1, stats  # the one above: tracking never dropped
+        finally:
+            reader.close()
+        decode = self.decoder.decode
+        holder: list[list[DeviceMetadata]] = []
+        decoded = _traced(lambda: holder.append([decode(r) for r in raws]))
+        decoded -= sys.getsizeof(holder[0])
+        return {
+            "entries": float(entries),
+            "json": sum(map(len, raws)) / entries,
+            "device": decoded / entries,
+            "entry": cached / entries,
+        }
+
+    def cleanup(self) -> None:
+        """Delete every key this run wrote and close the clients."""
+        _clean(self.client, self.prefix)
+        self.near.close()
+        self.plain.close()
+        self.client.close()
+
+
+def _traced(fn: Callable[[], object]) -> int:
+    """Bytes of traced memory that calling ``fn`` leaves behind (after a full collection).
+
+    What ``fn`` returns is dropped at once: what is measured is what it stores elsewhere.
+    """
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+class AsyncNearWork:
+    """Async near cache work: sequential awaits of a get of a device the near cache holds.
+
+    Build it with :meth:`create` inside the event loop that will run it.
+    """
+
+    client: redis.asyncio.Redis
+    near: CacheServiceClient
+    near_repo: AsyncNearCachedDeviceMetadataRepository
+    plain: CacheServiceClient
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.raw_prefix = f"{prefix}-raw:"
+        self.decoder = msgspec.json.Decoder(DeviceMetadata)
+        self.one = make_metadata(0)
+
+    @classmethod
+    async def create(cls, url: str, prefix: str) -> AsyncNearWork:
+        """Connect, store the device, and wait until the near cache tracks the server."""
+        self = cls(url, prefix)
+        self.client = redis.asyncio.Redis.from_url(url)
+        raw = MetadataCodec().encode(self.one)
+        await self.client.set(self.raw_prefix + self.one.device_id, raw, ex=TTL)
+        self.plain = CacheServiceClient(url=url, key_prefix=prefix, metadata_ttl=TTL)
+        await self.plain.store_device_metadata_async(self.one.device_id, self.one)
+        self.near = CacheServiceClient(
+            url=url, key_prefix=prefix, metadata_ttl=TTL, near_cache_size=NEAR_SIZE
+        )
+        repo = await self.near.get_async_repository()
+        if not isinstance(repo, AsyncNearCachedDeviceMetadataRepository):
+            raise RuntimeError(f"expected a near-cached repository, got {repo!r}")
+        if not repo.near_cache.wait_connected(CONNECT_TIMEOUT):
+            raise RuntimeError(
+                f"the near cache did not start tracking within {CONNECT_TIMEOUT:g} s"
+            )
+        self.near_repo = repo
+        return self
+
+    def get(self) -> dict[str, Callable[[], Any]]:
+        """A get of a device the near cache holds (INNER awaits per call for the cached ones)."""
+        get, decode = self.client.get, self.decoder.decode
+        key, device = self.raw_prefix + self.one.device_id, self.one.device_id
+        facade_get, repo_get = self.near.get_device_metadata, self.near_repo.get
+        plain_get = self.plain.get_device_metadata
+        loop = range(INNER)
+
+        async def f_raw() -> object:
+            return decode(await get(key))  # type: ignore[arg-type]
+
+        async def f_facade() -> None:
+            for _ in loop:
+                await facade_get(device)
+
+        async def f_repository() -> None:
+            for _ in loop:
+                await repo_get(device)
+
+        async def f_plain() -> object:
+            return await plain_get(device)
+
+        return {"raw": f_raw, "ours": f_facade, "repository": f_repository, "plain": f_plain}
+
+    def hits_and_misses(self) -> tuple[int, int]:
+        """The near cache's hit and miss counters."""
+        stats = self.near.near_cache_stats()
+        return stats.hits, stats.misses
+
+    async def verify(self) -> None:
+        """Every candidate returns the device; the near-cached ones without asking Redis."""
+        fns = self.get()
+        assert await fns["raw"]() == await fns["plain"]() == self.one
+        assert await self.near.get_device_metadata(self.one.device_id) == self.one  # cached now
+        for key in ("ours", "repository"):
+            hits, misses = self.hits_and_misses()
+            await fns[key]()
+            assert self.hits_and_misses() == (hits + INNER, misses), key
+        assert await self.near_repo.get(self.one.device_id) == self.one
+
+    async def cleanup(self) -> None:
+        """Delete every key this run wrote and close the clients."""
+        doomed = [key async for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000)]
+        for start in range(0, len(doomed), 500):
+            await self.client.delete(*doomed[start : start + 500])
+        await self.client.aclose()
+        await self.near.aclose()
+        await self.plain.aclose()
+
+
 __all__ = [
     "GETS_PER_TASK",
     "INNER",
+    "NEAR_SIZE",
     "TASKS",
     "TTL",
+    "AsyncNearWork",
     "AsyncRedisWork",
     "CodecWork",
     "DataclassDevice",
+    "NearWork",
     "SyncRedisWork",
     "run_prefix",
 ]

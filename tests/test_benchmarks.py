@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from benchmarks import others
-from benchmarks.harness import Candidate, Config, GroupResult, Result, Runner, markdown_table
+from benchmarks.harness import (
+    Candidate,
+    Config,
+    Figures,
+    GroupResult,
+    Result,
+    Runner,
+    group_section,
+    markdown_table,
+)
 from benchmarks.harness import percentile as pct
 from benchmarks.report import from_json, markdown_report, to_json
 from benchmarks.run import main
@@ -16,7 +26,7 @@ from benchmarks.scale import MEMORY_QUERIES, SHAPES
 from benchmarks.scale import _client as scale_client
 from benchmarks.scale import main as scale_main
 from benchmarks.suites import run_groups
-from benchmarks.targets import TARGETS, Outcome, evaluate, markdown_targets
+from benchmarks.targets import TARGETS, Outcome, evaluate, evaluate_all, markdown_targets
 from benchmarks.workloads import AsyncRedisWork, CodecWork, SyncRedisWork, run_prefix
 
 TINY = Config(rounds=5, round_time=0.0005, min_samples=1)
@@ -130,7 +140,9 @@ def test_targets_are_judged_from_paired_ratios() -> None:
         "| codec encode one: within 1.15x of msgspec | 1.111x the time | <= 1.15x | met |" in text
     )
     assert "**NOT met**" in text
-    assert all(t.table.split(".")[0] in {"codec", "single", "batch", "async"} for t in TARGETS)
+    assert all(
+        t.table.split(".")[0] in {"codec", "single", "batch", "async", "near"} for t in TARGETS
+    )
     skipped = Outcome(TARGETS[0], None)
     assert skipped.measured() == "-"
 
@@ -173,6 +185,49 @@ def test_redis_groups_run_and_clean_up(redis_url: str) -> None:
         assert not list(client.scan_iter(match="csc-bench-*"))
     finally:
         client.close()
+
+
+def _near_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("cache_service_client near")}
+
+
+def test_near_group_runs_and_cleans_up(redis_url: str) -> None:
+    import redis
+
+    before = _near_threads()
+    config = Config(rounds=5, round_time=0.0005, min_samples=1, trials=3, entries=50)
+    results = list(run_groups(Runner(config), ("near",), redis_url))
+    assert [r.table for r in results] == [
+        "near.get",
+        "near.async_get",
+        "near.invalidation",
+        "near.memory",
+    ]
+    for timed in results[:2]:
+        assert isinstance(timed, GroupResult)
+        assert [r.key for r in timed.results] == ["raw", "ours", "repository", "plain"]
+        ours = timed.get("ours")
+        assert ours is not None
+        assert ours.ops > 1  # many cache hits per sample
+    delay, memory = results[2], results[3]
+    assert isinstance(delay, Figures)
+    assert isinstance(memory, Figures)
+    assert [row[1] for row in delay.rows] == ["3", "3"]
+    assert delay.values["spin.p99"] >= delay.values["spin.p50"] > 0
+    assert memory.values["entries"] == 50
+    assert memory.values["entry"] > memory.values["device"] > memory.values["json"] > 0
+    section = group_section(delay).splitlines()
+    assert section[0] == "### Near cache: another client's write, seen by a near-cached reader"
+    assert section[2].startswith("| reader | trials | p50 ms | p99 ms |")
+    labels = [o.target.label for o in evaluate_all(results)]
+    assert len(labels) == 3
+    assert any("p99" in label for label in labels)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert not list(client.scan_iter(match="csc-bench-*"))
+    finally:
+        client.close()
+    assert not {t for t in _near_threads() - before if t.is_alive()}
 
 
 def test_command_line_quick_codec_run_writes_markdown_and_json(
