@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = command("import", transfer.run_import, "store devices from JSON Lines, validated first")
     load.add_argument("file", metavar="FILE", help="the JSON Lines file, or '-' for stdin")
     load.add_argument(
-        "--batch", type=count_of(1), default=5000, metavar="N", help="devices per put_many (5000)"
+        "--batch", type=count_of(1), default=1000, metavar="N", help="devices per put_many (1000)"
     )
     load.add_argument(
         "--if-newer", action="store_true", help="write only over older stored metadata"

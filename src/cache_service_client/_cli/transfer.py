@@ -14,7 +14,9 @@ import os
 import re
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,11 +33,15 @@ from cache_service_client._cli._common import (
     write_json,
 )
 from cache_service_client._validation import validate_metadata
+from cache_service_client.client import CacheServiceClient
 from cache_service_client.exceptions import CacheServiceError, ValidationError
 from cache_service_client.models import SCHEMA_VERSION, DeviceMetadata
 
 #: Devices per export page (the largest query page).
 EXPORT_PAGE = 1000
+#: Import batches in flight at once (their scripts queue on the server: no batch waits for the
+#: client to prepare the next).
+IN_FLIGHT = 2
 #: Invalid lines listed one by one; the rest are counted.
 SHOWN_ERRORS = 10
 
@@ -186,6 +192,73 @@ def _batches(source: IO[bytes], skip: list[int], size: int) -> Iterator[list[Dev
         yield _BATCH.decode(b"[" + b",".join(lines) + b"]")
 
 
+class Writer:
+    """Batched ``put_many`` calls in order, with up to ``depth`` batches in flight.
+
+    While the server runs one batch's script, the next batch is prepared (validated, encoded)
+    and sent on another connection (a thread each): the client's work overlaps the server's.
+    A batch that shares an id with one in flight waits for it, so the device's last line
+    always wins, as with sequential writes.
+
+    Args:
+        cache: The client to write through.
+        if_newer: Write each device only over older stored metadata.
+        depth: Batches in flight at most (1: one call at a time, no threads).
+        progress: Told the devices stored so far.
+    """
+
+    def __init__(
+        self, cache: CacheServiceClient, *, if_newer: bool, depth: int, progress: Progress
+    ) -> None:
+        self.written = 0
+        self.stored = 0
+        self._cache = cache
+        self._if_newer = if_newer
+        self._depth = depth
+        self._progress = progress
+        self._pool = ThreadPoolExecutor(depth, "devcache-import") if depth > 1 else None
+        self._flight: deque[tuple[Future[int], frozenset[str], int]] = deque()
+
+    def _store(self, batch: list[DeviceMetadata]) -> int:
+        return self._cache.store_many_device_metadata_sync(batch, if_newer=self._if_newer)
+
+    def _count(self, written: int, size: int) -> None:
+        self.written += written
+        self.stored += size
+        self._progress.update(self.stored)
+
+    def put(self, batch: list[DeviceMetadata]) -> None:
+        """Write ``batch`` after every earlier one that shares an id with it."""
+        if self._pool is None:
+            self._count(self._store(batch), len(batch))
+            return
+        ids = frozenset([m.device_id for m in batch])
+        while self._flight and (
+            len(self._flight) >= self._depth
+            or any(not ids.isdisjoint(other) for _, other, _ in self._flight)
+        ):
+            self._wait()
+        self._flight.append((self._pool.submit(self._store, batch), ids, len(batch)))
+
+    def _wait(self) -> None:
+        future, _, size = self._flight.popleft()
+        self._count(future.result(), size)
+
+    def finish(self) -> None:
+        """Wait for every batch in flight; the first failure raises."""
+        while self._flight:
+            self._wait()
+
+    def close(self) -> None:
+        """Wait for the batches in flight, counting those that succeed, and stop the threads."""
+        while self._flight:
+            with contextlib.suppress(Exception):
+                self._wait()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
 @contextlib.contextmanager
 def _input(path: str) -> Iterator[tuple[IO[bytes], IO[bytes] | None]]:
     """The source to validate and, for stdin, the spool that the writing pass reads."""
@@ -219,22 +292,26 @@ def run_import(args: argparse.Namespace) -> int:
             return ERROR
         reread = spool if spool is not None else source
         reread.seek(0)
-        written = stored = 0
         progress = Progress("imported", checked.devices)
         with client(args) as cache:
+            depth = 1 if cache.settings.backend == "memory" else IN_FLIGHT
+            writer = Writer(cache, if_newer=args.if_newer, depth=depth, progress=progress)
             try:
                 for batch in _batches(reread, checked.invalid, args.batch):
-                    written += cache.store_many_device_metadata_sync(batch, if_newer=args.if_newer)
-                    stored += len(batch)
-                    progress.update(stored)
+                    writer.put(batch)
+                writer.finish()
             except CacheServiceError as exc:
+                writer.close()
                 progress.done()
                 error(
-                    f"{exc} (stopped after {stored:,} of {checked.devices:,} devices, "
-                    f"{written:,} written)"
+                    f"{exc} (stopped after {writer.stored:,} of {checked.devices:,} devices, "
+                    f"{writer.written:,} written)"
                 )
                 return ERROR
+            finally:
+                writer.close()
             progress.done()
+    written = writer.written
     summary = {
         "lines": checked.lines,
         "devices": checked.devices,
