@@ -288,3 +288,13 @@ def test_scale_gives_each_size_a_database_of_its_own() -> None:
         client = scale_client(url, offset)
         assert client.connection_pool.connection_kwargs["db"] == db
         client.close()
+
+
+def test_cli_benchmark_round_trips_through_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cli import main as cli_main
+
+    assert cli_main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "devcache export / import, 2,000 devices" in out
+    assert "| export |" in out
+    assert "| import |" in out

@@ -37,7 +37,7 @@ def test_demo_on_redis_cleans_up(
 
 
 def test_demo_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--url", "redis://127.0.0.1:1/0?socket_timeout=0.3&retry_attempts=1"]) == 1
+    assert main(["demo", "--url", "redis://127.0.0.1:1/0?socket_timeout=0.3&retry_attempts=1"]) == 2
     assert "unhealthy" in capsys.readouterr().out
 
 
@@ -79,5 +79,5 @@ def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["demo", "--devices", "0"])
     assert "--devices must be at least 1" in capsys.readouterr().err
-    assert main(["repair", "--url", "ftp://x"]) == 1
+    assert main(["repair", "--url", "ftp://x"]) == 2
     assert "unsupported scheme" in capsys.readouterr().err
