@@ -567,10 +567,9 @@ def _written_ids(items: Any) -> list[str]:
         return []
     ids = []
     for item in items:
-        if isinstance(item, DeviceMetadata):
-            ids.append(item.device_id)
-        elif type(item) is str:
-            ids.append(item)
+        device_id = item.device_id if isinstance(item, DeviceMetadata) else item
+        if type(device_id) is str:
+            ids.append(device_id)
     return ids
 
 

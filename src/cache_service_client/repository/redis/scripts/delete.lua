@@ -4,19 +4,26 @@
 unversioned()
 check_fixed_keys()
 local n = #KEYS - 6
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 + i] end
+local parts = scores(KEYS[4], ids)
 local numbers = {}
 for i = 1, n do
-  local id = ARGV[2 + i]
-  local number = placed(id)
-  if number then will_change('ZREM', time_key(number), id) else number = false end
+  local number = false
+  if parts[i] then
+    number = math.floor(tonumber(parts[i]) / 2)
+    will_change('ZREM', time_key(number), ids[i])
+  end
   numbers[i] = number
 end
 -- Writes.
 local deleted = 0
+local writes = new_writes(n)
 for i = 1, n do
   deleted = deleted + redis.call('DEL', KEYS[6 + i])
-  unindex(ARGV[2 + i], numbers[i])
+  unindex(writes, ids[i], numbers[i])
 end
+send(writes)
 -- A bucket left without devices is left without indexes (the datatype numbers start again).
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[3], KEYS[6]) end
 return deleted

@@ -47,10 +47,60 @@ local function may(cmd, key, ...)
   end
 end
 -- Read the sorted set `key` that the script will change with `cmd` (ZADD or ZREM) for `id`,
--- and ask the ACL about that write.
+-- and ask the ACL about that write; once per key and command in a run.
+local changing = {}
 local function will_change(cmd, key, id)
+  local seen = cmd .. ' ' .. key
+  if changing[seen] then return end
+  changing[seen] = true
   redis.call('ZSCORE', key, id)
   if cmd == 'ZADD' then may(cmd, key, '0', id) else may(cmd, key, id) end
+end
+-- The scores of `members` in `key` (false where absent), with ZMSCORE in chunks.
+local function scores(key, members)
+  if #members == 1 then return {redis.call('ZSCORE', key, members[1])} end
+  local found = {}
+  for i = 1, #members, 1000 do
+    local got = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + 999, #members)))
+    for j = 1, #got do found[i + j - 1] = got[j] end
+  end
+  return found
+end
+-- Index writes gathered during a run, then sent as one ZREM and one ZADD per key (in chunks)
+-- instead of one per device. For a run that writes one device (`devices` <= 1) gathering
+-- would cost more than it saves: each write is sent at once.
+local function new_writes(devices)
+  return {direct = devices <= 1, adds = {}, add_keys = {}, rems = {}, rem_keys = {}}
+end
+local function gather(lists, keys, key)
+  local list = lists[key]
+  if not list then
+    list = {}
+    lists[key] = list
+    keys[#keys + 1] = key
+  end
+  return list
+end
+local function zadd(w, key, score, id)
+  if w.direct then return redis.call('ZADD', key, score, id) end
+  local list = gather(w.adds, w.add_keys, key)
+  list[#list + 1] = score
+  list[#list + 1] = id
+end
+local function zrem(w, key, id)
+  if w.direct then return redis.call('ZREM', key, id) end
+  local list = gather(w.rems, w.rem_keys, key)
+  list[#list + 1] = id
+end
+local function send(w)
+  for _, key in ipairs(w.rem_keys) do
+    local list = w.rems[key]
+    for i = 1, #list, 1000 do redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list))) end
+  end
+  for _, key in ipairs(w.add_keys) do
+    local list = w.adds[key]
+    for i = 1, #list, 2000 do redis.call('ZADD', key, unpack(list, i, math.min(i + 1999, #list))) end
+  end
 end
 local function check_fixed_keys()
   redis.call('ZSCORE', KEYS[1], '')
@@ -59,13 +109,14 @@ local function check_fixed_keys()
   redis.call('ZSCORE', KEYS[4], '')
   redis.call('ZSCORE', KEYS[5], '')
 end
--- Remove every index entry of `id`; `number` is its datatype number (false: none known).
-local function unindex(id, number)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[4], id)
-  redis.call('ZREM', KEYS[5], id)
-  if number then redis.call('ZREM', time_key(number), id) end
+-- Remove every index entry of `id` (into the writes `w`); `number` is its datatype number
+-- (false: none known).
+local function unindex(w, id, number)
+  zrem(w, KEYS[1], id)
+  zrem(w, KEYS[2], id)
+  zrem(w, KEYS[4], id)
+  zrem(w, KEYS[5], id)
+  if number then zrem(w, time_key(number), id) end
 end
 -- The reading half of removing expired entries: up to `limit` of them whose key is gone (but
 -- none in `skip`), each as {id, its datatype number or false}.
@@ -81,9 +132,9 @@ local function expired_entries(now, limit, skip)
   end
   return found
 end
--- The writing half.
-local function remove_entries(entries)
-  for _, e in ipairs(entries) do unindex(e[1], e[2]) end
+-- The writing half (into the writes `w`).
+local function remove_entries(w, entries)
+  for _, e in ipairs(entries) do unindex(w, e[1], e[2]) end
 end
 -- The number of datatype `dt`, or a new one to give it (then `fresh` is true). `numbers` (from
 -- new_numbers()) keeps them for one script run, the new ones in `numbers.fresh`.
@@ -110,22 +161,22 @@ end
 local function save_numbers(numbers)
   for dt, number in pairs(numbers.fresh) do redis.call('HSET', KEYS[3], dt, number) end
 end
--- Write one device's entries. `e`: its id, number (of its datatype), old (the number it had,
--- or false) and score, and which entries need writing: ids, part (by-type) and time (by-time
--- and its datatype's time index); `at`: its expiry (0: none).
-local function add_entries(e, at)
+-- Gather one device's entries into the writes `w`. `e`: its id, number (of its datatype),
+-- old (the number it had, or false) and score, and which entries need writing: ids, part
+-- (by-type) and time (by-time and its datatype's time index); `at`: its expiry (0: none).
+local function add_entries(w, e, at)
   local persist = e.score % 2
-  if e.ids then redis.call('ZADD', KEYS[1], persist, e.id) end
-  if e.part then redis.call('ZADD', KEYS[4], e.number * 2 + persist, e.id) end
+  if e.ids then zadd(w, KEYS[1], persist, e.id) end
+  if e.part then zadd(w, KEYS[4], e.number * 2 + persist, e.id) end
   if e.time then
-    redis.call('ZADD', KEYS[5], e.score, e.id)
-    if e.old and e.old ~= e.number then redis.call('ZREM', time_key(e.old), e.id) end
-    redis.call('ZADD', time_key(e.number), e.score, e.id)
+    zadd(w, KEYS[5], e.score, e.id)
+    if e.old and e.old ~= e.number then zrem(w, time_key(e.old), e.id) end
+    zadd(w, time_key(e.number), e.score, e.id)
   end
   if at > 0 then
-    redis.call('ZADD', KEYS[2], at, e.id)
+    zadd(w, KEYS[2], at, e.id)
   else
-    redis.call('ZREM', KEYS[2], e.id)
+    zrem(w, KEYS[2], e.id)
   end
 end
 -- Byte-wise a < b, as Redis orders members. Lua's own < follows the server's collation

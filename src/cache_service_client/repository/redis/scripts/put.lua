@@ -16,31 +16,31 @@ local n = #KEYS - 6
 -- Reads: what each write will change. The entries a device has tell which writes are needed
 -- (an unchanged entry is not written again), and reading them checks each index's type.
 local fresh_bucket = unversioned()
+local ids = {}
+for i = 1, n do ids[i] = ARGV[4 * i + 1] end
+local in_ids, parts, stored = scores(KEYS[1], ids), scores(KEYS[4], ids), scores(KEYS[5], ids)
 local plan, batch, numbers = {}, {}, new_numbers()
 for i = 1, n do
   local base = 4 * i + 1
-  local id, key, dt, score = ARGV[base], KEYS[6 + i], ARGV[base + 2], tonumber(ARGV[base + 3])
+  local id, key, dt, score = ids[i], KEYS[6 + i], ARGV[base + 2], tonumber(ARGV[base + 3])
   batch[id] = true
   local number = number_of(numbers, dt)
   local persist = score % 2
-  local in_ids = redis.call('ZSCORE', KEYS[1], id)
-  local part = redis.call('ZSCORE', KEYS[4], id)
-  local stored = redis.call('ZSCORE', KEYS[5], id)
+  local part, at_time = parts[i], stored[i]
   local old = false
   if part then old = math.floor(tonumber(part) / 2) end
-  local target = time_key(number)
-  will_change('ZADD', target, id)
+  will_change('ZADD', time_key(number), id)
   if old and old ~= number then will_change('ZREM', time_key(old), id) end
   local write = true
-  if newer and stored and redis.call('EXISTS', key) == 1
-      and math.floor(tonumber(stored) / 2) >= math.floor(score / 2) then
+  if newer and at_time and redis.call('EXISTS', key) == 1
+      and math.floor(tonumber(at_time) / 2) >= math.floor(score / 2) then
     write = false
   end
   plan[i] = {
     write = write, id = id, number = number, old = old, score = score,
-    ids = tonumber(in_ids) ~= persist,
+    ids = tonumber(in_ids[i]) ~= persist,
     part = tonumber(part) ~= number * 2 + persist,
-    time = old ~= number or tonumber(stored) ~= score,
+    time = old ~= number or tonumber(at_time) ~= score,
   }
 end
 local expired = {}
@@ -66,8 +66,10 @@ if written > 0 then
   if fresh_bucket then redis.call('SET', KEYS[6], LAYOUT) end
   save_numbers(numbers)
 end
+local writes = new_writes(n)
 for i = 1, n do
-  if plan[i].write then add_entries(plan[i], at) end
+  if plan[i].write then add_entries(writes, plan[i], at) end
 end
-remove_entries(expired)
+remove_entries(writes, expired)
+send(writes)
 return written

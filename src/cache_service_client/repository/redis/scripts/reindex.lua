@@ -41,18 +41,20 @@ for i = 1, n do
 end
 -- Writes.
 local changed = 0
+local writes = new_writes(n)
 for i = 1, n do
   local p = plan[i]
   if p.gone then
-    unindex(p.id, p.old)
+    unindex(writes, p.id, p.old)
   elseif p.write then
     if fresh_bucket then
       redis.call('SET', KEYS[6], LAYOUT)
       fresh_bucket = false
     end
-    add_entries(p.entry, p.at)
+    add_entries(writes, p.entry, p.at)
     changed = changed + 1
   end
 end
+send(writes)
 save_numbers(numbers)
 return changed

@@ -10,14 +10,16 @@ if string.sub(key, 1, #ARGV[2]) == ARGV[2] then number = tonumber(string.sub(key
 local reply = redis.call('ZSCAN', key, ARGV[3], 'COUNT', 200)
 local entries = reply[2]
 local removed = 0
+local writes = new_writes(#entries / 2)
 for i = 1, #entries, 2 do
   local id = entries[i]
   local placed_in = placed(id)
   if not alive(id) then
     removed = removed + redis.call('ZREM', key, id)
-    unindex(id, placed_in or false)
+    unindex(writes, id, placed_in or false)
   elseif number and placed_in ~= number then
     removed = removed + redis.call('ZREM', key, id)
   end
 end
+send(writes)
 return {reply[1], removed}
