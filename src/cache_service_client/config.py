@@ -104,6 +104,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         memory_store: The memory backend only: the name of an in-process store shared by every
             client and repository of the process that names it (``memory://NAME``); None
             (``memory://``): a store of this client's own.
+        telemetry: Report every repository operation to OpenTelemetry (spans and the
+            ``db.client.operation.duration`` histogram) when opentelemetry-api is installed
+            (the ``[otel]`` extra); see :mod:`cache_service_client.telemetry`. Without the
+            extra, or with False, repositories are not wrapped at all.
     """
 
     backend: Backend = "redis"
@@ -142,6 +146,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     http_timeout: float = 10.0
     http_auth_token: str | None = None
     memory_store: str | None = None
+    telemetry: bool = True
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.to_dict(masked=True).items())})"
@@ -225,6 +230,7 @@ class ClientOptions(TypedDict, total=False):
     health_slow_ms: float
     health_memory_ratio: float
     memory_store: str | None
+    telemetry: bool
 
 
 class SettingsFields(ClientOptions, total=False):
@@ -389,6 +395,7 @@ _FIELDS: dict[str, _Field] = {
     "http_timeout": _Field(float, check=_POSITIVE),
     "http_auth_token": _Field(str, optional=True),
     "memory_store": _Field(str, optional=True, check=_non_empty),
+    "telemetry": _Field(bool),
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -46,6 +46,7 @@ from cache_service_client.repository.redis import (
     RedisDeviceMetadataRepository,
 )
 from cache_service_client.retry import RetryPolicy
+from cache_service_client.telemetry import instrument_from_settings
 
 __all__ = [
     "Container",
@@ -358,7 +359,9 @@ class Container(containers.DeclarativeContainer):
     """Builds clients, key strategy, codec, retry policy and repositories from ``settings``.
 
     Override ``settings`` (``providers.Object(Settings(...))``) to configure it; ``repository``
-    and ``async_repository`` select the backend named by ``settings.backend``.
+    and ``async_repository`` are the backend named by ``settings.backend``
+    (``backend_repository`` and ``async_backend_repository``), reporting to OpenTelemetry
+    when the ``[otel]`` extra is installed (see :mod:`cache_service_client.telemetry`).
     """
 
     settings = providers.Object(Settings())
@@ -380,7 +383,7 @@ class Container(containers.DeclarativeContainer):
 
     # One Singleton per backend and flavour; each takes the same configuration.
     _config = (settings, key_strategy, codec, retry)
-    repository = providers.Selector(
+    backend_repository = providers.Selector(
         settings.provided.backend,
         memory=memory_repository,
         redis=providers.Singleton(
@@ -395,7 +398,7 @@ class Container(containers.DeclarativeContainer):
         http=http_repository,
     )
 
-    async_repository = providers.Selector(
+    async_backend_repository = providers.Selector(
         settings.provided.backend,
         # Shares the sync core, so sync and async calls of one client see the same data.
         memory=providers.Singleton(AsyncInMemoryDeviceMetadataRepository, core=memory_repository),
@@ -418,4 +421,11 @@ class Container(containers.DeclarativeContainer):
             *_config,
         ),
         http=async_http_repository,
+    )
+
+    # OpenTelemetry (the [otel] extra): every backend's repository, wrapped once; the
+    # repository itself without the extra or with the telemetry setting off.
+    repository = providers.Singleton(instrument_from_settings, backend_repository, settings)
+    async_repository = providers.Singleton(
+        instrument_from_settings, async_backend_repository, settings
     )
