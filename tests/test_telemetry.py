@@ -355,6 +355,11 @@ def test_retries_reconnects_and_the_global_providers(redis_url: str, tmp_path: P
     script = textwrap.dedent(
         """
         import json, logging, sys
+        from cache_service_client import CacheServiceClient
+
+        early = CacheServiceClient.from_url("memory://")  # built before the providers are set
+        early.count_devices_sync()  # reported nowhere
+
         from opentelemetry import metrics, trace
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -371,6 +376,7 @@ def test_retries_reconnects_and_the_global_providers(redis_url: str, tmp_path: P
 
         from cache_service_client import BackendConnectionError, CacheServiceClient
 
+        early.count_devices_sync()  # reported: the providers are set now
         url, dead = sys.argv[1], sys.argv[2]
         with CacheServiceClient.from_url(url, key_prefix=sys.argv[3]) as client:
             client.store_device_metadata("a", {"datatype_id": "t", "datatype_name": "t",
@@ -408,16 +414,19 @@ def test_retries_reconnects_and_the_global_providers(redis_url: str, tmp_path: P
     out = json.loads(result.stdout)
     spans = out["spans"]
     assert [(name.split()[0], status) for name, _, status in spans] == [
+        ("count", "UNSET"),
         ("put", "UNSET"),
         ("get", "UNSET"),
         ("count", "ERROR"),
     ]
-    assert spans[2][1]["error.type"] == "BackendConnectionError"
-    assert spans[2][1]["server.address"] == "127.0.0.1"
+    assert spans[0][1]["db.system.name"] == "cache_service_client.memory"
+    assert spans[3][1]["error.type"] == "BackendConnectionError"
+    assert spans[3][1]["server.address"] == "127.0.0.1"
     (retries,) = out["metrics"]["cache_service_client.retries"]
     assert retries == [{"db.operation.name": "count", "error.type": "BackendConnectionError"}, 2]
     durations = out["metrics"]["db.client.operation.duration"]
-    assert sorted(p[0]["db.operation.name"] for p in durations) == ["count", "get", "put"]
+    operations = sorted(p[0]["db.operation.name"] for p in durations)
+    assert operations == ["count", "count", "get", "put"]  # memory's and the dead server's
     redis.Redis.from_url(redis_url).delete(f"{prefix}:a")
 
 

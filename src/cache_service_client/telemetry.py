@@ -52,13 +52,17 @@ if TYPE_CHECKING:
 
 if _otel.AVAILABLE:
     from opentelemetry import trace as _otel_trace_api
+    from opentelemetry.metrics import _internal as _otel_metrics_api
 
     # Without a configured provider a span is a no-op that still costs about a microsecond to
     # start (the no-op tracer looks up the current context), more than the rest of the
-    # instrumentation together; so the wrappers start none while the API's global provider is
-    # unset (unless given a provider of their own). The API keeps that provider in a module
-    # global; should a release rename it, every call starts its span: correct, only slower.
+    # instrumentation together, and a measurement is dropped by the API's proxy instrument;
+    # so while the API's global providers are unset (and the wrapper was given none of its
+    # own) a call starts no span, and with neither provider set it measures nothing either:
+    # it is a plain call. The API keeps each provider in a module global; should a release
+    # rename one, the wrappers take it as set: correct, only slower.
     _API_GLOBALS = _otel_trace_api.__dict__
+    _METRICS_GLOBALS = _otel_metrics_api.__dict__
     from opentelemetry.context import attach as _attach
     from opentelemetry.context import detach as _detach
     from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
@@ -135,6 +139,15 @@ class _Operation:
         }
 
 
+def _quiet(wrapper: _Instrumented[Any]) -> bool:
+    """Whether a call of ``wrapper`` reports nowhere: no provider given, none set globally."""
+    return (
+        wrapper._quiet
+        and _API_GLOBALS.get("_TRACER_PROVIDER", True) is None
+        and _METRICS_GLOBALS.get("_METER_PROVIDER", True) is None
+    )
+
+
 def _error_type(exc: BaseException) -> str | None:
     """``error.type`` of an exception; None for an answer that is no failure (not found)."""
     if isinstance(exc, DeviceNotFoundError):
@@ -145,7 +158,7 @@ def _error_type(exc: BaseException) -> str | None:
 class _Instrumented(Generic[R]):
     """What both wrappers share: the operations' attributes, the instruments, forwarding."""
 
-    __slots__ = ("_duration", "_ops", "_traced", "_tracer", "repository")
+    __slots__ = ("_duration", "_ops", "_quiet", "_traced", "_tracer", "repository")
 
     def __init__(
         self,
@@ -180,6 +193,7 @@ class _Instrumented(Generic[R]):
         self._ops = {name: _Operation(name, target, base) for name in _OPERATIONS}
         self._tracer: Tracer = _otel.tracer(tracer_provider)
         self._traced = tracer_provider is not None
+        self._quiet = tracer_provider is None and meter_provider is None
         self._duration: Histogram = _otel.meter(meter_provider).create_histogram(
             _otel.OPERATION_DURATION,
             unit="s",
@@ -236,25 +250,33 @@ class _Instrumented(Generic[R]):
                     span.set_attribute("db.operation.batch.size", size)
         return op, span, args, _attach(set_span_in_context(span))
 
-    def _done(self, op: _Operation, span: Span | None, started: float, result: object) -> None:
+    def _done(
+        self,
+        op: _Operation,
+        span: Span | None,
+        token: Token[Context] | None,
+        started: float,
+        result: object,
+    ) -> None:
         """End a call that returned ``result`` (an unhealthy status counts as a failure)."""
-        if op.health:
-            self._end(op, span, started, _result_error(result))
-        elif span is None:
+        if span is None and not op.health:
             self._duration.record(perf_counter() - started, op.metric_attributes)
         else:
-            self._end(op, span, started, None)
+            self._end(op, span, token, started, _result_error(result) if op.health else None)
 
     def _end(
         self,
         op: _Operation,
         span: Span | None,
+        token: Token[Context] | None,
         started: float,
         error_type: str | None,
         exc: BaseException | None = None,
     ) -> None:
         """Record the duration and end the span, as failed when ``error_type`` is set."""
         duration = perf_counter() - started
+        if token is not None:
+            _detach(token)
         if error_type is None:
             self._duration.record(duration, op.metric_attributes)
         else:
@@ -309,17 +331,16 @@ class InstrumentedRepository(_Instrumented[DeviceMetadataRepository]):
     __slots__ = ()
 
     def _call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if _quiet(self):  # nothing is configured to receive spans or measurements
+            return fn(*args, **kwargs)
         op, span, args, token = self._begin(name, args)
         started = perf_counter()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._end(op, span, started, _error_type(exc), exc)
+            self._end(op, span, token, started, _error_type(exc), exc)
             raise
-        finally:
-            if token is not None:
-                _detach(token)
-        self._done(op, span, started, result)
+        self._done(op, span, token, started, result)
         return result
 
     def get(self, device_id: str) -> DeviceMetadata:
@@ -405,17 +426,16 @@ class AsyncInstrumentedRepository(_Instrumented[AsyncDeviceMetadataRepository]):
     __slots__ = ()
 
     async def _call(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if _quiet(self):  # nothing is configured to receive spans or measurements
+            return await fn(*args, **kwargs)
         op, span, args, token = self._begin(name, args)
         started = perf_counter()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._end(op, span, started, _error_type(exc), exc)
+            self._end(op, span, token, started, _error_type(exc), exc)
             raise
-        finally:
-            if token is not None:
-                _detach(token)
-        self._done(op, span, started, result)
+        self._done(op, span, token, started, result)
         return result
 
     async def get(self, device_id: str) -> DeviceMetadata:

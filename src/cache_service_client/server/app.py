@@ -40,7 +40,7 @@ from cache_service_client.exceptions import (
 from cache_service_client.models import HealthStatus
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
 from cache_service_client.server import wire
-from cache_service_client.server.metrics import CONTENT_TYPE, GatewayMetrics, MetricsMiddleware
+from cache_service_client.server.metrics import CONTENT_TYPE, GatewayMetrics, _MetricsMiddleware
 from cache_service_client.server.openapi import openapi_json
 
 
@@ -625,7 +625,7 @@ def create_app(
         routes=routes,
         middleware=[
             # Outermost: requests refused for their token are counted too.
-            Middleware(MetricsMiddleware, metrics=gateway.metrics, routes=routes),
+            Middleware(_MetricsMiddleware, metrics=gateway.metrics, routes=routes),
             Middleware(_BearerAuth, digest=digest, open_paths=frozenset(open_paths)),
         ],
         exception_handlers={HTTPException: _http_exception, Exception: _server_error},

@@ -25,7 +25,7 @@ from typing import Final
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BUCKETS", "CONTENT_TYPE", "GatewayMetrics", "MetricsMiddleware"]
+__all__ = ["BUCKETS", "CONTENT_TYPE", "GatewayMetrics"]
 
 #: The media type of the text exposition format.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -115,7 +115,7 @@ class GatewayMetrics:
         return "\n".join(lines) + "\n"
 
 
-class MetricsMiddleware:
+class _MetricsMiddleware:
     """Pure ASGI middleware that counts every HTTP request, routed or not, authorised or not.
 
     Args:
