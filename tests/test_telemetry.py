@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
@@ -244,6 +246,10 @@ def test_redis_operations_carry_the_server(
     assert (put_many.attributes or {})["db.operation.batch.size"] == 3
     assert list_ids.status.status_code is StatusCode.UNSET
     assert repo.key_strategy is key_strategy  # other attributes are the repository's
+    with pytest.raises(AttributeError):
+        _ = repo.no_such_attribute
+    with pytest.raises(AttributeError):
+        _ = object.__new__(InstrumentedRepository).repository  # no recursion on a bare copy
     assert by_operation(otel.durations()) == {
         ("put_many", None): 1,
         ("get", None): 1,
@@ -253,7 +259,7 @@ def test_redis_operations_carry_the_server(
 
 async def test_an_unreachable_server_is_an_error_span(otel: Otel) -> None:
     port = free_port()
-    client = redis.asyncio.Redis(port=port, socket_connect_timeout=0.5)
+    client = redis.asyncio.Redis(port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     repo = AsyncInstrumentedRepository(
         AsyncRedisDeviceMetadataRepository(client, retry=RetryPolicy.disabled()),
         server_address="127.0.0.1",

@@ -212,8 +212,9 @@ class _Instrumented(Generic[R]):
         return attributes
 
     def __getattr__(self, name: str) -> Any:
-        # Everything else (key_strategy, retry, client, codec, ...) is the wrapped one's.
-        if name.startswith("__"):
+        # Everything else (key_strategy, retry, client, codec, ...) is the wrapped one's; not
+        # the wrapper's own slots, which are unset only in a copy that skipped __init__.
+        if name.startswith("__") or name in _Instrumented.__slots__:
             raise AttributeError(name)
         return getattr(self.repository, name)
 
