@@ -22,9 +22,10 @@ from benchmarks.workloads import (
     SyncRedisWork,
     run_prefix,
 )
+from cache_service_client import telemetry as otel
 
-GROUPS = ("codec", "single", "batch", "async", "facade", "near")
-REDIS_GROUPS = ("single", "batch", "async", "facade", "near")
+GROUPS = ("codec", "single", "batch", "async", "facade", "telemetry", "near")
+REDIS_GROUPS = ("single", "batch", "async", "facade", "telemetry", "near")
 
 _PYDANTIC_MISSING = (
     "pydantic v2 is not installed: its row is skipped (install the bench dependency group)."
@@ -241,6 +242,40 @@ def facade(runner: Runner, work: SyncRedisWork) -> Iterator[GroupResult]:
     )
 
 
+def telemetry(runner: Runner, work: SyncRedisWork) -> Iterator[GroupResult]:
+    """get through the OpenTelemetry wrapper (API installed, no SDK) vs the repository alone."""
+    notes = [
+        "The same repository (and connection). Instrumented: the wrapper the container applies "
+        "when opentelemetry-api is installed, with no SDK configured (spans are skipped, the "
+        "duration histogram is the API's no-op proxy). Without the API nothing is wrapped, "
+        "which is the baseline. The in-memory table does no I/O: its difference in µs/op is "
+        "the wrapper's own cost."
+    ]
+    if not otel.AVAILABLE:
+        notes.append("opentelemetry-api is not installed: its row is skipped (the otel extra).")
+    for table, title, fns, name in (
+        ("telemetry.get", "get", work.telemetry_get(), "RedisDeviceMetadataRepository"),
+        (
+            "telemetry.memory_get",
+            "get from memory",
+            work.telemetry_memory_get(),
+            "InMemoryDeviceMetadataRepository",
+        ),
+    ):
+        names: dict[str, tuple[str, Role]] = {
+            "plain": (f"{name}.get", "baseline"),
+            "instrumented": ("InstrumentedRepository.get, no SDK", "ours"),
+        }
+        yield runner.run(
+            "telemetry",
+            table,
+            f"Telemetry overhead: {title}",
+            "get one device",
+            _candidates(fns, names, 1),
+            notes=notes,
+        )
+
+
 def async_(runner: Runner, work: AsyncRedisWork) -> Iterator[GroupResult]:
     """TASKS concurrent tasks of get: the async repository vs redis.asyncio + msgspec."""
     yield runner.run(
@@ -432,14 +467,15 @@ def run_groups(
     """Run the selected groups in order; ``url`` is needed for the Redis ones."""
     if "codec" in only:
         yield from codec(runner)
-    sync_groups = [g for g in ("single", "batch", "facade") if g in only]
+    sync_groups = [g for g in ("single", "batch", "facade", "telemetry") if g in only]
     if sync_groups:
         assert url is not None
         work = SyncRedisWork(url, run_prefix())
         try:
             work.verify()
+            suites = {"single": single, "batch": batch, "facade": facade, "telemetry": telemetry}
             for name in sync_groups:
-                yield from {"single": single, "batch": batch, "facade": facade}[name](runner, work)
+                yield from suites[name](runner, work)
         finally:
             work.cleanup()
     if "async" in only:

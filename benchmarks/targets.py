@@ -54,6 +54,14 @@ TARGETS: tuple[Target, ...] = (
     Target("batch.put_many", "ours", "raw", 1.0, "put_many: >= 1.0x raw pipeline"),
     Target("async.get", "ours", "raw", 0.9, "async get x64 tasks: >= 0.9x raw redis.asyncio"),
     Target(
+        "telemetry.get",
+        "instrumented",
+        "plain",
+        1 / 1.02,
+        "get with opentelemetry-api, no SDK: within 1.02x of without",
+        True,
+    ),
+    Target(
         "async.get",
         "raw-bounded",
         "raw",

@@ -38,10 +38,12 @@ from cache_service_client import (
     AsyncRedisDeviceMetadataRepository,
     CacheServiceClient,
     DeviceMetadata,
+    InMemoryDeviceMetadataRepository,
     KeyStrategy,
     MetadataCodec,
     NearCachedDeviceMetadataRepository,
     RedisDeviceMetadataRepository,
+    telemetry,
 )
 
 #: TTL of everything the benchmarks write, in seconds.
@@ -355,6 +357,21 @@ class SyncRedisWork:
         facade_get = self.facade.get_device_metadata_sync
         return {"repository": lambda: repo_get(device_id), "facade": lambda: facade_get(device_id)}
 
+    # -- telemetry -----------------------------------------------------------------------
+
+    def telemetry_get(self) -> dict[str, Callable[[], object]]:
+        """``get`` of the repository alone and wrapped for OpenTelemetry (no SDK configured).
+
+        Without opentelemetry-api the wrapped candidate is missing (and nothing is wrapped).
+        """
+        return _traced_get(self.repo, self.one.device_id)
+
+    def telemetry_memory_get(self) -> dict[str, Callable[[], object]]:
+        """The same on the in-memory repository: no I/O, so the wrapper's own cost shows."""
+        memory = InMemoryDeviceMetadataRepository(key_strategy=self.keys, ttl=TTL)
+        memory.put(self.one)
+        return _traced_get(memory, self.one.device_id)
+
     def verify(self) -> None:
         """Every candidate reads and writes the same information."""
         for fn in self.put().values():
@@ -376,6 +393,8 @@ class SyncRedisWork:
         assert len(many["ours"]) == BATCH
         facade = {key: fn() for key, fn in self.facade_get().items()}
         assert facade["facade"] == facade["repository"] == self.one
+        for traced in (self.telemetry_get(), self.telemetry_memory_get()):
+            assert all(fn() == self.one for fn in traced.values())
         assert self.repo.count() == BATCH
 
     def cleanup(self) -> None:
@@ -387,6 +406,16 @@ class SyncRedisWork:
         self.client.close()
         if self.om_client is not None:
             self.om_client.close()
+
+
+def _traced_get(repository: Any, device_id: str) -> dict[str, Callable[[], object]]:
+    """``get`` of ``repository`` alone and through the OpenTelemetry wrapper, by candidate key."""
+    plain_get = repository.get
+    out: dict[str, Callable[[], object]] = {"plain": lambda: plain_get(device_id)}
+    if telemetry.AVAILABLE:
+        wrapped_get = telemetry.InstrumentedRepository(repository).get
+        out["instrumented"] = lambda: wrapped_get(device_id)
+    return out
 
 
 class AsyncRedisWork:
@@ -496,9 +525,15 @@ class AsyncRedisWork:
         await self.facade.aclose()
 
 
+def _unwrapped(repo: Any) -> Any:
+    """``repo`` without the telemetry wrapper the container adds when the [otel] extra is in."""
+    wrappers = (telemetry.InstrumentedRepository, telemetry.AsyncInstrumentedRepository)
+    return repo.repository if isinstance(repo, wrappers) else repo
+
+
 def _near_repository(client: CacheServiceClient) -> NearCachedDeviceMetadataRepository:
     """The client's near-cached repository, once it tracks its server."""
-    repo = client.repository
+    repo = _unwrapped(client.repository)
     if not isinstance(repo, NearCachedDeviceMetadataRepository):
         raise RuntimeError(f"expected a near-cached repository, got {repo!r}")
     if not repo.near_cache.wait_connected(CONNECT_TIMEOUT):
@@ -754,7 +789,7 @@ class AsyncNearWork:
         self.near = CacheServiceClient(
             url=url, key_prefix=prefix, metadata_ttl=TTL, near_cache_size=NEAR_SIZE
         )
-        repo = await self.near.get_async_repository()
+        repo = _unwrapped(await self.near.get_async_repository())
         if not isinstance(repo, AsyncNearCachedDeviceMetadataRepository):
             raise RuntimeError(f"expected a near-cached repository, got {repo!r}")
         if not repo.near_cache.wait_connected(CONNECT_TIMEOUT):

@@ -1,6 +1,6 @@
 # Sourced by the scripts in this folder: finds Python 3.10+, creates the virtual environment
 # VENV (default .venv) once and installs the project (editable) with the extras named in EXTRAS
-# (comma-separated, default: hiredis,server,http,fastapi,litestar) and the dependency groups
+# (comma-separated, default: hiredis,server,http,fastapi,litestar,otel) and the dependency groups
 # named in DEP_GROUPS (space-separated, default: dev), under the pip constraints file
 # CONSTRAINTS if one is named.
 # PICK=oldest takes the oldest Python 3.10+ found instead of the default one (PYTHON=... names
@@ -57,7 +57,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$base_python" -m venv "$venv"
 fi
 PY=$venv/bin/python
-extras=${EXTRAS-hiredis,server,http,fastapi,litestar}
+extras=${EXTRAS-hiredis,server,http,fastapi,litestar,otel}
 groups=${DEP_GROUPS-dev}
 constraints=${CONSTRAINTS:-}
 install=(-e ".${extras:+[$extras]}")

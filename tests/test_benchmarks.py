@@ -140,9 +140,8 @@ def test_targets_are_judged_from_paired_ratios() -> None:
         "| codec encode one: within 1.15x of msgspec | 1.111x the time | <= 1.15x | met |" in text
     )
     assert "**NOT met**" in text
-    assert all(
-        t.table.split(".")[0] in {"codec", "single", "batch", "async", "near"} for t in TARGETS
-    )
+    groups = {"codec", "single", "batch", "async", "telemetry", "near"}
+    assert all(t.table.split(".")[0] in groups for t in TARGETS)
     skipped = Outcome(TARGETS[0], None)
     assert skipped.measured() == "-"
 
@@ -178,8 +177,13 @@ def test_redis_workloads_do_the_same_work(redis_url: str) -> None:
 def test_redis_groups_run_and_clean_up(redis_url: str) -> None:
     import redis
 
-    results = list(run_groups(Runner(TINY), ("single", "facade"), redis_url))
-    assert [r.table for r in results] == ["single.get", "single.put", "single.churn", "facade.get"]
+    results = list(run_groups(Runner(TINY), ("single", "facade", "telemetry"), redis_url))
+    tables = ["single.get", "single.put", "single.churn", "facade.get", "telemetry.get"]
+    tables.append("telemetry.memory_get")
+    assert [r.table for r in results] == tables
+    for result in results[-2:]:
+        assert isinstance(result, GroupResult)
+        assert [r.key for r in result.results] == ["plain", "instrumented"]
     client = redis.Redis.from_url(redis_url)
     try:
         assert not list(client.scan_iter(match="csc-bench-*"))

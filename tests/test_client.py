@@ -36,6 +36,7 @@ from cache_service_client import (
     ValidationError,
 )
 from cache_service_client.container import Container
+from cache_service_client.telemetry import InstrumentedRepository
 from tests.delay_proxy import DelayProxy
 from tests.http_gateway import Gateway
 from tests.redis_server import RedisServer, find_redis_server, free_port
@@ -414,7 +415,9 @@ def test_container_builds_and_overrides() -> None:
     container = Container()
     container.settings.override(providers.Object(CacheServiceClient.from_url("memory://").settings))
     repo = container.repository()
-    assert isinstance(repo, InMemoryDeviceMetadataRepository)
+    assert isinstance(repo, InstrumentedRepository)  # the [otel] extra is installed in tests
+    assert isinstance(repo.repository, InMemoryDeviceMetadataRepository)
+    assert repo.repository is container.backend_repository()
     fake = InMemoryDeviceMetadataRepository()
     with container.repository.override(fake):
         assert container.repository() is fake

@@ -290,3 +290,16 @@ def test_the_typed_keyword_sets_follow_the_settings() -> None:
     plan |= {"http_url", "http_timeout", "http_auth_token", "url"}
     assert set(ClientOptions.__optional_keys__) == fields - plan
     assert set(RuntimeSettings.__optional_keys__) == {"metadata_ttl", "socket_timeout"}
+
+
+def test_telemetry_setting_from_every_source(tmp_path: Path) -> None:
+    assert Settings().telemetry is True
+    assert settings_from_env(environ={"CACHE_SERVICE_TELEMETRY": "off"}).telemetry is False
+    assert settings_from_url("redis://h/0?telemetry=false").telemetry is False
+    file = tmp_path / "cache.toml"
+    file.write_text("[cache_service]\ntelemetry = false\n", encoding="utf-8")
+    assert settings_from_file(file).telemetry is False
+    with pytest.raises(
+        ConfigurationError, match="CACHE_SERVICE_TELEMETRY: 'maybe' is not a boolean"
+    ):
+        settings_from_env(environ={"CACHE_SERVICE_TELEMETRY": "maybe"})

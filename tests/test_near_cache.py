@@ -14,6 +14,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -75,6 +76,14 @@ def near(
 def other(redis_client: redis.Redis, key_strategy: KeyStrategy) -> RedisDeviceMetadataRepository:
     """Another writer of the same data, without a near cache."""
     return RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy)
+
+
+def near_of(client: CacheServiceClient) -> NearCachedDeviceMetadataRepository:
+    """The near-cached repository of ``client`` (under the telemetry wrapper, if any)."""
+    repo: object = client.repository
+    while not isinstance(repo, NearCachedDeviceMetadataRepository):
+        repo = getattr(repo, "repository")  # noqa: B009 - the telemetry wrapper's
+    return repo
 
 
 def settle(repo: NearCachedDeviceMetadataRepository) -> None:
@@ -275,8 +284,7 @@ def test_the_facade_shares_one_near_cache_between_sync_and_async(
     assert client.near_cache_stats().size == 100
     assert not client.near_cache_stats().connected  # not started before the first call
     client.store_device_metadata("f", PLAN)
-    near = client.repository
-    assert isinstance(near, NearCachedDeviceMetadataRepository)
+    near = near_of(client)
     settle(near)
     client.get_device_metadata_sync("f")
     client.get_device_metadata_sync("f")
@@ -380,8 +388,7 @@ def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisCluste
     try:
         ids = [f"dev-{i:03d}" for i in range(40)]
         writer.store_many_device_metadata_sync({i: {**PLAN, "n": 0} for i in ids})
-        near = reader.repository
-        assert isinstance(near, NearCachedDeviceMetadataRepository)
+        near = near_of(reader)
         assert near.near_cache.wait_connected(10.0)
         assert len(reader.get_many_device_metadata_sync(ids)) == 40
         assert reader.near_cache_stats().entries == 40
@@ -419,8 +426,7 @@ def test_sentinel_failover_flushes_and_follows_the_new_master() -> None:
         reader = CacheServiceClient.from_url(setup.url + "?near_cache_size=100", **options)
         writer = CacheServiceClient.from_url(setup.url, **options)
         writer.store_device_metadata("s", {**PLAN, "n": 0})
-        near = reader.repository
-        assert isinstance(near, NearCachedDeviceMetadataRepository)
+        near = near_of(reader)
         settle(near)
         reader.get_device_metadata_sync("s")
         reader.get_device_metadata_sync("s")
@@ -445,3 +451,41 @@ def test_sentinel_failover_flushes_and_follows_the_new_master() -> None:
         writer.close()
     finally:
         setup.stop()
+
+
+def test_the_counters_are_observed_by_opentelemetry(
+    near: tuple[NearCachedDeviceMetadataRepository, NearCache],
+) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from cache_service_client import _otel
+
+    repo, cache = near
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        _otel.observe_near_cache(cache, {"server.address": "here"}, provider)
+        repo.put(meta("o"))
+        settle(repo)
+        repo.get("o")
+        repo.get("o")
+        data = reader.get_metrics_data()
+        assert data is not None
+        points: dict[str, list[Any]] = {
+            metric.name: list(metric.data.data_points)
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+        stats = cache.stats()
+        hits = points["cache_service_client.near_cache.hits"]
+        assert [(p.value, dict(p.attributes or {})) for p in hits] == [
+            (stats.hits, {"server.address": "here"})
+        ]
+        assert points["cache_service_client.near_cache.misses"][0].value == stats.misses
+        assert points["cache_service_client.near_cache.entries"][0].value == stats.entries
+        assert set(points) >= set(_otel.NEAR_CACHE_COUNTERS)
+    finally:
+        provider.shutdown()

@@ -106,7 +106,7 @@ def test_the_wheel_ships_types_licence_and_public_extras_only(dists: Dists) -> N
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
     extras = sorted(metadata.get_all("Provides-Extra") or [])
-    assert extras == ["fastapi", "hiredis", "http", "litestar", "server"]
+    assert extras == ["fastapi", "hiredis", "http", "litestar", "otel", "server"]
     requires = " ".join(metadata.get_all("Requires-Dist") or [])
     for tool in ("pytest", "hypothesis", "ruff", "mypy", "schemathesis", "pydantic"):
         assert tool not in requires, f"{tool} is a development tool, not a dependency"
@@ -164,6 +164,23 @@ def test_a_missing_extra_is_named_when_the_client_is_created(
     )
     assert "[http] extra" in out
     assert "pip install 'cache-service-client[http]'" in out
+
+
+def test_without_the_otel_extra_repositories_are_not_wrapped(
+    wheel_python: Path, tmp_path: Path
+) -> None:
+    # The wheel alone has no opentelemetry-api: no wrapper, and nothing of it imported.
+    out = in_wheel_env(
+        wheel_python,
+        "import sys\n"
+        "from cache_service_client import CacheServiceClient\n"
+        "from cache_service_client.telemetry import AVAILABLE\n"
+        "client = CacheServiceClient.from_url('memory://')\n"
+        "print(AVAILABLE, type(client.repository).__name__, client.count_devices_sync())\n"
+        "assert not [name for name in sys.modules if name.startswith('opentelemetry')]\n",
+        tmp_path,
+    )
+    assert out.split() == ["False", "InMemoryDeviceMetadataRepository", "0"]
 
 
 def test_framework_integrations_name_their_extra_and_models_need_no_pydantic(

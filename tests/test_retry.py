@@ -314,11 +314,11 @@ def test_jitter_draws_waits_below_the_computed_ones(caplog: pytest.LogCaptureFix
         assert 0 <= wait <= ceiling
 
 
-def test_every_retry_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+def test_every_retry_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
     script = Script(BackendConnectionError("connection refused"), BackendTimeoutError("slow"))
     fast(3).call(script, operation="list_ids")
     records = retry_records(caplog)
-    assert [r.levelno for r in records] == [logging.DEBUG, logging.DEBUG]
+    assert [r.levelno for r in records] == [logging.INFO, logging.INFO]
     first, second = (r.getMessage() for r in records)
     assert first.startswith("list_ids: attempt 1 of 3 failed with BackendConnectionError: ")
     assert "connection refused" in first
@@ -326,14 +326,24 @@ def test_every_retry_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> Non
     assert second.startswith("list_ids: attempt 2 of 3 failed with BackendTimeoutError: slow")
     assert [r.__dict__["retry_attempt"] for r in records] == [1, 2]
     assert {r.__dict__["retry_operation"] for r in records} == {"list_ids"}
+    # The reconnection that worked is logged too, at INFO.
+    (recovered,) = [r for r in logger_records(caplog) if "succeeded" in r.getMessage()]
+    assert recovered.levelno == logging.INFO
+    assert recovered.getMessage() == "list_ids: attempt 3 of 3 succeeded after BackendTimeoutError"
+    assert recovered.__dict__["retry_attempt"] == 3
+    assert recovered.__dict__["retry_error"] == "BackendTimeoutError"
 
 
 def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(BackendConnectionError):
         fast(2).call(Always(), operation="get")
-    messages = [r.getMessage() for r in logger_records(caplog)]
-    assert len(messages) == 2
-    assert messages[1].startswith("get: giving up after attempt 2 of 2 (out of attempts)")
+    records = logger_records(caplog)
+    assert [r.levelno for r in records] == [logging.INFO, logging.INFO]
+    assert (
+        records[1].getMessage().startswith("get: giving up after attempt 2 of 2 (out of attempts)")
+    )
+    assert records[1].__dict__["retry_attempt"] == 2
+    assert records[1].__dict__["retry_operation"] == "get"
 
 
 # --- async unit tests ---------------------------------------------------------------------------
@@ -456,11 +466,14 @@ async def test_async_backoff_delays_grow_and_are_capped(caplog: pytest.LogCaptur
     assert waits == pytest.approx([0.01, 0.02, 0.03, 0.03])
 
 
-async def test_async_every_retry_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+async def test_async_every_retry_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
     script = Script(BackendConnectionError("connection refused"))
     await fast(3).call_async(script.coro, operation="count")
     (record,) = retry_records(caplog)
-    assert record.levelno == logging.DEBUG
+    assert record.levelno == logging.INFO
+    assert logger_records(caplog)[-1].getMessage() == (
+        "count: attempt 2 of 3 succeeded after BackendConnectionError"
+    )
     assert record.getMessage().startswith(
         "count: attempt 1 of 3 failed with BackendConnectionError: connection refused"
     )

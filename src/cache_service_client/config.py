@@ -107,6 +107,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         near_cache_size: Redis backends only: how many devices a near cache keeps in the
             process, kept right by Redis client tracking (see the "Near cache" page); 0: no
             near cache. The memory backend ignores it (it is in the process already).
+        telemetry: Report every repository operation to OpenTelemetry (spans and the
+            ``db.client.operation.duration`` histogram) when opentelemetry-api is installed
+            (the ``[otel]`` extra); see :mod:`cache_service_client.telemetry`. Without the
+            extra, or with False, repositories are not wrapped at all.
     """
 
     backend: Backend = "redis"
@@ -146,6 +150,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     http_auth_token: str | None = None
     memory_store: str | None = None
     near_cache_size: int = 0
+    telemetry: bool = True
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.to_dict(masked=True).items())})"
@@ -230,6 +235,7 @@ class ClientOptions(TypedDict, total=False):
     health_memory_ratio: float
     memory_store: str | None
     near_cache_size: int
+    telemetry: bool
 
 
 class SettingsFields(ClientOptions, total=False):
@@ -395,6 +401,7 @@ _FIELDS: dict[str, _Field] = {
     "http_auth_token": _Field(str, optional=True),
     "memory_store": _Field(str, optional=True, check=_non_empty),
     "near_cache_size": _Field(int, check=_between(0, 100_000_000)),
+    "telemetry": _Field(bool),
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

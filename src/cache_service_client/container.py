@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
+from cache_service_client import _otel
 from cache_service_client._pool import BoundedAsyncConnectionPool
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.config import Settings
@@ -55,6 +57,7 @@ from cache_service_client.repository.redis import (
     RedisDeviceMetadataRepository,
 )
 from cache_service_client.retry import RetryPolicy
+from cache_service_client.telemetry import instrument_from_settings
 
 __all__ = [
     "Container",
@@ -460,12 +463,24 @@ def build_tracking(settings: Settings, key_strategy: KeyStrategy) -> Tracking:
     return Tracking(connect=connect, endpoints=(endpoint,), **common)
 
 
+#: Numbers the near caches of the process apart in their metrics.
+_near_caches = itertools.count(1)
+
+
 def init_near_cache(settings: Settings, key_strategy: KeyStrategy) -> Iterator[NearCache | None]:
     """Resource: the near cache the settings ask for (None: none), closed on shutdown."""
     if settings.near_cache_size == 0 or settings.backend not in ("redis", "cluster", "sentinel"):
         yield None
         return
     cache = NearCache(settings.near_cache_size, build_tracking(settings, key_strategy))
+    if settings.telemetry and _otel.AVAILABLE:
+        attributes: dict[str, str | int] = {
+            "server.address": settings.unix_socket_path or settings.host,
+            "cache_service_client.near_cache.number": next(_near_caches),
+        }
+        if settings.unix_socket_path is None:
+            attributes["server.port"] = settings.port
+        _otel.observe_near_cache(cache, attributes)
     try:
         yield cache
     finally:
@@ -520,7 +535,9 @@ class Container(containers.DeclarativeContainer):
     """Builds clients, key strategy, codec, retry policy and repositories from ``settings``.
 
     Override ``settings`` (``providers.Object(Settings(...))``) to configure it; ``repository``
-    and ``async_repository`` select the backend named by ``settings.backend``.
+    and ``async_repository`` are the backend named by ``settings.backend``
+    (``backend_repository`` and ``async_backend_repository``), reporting to OpenTelemetry
+    when the ``[otel]`` extra is installed (see :mod:`cache_service_client.telemetry`).
     """
 
     settings = providers.Object(Settings())
@@ -543,7 +560,7 @@ class Container(containers.DeclarativeContainer):
 
     # One Singleton per backend and flavour; each takes the same configuration.
     _config = (settings, key_strategy, codec, retry)
-    repository = providers.Selector(
+    backend_repository = providers.Selector(
         settings.provided.backend,
         memory=memory_repository,
         redis=providers.Singleton(
@@ -570,7 +587,7 @@ class Container(containers.DeclarativeContainer):
         http=http_repository,
     )
 
-    async_repository = providers.Selector(
+    async_backend_repository = providers.Selector(
         settings.provided.backend,
         # Shares the sync core, so sync and async calls of one client see the same data.
         memory=providers.Singleton(AsyncInMemoryDeviceMetadataRepository, core=memory_repository),
@@ -605,4 +622,11 @@ class Container(containers.DeclarativeContainer):
             near_cache,
         ),
         http=async_http_repository,
+    )
+
+    # OpenTelemetry (the [otel] extra): every backend's repository, wrapped once; the
+    # repository itself without the extra or with the telemetry setting off.
+    repository = providers.Singleton(instrument_from_settings, backend_repository, settings)
+    async_repository = providers.Singleton(
+        instrument_from_settings, async_backend_repository, settings
     )

@@ -15,10 +15,14 @@ by default, and stop after ``attempts`` tries or when the ``deadline`` would be 
 redis-py's own retry must be switched off on the clients this policy guards (the library's
 container does so), otherwise the attempts of both layers multiply.
 
-Every retry is logged at DEBUG on the ``cache_service_client.retry`` logger with the operation,
-the attempt, the wait and the error (class and message; messages never contain secrets, and call
-arguments are never logged). The records also carry ``retry_operation``, ``retry_attempt``,
-``retry_attempts``, ``retry_wait`` and ``retry_error`` attributes for structured logging.
+Every retry is a reconnection (the failed attempt's connection is dropped, the next attempt
+opens a new one) and is logged at INFO on the ``cache_service_client.retry`` logger with the
+operation, the attempt, the wait and the error (class and message; messages never contain
+secrets, and call arguments are never logged); so is the outcome: the attempt that succeeded
+after retries, or giving up. The records also carry ``retry_operation``, ``retry_attempt``,
+``retry_attempts`` and ``retry_error`` attributes for structured logging (and ``retry_wait``
+on a retry). With the ``[otel]`` extra, every retry also counts on the
+``cache_service_client.retries`` counter (by ``db.operation.name`` and ``error.type``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, TypeVar, cast
 import backoff
 from backoff.types import Details
 
+from cache_service_client._otel import record_retry
 from cache_service_client.exceptions import (
     BackendConnectionError,
     BackendTimeoutError,
@@ -270,9 +275,12 @@ class RetryPolicy:
                 raise
 
         try:
-            return self._retrying(state, attempt, predict=True)()
+            result = self._retrying(state, attempt, predict=True)()
         except _DeadlineReached:
             pass
+        else:
+            _log_recovered(state)
+            return result
         raise state.last_error  # outside the except block: its context stays its own
 
     async def call_async(self, fn: Callable[[], Awaitable[T]], *, operation: str) -> T:
@@ -311,9 +319,12 @@ class RetryPolicy:
             return await self._bounded(fn, state)
 
         try:
-            return await self._retrying(state, attempt)()
+            result = await self._retrying(state, attempt)()
         except _DeadlineReached:
             pass
+        else:
+            _log_recovered(state)
+            return result
         raise state.last_error  # outside the except block: its context stays its own
 
     # -- the slow path: only reached after a retryable failure ---------------------------------
@@ -337,8 +348,9 @@ class RetryPolicy:
             info = cast(Mapping[str, Any], details)
             error: Exception = info["exception"]
             state.last_error = error
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
+            record_retry(state.operation, error)
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
                     "%s: attempt %d of %d failed with %s: %s; retrying in %.3f s",
                     state.operation,
                     info["tries"],
@@ -363,7 +375,7 @@ class RetryPolicy:
                 error, tries = state.last_error, state.tries
             elif not self.is_retryable(error):
                 return  # a definite answer (e.g. not found) after a retry is no failure to log
-            logger.debug(
+            logger.info(
                 "%s: giving up after attempt %d of %d (%s): %s: %s",
                 state.operation,
                 tries,
@@ -371,6 +383,12 @@ class RetryPolicy:
                 "out of attempts" if tries >= state.attempts else "deadline reached",
                 type(error).__name__,
                 error,
+                extra={
+                    "retry_operation": state.operation,
+                    "retry_attempt": tries,
+                    "retry_attempts": state.attempts,
+                    "retry_error": type(error).__name__,
+                },
             )
 
         decorate = backoff.on_exception(
@@ -432,6 +450,23 @@ class RetryPolicy:
         error.__cause__ = state.last_error
         error.__suppress_context__ = True
         return error
+
+
+def _log_recovered(state: _Call) -> None:
+    """Log at INFO that a retried call succeeded: the backend is reachable again."""
+    logger.info(
+        "%s: attempt %d of %d succeeded after %s",
+        state.operation,
+        state.tries,
+        state.attempts,
+        type(state.last_error).__name__,
+        extra={
+            "retry_operation": state.operation,
+            "retry_attempt": state.tries,
+            "retry_attempts": state.attempts,
+            "retry_error": type(state.last_error).__name__,
+        },
+    )
 
 
 def _is_number(value: object, *, positive: bool = False) -> bool:

@@ -33,11 +33,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cache_service_client._glob import compile_glob
 from cache_service_client._validation import validate_paging, validate_ttl
 from cache_service_client.exceptions import (
+    BackendError,
     ConfigurationError,
+    DataCorruptionError,
 )
 from cache_service_client.models import HealthStatus
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
 from cache_service_client.server import wire
+from cache_service_client.server.metrics import CONTENT_TYPE, GatewayMetrics, _MetricsMiddleware
 from cache_service_client.server.openapi import openapi_json
 
 
@@ -227,6 +230,7 @@ class _Gateway:
         self.allow_client_ttl = allow_client_ttl
         self.write_lock = asyncio.Lock()
         self.openapi = openapi_json().encode()
+        self.metrics = GatewayMetrics()
 
     # -- request parsing --
 
@@ -484,14 +488,26 @@ class _Gateway:
     async def openapi_document(self, request: Request) -> Response:
         return Response(self.openapi, media_type=_JSON)
 
+    async def metrics_document(self, request: Request) -> Response:
+        self.query(request, ())
+        headers = {"Cache-Control": "no-store"}
+        return Response(self.metrics.render(), headers=headers, media_type=CONTENT_TYPE)
 
-def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
-    """Wrap a handler so that every exception becomes its JSON error response."""
+
+def _guarded(
+    handler: Callable[[Request], Awaitable[Response]], metrics: GatewayMetrics
+) -> Callable[..., Any]:
+    """Wrap a handler so that every exception becomes its JSON error response.
+
+    Failures of the backend are counted on ``metrics`` as well.
+    """
 
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
         except Exception as exc:
+            if isinstance(exc, (BackendError, DataCorruptionError)):
+                metrics.backend_error(type(exc).__name__)
             return _problem_response(_problem_for(exc))
 
     endpoint.__name__ = handler.__name__
@@ -520,6 +536,7 @@ def create_app(
     auth_token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     open_health: bool = False,
+    open_metrics: bool = False,
     allow_client_ttl: bool = False,
     close_repository: bool = False,
 ) -> Starlette:
@@ -533,6 +550,9 @@ def create_app(
         max_body_bytes: Larger request bodies are refused with 413.
         open_health: Serve ``/health`` without a token (its ``details`` then only to callers
             that send the token), e.g. for a load balancer's probe.
+        open_metrics: Serve ``/metrics`` (Prometheus: requests by route and status, their
+            latency, backend errors) without a token, for a scraper on a trusted network;
+            otherwise it needs the token like every other route.
         allow_client_ttl: Accept a ``ttl`` query parameter on writes. The repository's ``ttl``
             is set around such a write, and all writes are then serialised.
         close_repository: Close ``repository`` when the application shuts down.
@@ -564,6 +584,8 @@ def create_app(
     open_paths = {wire.OPENAPI_PATH}
     if open_health:
         open_paths.add(wire.HEALTH_PATH)
+    if open_metrics:
+        open_paths.add(wire.METRICS_PATH)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -574,25 +596,38 @@ def create_app(
                 await repository.close()
 
     routes = [
-        Route(wire.DEVICES_PATH, _guarded(gateway.list_ids), methods=["GET"]),
+        Route(wire.DEVICES_PATH, _guarded(gateway.list_ids, gateway.metrics), methods=["GET"]),
         Route(
             wire.DEVICE_PATH_PREFIX + "{device_id:csc_device_id}",
-            _guarded(gateway.device),
+            _guarded(gateway.device, gateway.metrics),
             methods=["GET", "HEAD", "PUT", "DELETE"],
         ),
-        Route(wire.BATCH_GET_PATH, _guarded(gateway.batch_get), methods=["POST"]),
-        Route(wire.BATCH_PUT_PATH, _guarded(gateway.batch_put), methods=["POST"]),
-        Route(wire.BATCH_DELETE_PATH, _guarded(gateway.batch_delete), methods=["POST"]),
-        Route(wire.QUERY_PATH, _guarded(gateway.query_devices), methods=["POST"]),
-        Route(wire.REPAIR_PATH, _guarded(gateway.repair), methods=["POST"]),
-        Route(wire.COUNT_PATH, _guarded(gateway.count), methods=["GET"]),
-        Route(wire.INFO_PATH, _guarded(gateway.info), methods=["GET"]),
-        Route(wire.HEALTH_PATH, _guarded(gateway.health), methods=["GET"]),
-        Route(wire.OPENAPI_PATH, _guarded(gateway.openapi_document), methods=["GET"]),
+        Route(wire.BATCH_GET_PATH, _guarded(gateway.batch_get, gateway.metrics), methods=["POST"]),
+        Route(wire.BATCH_PUT_PATH, _guarded(gateway.batch_put, gateway.metrics), methods=["POST"]),
+        Route(
+            wire.BATCH_DELETE_PATH,
+            _guarded(gateway.batch_delete, gateway.metrics),
+            methods=["POST"],
+        ),
+        Route(wire.QUERY_PATH, _guarded(gateway.query_devices, gateway.metrics), methods=["POST"]),
+        Route(wire.REPAIR_PATH, _guarded(gateway.repair, gateway.metrics), methods=["POST"]),
+        Route(wire.COUNT_PATH, _guarded(gateway.count, gateway.metrics), methods=["GET"]),
+        Route(wire.INFO_PATH, _guarded(gateway.info, gateway.metrics), methods=["GET"]),
+        Route(wire.HEALTH_PATH, _guarded(gateway.health, gateway.metrics), methods=["GET"]),
+        Route(
+            wire.OPENAPI_PATH, _guarded(gateway.openapi_document, gateway.metrics), methods=["GET"]
+        ),
+        Route(
+            wire.METRICS_PATH, _guarded(gateway.metrics_document, gateway.metrics), methods=["GET"]
+        ),
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_BearerAuth, digest=digest, open_paths=frozenset(open_paths))],
+        middleware=[
+            # Outermost: requests refused for their token are counted too.
+            Middleware(_MetricsMiddleware, metrics=gateway.metrics, routes=routes),
+            Middleware(_BearerAuth, digest=digest, open_paths=frozenset(open_paths)),
+        ],
         exception_handlers={HTTPException: _http_exception, Exception: _server_error},
         lifespan=lifespan,
     )

@@ -49,6 +49,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--open-health", action="store_true", help="serve /health without a token")
     parser.add_argument(
+        "--open-metrics", action="store_true", help="serve /metrics (Prometheus) without a token"
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
@@ -114,6 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
             repository,
             auth_token=token,
             open_health=args.open_health,
+            open_metrics=args.open_metrics,
             max_body_bytes=args.max_body_bytes,
             allow_client_ttl=args.allow_client_ttl,
         )

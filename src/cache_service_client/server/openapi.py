@@ -324,6 +324,29 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        wire.METRICS_PATH: {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of the gateway",
+                "description": (
+                    "The text exposition format (version 0.0.4): "
+                    "`cache_service_gateway_requests_total` (by `method`, `route`, `status`), "
+                    "`cache_service_gateway_request_duration_seconds` (a histogram, by "
+                    "`method` and `route`) and `cache_service_gateway_backend_errors_total` "
+                    "(by `error_type`). Open without a token when the gateway runs with "
+                    "`open_metrics`."
+                ),
+                "security": [{"bearerAuth": []}, {}],
+                "responses": {
+                    "200": {
+                        "description": "The metrics.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": _UNAUTHORIZED,
+                    "422": _INVALID,
+                },
+            }
+        },
         wire.OPENAPI_PATH: {
             "get": {
                 "operationId": "openapi",

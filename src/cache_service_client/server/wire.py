@@ -44,6 +44,7 @@ __all__ = [
     "DEVICE_PATH_PREFIX",
     "HEALTH_PATH",
     "INFO_PATH",
+    "METRICS_PATH",
     "OPENAPI_PATH",
     "BatchGetResponse",
     "BatchPutBody",
@@ -98,6 +99,8 @@ INFO_PATH: Final = "/v1/info"
 HEALTH_PATH: Final = "/health"
 #: The gateway's OpenAPI document (``GET``, never needs a token; as in ``docs/openapi.json``).
 OPENAPI_PATH: Final = "/openapi.json"
+#: The gateway's Prometheus metrics (text exposition format).
+METRICS_PATH: Final = "/metrics"
 
 #: The ``error`` of an :class:`ErrorBody`, a stable machine-readable code.
 ErrorCode = Literal[
