@@ -7,7 +7,10 @@ what only a near cache has. Every wait is a bounded poll.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import os
+import signal
 import threading
 import time
 import uuid
@@ -42,7 +45,7 @@ from cache_service_client.testing import wait_for_invalidations
 from tests.backends import meta
 from tests.redis_cluster import RedisClusterProcess
 from tests.redis_sentinel import SentinelSetup
-from tests.redis_server import command
+from tests.redis_server import RedisServer, command
 from tests.test_topologies import migrate_slot
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
@@ -489,3 +492,22 @@ def test_the_counters_are_observed_by_opentelemetry(
         assert set(points) >= set(_otel.NEAR_CACHE_COUNTERS)
     finally:
         provider.shutdown()
+
+
+def test_a_server_that_stops_answering_is_noticed_by_the_heartbeat(
+    own_redis: RedisServer, key_strategy: KeyStrategy
+) -> None:
+    tracking = build_tracking(settings_from_url(own_redis.url), key_strategy)
+    cache = NearCache(10, dataclasses.replace(tracking, heartbeat=0.2))
+    try:
+        assert cache.wait_connected(5.0)
+        assert own_redis.process is not None
+        os.kill(own_redis.process.pid, signal.SIGSTOP)  # silent, connection still open
+        try:
+            eventually(lambda: not cache.connected, 3.0, "the heartbeat noticing")
+            assert cache.stats().flushes >= 1
+        finally:
+            os.kill(own_redis.process.pid, signal.SIGCONT)
+        assert cache.wait_connected(5.0)
+    finally:
+        cache.close()

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -78,6 +80,8 @@ HEARTBEAT = 1.0
 POLL = 1.0
 #: How often a tracking thread looks up from its socket to see whether it should stop.
 _TICK = 0.05
+#: A PING in RESP, as the watchdog sends it on a tracking connection's socket.
+_PING = b"*1\r\n$4\r\nPING\r\n"
 #: Reconnection backoff of a tracking connection: first delay and longest delay, in seconds.
 _BACKOFF = (0.05, 1.0)
 
@@ -174,6 +178,10 @@ class NearCache:
         self._links = [_Link(self, endpoint) for endpoint in tracking.endpoints]
         for link in self._links:
             link.start()
+        self._watchdog = threading.Thread(
+            target=self._watch, name="cache_service_client near cache watchdog", daemon=True
+        )
+        self._watchdog.start()
         self._supervisor: threading.Thread | None = None
         if tracking.discover is not None:
             self._supervisor = threading.Thread(
@@ -421,6 +429,14 @@ class NearCache:
                     self.flush()
                 self._topology = topology
 
+    def _watch(self) -> None:
+        """Heartbeats of the tracking connections that block in recv (see the link class)."""
+        heartbeat = self._tracking.heartbeat
+        while not self._closed.wait(min(0.25, heartbeat / 4)):
+            now = time.monotonic()
+            for link in list(self._links):
+                link.check(now, heartbeat)
+
     def close(self) -> None:
         """Stop tracking and drop every entry; reads through the cache then go to Redis."""
         self._closed.set()
@@ -436,10 +452,18 @@ class NearCache:
             link.join(timeout=1.0)
         if self._supervisor is not None:
             self._supervisor.join(timeout=self._tracking.poll + 1.0)
+        self._watchdog.join(timeout=1.0)
 
 
 class _Link(threading.Thread):
-    """One tracking connection, reconnected with backoff until it is stopped."""
+    """One tracking connection, reconnected with backoff until it is stopped.
+
+    On a plain TCP or Unix socket the thread blocks in one ``recv`` without a timeout, so a
+    report costs it a single wake-up (one wait for the GIL, which a busy reader holds for up to
+    the interpreter's switch interval); the cache's watchdog thread sends the heartbeat PINGs
+    and shuts the socket down when one goes unanswered. Over TLS, where one thread must not
+    write while another reads, the thread polls its socket and pings by itself.
+    """
 
     def __init__(self, cache: NearCache, endpoint: Endpoint) -> None:
         self.shown = endpoint if isinstance(endpoint, str) else f"{endpoint[0]}:{endpoint[1]}"
@@ -447,9 +471,37 @@ class _Link(threading.Thread):
         self._cache = cache
         self._endpoint = endpoint
         self._stopped = threading.Event()
+        self._sock: socket.socket | None = None  # while blocking in recv, for the watchdog
+        self._heard = 0.0
+        self._pinged: float | None = None
+        self._reason: str | None = None
 
     def stop(self) -> None:
         self._stopped.set()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def check(self, now: float, heartbeat: float) -> None:
+        """The watchdog's turn: PING a quiet connection, drop one that did not answer."""
+        sock = self._sock
+        if sock is None:
+            return
+        pinged = self._pinged
+        if pinged is None:
+            if now - self._heard > heartbeat:
+                self._pinged = now
+                try:
+                    sock.sendall(_PING)
+                except OSError:
+                    self._interrupt()
+        elif now - pinged > heartbeat:
+            self._reason = f"no answer to PING within {heartbeat:g} s"
+            self._interrupt()
 
     def run(self) -> None:
         failures = 0
@@ -465,10 +517,12 @@ class _Link(threading.Thread):
                 self._cache._link_up(self)
                 self._listen(connection, tracking.heartbeat)
             except Exception as exc:  # any failure: flush, then reconnect
-                error = exc
+                error = TimeoutError(self._reason) if self._reason else exc
                 if failures == 0:
-                    logger.debug("near cache: tracking %s failed: %s", self.shown, exc)
+                    logger.debug("near cache: tracking %s failed: %s", self.shown, error)
             finally:
+                self._sock = None
+                self._reason = None
                 self._cache._link_down(self, error)
                 if connection is not None:
                     with contextlib.suppress(Exception):  # closing a broken socket
@@ -498,7 +552,23 @@ class _Link(threading.Thread):
         if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
             raise ConnectionError(f"unexpected answer to SUBSCRIBE: {reply!r}")
 
+    def _handle(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            self._cache._invalidated(reply[2])
+
     def _listen(self, connection: Connection, heartbeat: float) -> None:
+        sock = getattr(connection, "_sock", None)
+        if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(None)
+            self._heard, self._pinged = time.monotonic(), None
+            self._sock = sock
+            if self._stopped.is_set():
+                return
+            while not self._stopped.is_set():
+                reply = connection.read_response()
+                self._heard, self._pinged = time.monotonic(), None
+                self._handle(reply)
+            return
         heard = time.monotonic()
         pinged: float | None = None
         while not self._stopped.is_set():
@@ -506,8 +576,7 @@ class _Link(threading.Thread):
                 reply = connection.read_response()
                 heard = time.monotonic()
                 pinged = None
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                    self._cache._invalidated(reply[2])
+                self._handle(reply)
                 continue
             now = time.monotonic()
             if pinged is not None:
