@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cache_service_client import CacheServiceClient, DeviceMetadata
+from cache_service_client import CacheServiceClient, ConfigurationError, DeviceMetadata
 from cache_service_client.__main__ import main
 from cache_service_client._cli._common import Progress, table
 from cache_service_client._cli.demo import synthetic_devices
@@ -498,3 +498,25 @@ def test_installed_command_reports_ctrl_c_in_one_line(redis_url: str) -> None:
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert (process.returncode, out, err) == (130, b"", b"devcache: error: interrupted\n")
+
+
+def test_serve_takes_the_connection_options(tmp_path: Path) -> None:
+    from cache_service_client.server import cli as gateway_cli
+
+    file = tmp_path / "cache.toml"
+    file.write_text('key_prefix = "from-file"\nmetadata_ttl = 60\n')
+    args = gateway_cli.build_parser().parse_args(
+        ["--url", "memory://served", "--socket-timeout", "2.5", "--config", str(file)]
+    )
+    settings = gateway_cli.settings_of(args)
+    assert (settings.backend, settings.memory_store) == ("memory", "served")
+    assert (settings.socket_timeout, settings.key_prefix, settings.metadata_ttl) == (
+        2.5,
+        "from-file",
+        60,
+    )
+    bad = gateway_cli.build_parser().parse_args(["--url", "memory://", "--socket-timeout", "0"])
+    with pytest.raises(ConfigurationError, match="socket_timeout"):
+        gateway_cli.settings_of(bad)
+    with pytest.raises(ConfigurationError, match="not another gateway"):
+        gateway_cli.settings_of(gateway_cli.build_parser().parse_args(["--url", "http://g:1"]))

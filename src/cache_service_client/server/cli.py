@@ -18,11 +18,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cache_service_client.config import Settings, load_settings, mask_url, settings_from_url
+from cache_service_client.config import Settings, load_settings, mask_url
 from cache_service_client.exceptions import CacheServiceError, ConfigurationError
 from cache_service_client.server.wire import DEFAULT_MAX_BODY_BYTES
 
-__all__ = ["TOKEN_ENV", "build_parser", "main", "run", "serve"]
+__all__ = ["TOKEN_ENV", "build_parser", "main", "run", "serve", "settings_of"]
 
 #: Environment variable holding the gateway's bearer token.
 TOKEN_ENV = "CACHE_SERVICE_GATEWAY_TOKEN"
@@ -42,6 +42,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             prog="python -m cache_service_client.server", description=__doc__.splitlines()[0]
         )
     parser.add_argument("--url", help="the backend (default: from CACHE_SERVICE_* variables)")
+    parser.add_argument(
+        "--socket-timeout", type=float, metavar="S", help="seconds to wait for Redis's replies"
+    )
+    parser.add_argument("--config", metavar="FILE", help="a TOML settings file")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (8080)")
     parser.add_argument(
@@ -82,15 +86,23 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
-def _settings(url: str | None) -> Settings:
-    if url is None:
-        return load_settings()
-    if url.split(":", 1)[0].lower() in ("http", "https"):
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The backend's settings, as for every ``devcache`` command.
+
+    ``--url`` and ``--socket-timeout`` over the ``CACHE_SERVICE_*`` variables over ``--config``.
+    """
+    url: str | None = args.url
+    if url is not None and url.split(":", 1)[0].lower() in ("http", "https"):
         raise ConfigurationError(
             f"--url {mask_url(url)}: the gateway serves a Redis or in-memory backend, "
             "not another gateway"
         )
-    return settings_from_url(url)
+    arguments: dict[str, object] = {}
+    if url is not None:
+        arguments["url"] = url
+    if args.socket_timeout is not None:
+        arguments["socket_timeout"] = args.socket_timeout
+    return load_settings(arguments=arguments, file=args.config)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -105,7 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     from cache_service_client.server.app import create_app
 
-    settings = _settings(args.url)
+    settings = settings_of(args)
     token = _token(args)
     if token is None and args.host not in _LOOPBACK:
         logger.warning("serving on %s without a bearer token: anyone can read and write", args.host)
