@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from cache_service_client._validation import validate_metadata_batch
 from cache_service_client.exceptions import ValidationError
@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("cache_service_client")
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -290,6 +292,15 @@ class InlineAsyncRepository:
     async def close(self) -> None:
         """See :meth:`DeviceMetadataRepository.close`."""
         self.sync.close()
+
+
+def replayable(items: Iterable[T]) -> Iterable[T]:
+    """Copy a one-shot iterator, which a retried (or wrapped) call could not iterate again.
+
+    Anything else is passed on as is, so that the flow's validation still sees (and rejects) a
+    single str or model given in place of a batch.
+    """
+    return list(items) if isinstance(items, Iterator) else items
 
 
 def validate_batch(

@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,7 +48,7 @@ from cache_service_client.models import (
     Page,
     RepairReport,
 )
-from cache_service_client.repository.base import log_corrupted
+from cache_service_client.repository.base import log_corrupted, replayable
 
 if TYPE_CHECKING:
     from cache_service_client.keys import KeyStrategy
@@ -626,10 +626,6 @@ def _combine(device_ids: list[str], cached: dict[str, Any], read: BatchGetResult
     return BatchGetResult(found=found, missing=missing, corrupted=read.corrupted)
 
 
-def _replayable(items: Any) -> Any:
-    return list(items) if isinstance(items, Iterator) else items
-
-
 def _written_ids(items: Any) -> list[str]:
     """The ids of the devices in a batch given to a write (whatever the batch holds)."""
     if isinstance(items, (str, bytes, Mapping, DeviceMetadata)) or not isinstance(items, Iterable):
@@ -736,7 +732,7 @@ class NearCachedDeviceMetadataRepository:
 
     def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """Write a batch; the cached entries of its devices are dropped."""
-        batch = _replayable(items)
+        batch = replayable(items)
         try:
             return self._inner.put_many(batch, if_newer=if_newer)
         finally:
@@ -751,7 +747,7 @@ class NearCachedDeviceMetadataRepository:
 
     def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch; the cached entries of its devices are dropped."""
-        batch = _replayable(device_ids)
+        batch = replayable(device_ids)
         try:
             return self._inner.delete_many(batch)
         finally:
@@ -878,7 +874,7 @@ class AsyncNearCachedDeviceMetadataRepository:
 
     async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """Write a batch; the cached entries of its devices are dropped."""
-        batch = _replayable(items)
+        batch = replayable(items)
         try:
             return await self._inner.put_many(batch, if_newer=if_newer)
         finally:
@@ -893,7 +889,7 @@ class AsyncNearCachedDeviceMetadataRepository:
 
     async def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch; the cached entries of its devices are dropped."""
-        batch = _replayable(device_ids)
+        batch = replayable(device_ids)
         try:
             return await self._inner.delete_many(batch)
         finally:

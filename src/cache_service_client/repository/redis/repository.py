@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -23,15 +23,12 @@ from cache_service_client.models import (
     Page,
     RepairReport,
 )
-from cache_service_client.repository.base import log_corrupted
+from cache_service_client.repository.base import log_corrupted, replayable
 from cache_service_client.repository.redis import flows
 from cache_service_client.repository.redis.driver import AsyncRedisDriver, SyncRedisDriver
 from cache_service_client.retry import RetryPolicy
 
 __all__ = ["AsyncRedisDeviceMetadataRepository", "RedisDeviceMetadataRepository"]
-
-T = TypeVar("T")
-
 
 def _context(
     client: Any,
@@ -59,15 +56,6 @@ def _context(
         slow_ms=health_slow_ms,
         memory_ratio=health_memory_ratio,
     )
-
-
-def _replayable(items: Iterable[T]) -> Iterable[T]:
-    """Copy a one-shot iterator, which a retried flow could not iterate again.
-
-    Anything else is passed on as is, so that the flow's validation still sees (and rejects) a
-    single str or model given in place of a batch.
-    """
-    return list(items) if isinstance(items, Iterator) else items
 
 
 def _ttl_ms(ttl: float | None) -> int | None:
@@ -166,7 +154,7 @@ class RedisDeviceMetadataRepository(_Common):
 
     def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         """Read a batch with one MGET; report found, missing and corrupted entries."""
-        return self._driver.run(flows.get_many, self._ctx, _replayable(device_ids))
+        return self._driver.run(flows.get_many, self._ctx, replayable(device_ids))
 
     def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch with one MGET; missing and corrupted ids are left out."""
@@ -178,7 +166,7 @@ class RedisDeviceMetadataRepository(_Common):
         Returns the batch and, per id in order, the PTTL reply: milliseconds left, -1 for no
         expiry, -2 for no key.
         """
-        return self._driver.run(flows.get_many_expiring, self._ctx, _replayable(device_ids))
+        return self._driver.run(flows.get_many_expiring, self._ctx, replayable(device_ids))
 
     def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """Store one device and its index entries atomically; True if it was written."""
@@ -186,7 +174,7 @@ class RedisDeviceMetadataRepository(_Common):
 
     def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """Store a batch atomically in one round trip; return how many were written."""
-        return self._driver.run(flows.put_many, self._ctx, _replayable(items), if_newer)
+        return self._driver.run(flows.put_many, self._ctx, replayable(items), if_newer)
 
     def delete(self, device_id: str) -> bool:
         """Delete one device; True if it was stored."""
@@ -194,7 +182,7 @@ class RedisDeviceMetadataRepository(_Common):
 
     def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch atomically; return how many were stored."""
-        return self._driver.run(flows.delete_many, self._ctx, _replayable(device_ids))
+        return self._driver.run(flows.delete_many, self._ctx, replayable(device_ids))
 
     def exists(self, device_id: str) -> bool:
         """True if a value is stored for ``device_id``."""
@@ -275,7 +263,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
 
     async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
         """Read a batch with one MGET; report found, missing and corrupted entries."""
-        return await self._driver.run(flows.get_many, self._ctx, _replayable(device_ids))
+        return await self._driver.run(flows.get_many, self._ctx, replayable(device_ids))
 
     async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch with one MGET; missing and corrupted ids are left out."""
@@ -289,7 +277,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         Returns the batch and, per id in order, the PTTL reply: milliseconds left, -1 for no
         expiry, -2 for no key.
         """
-        return await self._driver.run(flows.get_many_expiring, self._ctx, _replayable(device_ids))
+        return await self._driver.run(flows.get_many_expiring, self._ctx, replayable(device_ids))
 
     async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """Store one device and its index entries atomically; True if it was written."""
@@ -297,7 +285,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
 
     async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """Store a batch atomically in one round trip; return how many were written."""
-        return await self._driver.run(flows.put_many, self._ctx, _replayable(items), if_newer)
+        return await self._driver.run(flows.put_many, self._ctx, replayable(items), if_newer)
 
     async def delete(self, device_id: str) -> bool:
         """Delete one device; True if it was stored."""
@@ -305,7 +293,7 @@ class AsyncRedisDeviceMetadataRepository(_Common):
 
     async def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch atomically; return how many were stored."""
-        return await self._driver.run(flows.delete_many, self._ctx, _replayable(device_ids))
+        return await self._driver.run(flows.delete_many, self._ctx, replayable(device_ids))
 
     async def exists(self, device_id: str) -> bool:
         """True if a value is stored for ``device_id``."""
