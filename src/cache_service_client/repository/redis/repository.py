@@ -30,6 +30,7 @@ from cache_service_client.retry import RetryPolicy
 
 __all__ = ["AsyncRedisDeviceMetadataRepository", "RedisDeviceMetadataRepository"]
 
+
 def _context(
     client: Any,
     key_strategy: KeyStrategy | None,
