@@ -7,6 +7,7 @@ exit codes, JSON and table output, one-line errors, export/import of 10,000 devi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -491,13 +493,36 @@ def test_installed_command_reports_ctrl_c_in_one_line(redis_url: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert process.stdin is not None
-    process.stdin.write(b"\n")
-    process.stdin.flush()
-    time.sleep(1.0)  # started and waiting for more input
+    stdin = process.stdin
+    assert stdin is not None
+    line = msgspec.json.encode(synthetic_devices(1, seed=3)[0]) + b"\n"
+    chunk = line * (16384 // len(line) + 1)
+    written = [0]
+
+    def feed() -> None:
+        with contextlib.suppress(OSError):  # the pipe breaks once the command has exited
+            while True:
+                stdin.write(chunk)
+                stdin.flush()
+                written[0] += len(chunk)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    # The command spools stdin as it reads it: once much more than a pipe's buffer has gone
+    # in, it is running its own code (its imports done), reading and waiting for more.
+    deadline = time.monotonic() + 120
+    while written[0] < 1 << 20:
+        assert time.monotonic() < deadline, "the command did not read its input"
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert (process.returncode, out, err) == (130, b"", b"devcache: error: interrupted\n")
+    assert process.wait(timeout=60) == 130
+    feeder.join(timeout=60)
+    with contextlib.suppress(OSError):
+        stdin.close()
+    assert process.stdout is not None
+    assert process.stderr is not None
+    with process.stdout as out, process.stderr as err:
+        assert (out.read(), err.read()) == (b"", b"devcache: error: interrupted\n")
 
 
 def test_serve_takes_the_connection_options(tmp_path: Path) -> None:
