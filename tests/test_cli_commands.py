@@ -27,6 +27,7 @@ import pytest
 from cache_service_client import CacheServiceClient, ConfigurationError, DeviceMetadata
 from cache_service_client.__main__ import main
 from cache_service_client._cli._common import Progress, table
+from cache_service_client._cli.commands import LIST_PAGE
 from cache_service_client._cli.demo import synthetic_devices
 
 BACKENDS = ["memory", "redis", "cluster"]
@@ -454,6 +455,26 @@ def test_installed_command_round_trips_a_fleet(
             client.delete_many_device_metadata_sync([d.device_id for d in devices])
     if "cluster" not in url:
         _stops_quietly_when_the_reader_goes(url)
+
+
+def test_list_streams_every_page(
+    big_fleet: tuple[str, list[DeviceMetadata]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, devices = big_fleet
+    ids = sorted(d.device_id for d in devices)
+    assert len(ids) >= 2 * LIST_PAGE  # the walk crosses pages
+    code, out, _ = run(capsys, "list", "--url", url)
+    assert (code, out.splitlines()) == (0, ids)
+    code, out, _ = run(capsys, "list", "--url", url, "--json", "--offset", str(LIST_PAGE + 7))
+    assert (code, json.loads(out)) == (0, ids[LIST_PAGE + 7 :])
+    code, out, _ = run(capsys, "list", "--url", url, "--offset", str(len(ids)))
+    assert (code, out) == (0, "")
+    code, out, _ = run(capsys, "list", "--url", url, "--json", "--offset", str(len(ids) + 5))
+    assert (code, json.loads(out)) == (0, [])
+    prefix = ids[1234][:6]
+    matching = [i for i in ids if i.startswith(prefix)]
+    code, out, _ = run(capsys, "list", "--url", url, "--pattern", f"{prefix}*", "--offset", "3")
+    assert (code, out.splitlines()) == (0, matching[3:])
 
 
 def _stops_quietly_when_the_reader_goes(url: str) -> None:

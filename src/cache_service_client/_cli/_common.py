@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, NoReturn
 
@@ -14,7 +14,7 @@ import msgspec
 from cache_service_client.client import CacheServiceClient
 from cache_service_client.codec import MetadataCodec
 from cache_service_client.config import Settings, load_settings
-from cache_service_client.models import AwareDatetime, DeviceMetadata
+from cache_service_client.models import AwareDatetime, DeviceMetadata, Page
 
 #: Exit codes: success, nothing found (or "degraded" for ``health``), an error ("unhealthy").
 OK, NOT_FOUND, ERROR = 0, 1, 2
@@ -76,6 +76,20 @@ def client(args: argparse.Namespace, **overrides: Any) -> CacheServiceClient:
 
 
 # -- argument types ----------------------------------------------------------------------------
+
+
+def pages(cache: CacheServiceClient, fields: dict[str, Any]) -> Iterator[Page[DeviceMetadata]]:
+    """Every page of the query ``fields`` (keyword arguments of ``query_devices_sync``), in order.
+
+    Each page is fetched when the one before it has been handled, through the query's cursor:
+    constant memory at any fleet size, and no device is skipped or repeated by writes between
+    pages.
+    """
+    page = cache.query_devices_sync(**fields)
+    yield page
+    while page.next_cursor is not None:
+        page = cache.query_devices_sync(**{**fields, "cursor": page.next_cursor})
+        yield page
 
 
 def positive_float(text: str) -> float:

@@ -19,6 +19,7 @@ from cache_service_client._cli._common import (
     error,
     fields_table,
     note,
+    pages,
     table,
     write,
     write_json,
@@ -28,6 +29,8 @@ from cache_service_client.models import SCHEMA_VERSION, DeviceMetadata, Page
 
 #: Exit code of ``health`` by status: a probe's view (0 healthy, 1 degraded, 2 unhealthy).
 HEALTH_EXIT = {"healthy": OK, "degraded": NOT_FOUND, "unhealthy": ERROR}
+#: Devices per page that ``list`` fetches when it streams every id (the largest query page).
+LIST_PAGE = 1000
 
 
 def emit(args: argparse.Namespace, value: Any, text: str) -> None:
@@ -91,14 +94,42 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """``devcache list``: device ids in order, one a line (``--json``: an array)."""
+    """``devcache list``: device ids in order, one a line (``--json``: an array).
+
+    With ``--limit``, one call; without it the ids are streamed page by page through a query's
+    cursor (constant memory at any fleet size), ``--offset`` skipping the first ones.
+    """
     with client(args) as cache:
-        ids = cache.list_devices_sync(limit=args.limit, offset=args.offset, pattern=args.pattern)
-    if args.json:
-        write_json(ids)
-    elif ids:
-        write("\n".join(ids) + "\n")
+        if args.limit is not None:
+            ids = cache.list_devices_sync(
+                limit=args.limit, offset=args.offset, pattern=args.pattern
+            )
+            if args.json:
+                write_json(ids)
+            elif ids:
+                write("\n".join(ids) + "\n")
+            return OK
+        skip = args.offset
+        listed = 0
+        if args.json:
+            write("[")
+        for page in pages(cache, {"pattern": args.pattern, "limit": LIST_PAGE}):
+            page_ids = [m.device_id for m in page.items[skip:]]
+            skip = max(0, skip - len(page.items))
+            if not page_ids:
+                continue
+            if args.json:
+                write(("," if listed else "") + ",".join(map(_json_text, page_ids)))
+            else:
+                write("\n".join(page_ids) + "\n")
+            listed += len(page_ids)
+        if args.json:
+            write("]\n")
     return OK
+
+
+def _json_text(text: str) -> str:
+    return msgspec.json.encode(text).decode()
 
 
 def _query_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,8 +150,8 @@ def run_query(args: argparse.Namespace) -> int:
     """``devcache query``: one page (its cursor on stderr, or in the JSON), or ``--all`` pages."""
     fields = _query_fields(args)
     with client(args) as cache:
-        page: Page[DeviceMetadata] = cache.query_devices_sync(**fields)
         if not args.all:
+            page: Page[DeviceMetadata] = cache.query_devices_sync(**fields)
             if args.json:
                 write_json(page)
             else:
@@ -133,7 +164,7 @@ def run_query(args: argparse.Namespace) -> int:
         count = 0
         if args.json:
             write(b'{"items":[')
-        while True:
+        for page in pages(cache, fields):
             if args.json:
                 separator = b"," if count else b""
                 if page.items:
@@ -142,9 +173,6 @@ def run_query(args: argparse.Namespace) -> int:
                 headers = DEVICE_COLUMNS if count == 0 else None
                 write(table(headers, map(device_row, page.items)))
             count += len(page.items)
-            if page.next_cursor is None:
-                break
-            page = cache.query_devices_sync(**{**fields, "cursor": page.next_cursor})
     if args.json:
         write(b'],"next_cursor":null,"total":' + str(count).encode() + b"}\n")
     return OK

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ from cache_service_client._cli._common import (
     client,
     error,
     note,
+    pages,
     write_json,
 )
 from cache_service_client._validation import validate_metadata
@@ -91,17 +93,15 @@ def run_export(args: argparse.Namespace) -> int:
     encode = JSON_CODEC.encode
     exported = 0
     with client(args) as cache:
-        page = cache.query_devices_sync(**fields)
-        progress = Progress("exported", page.total)
+        walk = pages(cache, fields)
+        first = next(walk)
+        progress = Progress("exported", first.total)
         with _output(args.output) as out:
-            while True:
+            for page in itertools.chain([first], walk):
                 if page.items:
                     out.write(b"\n".join(map(encode, page.items)) + b"\n")
                     exported += len(page.items)
                     progress.update(exported)
-                if page.next_cursor is None:
-                    break
-                page = cache.query_devices_sync(**fields, cursor=page.next_cursor)
         progress.done()
     if not args.quiet:
         where = "" if args.output in (None, "-") else f" to {args.output}"
