@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -573,7 +574,7 @@ CORRUPT_VALUES: list[tuple[str, bytes]] = [
 
 @pytest.mark.parametrize(("kind", "raw"), CORRUPT_VALUES, ids=[k for k, _ in CORRUPT_VALUES])
 async def test_corrupted_values_raise_naming_the_key(
-    backend: Backend, kind: str, raw: bytes
+    backend: Backend, kind: str, raw: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     await backend.repo.put_many([meta("victim"), meta("fine")])
     backend.backdoor.set_raw("victim", raw)
@@ -587,7 +588,12 @@ async def test_corrupted_values_raise_naming_the_key(
     assert set(result.corrupted) == {"victim"}
     assert result.corrupted["victim"].key == key
     assert result.missing == ["missing"]
+    caplog.set_level(logging.WARNING, "cache_service_client")
     assert set(await backend.repo.get_many(["victim", "fine"])) == {"fine"}
+    warned = [r for r in caplog.records if getattr(r, "corrupted_key", None) == key]
+    assert warned, "get_many logs the corrupted entry it skipped, naming its key"
+    assert warned[0].levelno == logging.WARNING
+    assert warned[0].corrupted_reason  # type: ignore[attr-defined]
     # A good write repairs the entry.
     await backend.repo.put(meta("victim"))
     assert await backend.repo.get("victim") == meta("victim")

@@ -332,10 +332,24 @@ def unhealthy(
     )
 
 
+def warn_corrupted(read: str, key: str, reason: str) -> None:
+    """Log at WARNING that ``read`` (``"batch read"``, ``"query"``) skipped the entry at ``key``.
+
+    The record carries ``corrupted_key`` and ``corrupted_reason`` as ``extra=`` fields.
+    """
+    logger.warning(
+        "%s skipped a corrupted entry at key %r: %s",
+        read,
+        key,
+        reason,
+        extra={"corrupted_key": key, "corrupted_reason": reason},
+    )
+
+
 def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:
     """Log every corrupted entry of a batch read at WARNING and return the found ones."""
     for error in result.corrupted.values():
-        logger.warning("batch read skipped a corrupted entry: %s", error)
+        warn_corrupted("batch read", error.key, error.reason)
     return result.found
 
 

@@ -55,8 +55,8 @@ from cache_service_client.models import (
 from cache_service_client.repository.base import (
     InlineAsyncRepository,
     log_corrupted,
-    logger,
     validate_batch,
+    warn_corrupted,
 )
 
 __all__ = ["AsyncInMemoryDeviceMetadataRepository", "InMemoryDeviceMetadataRepository"]
@@ -753,7 +753,7 @@ class InMemoryDeviceMetadataRepository:
             try:
                 items.append(self._decode(key, entry, device_id))
             except DataCorruptionError as exc:
-                logger.warning("query skipped a corrupted entry: %s", exc)
+                warn_corrupted("query", exc.key, exc.reason)
         next_cursor = plan.cursor(position) if position is not None else None
         return Page(items=items, next_cursor=next_cursor, total=total)
 

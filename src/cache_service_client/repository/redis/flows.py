@@ -49,9 +49,9 @@ from cache_service_client.models import (
     RepairReport,
 )
 from cache_service_client.repository.base import (
-    logger,
     unhealthy,
     validate_batch,
+    warn_corrupted,
 )
 from cache_service_client.repository.redis import lua
 from cache_service_client.repository.redis.ops import (
@@ -651,10 +651,10 @@ def query(ctx: FlowContext, query: DeviceQuery) -> Flow[Page[DeviceMetadata]]:
         if with_values:  # nil: a key of another type (the script saw it exists)
             for device_id in nil:
                 key = ctx.keys.device_key(device_id)
-                logger.warning("query skipped a corrupted entry: %s holds no string", key)
+                warn_corrupted("query", key, "not a string value")
         # (Without values, nil means deleted since the index was read: nothing to report.)
         for exc in corrupted.values():
-            logger.warning("query skipped a corrupted entry: %s", exc)
+            warn_corrupted("query", exc.key, exc.reason)
     next_cursor = plan.cursor(page_items[-1].key) if len(chosen) > plan.limit else None
     return Page(items=items, next_cursor=next_cursor, total=total)
 
