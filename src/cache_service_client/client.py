@@ -22,6 +22,7 @@ from dependency_injector import providers
 
 from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
+    DEFAULTS,
     MASK,
     ClientOptions,
     RuntimeSettings,
@@ -73,20 +74,6 @@ logger = logging.getLogger("cache_service_client")
 T = TypeVar("T")
 _MISSING: Any = object()
 
-# The original plan's parameters and their defaults: an argument equal to its default does not
-# override what a URL says.
-_PLAN_DEFAULTS: dict[str, Any] = {
-    "host": "localhost",
-    "port": 6379,
-    "password": None,
-    "db": 0,
-    "socket_timeout": 5.0,
-    "metadata_ttl": 86400,
-    "use_http": False,
-    "http_url": None,
-    "http_timeout": 10.0,
-    "http_auth_token": None,
-}
 _RUNTIME_SETTINGS = ("metadata_ttl", "socket_timeout")
 
 MetadataInput = Mapping[str, Any] | DeviceMetadata
@@ -130,17 +117,17 @@ class CacheServiceClient:
 
     def __init__(
         self,
-        host: str = "localhost",
-        port: int = 6379,
-        password: str | None = None,
-        db: int = 0,
-        socket_timeout: float = 5.0,
+        host: str = DEFAULTS.host,
+        port: int = DEFAULTS.port,
+        password: str | None = DEFAULTS.password,
+        db: int = DEFAULTS.db,
+        socket_timeout: float = DEFAULTS.socket_timeout,
         connection_pool: Any = None,
-        metadata_ttl: float | None = 86400,
-        use_http: bool = False,
-        http_url: str | None = None,
-        http_timeout: float = 10.0,
-        http_auth_token: str | None = None,
+        metadata_ttl: float | None = DEFAULTS.metadata_ttl,
+        use_http: bool = DEFAULTS.use_http,
+        http_url: str | None = DEFAULTS.http_url,
+        http_timeout: float = DEFAULTS.http_timeout,
+        http_auth_token: str | None = DEFAULTS.http_auth_token,
         *,
         url: str | None = None,
         settings: Settings | None = None,
@@ -162,10 +149,9 @@ class CacheServiceClient:
             "http_timeout": http_timeout,
             "http_auth_token": http_auth_token,
         }
+        # An argument equal to its default (the setting's) does not override what a URL says.
         arguments: dict[str, Any] = {
-            name: value
-            for name, value in plan.items()
-            if not (type(value) is type(_PLAN_DEFAULTS[name]) and value == _PLAN_DEFAULTS[name])
+            name: value for name, value in plan.items() if not _is_default(name, value)
         }
         arguments.update(options)
         if settings is not None:
@@ -579,6 +565,11 @@ class CacheServiceClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = getattr(DEFAULTS, name)
+    return type(value) is type(default) and value == default
 
 
 # backend -> (the module it imports, the extra that installs it)
