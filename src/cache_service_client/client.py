@@ -16,10 +16,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
-import redis
-import redis.asyncio
 from dependency_injector import providers
 
+from cache_service_client._factories import clients_on_pools
 from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
     DEFAULTS,
@@ -38,6 +37,7 @@ from cache_service_client.container import (
     Container,
     resolve_async_repository,
     shutdown_resources,
+    shutdown_sync_resources,
 )
 from cache_service_client.exceptions import (
     ConfigurationError,
@@ -167,7 +167,12 @@ class CacheServiceClient:
             self._overrides["key_strategy"] = key_strategy
         if retry is not None:
             self._overrides["retry"] = retry
-        self._overrides.update(_pool_overrides(connection_pool))
+        sync_client, async_client = clients_on_pools(connection_pool)
+        if sync_client is not None:
+            self._overrides["redis_client"] = sync_client
+        if async_client is not None:
+            self._overrides["async_redis_client"] = async_client
+        self._callers_pool = sync_client is not None or async_client is not None
         if repository is not None:
             self._overrides["repository"] = repository
         if async_repository is not None:
@@ -266,7 +271,7 @@ class CacheServiceClient:
             and settings.socket_timeout != self._settings.socket_timeout
             and settings.backend not in ("memory", "http")
         )
-        if reconnect and _POOL_PROVIDERS & self._overrides.keys():
+        if reconnect and self._callers_pool:
             raise ConfigurationError(
                 "configure() socket_timeout: this client uses the caller's connection_pool, "
                 "whose connections keep their own timeout; set socket_timeout on that pool"
@@ -440,11 +445,10 @@ class CacheServiceClient:
 
     async def aclose(self) -> None:
         """Close every connection (sync and async) this client opened."""
-        containers = [*self._retired, self._container]
-        self.close()
-        for container in containers:
+        for container in [*self._retired, self._container]:
             await shutdown_resources(container)
         self._retired = []
+        self._repository = None
         self._async_repository = None
 
     async def __aenter__(self) -> CacheServiceClient:
@@ -549,10 +553,9 @@ class CacheServiceClient:
 
     def close(self) -> None:
         """Close the sync connections. Use :meth:`aclose` when async methods were used."""
-        for container in [*self._retired, self._container]:
-            for resource in _SYNC_RESOURCES:
-                getattr(container, resource).shutdown()
-        self._retired = [c for c in self._retired if _has_async_resources(c)]
+        shutdown_sync_resources(self._container)
+        # A replaced container stays until aclose() when async connections of it are open.
+        self._retired = [c for c in self._retired if shutdown_sync_resources(c)]
         self._repository = None
 
     def __enter__(self) -> CacheServiceClient:
@@ -614,45 +617,6 @@ def _address(s: Settings) -> str:
 
 
 _TRACKED = frozenset({"redis", "cluster", "sentinel"})
-_POOL_PROVIDERS = frozenset({"redis_client", "async_redis_client"})
-_SYNC_RESOURCES = (
-    "redis_client",
-    "cluster_client",
-    "sentinel_client",
-    "http_repository",
-    "near_cache",
-)
-_ASYNC_RESOURCES = (
-    "async_redis_client",
-    "async_cluster_client",
-    "async_sentinel_client",
-    "async_http_repository",
-)
-
-
-def _has_async_resources(container: Container) -> bool:
-    return any(getattr(container, name).initialized for name in _ASYNC_RESOURCES)
-
-
-def _pool_overrides(connection_pool: Any) -> dict[str, Any]:
-    """The container overrides for a caller's pool (or a tuple of a sync and an async one)."""
-    overrides: dict[str, Any] = {}
-    pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
-    for pool in pools:
-        if pool is None:
-            continue
-        if isinstance(pool, redis.asyncio.ConnectionPool):
-            overrides["async_redis_client"] = redis.asyncio.Redis(connection_pool=pool)
-        elif isinstance(pool, redis.ConnectionPool):
-            overrides["redis_client"] = redis.Redis(connection_pool=pool)
-        else:
-            raise ConfigurationError(
-                "argument connection_pool: expected a redis.ConnectionPool or "
-                f"redis.asyncio.ConnectionPool, not {type(pool).__name__}"
-            )
-    return overrides
-
-
 _QUERY_FIELDS = frozenset(DeviceQuery.__struct_fields__)
 
 

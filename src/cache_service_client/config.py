@@ -41,6 +41,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_ENV_PREFIX",
     "Backend",
     "ClientOptions",
