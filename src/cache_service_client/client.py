@@ -16,12 +16,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
-import redis
-import redis.asyncio
 from dependency_injector import providers
 
+from cache_service_client._factories import clients_on_pools
 from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
+    DEFAULTS,
     MASK,
     ClientOptions,
     RuntimeSettings,
@@ -37,6 +37,7 @@ from cache_service_client.container import (
     Container,
     resolve_async_repository,
     shutdown_resources,
+    shutdown_sync_resources,
 )
 from cache_service_client.exceptions import (
     ConfigurationError,
@@ -73,20 +74,6 @@ logger = logging.getLogger("cache_service_client")
 T = TypeVar("T")
 _MISSING: Any = object()
 
-# The original plan's parameters and their defaults: an argument equal to its default does not
-# override what a URL says.
-_PLAN_DEFAULTS: dict[str, Any] = {
-    "host": "localhost",
-    "port": 6379,
-    "password": None,
-    "db": 0,
-    "socket_timeout": 5.0,
-    "metadata_ttl": 86400,
-    "use_http": False,
-    "http_url": None,
-    "http_timeout": 10.0,
-    "http_auth_token": None,
-}
 _RUNTIME_SETTINGS = ("metadata_ttl", "socket_timeout")
 
 MetadataInput = Mapping[str, Any] | DeviceMetadata
@@ -130,17 +117,17 @@ class CacheServiceClient:
 
     def __init__(
         self,
-        host: str = "localhost",
-        port: int = 6379,
-        password: str | None = None,
-        db: int = 0,
-        socket_timeout: float = 5.0,
+        host: str = DEFAULTS.host,
+        port: int = DEFAULTS.port,
+        password: str | None = DEFAULTS.password,
+        db: int = DEFAULTS.db,
+        socket_timeout: float = DEFAULTS.socket_timeout,
         connection_pool: Any = None,
-        metadata_ttl: float | None = 86400,
-        use_http: bool = False,
-        http_url: str | None = None,
-        http_timeout: float = 10.0,
-        http_auth_token: str | None = None,
+        metadata_ttl: float | None = DEFAULTS.metadata_ttl,
+        use_http: bool = DEFAULTS.use_http,
+        http_url: str | None = DEFAULTS.http_url,
+        http_timeout: float = DEFAULTS.http_timeout,
+        http_auth_token: str | None = DEFAULTS.http_auth_token,
         *,
         url: str | None = None,
         settings: Settings | None = None,
@@ -162,10 +149,9 @@ class CacheServiceClient:
             "http_timeout": http_timeout,
             "http_auth_token": http_auth_token,
         }
+        # An argument equal to its default (the setting's) does not override what a URL says.
         arguments: dict[str, Any] = {
-            name: value
-            for name, value in plan.items()
-            if not (type(value) is type(_PLAN_DEFAULTS[name]) and value == _PLAN_DEFAULTS[name])
+            name: value for name, value in plan.items() if not _is_default(name, value)
         }
         arguments.update(options)
         if settings is not None:
@@ -181,7 +167,12 @@ class CacheServiceClient:
             self._overrides["key_strategy"] = key_strategy
         if retry is not None:
             self._overrides["retry"] = retry
-        self._overrides.update(_pool_overrides(connection_pool))
+        sync_client, async_client = clients_on_pools(connection_pool)
+        if sync_client is not None:
+            self._overrides["redis_client"] = sync_client
+        if async_client is not None:
+            self._overrides["async_redis_client"] = async_client
+        self._callers_pool = sync_client is not None or async_client is not None
         if repository is not None:
             self._overrides["repository"] = repository
         if async_repository is not None:
@@ -280,7 +271,7 @@ class CacheServiceClient:
             and settings.socket_timeout != self._settings.socket_timeout
             and settings.backend not in ("memory", "http")
         )
-        if reconnect and _POOL_PROVIDERS & self._overrides.keys():
+        if reconnect and self._callers_pool:
             raise ConfigurationError(
                 "configure() socket_timeout: this client uses the caller's connection_pool, "
                 "whose connections keep their own timeout; set socket_timeout on that pool"
@@ -454,11 +445,10 @@ class CacheServiceClient:
 
     async def aclose(self) -> None:
         """Close every connection (sync and async) this client opened."""
-        containers = [*self._retired, self._container]
-        self.close()
-        for container in containers:
+        for container in [*self._retired, self._container]:
             await shutdown_resources(container)
         self._retired = []
+        self._repository = None
         self._async_repository = None
 
     async def __aenter__(self) -> CacheServiceClient:
@@ -563,10 +553,9 @@ class CacheServiceClient:
 
     def close(self) -> None:
         """Close the sync connections. Use :meth:`aclose` when async methods were used."""
-        for container in [*self._retired, self._container]:
-            for resource in _SYNC_RESOURCES:
-                getattr(container, resource).shutdown()
-        self._retired = [c for c in self._retired if _has_async_resources(c)]
+        shutdown_sync_resources(self._container)
+        # A replaced container stays until aclose() when async connections of it are open.
+        self._retired = [c for c in self._retired if shutdown_sync_resources(c)]
         self._repository = None
 
     def __enter__(self) -> CacheServiceClient:
@@ -579,6 +568,11 @@ class CacheServiceClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = getattr(DEFAULTS, name)
+    return type(value) is type(default) and value == default
 
 
 # backend -> (the module it imports, the extra that installs it)
@@ -623,45 +617,6 @@ def _address(s: Settings) -> str:
 
 
 _TRACKED = frozenset({"redis", "cluster", "sentinel"})
-_POOL_PROVIDERS = frozenset({"redis_client", "async_redis_client"})
-_SYNC_RESOURCES = (
-    "redis_client",
-    "cluster_client",
-    "sentinel_client",
-    "http_repository",
-    "near_cache",
-)
-_ASYNC_RESOURCES = (
-    "async_redis_client",
-    "async_cluster_client",
-    "async_sentinel_client",
-    "async_http_repository",
-)
-
-
-def _has_async_resources(container: Container) -> bool:
-    return any(getattr(container, name).initialized for name in _ASYNC_RESOURCES)
-
-
-def _pool_overrides(connection_pool: Any) -> dict[str, Any]:
-    """The container overrides for a caller's pool (or a tuple of a sync and an async one)."""
-    overrides: dict[str, Any] = {}
-    pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
-    for pool in pools:
-        if pool is None:
-            continue
-        if isinstance(pool, redis.asyncio.ConnectionPool):
-            overrides["async_redis_client"] = redis.asyncio.Redis(connection_pool=pool)
-        elif isinstance(pool, redis.ConnectionPool):
-            overrides["redis_client"] = redis.Redis(connection_pool=pool)
-        else:
-            raise ConfigurationError(
-                "argument connection_pool: expected a redis.ConnectionPool or "
-                f"redis.asyncio.ConnectionPool, not {type(pool).__name__}"
-            )
-    return overrides
-
-
 _QUERY_FIELDS = frozenset(DeviceQuery.__struct_fields__)
 
 

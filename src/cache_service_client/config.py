@@ -9,24 +9,30 @@ Sources, highest precedence first:
    what no other source sets. The URL itself is the ``url`` setting of the highest source that
    has one.
 
-Every invalid value raises :class:`~cache_service_client.ConfigurationError` naming its source
-and the setting, e.g. ``CACHE_SERVICE_PORT: 'abc' is not an integer``. Secrets (the password, the
-HTTP token, credentials inside URLs) are masked in every repr and message.
+Each setting's type, constraints and default are declared once, on :class:`Settings`; every
+source is converted with ``msgspec.convert`` (lax for the text of environment variables and URL
+query options, where ``"1"``, ``"true"`` and ``"0.5"`` become values). Every invalid value raises
+:class:`~cache_service_client.ConfigurationError` naming its source and the setting, e.g.
+``CACHE_SERVICE_PORT: 'abc' is not an integer``. Secrets (the password, the HTTP token,
+credentials inside URLs) are masked in every repr and message.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Final, Literal, TypedDict, cast, get_args, get_type_hints
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
 import msgspec
+import msgspec.inspect
+from msgspec import Meta
 
+from cache_service_client._validation import MAX_TTL
 from cache_service_client.exceptions import ConfigurationError
 
 if sys.version_info >= (3, 11):
@@ -35,6 +41,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_ENV_PREFIX",
     "Backend",
     "ClientOptions",
@@ -114,12 +121,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """
 
     backend: Backend = "redis"
-    host: str = "localhost"
-    port: int = 6379
-    db: int = 0
+    host: Annotated[str, Meta(min_length=1)] = "localhost"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 6379
+    db: Annotated[int, Meta(ge=0)] = 0
     username: str | None = None
     password: str | None = None
-    unix_socket_path: str | None = None
+    unix_socket_path: Annotated[str, Meta(min_length=1)] | None = None
     url: str | None = None
     ssl: bool = False
     ssl_ca_certs: str | None = None
@@ -127,29 +134,29 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ssl_keyfile: str | None = None
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_check_hostname: bool = True
-    socket_timeout: float = 5.0
-    socket_connect_timeout: float | None = None
-    max_connections: int = 50
+    socket_timeout: Annotated[float, Meta(gt=0)] = 5.0
+    socket_connect_timeout: Annotated[float, Meta(gt=0)] | None = None
+    max_connections: Annotated[int, Meta(ge=1)] = 50
     cluster: bool = False
-    cluster_buckets: int = 16
-    sentinel_service: str | None = None
+    cluster_buckets: Annotated[int, Meta(ge=2, le=1024)] = 16
+    sentinel_service: Annotated[str, Meta(min_length=1)] | None = None
     sentinel_password: str | None = None
-    metadata_ttl: float | None = 86400
-    key_prefix: str = "device"
-    key_separator: str = ":"
+    metadata_ttl: Annotated[float, Meta(ge=0, le=MAX_TTL)] | None = 86400
+    key_prefix: Annotated[str, Meta(min_length=1)] = "device"
+    key_separator: Annotated[str, Meta(min_length=1)] = ":"
     codec: Literal["json", "msgpack"] = "json"
-    retry_attempts: int = 3
-    retry_deadline: float | None = 10.0
-    retry_backoff_base: float = 0.05
-    retry_backoff_max: float = 1.0
-    health_slow_ms: float = 100.0
-    health_memory_ratio: float = 0.9
+    retry_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
+    retry_deadline: Annotated[float, Meta(gt=0)] | None = 10.0
+    retry_backoff_base: Annotated[float, Meta(ge=0)] = 0.05
+    retry_backoff_max: Annotated[float, Meta(ge=0)] = 1.0
+    health_slow_ms: Annotated[float, Meta(gt=0)] = 100.0
+    health_memory_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.9
     use_http: bool = False
     http_url: str | None = None
-    http_timeout: float = 10.0
+    http_timeout: Annotated[float, Meta(gt=0)] = 10.0
     http_auth_token: str | None = None
-    memory_store: str | None = None
-    near_cache_size: int = 0
+    memory_store: Annotated[str, Meta(min_length=1)] | None = None
+    near_cache_size: Annotated[int, Meta(ge=0, le=100_000_000)] = 0
     telemetry: bool = True
 
     def __repr__(self) -> str:
@@ -181,7 +188,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         """Return a copy with ``changes`` applied, validated as arguments from ``source``."""
         layer = {name: (value, f"{source} {name}") for name, value in changes.items()}
         values = self.to_dict(masked=False)
-        values.update(_coerce_layer(layer, text=False))
+        values.update(_convert(layer, text=False))
         return _build(values, source)
 
     @classmethod
@@ -198,6 +205,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return load_settings(
             url=url, file=file, env=env, env_prefix=env_prefix, arguments=arguments
         )
+
+
+#: Every setting at its default: what other constructors of the library default to as well.
+DEFAULTS: Final = Settings()
 
 
 class ClientOptions(TypedDict, total=False):
@@ -329,148 +340,112 @@ def _mask_query(query: str) -> str:
     return "&".join(pieces)
 
 
-# -- field types and checks ------------------------------------------------------------------
+# -- conversion and checks --------------------------------------------------------------------
+
+Layer = dict[str, tuple[Any, str]]  # setting -> (raw value, source label)
 
 
-@dataclass(frozen=True)
-class _Field:
-    kind: type  # str, int, float or bool
-    optional: bool = False
-    choices: tuple[str, ...] = ()
-    check: Callable[[Any], str | None] | None = None  # returns a complaint or None
+def _field_types() -> dict[str, tuple[msgspec.inspect.Type, bool]]:
+    """Each setting's type as msgspec sees it (None taken out) and whether it may be None."""
+    info = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(Settings))
+    types: dict[str, tuple[msgspec.inspect.Type, bool]] = {}
+    for field in info.fields:
+        kind = field.type
+        if isinstance(kind, msgspec.inspect.UnionType):
+            others = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+            types[field.name] = (others[0], len(others) < len(kind.types))
+        else:
+            types[field.name] = (kind, False)
+    return types
 
 
-def _at_least(minimum: float, *, strict: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value < minimum or (strict and value == minimum):
-            return f"must be {'>' if strict else '>='} {minimum:g}, not {value!r}"
-        return None
-
-    return check
-
-
-def _between(low: float, high: float) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if not low <= value <= high:
-            return f"must be between {low:g} and {high:g}, not {value!r}"
-        return None
-
-    return check
-
-
-def _non_empty(value: Any) -> str | None:
-    return "must not be empty" if value == "" else None
-
-
-_POSITIVE = _at_least(0, strict=True)
-_FIELDS: dict[str, _Field] = {
-    "backend": _Field(str, choices=("redis", "memory", "cluster", "sentinel", "http")),
-    "host": _Field(str, check=_non_empty),
-    "port": _Field(int, check=_between(1, 65535)),
-    "db": _Field(int, check=_at_least(0)),
-    "username": _Field(str, optional=True),
-    "password": _Field(str, optional=True),
-    "unix_socket_path": _Field(str, optional=True, check=_non_empty),
-    "url": _Field(str, optional=True),
-    "ssl": _Field(bool),
-    "ssl_ca_certs": _Field(str, optional=True),
-    "ssl_certfile": _Field(str, optional=True),
-    "ssl_keyfile": _Field(str, optional=True),
-    "ssl_cert_reqs": _Field(str, choices=("required", "optional", "none")),
-    "ssl_check_hostname": _Field(bool),
-    "socket_timeout": _Field(float, check=_POSITIVE),
-    "socket_connect_timeout": _Field(float, optional=True, check=_POSITIVE),
-    "max_connections": _Field(int, check=_at_least(1)),
-    "cluster": _Field(bool),
-    "cluster_buckets": _Field(int, check=_between(2, 1024)),
-    "sentinel_service": _Field(str, optional=True, check=_non_empty),
-    "sentinel_password": _Field(str, optional=True),
-    "metadata_ttl": _Field(float, optional=True, check=_between(0, 100 * 365 * 86400)),
-    "key_prefix": _Field(str, check=_non_empty),
-    "key_separator": _Field(str, check=_non_empty),
-    "codec": _Field(str, choices=("json", "msgpack")),
-    "retry_attempts": _Field(int, check=_between(1, 100)),
-    "retry_deadline": _Field(float, optional=True, check=_POSITIVE),
-    "retry_backoff_base": _Field(float, check=_at_least(0)),
-    "retry_backoff_max": _Field(float, check=_at_least(0)),
-    "health_slow_ms": _Field(float, check=_POSITIVE),
-    "health_memory_ratio": _Field(float, check=_between(0, 1)),
-    "use_http": _Field(bool),
-    "http_url": _Field(str, optional=True),
-    "http_timeout": _Field(float, check=_POSITIVE),
-    "http_auth_token": _Field(str, optional=True),
-    "memory_store": _Field(str, optional=True, check=_non_empty),
-    "near_cache_size": _Field(int, check=_between(0, 100_000_000)),
-    "telemetry": _Field(bool),
+_TYPES = _field_types()
+# Words for booleans in environment variables and URL queries, besides msgspec's own (lax
+# conversion takes true/false/1/0 in any case).
+_BOOLEAN_WORDS = {"yes": "true", "on": "true", "no": "false", "off": "false"}
+_PYTHON_TYPES: dict[type[msgspec.inspect.Type], type] = {
+    msgspec.inspect.StrType: str,
+    msgspec.inspect.IntType: int,
+    msgspec.inspect.FloatType: float,
+    msgspec.inspect.BoolType: bool,
 }
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+_ERROR_PATH = re.compile(r" - at `\$\.(\w+)`$")
 
 
 def _shown(name: str, value: Any) -> str:
     return MASK if name in _SECRETS and value is not None else repr(value)
 
 
-def _coerce(name: str, value: Any, source: str, *, text: bool) -> Any:
-    """Convert and check one value; ``text`` values come from env vars and URL queries."""
-    spec = _FIELDS.get(name)
-    if spec is None:
-        raise ConfigurationError(f"{source}: unknown setting {name!r}")
-    if text and isinstance(value, str):
-        value = value.strip()
-        if value == "" and spec.optional:
-            return None
-        if spec.kind is bool:
-            lowered = value.lower()
-            if lowered not in _TRUE | _FALSE:
-                raise ConfigurationError(
-                    f"{source}: {_shown(name, value)} is not a boolean (use true or false)"
-                )
-            value = lowered in _TRUE
-        elif spec.kind is int:
-            try:
-                value = int(value)
-            except ValueError:
-                raise ConfigurationError(
-                    f"{source}: {_shown(name, value)} is not an integer"
-                ) from None
-        elif spec.kind is float:
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigurationError(
-                    f"{source}: {_shown(name, value)} is not a number"
-                ) from None
-    if value is None:
-        if spec.optional:
-            return None
-        raise ConfigurationError(f"{source}: must be set, not None")
-    if spec.kind is float and type(value) is int:
-        value = float(value)
-    if type(value) is not spec.kind:
-        raise ConfigurationError(f"{source}: {_shown(name, value)} is not {_KIND_NAMES[spec.kind]}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigurationError(f"{source}: {value!r} is not a finite number")
-    if spec.choices and value not in spec.choices:
-        raise ConfigurationError(
-            f"{source}: {_shown(name, value)} is not one of {', '.join(spec.choices)}"
-        )
-    if spec.check is not None:
-        complaint = spec.check(value)
-        if complaint is not None:
-            raise ConfigurationError(f"{source}: {complaint}")
+def _from_text(name: str, value: str) -> Any:
+    """An environment variable's or URL query option's text, ready for lax conversion."""
+    kind, optional = _TYPES[name]
+    value = value.strip()
+    if value == "" and optional:
+        return None
+    if isinstance(kind, msgspec.inspect.BoolType):
+        return _BOOLEAN_WORDS.get(value.lower(), value)
     return value
 
 
-Layer = dict[str, tuple[Any, str]]  # setting -> (raw value, source label)
+def _complaint(name: str, value: Any, *, strict: bool) -> str | None:
+    """What is wrong with ``value`` for the setting ``name``, as the Struct's type says."""
+    kind, _ = _TYPES[name]
+    shown = _shown(name, value)
+    if value is None:
+        return "must be set, not None"
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        choices = get_args(get_type_hints(Settings)[name])  # as written (msgspec sorts them)
+        return f"{shown} is not one of {', '.join(choices)}"
+    python_type = _PYTHON_TYPES.get(type(kind))
+    if python_type is None:
+        return None
+    try:
+        value = msgspec.convert(value, python_type, strict=strict)
+    except msgspec.ValidationError:
+        hint = " (use true or false)" if python_type is bool and not strict else ""
+        return f"{shown} is not {_KIND_NAMES[python_type]}{hint}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    if isinstance(kind, msgspec.inspect.StrType) and kind.min_length == 1 and value == "":
+        return "must not be empty"
+    if isinstance(kind, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        if kind.ge is not None and kind.le is not None:
+            return f"must be between {kind.ge:g} and {kind.le:g}, not {value!r}"
+        if kind.gt is not None:
+            return f"must be > {kind.gt:g}, not {value!r}"
+        if kind.ge is not None:
+            return f"must be >= {kind.ge:g}, not {value!r}"
+    return None
 
 
-def _coerce_layer(layer: Layer, *, text: bool) -> dict[str, Any]:
-    return {
-        name: _coerce(name, value, source, text=text) for name, (value, source) in layer.items()
-    }
+def _convert(layer: Layer, *, text: bool) -> dict[str, Any]:
+    """Convert and check one source's values with msgspec (lax for ``text``: env, URL query).
+
+    Raises:
+        ConfigurationError: Naming the value's source and what is wrong with it.
+    """
+    raw: dict[str, Any] = {}
+    for name, (value, source) in layer.items():
+        if name not in _TYPES:
+            raise ConfigurationError(f"{source}: unknown setting {name!r}")
+        raw[name] = _from_text(name, value) if text and isinstance(value, str) else value
+    try:
+        converted = msgspec.convert(raw, Settings, strict=not text)
+    except msgspec.ValidationError as exc:
+        found = _ERROR_PATH.search(str(exc))
+        if found is None or found[1] not in raw:  # pragma: no cover - every error has a path
+            raise ConfigurationError(f"settings: {exc}") from None
+        name = found[1]
+        complaint = _complaint(name, raw[name], strict=not text)
+        if complaint is None:
+            complaint = str(exc)[: found.start()]
+        raise ConfigurationError(f"{layer[name][1]}: {complaint}") from None
+    values = {name: getattr(converted, name) for name in raw}
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(f"{layer[name][1]}: {value!r} is not a finite number")
+    return values
 
 
 def _build(values: dict[str, Any], source: str) -> Settings:
@@ -518,8 +493,8 @@ _URL_SCHEMES = {
 }
 
 
-def _url_layer(url: str, source: str) -> Layer:
-    """Split a connection URL into settings."""
+def _url_layers(url: str, source: str) -> tuple[Layer, Layer]:
+    """Split a connection URL into settings: those of its parts, and its query options (text)."""
     label = f"{source} {mask_url(url)}"
     try:
         parts = urlsplit(url)
@@ -574,16 +549,17 @@ def _url_layer(url: str, source: str) -> Layer:
     else:
         known = ", ".join(f"{s}://" for s in (*_URL_SCHEMES, "memory"))  # noqa: RUF100
         raise ConfigurationError(f"{label}: unsupported scheme {scheme!r} (use {known})")
+    options: Layer = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _FIELDS or name in ("url", "password"):
+        if name not in _TYPES or name in ("url", "password"):
             raise ConfigurationError(f"{label}: unknown or unsupported query option {name!r}")
-        layer[name] = (_coerce(name, value, f"{label}: {name}", text=True), label)
-    return layer
+        options[name] = (value, f"{label}: {name}")
+    return layer, options
 
 
 def _env_layer(env: Mapping[str, str], prefix: str) -> Layer:
     layer: Layer = {}
-    for name in _FIELDS:
+    for name in _TYPES:
         variable = prefix + name.upper()
         if variable in env:
             layer[name] = (env[variable], variable)
@@ -607,7 +583,7 @@ def _file_layer(path: str | os.PathLike[str]) -> Layer:
         raise ConfigurationError(f"{label}: [cache_service] must be a table")
     layer: Layer = {}
     for name, value in table.items():
-        if name not in _FIELDS:
+        if name not in _TYPES:
             if table is document and isinstance(value, dict):
                 continue  # another application's table in a shared file
             raise ConfigurationError(f"{label}: unknown setting {name!r}")
@@ -653,11 +629,12 @@ def load_settings(
         value, source = chosen_url
         if not isinstance(value, str):
             raise ConfigurationError(f"{source}: must be a string")
-        layers.append(({**_url_layer(value, source), "url": (value, source)}, False))
+        parts, options = _url_layers(value, source)
+        layers += [({**parts, "url": (value, source)}, False), (options, True)]
     layers += [(file_layer, False), (env_layer, True), (argument_layer, False)]
-    values = Settings().to_dict(masked=False)
+    values = DEFAULTS.to_dict(masked=False)
     for layer, text in layers:
-        values.update(_coerce_layer(layer, text=text))
+        values.update(_convert(layer, text=text))
     return _build(values, "settings")
 
 

@@ -40,6 +40,7 @@ import zlib
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from cache_service_client._glob import escape_glob
+from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import ConfigurationError
 
 __all__ = ["KeyStrategy"]
@@ -102,7 +103,13 @@ class KeyStrategy:
         "separator",
     )
 
-    def __init__(self, prefix: str = "device", separator: str = ":", *, buckets: int = 1) -> None:
+    def __init__(
+        self,
+        prefix: str = DEFAULTS.key_prefix,
+        separator: str = DEFAULTS.key_separator,
+        *,
+        buckets: int = 1,
+    ) -> None:
         self.prefix = _check_part("prefix", prefix)
         self.separator = _check_part("separator", separator)
         if type(buckets) is not int or not 1 <= buckets <= MAX_BUCKETS:

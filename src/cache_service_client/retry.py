@@ -39,6 +39,7 @@ import backoff
 from backoff.types import Details
 
 from cache_service_client._otel import record_retry
+from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import (
     BackendConnectionError,
     BackendTimeoutError,
@@ -153,10 +154,10 @@ class RetryPolicy:
     def __init__(
         self,
         *,
-        attempts: int = 3,
-        deadline: float | None = 10.0,
-        backoff_base: float = 0.05,
-        backoff_max: float = 1.0,
+        attempts: int = DEFAULTS.retry_attempts,
+        deadline: float | None = DEFAULTS.retry_deadline,
+        backoff_base: float = DEFAULTS.retry_backoff_base,
+        backoff_max: float = DEFAULTS.retry_backoff_max,
         jitter: bool = True,
     ) -> None:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from cache_service_client._version import __version__
 from cache_service_client.client import CacheServiceClient, _address
-from cache_service_client.config import Settings
+from cache_service_client.config import DEFAULTS, Settings
 from cache_service_client.models import DeviceMetadata, Page
 
 T = TypeVar("T")
@@ -75,7 +75,7 @@ def timed(label: str, action: Callable[[], T], repeat: int = 1) -> T:
 
 def run_demo(settings: Settings, count: int, seed: int, keep: bool) -> int:
     """Run the demo with ``settings`` (under a key prefix of its own); return the exit code."""
-    prefix = "device" if settings.backend == "memory" else "devcache-demo"
+    prefix = DEFAULTS.key_prefix if settings.backend == "memory" else "devcache-demo"
     where = _address(settings)
     print(f"cache-service-client {__version__} demo on {where} ({count} devices)\n")
     with CacheServiceClient.from_settings(settings.replace(key_prefix=prefix)) as client:
@@ -143,7 +143,7 @@ def run_demo(settings: Settings, count: int, seed: int, keep: bool) -> int:
         print(f"    -> {[m.device_id for m in page.items]}")
 
         print("\nasync API: cache info, health, 500 concurrent gets")
-        asyncio.run(_async_part(client, ids, remove=not keep and prefix != "device"))
+        asyncio.run(_async_part(client, ids, remove=not keep and prefix != DEFAULTS.key_prefix))
     return 0
 
 

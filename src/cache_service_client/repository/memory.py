@@ -37,6 +37,7 @@ from cache_service_client._validation import (
     validate_ttl,
 )
 from cache_service_client.codec import MetadataCodec
+from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import (
     ConfigurationError,
     DataCorruptionError,
@@ -399,7 +400,7 @@ class InMemoryDeviceMetadataRepository:
         self,
         *,
         key_strategy: KeyStrategy | None = None,
-        ttl: float | None = 86400,
+        ttl: float | None = DEFAULTS.metadata_ttl,
         clock: Callable[[], float] | None = None,
         codec: MetadataCodec | None = None,
     ) -> None:
@@ -421,7 +422,7 @@ class InMemoryDeviceMetadataRepository:
         name: str,
         *,
         key_strategy: KeyStrategy | None = None,
-        ttl: float | None = 86400,
+        ttl: float | None = DEFAULTS.metadata_ttl,
         clock: Callable[[], float] | None = None,
         codec: MetadataCodec | None = None,
     ) -> InMemoryDeviceMetadataRepository:
@@ -979,7 +980,7 @@ class AsyncInMemoryDeviceMetadataRepository(InlineAsyncRepository):
         self,
         *,
         key_strategy: KeyStrategy | None = None,
-        ttl: float | None = 86400,
+        ttl: float | None = DEFAULTS.metadata_ttl,
         clock: Callable[[], float] | None = None,
         codec: MetadataCodec | None = None,
         core: InMemoryDeviceMetadataRepository | None = None,

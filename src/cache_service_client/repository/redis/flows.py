@@ -31,6 +31,7 @@ from cache_service_client._validation import (
     validate_paging,
 )
 from cache_service_client.codec import MetadataCodec
+from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import (
     AuthenticationError,
     BackendConnectionError,
@@ -93,8 +94,8 @@ class FlowContext:
     keys: KeyStrategy
     codec: MetadataCodec
     ttl_ms: int | None
-    slow_ms: float = 100.0
-    memory_ratio: float = 0.9
+    slow_ms: float = DEFAULTS.health_slow_ms
+    memory_ratio: float = DEFAULTS.health_memory_ratio
 
 
 def _script(

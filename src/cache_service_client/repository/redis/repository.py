@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster
 
 from cache_service_client._validation import validate_ttl
 from cache_service_client.codec import MetadataCodec
+from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import ConfigurationError
 from cache_service_client.keys import KeyStrategy
 from cache_service_client.models import (
@@ -132,10 +133,10 @@ class RedisDeviceMetadataRepository(_Common):
         *,
         key_strategy: KeyStrategy | None = None,
         codec: MetadataCodec | None = None,
-        ttl: float | None = 86400,
+        ttl: float | None = DEFAULTS.metadata_ttl,
         close_client: bool = False,
-        health_slow_ms: float = 100.0,
-        health_memory_ratio: float = 0.9,
+        health_slow_ms: float = DEFAULTS.health_slow_ms,
+        health_memory_ratio: float = DEFAULTS.health_memory_ratio,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)
@@ -241,10 +242,10 @@ class AsyncRedisDeviceMetadataRepository(_Common):
         *,
         key_strategy: KeyStrategy | None = None,
         codec: MetadataCodec | None = None,
-        ttl: float | None = 86400,
+        ttl: float | None = DEFAULTS.metadata_ttl,
         close_client: bool = False,
-        health_slow_ms: float = 100.0,
-        health_memory_ratio: float = 0.9,
+        health_slow_ms: float = DEFAULTS.health_slow_ms,
+        health_memory_ratio: float = DEFAULTS.health_memory_ratio,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)

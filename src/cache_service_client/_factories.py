@@ -1,0 +1,378 @@
+"""Every redis-py client, pool and connection the library makes, built from :class:`Settings`.
+
+The container (:mod:`cache_service_client.container`) turns the ``init_*`` generators into
+``providers.Resource``\\ s, which close what they made on ``shutdown_resources()``; the client
+facade wraps a caller's pool with :func:`clients_on_pools`; near caches connect through
+:func:`build_tracking`. Every client made here has redis-py's own retry switched off, so
+:class:`~cache_service_client.RetryPolicy` is the one retry layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl as ssl_module
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
+
+from cache_service_client._pool import BoundedAsyncConnectionPool
+from cache_service_client.config import Settings
+from cache_service_client.exceptions import ConfigurationError
+from cache_service_client.keys import KeyStrategy
+from cache_service_client.repository.near import Connection, Endpoint, Tracking
+
+__all__ = [
+    "build_tracking",
+    "clients_on_pools",
+    "init_async_cluster_client",
+    "init_async_redis_client",
+    "init_async_sentinel_client",
+    "init_cluster_client",
+    "init_redis_client",
+    "init_sentinel_client",
+    "redis_connection_kwargs",
+]
+
+_CERT_REQS = {
+    "required": ssl_module.CERT_REQUIRED,
+    "optional": ssl_module.CERT_OPTIONAL,
+    "none": ssl_module.CERT_NONE,
+}
+
+
+def redis_connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection arguments for redis-py pools, without any retry (the caller adds its own)."""
+    kwargs: dict[str, Any] = {
+        "db": settings.db,
+        "username": settings.username,
+        "password": settings.password,
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry_on_timeout": False,
+    }
+    if settings.unix_socket_path is not None:
+        kwargs["path"] = settings.unix_socket_path
+        return kwargs
+    kwargs["host"] = settings.host
+    kwargs["port"] = settings.port
+    if settings.ssl:
+        kwargs.update(
+            ssl_ca_certs=settings.ssl_ca_certs,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+            ssl_cert_reqs=_CERT_REQS[settings.ssl_cert_reqs],
+            ssl_check_hostname=settings.ssl_check_hostname and settings.ssl_cert_reqs != "none",
+        )
+    return kwargs
+
+
+def _no_retry() -> redis.retry.Retry:
+    return redis.retry.Retry(NoBackoff(), 0)
+
+
+def _async_no_retry() -> redis.asyncio.retry.Retry:
+    return redis.asyncio.retry.Retry(NoBackoff(), 0)
+
+
+def _endpoint_free_kwargs(settings: Settings) -> dict[str, Any]:
+    """:func:`redis_connection_kwargs` without the address (the caller names each node)."""
+    kwargs = redis_connection_kwargs(settings)
+    for name in ("path", "host", "port"):
+        kwargs.pop(name, None)
+    return kwargs
+
+
+def _sync_connection_class(settings: Settings) -> type[redis.connection.AbstractConnection]:
+    if settings.unix_socket_path is not None:
+        return redis.UnixDomainSocketConnection
+    return redis.SSLConnection if settings.ssl else redis.Connection
+
+
+def _async_connection_class(
+    settings: Settings,
+) -> type[redis.asyncio.connection.AbstractConnection]:
+    if settings.unix_socket_path is not None:
+        return redis.asyncio.UnixDomainSocketConnection
+    return redis.asyncio.SSLConnection if settings.ssl else redis.asyncio.Connection
+
+
+def init_redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """Resource: a sync client on a blocking pool (callers wait for a free connection)."""
+    pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,
+        connection_class=_sync_connection_class(settings),
+        retry=_no_retry(),
+        **redis_connection_kwargs(settings),
+    )
+    client = redis.Redis.from_pool(pool)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+async def init_async_redis_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    """Resource: an async client on a bounded pool (callers wait), closed with ``aclose()``."""
+    pool = BoundedAsyncConnectionPool(
+        max_connections=settings.max_connections,
+        timeout=settings.socket_timeout,
+        connection_class=_async_connection_class(settings),
+        retry=_async_no_retry(),
+        **redis_connection_kwargs(settings),
+    )
+    client = redis.asyncio.Redis.from_pool(pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _node_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection arguments of sentinel-managed nodes (TCP only)."""
+    kwargs = _endpoint_free_kwargs(settings)
+    if settings.ssl:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _cluster_kwargs(settings: Settings) -> dict[str, Any]:
+    """Arguments of the cluster clients: the nodes' (no db), ``retry`` left to the caller."""
+    kwargs = _node_kwargs(settings)
+    kwargs.pop("db", None)
+    kwargs.pop("retry_on_timeout", None)  # deprecated for clusters; retry=... says it all
+    kwargs.update(host=settings.host, port=settings.port, max_connections=settings.max_connections)
+    return kwargs
+
+
+def init_cluster_client(settings: Settings) -> Iterator[RedisCluster]:
+    """Resource: a sync Redis Cluster client; redis-py follows MOVED/ASK, never retries."""
+    client = RedisCluster(retry=_no_retry(), **_cluster_kwargs(settings))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+async def init_async_cluster_client(settings: Settings) -> AsyncIterator[AsyncRedisCluster]:
+    """Resource: an async Redis Cluster client, closed with ``aclose()``."""
+    client = AsyncRedisCluster(retry=_async_no_retry(), **_cluster_kwargs(settings))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _sentinel_kwargs(settings: Settings, retry: Any) -> dict[str, Any]:
+    # redis-py retries a connection three times with backoff (seconds) unless told otherwise;
+    # the library's RetryPolicy is the only retry layer, for the sentinels too.
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": retry,
+    }
+    if settings.sentinel_password is not None:
+        kwargs["password"] = settings.sentinel_password
+    return kwargs
+
+
+def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
+    """Resource: a sync client on the master that Redis Sentinel names; follows failovers."""
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [(settings.host, settings.port)],
+        sentinel_kwargs=_sentinel_kwargs(settings, _no_retry()),
+        retry=_no_retry(),
+        **_node_kwargs(settings),
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        str(settings.sentinel_service)
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+        client.connection_pool.disconnect()  # master_for's pool is not closed by close()
+        for node in sentinel.sentinels:
+            node.close()
+
+
+async def init_async_sentinel_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    """Resource: an async client on the master that Redis Sentinel names."""
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        [(settings.host, settings.port)],
+        sentinel_kwargs=_sentinel_kwargs(settings, _async_no_retry()),
+        retry=_async_no_retry(),
+        **_node_kwargs(settings),
+    )
+    client = sentinel.master_for(str(settings.sentinel_service))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await client.connection_pool.disconnect()  # master_for's pool is not closed by aclose()
+        for node in sentinel.sentinels:
+            await node.aclose()
+
+
+# -- near-cache tracking connections --------------------------------------------------------
+
+
+def _tracking_connector(settings: Settings) -> Callable[[Endpoint], Connection]:
+    """Makes tracking connections: RESP2 (invalidations arrive as messages), no retry."""
+    kwargs = _endpoint_free_kwargs(settings)
+    if settings.backend == "cluster":
+        kwargs.pop("db", None)
+    kwargs.update(protocol=2, retry=_no_retry())
+    connection_class = redis.SSLConnection if settings.ssl else redis.Connection
+
+    def connect(endpoint: Endpoint) -> Connection:
+        if isinstance(endpoint, str):
+            ssl_free = {k: v for k, v in kwargs.items() if not k.startswith("ssl")}
+            return redis.UnixDomainSocketConnection(  # type: ignore[abstract, no-untyped-call, unused-ignore]
+                path=endpoint, **ssl_free
+            )
+        host, port = endpoint
+        return connection_class(host=host, port=port, **kwargs)
+
+    return connect
+
+
+def _ask(connect: Callable[[], Connection], *command: Any) -> Any:
+    """Send one command on a connection of its own and return the reply."""
+    connection = connect()
+    try:
+        connection.connect()
+        connection.send_command(*command)
+        return connection.read_response()
+    finally:
+        connection.disconnect()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cluster_discovery(
+    settings: Settings, connect: Callable[[Endpoint], Connection]
+) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
+    """Finds the primaries and the slot map with CLUSTER SLOTS, asking any node that answers."""
+    seed: Endpoint = (settings.host, settings.port)
+    known: list[Endpoint] = []
+
+    def discover() -> tuple[tuple[Endpoint, ...], Any]:
+        error: Exception | None = None
+        for endpoint in [*known, seed]:
+            try:
+                slots = _ask(functools.partial(connect, endpoint), "CLUSTER", "SLOTS")
+            except Exception as exc:  # ask the next node
+                error = exc
+                continue
+            ranges = []
+            for entry in slots:
+                host = _text(entry[2][0]) or settings.host
+                ranges.append((int(entry[0]), int(entry[1]), host, int(entry[2][1])))
+            ranges.sort()
+            primaries = tuple(sorted({(host, port) for _, _, host, port in ranges}))
+            known[:] = primaries
+            return primaries, tuple(ranges)
+        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {error}")
+
+    return discover
+
+
+def _sentinel_discovery(
+    settings: Settings, connect: Callable[[Endpoint], Connection]
+) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
+    """Finds the master with SENTINEL GET-MASTER-ADDR-BY-NAME.
+
+    A server tracked before stays tracked while it still says it is a master: after a
+    failover, clients keep their connections to the old master until Sentinel reconfigures it
+    (and drops them), so reads may come from either for a while.
+    """
+    sentinel_kwargs = _sentinel_kwargs(settings, _no_retry())
+    tracked: list[Endpoint] = []
+
+    def still_master(endpoint: Endpoint) -> bool:
+        try:
+            role = _ask(functools.partial(connect, endpoint), "ROLE")
+        except Exception:  # gone: its clients are gone too
+            return False
+        return bool(role) and _text(role[0]) == "master"
+
+    def discover() -> tuple[tuple[Endpoint, ...], Any]:
+        reply = _ask(
+            lambda: redis.Connection(  # type: ignore[no-untyped-call, unused-ignore]
+                host=settings.host, port=settings.port, protocol=2, **sentinel_kwargs
+            ),
+            "SENTINEL",
+            "GET-MASTER-ADDR-BY-NAME",
+            str(settings.sentinel_service),
+        )
+        if not reply:
+            raise ConnectionError(f"the sentinels know no master {settings.sentinel_service!r}")
+        master: Endpoint = (_text(reply[0]), int(reply[1]))
+        old = [e for e in tracked if e != master and still_master(e)]
+        tracked[:] = [master, *old]
+        endpoints = tuple(sorted(tracked, key=str))
+        return endpoints, endpoints
+
+    return discover
+
+
+def build_tracking(settings: Settings, key_strategy: KeyStrategy) -> Tracking:
+    """How a near cache tracks the servers the settings name (one node, cluster, Sentinel)."""
+    connect = _tracking_connector(settings)
+    prefixes = tuple(key_strategy.bucket_device_prefix(b) for b in range(key_strategy.buckets))
+    common: dict[str, Any] = {"prefixes": prefixes, "device_id": key_strategy.device_id}
+    if settings.backend == "cluster":
+        return Tracking(
+            connect=connect, endpoints=(), discover=_cluster_discovery(settings, connect), **common
+        )
+    if settings.backend == "sentinel":
+        return Tracking(
+            connect=connect, endpoints=(), discover=_sentinel_discovery(settings, connect), **common
+        )
+    endpoint: Endpoint = (
+        settings.unix_socket_path
+        if settings.unix_socket_path is not None
+        else (settings.host, settings.port)
+    )
+    return Tracking(connect=connect, endpoints=(endpoint,), **common)
+
+
+# -- a caller's pools -----------------------------------------------------------------------
+
+
+def clients_on_pools(connection_pool: Any) -> tuple[redis.Redis | None, redis.asyncio.Redis | None]:
+    """The sync and async clients on a caller's pool (or a tuple of a sync and an async one).
+
+    The caller keeps the pools: closing these clients leaves them open.
+
+    Raises:
+        ConfigurationError: For anything but a ``redis.ConnectionPool`` or a
+            ``redis.asyncio.ConnectionPool``.
+    """
+    sync_client: redis.Redis | None = None
+    async_client: redis.asyncio.Redis | None = None
+    pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
+    for pool in pools:
+        if pool is None:
+            continue
+        if isinstance(pool, redis.asyncio.ConnectionPool):
+            async_client = redis.asyncio.Redis(connection_pool=pool)
+        elif isinstance(pool, redis.ConnectionPool):
+            sync_client = redis.Redis(connection_pool=pool)
+        else:
+            raise ConfigurationError(
+                "argument connection_pool: expected a redis.ConnectionPool or "
+                f"redis.asyncio.ConnectionPool, not {type(pool).__name__}"
+            )
+    return sync_client, async_client
