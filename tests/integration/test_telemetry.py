@@ -54,7 +54,7 @@ from cache_service_client.telemetry import (
 from tests.backends import meta
 from tests.redis_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Otel:

@@ -43,10 +43,10 @@ from cache_service_client.config import SettingsFields
 from cache_service_client.container import build_tracking
 from cache_service_client.testing import wait_for_invalidations
 from tests.backends import meta
+from tests.integration.test_topologies import migrate_slot
 from tests.redis_cluster import RedisClusterProcess
 from tests.redis_sentinel import SentinelSetup
 from tests.redis_server import RedisServer, command
-from tests.test_topologies import migrate_slot
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
 

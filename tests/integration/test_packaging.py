@@ -28,7 +28,7 @@ import redis
 
 import cache_service_client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = cache_service_client.__version__
 DOCS_SITE = "https://cache-service-client.readthedocs.io/en/latest/"
 

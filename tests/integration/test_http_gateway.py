@@ -60,7 +60,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"Content-Type": "application/json"}
 LIMIT = 64 * 1024
 NOW = backends.NOW
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def meta(device_id: str, **changes: Any) -> DeviceMetadata:

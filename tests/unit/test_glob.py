@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cache_service_client._glob import compile_glob, escape_glob, glob_match, literal_prefix
@@ -132,47 +129,10 @@ EDGE_CASES: list[tuple[str, str, bool]] = [
 ]
 
 
-def redis_hscan_matches(client: redis.Redis, pattern: str, texts: set[str]) -> set[str]:
-    """Return the texts that the server's HSCAN MATCH keeps, as hash fields of a scratch key."""
-    key = f"globtest:{uuid.uuid4()}"
-    client.hset(key, mapping={text.encode(): b"1" for text in texts})
-    try:
-        return {
-            field.decode()
-            for field, _ in client.hscan_iter(key, match=pattern.encode(), count=1000)
-        }
-    finally:
-        client.delete(key)
-
-
-def redis_scan_matches(client: redis.Redis, pattern: str, texts: set[str]) -> tuple[str, set[str]]:
-    """Store ``prefix + text`` keys and return the prefix and the texts SCAN MATCH keeps."""
-    prefix = f"globtest:{uuid.uuid4()}:"
-    raw_prefix = prefix.encode()
-    pipe = client.pipeline(transaction=False)
-    for text in texts:
-        pipe.set(raw_prefix + text.encode(), b"1")
-    pipe.execute()
-    try:
-        found = client.scan_iter(match=(escape_glob(prefix) + pattern).encode(), count=1000)
-        return prefix, {key[len(raw_prefix) :].decode() for key in found}
-    finally:
-        client.delete(*(raw_prefix + text.encode() for text in texts))
-
-
 @pytest.mark.parametrize(("pattern", "text", "expected"), EDGE_CASES)
 def test_edge_cases(pattern: str, text: str, expected: bool) -> None:
     assert glob_match(pattern, text) is expected
     assert compile_glob(pattern)(text) is expected
-
-
-def test_edge_cases_agree_with_redis(redis_client: redis.Redis) -> None:
-    by_pattern: dict[str, dict[str, bool]] = {}
-    for pattern, text, expected in EDGE_CASES:
-        by_pattern.setdefault(pattern, {})[text] = expected
-    for pattern, expected_by_text in by_pattern.items():
-        matched = redis_hscan_matches(redis_client, pattern, set(expected_by_text))
-        assert matched == {text for text, ok in expected_by_text.items() if ok}, pattern
 
 
 def test_star_alone_does_not_match_the_empty_string() -> None:
@@ -204,18 +164,6 @@ def test_nesting_limit_does_not_count_a_trailing_star() -> None:
     assert compile_glob("a*" * 1001)("a" * 1001) is True
     assert glob_match("a*" * 1002, "a" * 1002) is False
     assert compile_glob("a*" * 1002)("a" * 1002) is False
-
-
-@pytest.mark.parametrize("stars", [1000, 1001])
-def test_nesting_limit_agrees_with_redis(redis_client: redis.Redis, stars: int) -> None:
-    version = str(redis_client.info("server")["redis_version"])
-    if stars > 1000 and int(version.split(".")[0]) < 7:
-        pytest.skip(f"Redis {version} has no nesting limit; the matcher follows Redis 7")
-    texts = {"a" * stars, "a" * (stars + 1), "b" * stars}
-    pattern = "*a" * stars
-    expected = {text for text in texts if glob_match(pattern, text)}
-    assert redis_hscan_matches(redis_client, pattern, texts) == expected
-    assert expected == ({"a" * stars, "a" * (stars + 1)} if stars <= 1000 else set())
 
 
 def test_pathological_patterns_are_fast() -> None:
@@ -347,31 +295,6 @@ def pattern_and_text(draw: st.DrawFn) -> tuple[str, str]:
     text = draw(texts_strategy)
     pattern = draw(random_patterns | pattern_from(text))
     return pattern, text
-
-
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(case=texts_and_pattern())
-def test_matchers_agree_with_redis(redis_client: redis.Redis, case: tuple[set[str], str]) -> None:
-    texts, pattern = case
-    compiled = compile_glob(pattern)
-
-    # SCAN MATCH over keys "prefix + text", as the library does it.
-    prefix, matched = redis_scan_matches(redis_client, pattern, texts)
-    full_pattern = escape_glob(prefix) + pattern
-    compiled_full = compile_glob(full_pattern)
-    assert {text for text in texts if glob_match(full_pattern, prefix + text)} == matched
-    assert {text for text in texts if compiled_full(prefix + text)} == matched
-
-    # HSCAN MATCH over hash fields: the raw pattern against the raw texts (the empty one too).
-    # The servers skip matching for exactly "*", which lists everything.
-    if pattern != "*":
-        matched = redis_hscan_matches(redis_client, pattern, texts)
-        assert {text for text in texts if glob_match(pattern, text)} == matched
-        assert {text for text in texts if compiled(text)} == matched
 
 
 @settings(max_examples=3000, deadline=None)
