@@ -38,6 +38,15 @@ def datatype_time_index(
     return keys.datatype_time_index(int(number), bucket)
 
 
+#: ``meta``'s changes for plain metadata: datatype ``t``, no unit, no properties.
+PLAIN: dict[str, Any] = {
+    "datatype_id": "t",
+    "datatype_name": "temperature",
+    "datatype_unit": None,
+    "additional_properties": {},
+}
+
+
 def meta(device_id: str, **changes: Any) -> DeviceMetadata:
     """Typical metadata for ``device_id`` (fixed time, a few properties), with ``changes``."""
     fields: dict[str, Any] = {

@@ -23,7 +23,8 @@ from cache_service_client import (
     KeyStrategy,
     RedisDeviceMetadataRepository,
 )
-from tests.backends import datatype_time_index
+from tests import backends
+from tests.backends import PLAIN, datatype_time_index
 from tests.redis_server import RedisServer
 
 KEYS = KeyStrategy()
@@ -31,13 +32,9 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 
 def meta(device_id: str, datatype_id: str = "t") -> DeviceMetadata:
-    return DeviceMetadata(
-        device_id=device_id,
-        datatype_id=datatype_id,
-        datatype_name=datatype_id,
-        persist=True,
-        last_updated=NOW,
-    )
+    """The suite's factory (tests/backends.py), plain, named after its datatype."""
+    plain = {**PLAIN, "datatype_id": datatype_id, "datatype_name": datatype_id}
+    return backends.meta(device_id, **plain, last_updated=NOW)
 
 
 def snapshot(admin: redis.Redis) -> dict[bytes | str, tuple[bytes | None, bool]]:

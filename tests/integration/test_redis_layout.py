@@ -26,20 +26,16 @@ from cache_service_client import (
     MetadataCodec,
     RedisDeviceMetadataRepository,
 )
-from tests.backends import datatype_time_index, write_layout_1
+from tests import backends
+from tests.backends import PLAIN, datatype_time_index, write_layout_1
 from tests.redis_server import free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 
 def meta(device_id: str) -> DeviceMetadata:
-    return DeviceMetadata(
-        device_id=device_id,
-        datatype_id="t",
-        datatype_name="temperature",
-        persist=True,
-        last_updated=NOW,
-    )
+    """The suite's factory (tests/backends.py), plain: no unit, no properties."""
+    return backends.meta(device_id, **PLAIN, last_updated=NOW)
 
 
 @pytest.fixture

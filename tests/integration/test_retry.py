@@ -38,6 +38,8 @@ from cache_service_client import (
     ValidationError,
 )
 from cache_service_client.retry import RetryPolicy
+from tests import backends
+from tests.backends import PLAIN
 from tests.redis_server import RedisServer, find_redis_server, free_port
 
 LOGGER = "cache_service_client.retry"
@@ -45,13 +47,8 @@ SECRET = "pa55-w0rd-never-logged"
 
 
 def meta(device_id: str) -> DeviceMetadata:
-    return DeviceMetadata(
-        device_id=device_id,
-        datatype_id="t",
-        datatype_name="temperature",
-        persist=True,
-        last_updated=datetime(2026, 1, 2, tzinfo=timezone.utc),
-    )
+    """The suite's factory (tests/backends.py), plain: no unit, no properties."""
+    return backends.meta(device_id, **PLAIN, last_updated=datetime(2026, 1, 2, tzinfo=timezone.utc))
 
 
 def fast(attempts: int, *, deadline: float | None = 10.0) -> RetryPolicy:

@@ -22,15 +22,16 @@ from cache_service_client import (
 )
 from cache_service_client._query import plan_query
 from cache_service_client.repository import memory as memory_module
-from tests.backends import at_ms
+from tests import backends
+from tests.backends import PLAIN, at_ms
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 
 def meta(device_id: str) -> DeviceMetadata:
-    return DeviceMetadata(
-        device_id=device_id, datatype_id="t", datatype_name="n", persist=False, last_updated=NOW
-    )
+    """The suite's factory (tests/backends.py), plain: no unit, no properties, not persisted."""
+    plain = {**PLAIN, "datatype_name": "n", "persist": False}
+    return backends.meta(device_id, **plain, last_updated=NOW)
 
 
 class FakeClock:
