@@ -1,11 +1,8 @@
-"""Query planning shared by every backend: validation, index scores, cursors, filters.
+"""Query planning shared by every backend: validation, index score ranges, cursors, filters.
 
 The in-memory and the Redis repositories answer a :class:`DeviceQuery` from the same
-:class:`QueryPlan`, so they agree on order, filters and cursors exactly.
-
-Index score of a device: ``last_updated`` in whole milliseconds since the epoch, times two, plus
-one when ``persist`` is set. Ordering by score orders by ``last_updated``; at the same millisecond
-devices without ``persist`` come first, then by id.
+:class:`QueryPlan`, so they agree on order, filters and cursors exactly. The index score of a
+device (:func:`~cache_service_client.keys.score_of`) is defined with the key layout.
 """
 
 from __future__ import annotations
@@ -21,17 +18,13 @@ import msgspec
 from cache_service_client._glob import compile_glob, literal_prefix
 from cache_service_client._validation import check_text, datetime_to_ms, validate_paging
 from cache_service_client.exceptions import ValidationError
+from cache_service_client.keys import score_of
 from cache_service_client.models import DeviceQuery
 
-__all__ = ["MAX_QUERY_LIMIT", "QueryPlan", "plan_query", "score_of"]
+__all__ = ["MAX_QUERY_LIMIT", "QueryPlan", "plan_query"]
 
 MAX_QUERY_LIMIT = 1000
 _CURSOR_VERSION = 1
-
-
-def score_of(last_updated_ms: int, persist: bool) -> int:
-    """The index score of a device."""
-    return last_updated_ms * 2 + (1 if persist else 0)
 
 
 Position = tuple[str] | tuple[int, str]
@@ -84,20 +77,9 @@ class QueryPlan:
             return False
         return not (self.hi is not None and score > self.hi)
 
-    @property
-    def needs_score(self) -> bool:
-        """True when a filter needs the index score (persist or time)."""
-        return self.persist is not None or self.lo is not None or self.hi is not None
-
     def sort_key(self, device_id: str, score: int) -> Position:
         """The position of a device in this query's ascending order."""
         return (score, device_id) if self.by_time else (device_id,)
-
-    def is_after(self, position: Position) -> bool:
-        """True when ``position`` comes after the cursor in the walk order."""
-        if self.after is None:
-            return True
-        return position < self.after if self.descending else position > self.after
 
     def cursor(self, position: Position) -> str:
         """An opaque cursor resuming right after ``position``."""

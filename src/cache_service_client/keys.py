@@ -16,6 +16,10 @@ version 2:
 ``device index:expiry``             sorted set id -> expiry time in ms since the epoch
 ==================================  =========================================================
 
+The score of a device in ``by-time`` (:func:`score_of`): ``last_updated`` in whole milliseconds
+since the epoch, times two, plus one when ``persist`` is set. Ordering by score orders by
+``last_updated``; at the same millisecond devices without ``persist`` come first, then by id.
+
 Every query shape is one index range: by id a block of ``ids`` (all, by persist) or of
 ``by-type`` (by datatype, and persist); by time ``by-time`` or ``by-time:<n>``. A device's
 ``by-type`` score tells its datatype and persist flag in O(1), so a delete or a datatype change
@@ -43,9 +47,14 @@ from cache_service_client._glob import escape_glob
 from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import ConfigurationError
 
-__all__ = ["KeyStrategy"]
+__all__ = ["KeyStrategy", "score_of"]
 
 MAX_BUCKETS = 1024
+
+
+def score_of(last_updated_ms: int, persist: bool) -> int:
+    """The ``by-time`` index score of a device: ``last_updated_ms * 2 + persist``."""
+    return last_updated_ms * 2 + (1 if persist else 0)
 
 
 def _check_part(name: str, value: object) -> str:

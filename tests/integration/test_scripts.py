@@ -18,8 +18,8 @@ from cache_service_client import (
     MetadataCodec,
     RedisDeviceMetadataRepository,
 )
-from cache_service_client._query import score_of
 from cache_service_client._validation import datetime_to_ms
+from cache_service_client.keys import score_of
 from cache_service_client.repository.redis import lua
 from cache_service_client.repository.redis.ops import Arg, LuaScript
 from tests.backends import at_ms

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import TypeVar, cast
 
 from cache_service_client._glob import compile_glob, literal_prefix
-from cache_service_client._query import QueryPlan, plan_query, score_of
+from cache_service_client._query import QueryPlan, plan_query
 from cache_service_client._sorted import Comparable, SortedList
 from cache_service_client._validation import (
     check_flag,
@@ -43,7 +43,7 @@ from cache_service_client.exceptions import (
     DataCorruptionError,
     DeviceNotFoundError,
 )
-from cache_service_client.keys import KeyStrategy
+from cache_service_client.keys import KeyStrategy, score_of
 from cache_service_client.models import (
     BatchGetResult,
     CacheInfo,

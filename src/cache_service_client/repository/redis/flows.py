@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from cache_service_client._glob import compile_glob, literal_prefix
-from cache_service_client._query import Position, QueryPlan, plan_query, score_of
+from cache_service_client._query import Position, QueryPlan, plan_query
 from cache_service_client._validation import (
     check_flag,
     datetime_from_ms,
@@ -39,7 +39,7 @@ from cache_service_client.exceptions import (
     DataCorruptionError,
     DeviceNotFoundError,
 )
-from cache_service_client.keys import KeyStrategy
+from cache_service_client.keys import KeyStrategy, score_of
 from cache_service_client.models import (
     BatchGetResult,
     CacheInfo,
