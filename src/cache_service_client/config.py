@@ -89,8 +89,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         socket_connect_timeout: Seconds to wait for a connection; None: ``socket_timeout``.
         max_connections: Connections per pool (sync and async each); extra callers wait.
         cluster: Use Redis Cluster (the same as ``backend="cluster"``; ``redis+cluster://``).
-        cluster_buckets: Redis Cluster only: how many index shards (buckets) devices are
-            spread over; every bucket lives in one slot.
+        cluster_buckets: Redis Cluster only: how many buckets devices are spread over (a
+            bucket: a device group whose value and index keys share one hash slot).
         sentinel_service: Sentinel only: the monitored master's name.
         sentinel_password: Sentinel only: the password of the sentinels themselves, if any
             (masked in every repr).

@@ -29,9 +29,9 @@ Index keys hold a space, which neither a prefix, a separator nor a device id may
 device key of any strategy can ever be an index key, and ``SCAN MATCH device:*`` finds exactly
 the device values.
 
-For Redis Cluster (``buckets > 1``) devices are spread over ``buckets`` index shards. Every key of
-a bucket carries the bucket's hash tag, so a device's value and the index entries it belongs to
-share a slot (writes stay atomic in one script): ``device:{16.7}:<id>``,
+For Redis Cluster (``buckets > 1``) devices are spread over ``buckets`` buckets (device
+groups). Every key of a bucket carries the bucket's hash tag, so a device's value and the index
+entries it belongs to share a slot (writes stay atomic in one script): ``device:{16.7}:<id>``,
 ``device index:{16.7}:ids``, ... (the tag names the bucket count, then a number). The tags are
 chosen so that the buckets' slots are spread evenly over the slot space, hence over the masters.
 """
@@ -100,7 +100,7 @@ class KeyStrategy:
             braces.
         separator: Put between the prefix and the device id (``":"``).
         buckets: 1 for a single Redis node (keys without hash tags); more for Redis Cluster,
-            where indexes are sharded into this many buckets (at most 1024).
+            where devices and their indexes are split into this many buckets (at most 1024).
     """
 
     __slots__ = (
@@ -153,7 +153,7 @@ class KeyStrategy:
     # -- buckets ---------------------------------------------------------------------------
 
     def bucket_of(self, device_id: str) -> int:
-        """Return the bucket (index shard) a device belongs to; always 0 on a single node."""
+        """Return the bucket a device belongs to; always 0 on a single node."""
         if self.buckets == 1:
             return 0
         return zlib.crc32(device_id.encode()) % self.buckets

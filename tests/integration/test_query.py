@@ -161,33 +161,36 @@ def index_state(client: redis.Redis, keys: KeyStrategy) -> dict[str, Any]:
     names = {int(n): dt for dt, n in client.hgetall(keys.types_index()).items()}
     placed, by_time = scored(keys.by_type_index()), scored(keys.by_time_index())
     assert set(placed) == set(ids) == set(by_time)
-    shards = {}
+    datatype_entry = {}
     for number, dt in names.items():
         entries: list[Any] = client.zrange(keys.datatype_time_index(number), 0, -1, withscores=True)
         for member, score in entries:
-            assert member not in shards, "a device in two datatype indexes"
+            assert member not in datatype_entry, "a device in two datatype indexes"
             assert placed[member] == number * 2 + int(score) % 2
             assert ids[member] == int(score) % 2
             assert by_time[member] == score
-            shards[member] = (dt, int(score))
-    assert set(shards) == set(ids)
-    state["shards"] = shards
+            datatype_entry[member] = (dt, int(score))
+    assert set(datatype_entry) == set(ids)
+    state["datatype_entry"] = datatype_entry
     state["expiry"] = sorted(client.zrange(keys.expiry_index(), 0, -1))
     return state
 
 
 def scan_state(client: redis.Redis, keys: KeyStrategy) -> dict[str, Any]:
     """What a full scan of the values says the indexes should be."""
-    shards = {}
+    datatype_entry = {}
     for key in client.scan_iter(match=keys.device_pattern(), count=1000):
         value = msgspec.json.decode(client.get(key) or b"{}", type=DeviceMetadata)
         ms = int(
             (value.last_updated - datetime(1970, 1, 1, tzinfo=timezone.utc))
             / timedelta(milliseconds=1)
         )
-        shards[value.device_id.encode()] = (value.datatype_id.encode(), ms * 2 + int(value.persist))
-    ids = sorted(shards)
-    return {"ids": ids, "shards": shards, "expiry": ids}
+        datatype_entry[value.device_id.encode()] = (
+            value.datatype_id.encode(),
+            ms * 2 + int(value.persist),
+        )
+    ids = sorted(datatype_entry)
+    return {"ids": ids, "datatype_entry": datatype_entry, "expiry": ids}
 
 
 def test_concurrent_writers_and_deleters_leave_exact_indexes(
@@ -242,7 +245,7 @@ def test_repair_rebuilds_deleted_indexes(
     assert report.scanned == 30
     state = index_state(redis_client, key_strategy)
     assert state["ids"] == expected["ids"]
-    assert state["shards"] == expected["shards"]
+    assert state["datatype_entry"] == expected["datatype_entry"]
     assert state["expiry"] == expected["expiry"]  # TTLs recovered from the keys' PTTL
     assert repo.count() == 30
 
