@@ -26,7 +26,7 @@ from cache_service_client.repository.base import (
     unhealthy,
 )
 
-__all__ = ["AsyncFaultyRepository", "FakeClock", "Faults", "FaultyRepository", "OPERATIONS"]
+__all__ = ["OPERATIONS", "AsyncFaultyRepository", "FakeClock", "Faults", "FaultyRepository"]
 
 #: The repository operations a fault can be aimed at.
 OPERATIONS = frozenset(
