@@ -507,15 +507,24 @@ def test_installed_command_exit_codes_and_errors(redis_url: str) -> None:
     _one_error_line(done.stderr.decode())
 
 
+def _default_sigint() -> None:
+    # A command started from a terminal gets SIGINT's default action; one started by a shell
+    # script in the background inherits it ignored. Ctrl-C is tested as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_installed_command_reports_ctrl_c_in_one_line(redis_url: str) -> None:
     process = subprocess.Popen(
         [_devcache(), "import", "-", "--url", redis_url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )
-    stdin = process.stdin
+    stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
     assert stdin is not None
+    assert stdout is not None
+    assert stderr is not None
     line = msgspec.json.encode(synthetic_devices(1, seed=3)[0]) + b"\n"
     chunk = line * (16384 // len(line) + 1)
     written = [0]
@@ -529,21 +538,25 @@ def test_installed_command_reports_ctrl_c_in_one_line(redis_url: str) -> None:
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    # The command spools stdin as it reads it: once much more than a pipe's buffer has gone
-    # in, it is running its own code (its imports done), reading and waiting for more.
-    deadline = time.monotonic() + 120
-    while written[0] < 1 << 20:
-        assert time.monotonic() < deadline, "the command did not read its input"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
-    feeder.join(timeout=60)
-    with contextlib.suppress(OSError):
-        stdin.close()
-    assert process.stdout is not None
-    assert process.stderr is not None
-    with process.stdout as out, process.stderr as err:
-        assert (out.read(), err.read()) == (b"", b"devcache: error: interrupted\n")
+    try:
+        # The command spools stdin as it reads it: once much more than a pipe's buffer has
+        # gone in, it is running its own code (its imports done), reading and waiting for more.
+        deadline = time.monotonic() + 120
+        while written[0] < 1 << 20:
+            assert time.monotonic() < deadline, "the command did not read its input"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        feeder.join(timeout=60)
+        with contextlib.suppress(OSError):
+            stdin.close()
+        with stdout as out, stderr as err:
+            output = (out.read(), err.read())
+    assert output == (b"", b"devcache: error: interrupted\n")
 
 
 def test_serve_takes_the_connection_options(tmp_path: Path) -> None:
