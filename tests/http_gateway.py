@@ -17,9 +17,9 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pytest
 import redis.asyncio
@@ -30,16 +30,10 @@ from cache_service_client import (
     AsyncDeviceMetadataRepository,
     AsyncInMemoryDeviceMetadataRepository,
     AsyncRedisDeviceMetadataRepository,
-    BatchGetResult,
-    CacheInfo,
-    DeviceMetadata,
-    DeviceQuery,
-    HealthStatus,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
-    Page,
-    RepairReport,
 )
+from cache_service_client.repository.base import _AsyncForwarding
 from cache_service_client.repository.http import (
     AsyncHttpDeviceMetadataRepository,
     HttpDeviceMetadataRepository,
@@ -48,13 +42,14 @@ from cache_service_client.server import create_app
 from tests.backends import Backdoor, Backend, MemoryBackdoor, RedisBackdoor, SyncAsAsync
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: The token of the session gateway (the contract suite always runs with authentication on).
 CONTRACT_TOKEN = "contract-suite-token-0123456789"
 HTTP_BACKENDS = ["http-memory-sync", "http-memory-async", "http-redis-sync", "http-redis-async"]
 
 
-class RepositorySwitch:
+class RepositorySwitch(_AsyncForwarding):
     """An async repository that forwards every call to ``target``, which tests swap."""
 
     def __init__(self, target: AsyncDeviceMetadataRepository) -> None:
@@ -69,52 +64,15 @@ class RepositorySwitch:
     def ttl(self, value: float | None) -> None:
         self.target.ttl = value  # type: ignore[attr-defined]
 
-    async def get(self, device_id: str) -> DeviceMetadata:
-        return await self.target.get(device_id)
-
-    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
-        return await self.target.get_many(device_ids)
-
-    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
-        return await self.target.get_many_detailed(device_ids)
-
-    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
-        return await self.target.put(metadata, if_newer=if_newer)
-
-    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        return await self.target.put_many(items, if_newer=if_newer)
-
-    async def delete(self, device_id: str) -> bool:
-        return await self.target.delete(device_id)
-
-    async def delete_many(self, device_ids: Iterable[str]) -> int:
-        return await self.target.delete_many(device_ids)
-
-    async def exists(self, device_id: str) -> bool:
-        return await self.target.exists(device_id)
-
-    async def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        return await self.target.list_ids(pattern=pattern, limit=limit, offset=offset)
-
-    async def count(self) -> int:
-        return await self.target.count()
-
-    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        return await self.target.query(query)
-
-    async def repair(self) -> RepairReport:
-        return await self.target.repair()
-
-    async def info(self) -> CacheInfo:
-        return await self.target.info()
-
-    async def health(self) -> HealthStatus:
-        return await self.target.health()
-
-    async def close(self) -> None:
-        await self.target.close()
+    def _forward(
+        self,
+        method: Callable[Concatenate[Any, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Awaitable[T]:
+        call: Awaitable[T] = getattr(self.target, method.__name__)(*args, **kwargs)
+        return call
 
 
 class Gateway:

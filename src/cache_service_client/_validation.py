@@ -180,52 +180,40 @@ def _json_ok(value: Any, depth: int) -> bool:
     if kind is dict:
         if depth >= MAX_NESTING:
             return False
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str or not (key.isascii() or _text_ok(key)):
                 return False
-            kind = type(item)
-            if kind is str:
-                if not (item.isascii() or _text_ok(item)):
-                    return False
-            elif kind is bool or item is None:
-                pass
-            elif kind is int:
-                if not _INT_MIN <= item <= _INT_MAX:
-                    return False
-            elif kind is float:
-                if item - item != 0.0:  # inf - inf and nan - nan are nan
-                    return False
-            elif not _json_ok(item, depth + 1):
-                return False
-        return True
-    if kind is list or kind is tuple:
+        items = value.values()
+    elif kind is list or kind is tuple:
         if depth >= MAX_NESTING:
             return False
-        for item in value:
-            kind = type(item)
-            if kind is str:
-                if not (item.isascii() or _text_ok(item)):
-                    return False
-            elif kind is bool or item is None:
-                pass
-            elif kind is int:
-                if not _INT_MIN <= item <= _INT_MAX:
-                    return False
-            elif kind is float:
-                if item - item != 0.0:
-                    return False
-            elif not _json_ok(item, depth + 1):
-                return False
-        return True
-    if kind is str:
+        items = value
+    elif kind is str:
         return value.isascii() or _text_ok(value)
-    if kind is bool or value is None:
+    elif kind is bool or value is None:
         return True
-    if kind is int:
+    elif kind is int:
         return bool(_INT_MIN <= value <= _INT_MAX)
-    if kind is float:
-        return bool(value - value == 0.0)
-    return False
+    elif kind is float:
+        return bool(value - value == 0.0)  # inf - inf and nan - nan are nan
+    else:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not (item.isascii() or _text_ok(item)):
+                return False
+        elif kind is bool or item is None:
+            pass
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif kind is float:
+            if item - item != 0.0:
+                return False
+        elif not _json_ok(item, depth + 1):
+            return False
+    return True
 
 
 def metadata_ok(metadata: object) -> TypeGuard[DeviceMetadata]:

@@ -21,26 +21,20 @@ wrapper raises :class:`~cache_service_client.ConfigurationError`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from cache_service_client import _otel
 from cache_service_client.config import Settings
 from cache_service_client.exceptions import ConfigurationError, DeviceNotFoundError
-from cache_service_client.models import (
-    BatchGetResult,
-    CacheInfo,
-    DeviceMetadata,
-    DeviceQuery,
-    HealthStatus,
-    Page,
-    RepairReport,
-)
+from cache_service_client.models import DeviceMetadata, HealthStatus
 from cache_service_client.repository.base import (
     AsyncDeviceMetadataRepository,
     DeviceMetadataRepository,
+    _AsyncForwarding,
+    _Forwarding,
 )
 
 if TYPE_CHECKING:
@@ -90,6 +84,7 @@ RETRIES: Final = _otel.RETRIES
 DURATION_BUCKETS: Final = _otel.DURATION_BUCKETS
 
 T = TypeVar("T")
+P = ParamSpec("P")
 R = TypeVar("R", DeviceMetadataRepository, AsyncDeviceMetadataRepository)
 
 _OPERATIONS = (
@@ -305,12 +300,14 @@ def _result_error(result: object) -> str | None:
     return error if isinstance(error, str) and error else "unhealthy"
 
 
-class InstrumentedRepository(_Instrumented[DeviceMetadataRepository]):
+class InstrumentedRepository(_Instrumented[DeviceMetadataRepository], _Forwarding):
     """A :class:`~cache_service_client.DeviceMetadataRepository` that reports every call.
 
     Each protocol method's call is a span (kind CLIENT) and a measurement of
-    ``db.client.operation.duration``; see :mod:`cache_service_client.telemetry`. Other
-    attributes (``ttl``, ``key_strategy``, ``client``, ...) are the wrapped repository's.
+    ``db.client.operation.duration``; see :mod:`cache_service_client.telemetry`. An
+    ``unhealthy`` answer of ``health`` is reported as a failed operation (``error.type`` from its
+    ``details["error"]``), though the call itself returns it as usual; ``close`` is not reported.
+    Other attributes (``ttl``, ``key_strategy``, ``client``, ...) are the wrapped repository's.
 
     Args:
         repository: The repository to report on.
@@ -331,89 +328,28 @@ class InstrumentedRepository(_Instrumented[DeviceMetadataRepository]):
 
     __slots__ = ()
 
-    def _call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _forward(
+        self, method: Callable[Concatenate[Any, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        call: Callable[..., T] = getattr(self.repository, method.__name__)
         if _quiet(self):  # nothing is configured to receive spans or measurements
-            return fn(*args, **kwargs)
-        op, span, args, token = self._begin(name, args)
+            return call(*args, **kwargs)
+        op, span, call_args, token = self._begin(method.__name__, args)
         started = perf_counter()
         try:
-            result = fn(*args, **kwargs)
+            result = call(*call_args, **kwargs)
         except BaseException as exc:
             self._end(op, span, token, started, _error_type(exc), exc)
             raise
         self._done(op, span, token, started, result)
         return result
 
-    def get(self, device_id: str) -> DeviceMetadata:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.get`."""
-        return self._call("get", self.repository.get, device_id)
-
-    def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.get_many`."""
-        return self._call("get_many", self.repository.get_many, device_ids)
-
-    def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.get_many_detailed`."""
-        return self._call("get_many_detailed", self.repository.get_many_detailed, device_ids)
-
-    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.put`."""
-        return self._call("put", self.repository.put, metadata, if_newer=if_newer)
-
-    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.put_many`."""
-        return self._call("put_many", self.repository.put_many, items, if_newer=if_newer)
-
-    def delete(self, device_id: str) -> bool:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.delete`."""
-        return self._call("delete", self.repository.delete, device_id)
-
-    def delete_many(self, device_ids: Iterable[str]) -> int:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.delete_many`."""
-        return self._call("delete_many", self.repository.delete_many, device_ids)
-
-    def exists(self, device_id: str) -> bool:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.exists`."""
-        return self._call("exists", self.repository.exists, device_id)
-
-    def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.list_ids`."""
-        return self._call(
-            "list_ids", self.repository.list_ids, pattern=pattern, limit=limit, offset=offset
-        )
-
-    def count(self) -> int:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.count`."""
-        return self._call("count", self.repository.count)
-
-    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.query`."""
-        return self._call("query", self.repository.query, query)
-
-    def repair(self) -> RepairReport:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.repair`."""
-        return self._call("repair", self.repository.repair)
-
-    def info(self) -> CacheInfo:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.info`."""
-        return self._call("info", self.repository.info)
-
-    def health(self) -> HealthStatus:
-        """See :meth:`~cache_service_client.DeviceMetadataRepository.health`.
-
-        An ``unhealthy`` answer is reported as a failed operation (``error.type`` from its
-        ``details["error"]``), though the call itself returns it as usual.
-        """
-        return self._call("health", self.repository.health)
-
     def close(self) -> None:
         """Close the wrapped repository (not reported)."""
         self.repository.close()
 
 
-class AsyncInstrumentedRepository(_Instrumented[AsyncDeviceMetadataRepository]):
+class AsyncInstrumentedRepository(_Instrumented[AsyncDeviceMetadataRepository], _AsyncForwarding):
     """An :class:`~cache_service_client.AsyncDeviceMetadataRepository` that reports every call.
 
     The async twin of :class:`InstrumentedRepository`, with the same arguments. A span is
@@ -426,101 +362,24 @@ class AsyncInstrumentedRepository(_Instrumented[AsyncDeviceMetadataRepository]):
 
     __slots__ = ()
 
-    async def _call(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _forward(
+        self,
+        method: Callable[Concatenate[Any, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        call: Callable[..., Awaitable[T]] = getattr(self.repository, method.__name__)
         if _quiet(self):  # nothing is configured to receive spans or measurements
-            return await fn(*args, **kwargs)
-        op, span, args, token = self._begin(name, args)
+            return await call(*args, **kwargs)
+        op, span, call_args, token = self._begin(method.__name__, args)
         started = perf_counter()
         try:
-            result = await fn(*args, **kwargs)
+            result = await call(*call_args, **kwargs)
         except BaseException as exc:
             self._end(op, span, token, started, _error_type(exc), exc)
             raise
         self._done(op, span, token, started, result)
-        return result
-
-    async def get(self, device_id: str) -> DeviceMetadata:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.get`."""
-        result: DeviceMetadata = await self._call("get", self.repository.get, device_id)
-        return result
-
-    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.get_many`."""
-        result: dict[str, DeviceMetadata] = await self._call(
-            "get_many", self.repository.get_many, device_ids
-        )
-        return result
-
-    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.get_many_detailed`."""
-        result: BatchGetResult = await self._call(
-            "get_many_detailed", self.repository.get_many_detailed, device_ids
-        )
-        return result
-
-    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.put`."""
-        result: bool = await self._call("put", self.repository.put, metadata, if_newer=if_newer)
-        return result
-
-    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.put_many`."""
-        result: int = await self._call(
-            "put_many", self.repository.put_many, items, if_newer=if_newer
-        )
-        return result
-
-    async def delete(self, device_id: str) -> bool:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.delete`."""
-        result: bool = await self._call("delete", self.repository.delete, device_id)
-        return result
-
-    async def delete_many(self, device_ids: Iterable[str]) -> int:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.delete_many`."""
-        result: int = await self._call("delete_many", self.repository.delete_many, device_ids)
-        return result
-
-    async def exists(self, device_id: str) -> bool:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.exists`."""
-        result: bool = await self._call("exists", self.repository.exists, device_id)
-        return result
-
-    async def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.list_ids`."""
-        result: list[str] = await self._call(
-            "list_ids", self.repository.list_ids, pattern=pattern, limit=limit, offset=offset
-        )
-        return result
-
-    async def count(self) -> int:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.count`."""
-        result: int = await self._call("count", self.repository.count)
-        return result
-
-    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.query`."""
-        result: Page[DeviceMetadata] = await self._call("query", self.repository.query, query)
-        return result
-
-    async def repair(self) -> RepairReport:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.repair`."""
-        result: RepairReport = await self._call("repair", self.repository.repair)
-        return result
-
-    async def info(self) -> CacheInfo:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.info`."""
-        result: CacheInfo = await self._call("info", self.repository.info)
-        return result
-
-    async def health(self) -> HealthStatus:
-        """See :meth:`~cache_service_client.AsyncDeviceMetadataRepository.health`.
-
-        An ``unhealthy`` answer is reported as a failed operation, as in
-        :meth:`InstrumentedRepository.health`.
-        """
-        result: HealthStatus = await self._call("health", self.repository.health)
         return result
 
     async def close(self) -> None:

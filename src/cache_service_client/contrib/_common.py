@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 from cache_service_client.client import CacheServiceClient
@@ -23,6 +23,7 @@ __all__ = [
     "ClientSource",
     "check_sources",
     "error_answer",
+    "framework_imports",
     "serve",
     "state_client",
     "state_repository",
@@ -37,6 +38,21 @@ logger = logging.getLogger("cache_service_client.contrib")
 
 ClientSource = CacheServiceClient | Callable[[], CacheServiceClient] | None
 """A client, a function that builds one, or None (:meth:`CacheServiceClient.from_env`)."""
+
+
+@contextmanager
+def framework_imports(module: str, framework: str) -> Iterator[None]:
+    """Around the imports of the integration ``module``: their ImportError names its extra.
+
+    The integration's extra has the module's name.
+    """
+    try:
+        yield
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"cache_service_client.contrib.{module} needs {framework}: "
+            f"pip install 'cache-service-client[{module}]'"
+        ) from exc
 
 
 def check_sources(where: str, client: ClientSource, container: Container | None) -> None:

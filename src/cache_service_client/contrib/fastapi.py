@@ -41,29 +41,16 @@ import msgspec
 
 from cache_service_client.client import CacheServiceClient
 from cache_service_client.container import Container
-from cache_service_client.contrib._common import (
-    CLIENT_STATE,
-    CONTAINER_STATE,
-    ClientSource,
-    check_sources,
-    error_answer,
-    serve,
-    state_client,
-    state_repository,
-)
+from cache_service_client.contrib import _common
+from cache_service_client.contrib._common import CLIENT_STATE, CONTAINER_STATE, ClientSource
 from cache_service_client.exceptions import CacheServiceError
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
 
-try:
+with _common.framework_imports("fastapi", "FastAPI"):
     from fastapi import Depends
     from starlette.applications import Starlette
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import JSONResponse, Response
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "cache_service_client.contrib.fastapi needs FastAPI: "
-        "pip install 'cache-service-client[fastapi]'"
-    ) from exc
 
 __all__ = [
     "CLIENT_STATE",
@@ -108,10 +95,10 @@ def lifespan(
         ConfigurationError: For a client and a container at once (here), or for invalid
             settings (at start-up, from the client).
     """
-    check_sources("lifespan()", client, container)
+    _common.check_sources("lifespan()", client, container)
 
     def run(app: Starlette) -> AbstractAsyncContextManager[None]:
-        return serve("lifespan()", app.state, client, container, close)
+        return _common.serve("lifespan()", app.state, client, container, close)
 
     return run
 
@@ -122,7 +109,7 @@ async def get_client(connection: HTTPConnection) -> CacheServiceClient:
     Raises:
         ConfigurationError: When the app runs without :func:`lifespan`.
     """
-    return state_client(connection.app.state, _HOW)
+    return _common.state_client(connection.app.state, _HOW)
 
 
 async def get_repository(connection: HTTPConnection) -> AsyncDeviceMetadataRepository:
@@ -133,7 +120,7 @@ async def get_repository(connection: HTTPConnection) -> AsyncDeviceMetadataRepos
     Raises:
         ConfigurationError: When the app runs without :func:`lifespan`.
     """
-    return await state_repository(connection.app.state, _HOW)
+    return await _common.state_repository(connection.app.state, _HOW)
 
 
 ClientDep = Annotated[CacheServiceClient, Depends(get_client)]
@@ -157,7 +144,7 @@ class MsgspecJSONResponse(JSONResponse):
 
 
 async def _library_error(request: Request, exc: Exception) -> Response:
-    answer = error_answer(exc, request.method, request.url.path)
+    answer = _common.error_answer(exc, request.method, request.url.path)
     return MsgspecJSONResponse(answer.body, answer.status, answer.headers)
 
 

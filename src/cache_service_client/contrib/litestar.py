@@ -33,31 +33,18 @@ from typing import Any, TypeAlias
 
 from cache_service_client.client import CacheServiceClient
 from cache_service_client.container import Container
-from cache_service_client.contrib._common import (
-    CLIENT_STATE,
-    CONTAINER_STATE,
-    ClientSource,
-    check_sources,
-    error_answer,
-    serve,
-    state_client,
-    state_repository,
-)
+from cache_service_client.contrib import _common
+from cache_service_client.contrib._common import CLIENT_STATE, CONTAINER_STATE, ClientSource
 from cache_service_client.exceptions import CacheServiceError
 from cache_service_client.models import CacheInfo, DeviceMetadata, HealthStatus, Page
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
 
-try:
+with _common.framework_imports("litestar", "Litestar"):
     from litestar import Litestar, Request, Response
     from litestar.config.app import AppConfig
     from litestar.datastructures import State
     from litestar.di import NamedDependency, Provide
     from litestar.plugins import InitPluginProtocol
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "cache_service_client.contrib.litestar needs Litestar: "
-        "pip install 'cache-service-client[litestar]'"
-    ) from exc
 
 __all__ = [
     "CLIENT_STATE",
@@ -110,7 +97,7 @@ class CacheServicePlugin(InitPluginProtocol):
         repository_key: str = "device_repository",
         exception_handlers: bool = True,
     ) -> None:
-        check_sources("CacheServicePlugin()", client, container)
+        _common.check_sources("CacheServicePlugin()", client, container)
         self._client = client
         self._container = container
         self._close = close
@@ -119,7 +106,9 @@ class CacheServicePlugin(InitPluginProtocol):
         self._exception_handlers = exception_handlers
 
     def _lifespan(self, app: Litestar) -> AbstractAsyncContextManager[None]:
-        return serve("CacheServicePlugin()", app.state, self._client, self._container, self._close)
+        return _common.serve(
+            "CacheServicePlugin()", app.state, self._client, self._container, self._close
+        )
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add the lifespan, the dependencies, the models' names and the exception handlers."""
@@ -136,15 +125,15 @@ class CacheServicePlugin(InitPluginProtocol):
 
 
 def _provide_client(state: State) -> CacheServiceClient:
-    return state_client(state, _HOW)
+    return _common.state_client(state, _HOW)
 
 
 async def _provide_repository(state: State) -> AsyncDeviceMetadataRepository:
-    return await state_repository(state, _HOW)
+    return await _common.state_repository(state, _HOW)
 
 
 def _library_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    answer = error_answer(exc, request.method, request.url.path)
+    answer = _common.error_answer(exc, request.method, request.url.path)
     return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from cache_service_client._validation import validate_metadata_batch
 from cache_service_client.exceptions import ValidationError
@@ -29,6 +29,7 @@ __all__ = [
 logger = logging.getLogger("cache_service_client")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @runtime_checkable
@@ -211,12 +212,177 @@ class AsyncDeviceMetadataRepository(Protocol):
         ...
 
 
-class InlineAsyncRepository:
+class _Forwarding:
+    """Every method of :class:`DeviceMetadataRepository`, each handing its call to ``_forward``.
+
+    The base of wrappers: a subclass says in ``_forward`` where (and how) a call goes, and
+    overrides the methods it changes.
+    """
+
+    __slots__ = ()
+
+    def _forward(
+        self, method: Callable[Concatenate[Any, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Make the call of ``method`` (a protocol method) with these arguments."""
+        raise NotImplementedError
+
+    def get(self, device_id: str) -> DeviceMetadata:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.get`."""
+        return self._forward(DeviceMetadataRepository.get, device_id)
+
+    def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.get_many`."""
+        return self._forward(DeviceMetadataRepository.get_many, device_ids)
+
+    def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.get_many_detailed`."""
+        return self._forward(DeviceMetadataRepository.get_many_detailed, device_ids)
+
+    def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.put`."""
+        return self._forward(DeviceMetadataRepository.put, metadata, if_newer=if_newer)
+
+    def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.put_many`."""
+        return self._forward(DeviceMetadataRepository.put_many, items, if_newer=if_newer)
+
+    def delete(self, device_id: str) -> bool:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.delete`."""
+        return self._forward(DeviceMetadataRepository.delete, device_id)
+
+    def delete_many(self, device_ids: Iterable[str]) -> int:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.delete_many`."""
+        return self._forward(DeviceMetadataRepository.delete_many, device_ids)
+
+    def exists(self, device_id: str) -> bool:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.exists`."""
+        return self._forward(DeviceMetadataRepository.exists, device_id)
+
+    def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.list_ids`."""
+        return self._forward(
+            DeviceMetadataRepository.list_ids, pattern=pattern, limit=limit, offset=offset
+        )
+
+    def count(self) -> int:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.count`."""
+        return self._forward(DeviceMetadataRepository.count)
+
+    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.query`."""
+        return self._forward(DeviceMetadataRepository.query, query)
+
+    def repair(self) -> RepairReport:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.repair`."""
+        return self._forward(DeviceMetadataRepository.repair)
+
+    def info(self) -> CacheInfo:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.info`."""
+        return self._forward(DeviceMetadataRepository.info)
+
+    def health(self) -> HealthStatus:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.health`."""
+        return self._forward(DeviceMetadataRepository.health)
+
+    def close(self) -> None:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.close`."""
+        self._forward(DeviceMetadataRepository.close)
+
+
+class _AsyncForwarding:
+    """Every method of :class:`AsyncDeviceMetadataRepository`, each awaiting ``_forward``.
+
+    The async counterpart of ``_Forwarding``: ``_forward`` returns what to await (the
+    wrapped repository's coroutine, or a coroutine of the subclass's own).
+    """
+
+    __slots__ = ()
+
+    def _forward(
+        self,
+        method: Callable[Concatenate[Any, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Awaitable[T]:
+        """What to await for the call of ``method`` (a protocol method) with these arguments."""
+        raise NotImplementedError
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.get`."""
+        return await self._forward(AsyncDeviceMetadataRepository.get, device_id)
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.get_many`."""
+        return await self._forward(AsyncDeviceMetadataRepository.get_many, device_ids)
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.get_many_detailed`."""
+        return await self._forward(AsyncDeviceMetadataRepository.get_many_detailed, device_ids)
+
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.put`."""
+        return await self._forward(AsyncDeviceMetadataRepository.put, metadata, if_newer=if_newer)
+
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.put_many`."""
+        return await self._forward(AsyncDeviceMetadataRepository.put_many, items, if_newer=if_newer)
+
+    async def delete(self, device_id: str) -> bool:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.delete`."""
+        return await self._forward(AsyncDeviceMetadataRepository.delete, device_id)
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.delete_many`."""
+        return await self._forward(AsyncDeviceMetadataRepository.delete_many, device_ids)
+
+    async def exists(self, device_id: str) -> bool:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.exists`."""
+        return await self._forward(AsyncDeviceMetadataRepository.exists, device_id)
+
+    async def list_ids(
+        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[str]:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.list_ids`."""
+        return await self._forward(
+            AsyncDeviceMetadataRepository.list_ids, pattern=pattern, limit=limit, offset=offset
+        )
+
+    async def count(self) -> int:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.count`."""
+        return await self._forward(AsyncDeviceMetadataRepository.count)
+
+    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.query`."""
+        return await self._forward(AsyncDeviceMetadataRepository.query, query)
+
+    async def repair(self) -> RepairReport:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.repair`."""
+        return await self._forward(AsyncDeviceMetadataRepository.repair)
+
+    async def info(self) -> CacheInfo:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.info`."""
+        return await self._forward(AsyncDeviceMetadataRepository.info)
+
+    async def health(self) -> HealthStatus:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.health`."""
+        return await self._forward(AsyncDeviceMetadataRepository.health)
+
+    async def close(self) -> None:
+        """See :meth:`~cache_service_client.DeviceMetadataRepository.close`."""
+        await self._forward(AsyncDeviceMetadataRepository.close)
+
+
+class InlineAsyncRepository(_AsyncForwarding):
     """Exposes a sync repository through :class:`AsyncDeviceMetadataRepository`, calls inline.
 
     For repositories that never wait on I/O (the in-memory one), and for running async code
     against a sync repository in tests. Each call runs to completion without yielding to the
     event loop, so it is trivially cancellation-safe; do not wrap a repository that blocks.
+    Every method is the sync repository's of the same name.
 
     Args:
         sync: The repository to expose.
@@ -231,67 +397,15 @@ class InlineAsyncRepository:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.sync!r})"
 
-    async def get(self, device_id: str) -> DeviceMetadata:
-        """See :meth:`DeviceMetadataRepository.get`."""
-        return self.sync.get(device_id)
-
-    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
-        """See :meth:`DeviceMetadataRepository.get_many`."""
-        return self.sync.get_many(device_ids)
-
-    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
-        """See :meth:`DeviceMetadataRepository.get_many_detailed`."""
-        return self.sync.get_many_detailed(device_ids)
-
-    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
-        """See :meth:`DeviceMetadataRepository.put`."""
-        return self.sync.put(metadata, if_newer=if_newer)
-
-    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """See :meth:`DeviceMetadataRepository.put_many`."""
-        return self.sync.put_many(items, if_newer=if_newer)
-
-    async def delete(self, device_id: str) -> bool:
-        """See :meth:`DeviceMetadataRepository.delete`."""
-        return self.sync.delete(device_id)
-
-    async def delete_many(self, device_ids: Iterable[str]) -> int:
-        """See :meth:`DeviceMetadataRepository.delete_many`."""
-        return self.sync.delete_many(device_ids)
-
-    async def exists(self, device_id: str) -> bool:
-        """See :meth:`DeviceMetadataRepository.exists`."""
-        return self.sync.exists(device_id)
-
-    async def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        """See :meth:`DeviceMetadataRepository.list_ids`."""
-        return self.sync.list_ids(pattern=pattern, limit=limit, offset=offset)
-
-    async def count(self) -> int:
-        """See :meth:`DeviceMetadataRepository.count`."""
-        return self.sync.count()
-
-    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """See :meth:`DeviceMetadataRepository.query`."""
-        return self.sync.query(query)
-
-    async def repair(self) -> RepairReport:
-        """See :meth:`DeviceMetadataRepository.repair`."""
-        return self.sync.repair()
-
-    async def info(self) -> CacheInfo:
-        """See :meth:`DeviceMetadataRepository.info`."""
-        return self.sync.info()
-
-    async def health(self) -> HealthStatus:
-        """See :meth:`DeviceMetadataRepository.health`."""
-        return self.sync.health()
-
-    async def close(self) -> None:
-        """See :meth:`DeviceMetadataRepository.close`."""
-        self.sync.close()
+    async def _forward(
+        self,
+        method: Callable[Concatenate[Any, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        result: T = getattr(self.sync, method.__name__)(*args, **kwargs)
+        return result
 
 
 def replayable(items: Iterable[T]) -> Iterable[T]:

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -40,15 +40,16 @@ from cache_service_client._validation import validate_device_id, validate_device
 from cache_service_client.exceptions import ConfigurationError, DeviceNotFoundError
 from cache_service_client.models import (
     BatchGetResult,
-    CacheInfo,
     DeviceMetadata,
-    DeviceQuery,
     HealthStatus,
     NearCacheStats,
-    Page,
-    RepairReport,
 )
-from cache_service_client.repository.base import log_corrupted, replayable
+from cache_service_client.repository.base import (
+    _AsyncForwarding,
+    _Forwarding,
+    log_corrupted,
+    replayable,
+)
 
 if TYPE_CHECKING:
     from cache_service_client.keys import KeyStrategy
@@ -638,36 +639,74 @@ def _written_ids(items: Any) -> list[str]:
     return ids
 
 
-class NearCachedDeviceMetadataRepository:
-    """A Redis repository whose reads of single devices are served from a :class:`NearCache`.
+class _Read:
+    """A read from Redis of ids the cache lacks, as a ``with`` block.
 
-    ``get``, ``get_many``, ``get_many_detailed`` and ``exists`` answer from the cache where
-    they can and read only the rest from Redis (with the keys' PTTL, in one round trip); every
-    other method is the wrapped repository's. Writes through this repository drop their ids'
-    entries at once (reads that follow see the write without waiting for Redis's report).
-
-    Args:
-        repository: The Redis repository (single node, Sentinel or cluster).
-        cache: The near cache; shared with other repositories of the same data if you like.
-            The repository does not close it: the owner (the container) does.
+    The cache's tokens are taken on creation; the reply given to :meth:`done` is cached on
+    leaving the block (nothing is, on an error).
     """
 
-    def __init__(self, repository: RedisDeviceMetadataRepository, cache: NearCache) -> None:
-        self._inner = repository
+    __slots__ = ("_cache", "_device_ids", "_reply", "_started", "_token")
+
+    def __init__(self, cache: NearCache, device_ids: list[str]) -> None:
         self._cache = cache
+        self._device_ids = device_ids
+        self._token = cache.begin(device_ids)
+        self._started = time.monotonic()
+        self._reply: tuple[BatchGetResult, list[int]] | None = None
+
+    def __enter__(self) -> _Read:
+        return self
+
+    def done(self, reply: tuple[BatchGetResult, list[int]]) -> BatchGetResult:
+        """Keep the reply of ``get_many_expiring`` (to cache on exit) and return its batch."""
+        self._reply = reply
+        return reply[0]
+
+    def __exit__(self, *exc_info: object) -> None:
+        result, pttls = self._reply if self._reply is not None else (None, None)
+        self._cache.finish(self._token, self._device_ids, result, pttls, self._started)
+
+
+class _Write:
+    """A write, as a ``with`` block that gives the batch (a one-shot iterator copied).
+
+    On leaving the block (returned or raised), the entries of the batch's devices are dropped.
+    """
+
+    __slots__ = ("_batch", "_cache")
+
+    def __init__(self, cache: NearCache, batch: Iterable[Any]) -> None:
+        self._cache = cache
+        self._batch = replayable(batch)
+
+    def __enter__(self) -> Any:
+        return self._batch
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._cache.invalidate(_written_ids(self._batch))
+
+
+T = TypeVar("T")
+R = TypeVar("R", "RedisDeviceMetadataRepository", "AsyncRedisDeviceMetadataRepository")
+
+
+class _NearCached(Generic[R]):
+    """What both near-cached repositories share.
+
+    The attributes, and the wrapped repository's call of every method they do not override.
+    """
+
+    _inner: R
+    _cache: NearCache
 
     def __repr__(self) -> str:
-        return f"NearCachedDeviceMetadataRepository({self._inner!r}, {self._cache!r})"
+        return f"{type(self).__name__}({self._inner!r}, {self._cache!r})"
 
     @property
     def near_cache(self) -> NearCache:
         """The near cache in front of the repository."""
         return self._cache
-
-    @property
-    def wrapped(self) -> RedisDeviceMetadataRepository:
-        """The Redis repository behind the cache."""
-        return self._inner
 
     @property
     def key_strategy(self) -> KeyStrategy:
@@ -683,17 +722,44 @@ class NearCachedDeviceMetadataRepository:
     def ttl(self, value: float | None) -> None:
         self._inner.ttl = value
 
+    def _forward(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        call: Callable[..., T] = getattr(self._inner, method.__name__)
+        return call(*args, **kwargs)
+
+    def _health(self, health: HealthStatus) -> HealthStatus:
+        """``health`` with the near cache's state in ``details["near_cache"]``."""
+        stats = msgspec.to_builtins(self._cache.stats())
+        return msgspec.structs.replace(health, details={**health.details, "near_cache": stats})
+
+
+class NearCachedDeviceMetadataRepository(_NearCached["RedisDeviceMetadataRepository"], _Forwarding):
+    """A Redis repository whose reads of single devices are served from a :class:`NearCache`.
+
+    ``get``, ``get_many``, ``get_many_detailed`` and ``exists`` answer from the cache where
+    they can and read only the rest from Redis (with the keys' PTTL, in one round trip); every
+    other method is the wrapped repository's (never cached). Writes through this repository
+    drop their ids' entries at once (reads that follow see the write without waiting for
+    Redis's report). ``health`` adds the near cache's state to ``details["near_cache"]``.
+
+    Args:
+        repository: The Redis repository (single node, Sentinel or cluster).
+        cache: The near cache; shared with other repositories of the same data if you like.
+            The repository does not close it: the owner (the container) does; ``close``
+            closes the wrapped repository only.
+    """
+
+    def __init__(self, repository: RedisDeviceMetadataRepository, cache: NearCache) -> None:
+        self._inner = repository
+        self._cache = cache
+
+    @property
+    def wrapped(self) -> RedisDeviceMetadataRepository:
+        """The Redis repository behind the cache."""
+        return self._inner
+
     def _read(self, device_ids: list[str]) -> BatchGetResult:
-        cache = self._cache
-        token = cache.begin(device_ids)
-        started = time.monotonic()
-        result: BatchGetResult | None = None
-        pttls: list[int] | None = None
-        try:
-            result, pttls = self._inner.get_many_expiring(device_ids)
-        finally:
-            cache.finish(token, device_ids, result, pttls, started)
-        return result
+        with _Read(self._cache, device_ids) as read:
+            return read.done(self._inner.get_many_expiring(device_ids))
 
     def get(self, device_id: str) -> DeviceMetadata:
         """Return the metadata of ``device_id``: from the cache, else from Redis."""
@@ -709,8 +775,7 @@ class NearCachedDeviceMetadataRepository:
         """Read a batch: the cached part from the process, the rest in one round trip."""
         ids = validate_device_ids(device_ids)
         cached, rest = self._cache.split(ids)
-        read = self._read(rest) if rest else _nothing()
-        return _combine(ids, cached, read)
+        return _combine(ids, cached, self._read(rest) if rest else _nothing())
 
     def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch; missing and corrupted ids are left out."""
@@ -725,66 +790,32 @@ class NearCachedDeviceMetadataRepository:
 
     def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """Write one device; its cached entry is dropped."""
-        try:
+        with _Write(self._cache, [metadata]):
             return self._inner.put(metadata, if_newer=if_newer)
-        finally:
-            self._cache.invalidate(_written_ids([metadata]))
 
     def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """Write a batch; the cached entries of its devices are dropped."""
-        batch = replayable(items)
-        try:
+        with _Write(self._cache, items) as batch:
             return self._inner.put_many(batch, if_newer=if_newer)
-        finally:
-            self._cache.invalidate(_written_ids(batch))
 
     def delete(self, device_id: str) -> bool:
         """Delete one device; its cached entry is dropped."""
-        try:
+        with _Write(self._cache, [device_id]):
             return self._inner.delete(device_id)
-        finally:
-            self._cache.invalidate(_written_ids([device_id]))
 
     def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch; the cached entries of its devices are dropped."""
-        batch = replayable(device_ids)
-        try:
+        with _Write(self._cache, device_ids) as batch:
             return self._inner.delete_many(batch)
-        finally:
-            self._cache.invalidate(_written_ids(batch))
-
-    def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        """The wrapped repository's :meth:`list_ids` (never cached)."""
-        return self._inner.list_ids(pattern=pattern, limit=limit, offset=offset)
-
-    def count(self) -> int:
-        """The wrapped repository's ``count`` (never cached)."""
-        return self._inner.count()
-
-    def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """The wrapped repository's ``query`` (never cached)."""
-        return self._inner.query(query)
-
-    def repair(self) -> RepairReport:
-        """The wrapped repository's ``repair``."""
-        return self._inner.repair()
-
-    def info(self) -> CacheInfo:
-        """The wrapped repository's ``info``."""
-        return self._inner.info()
 
     def health(self) -> HealthStatus:
         """The wrapped repository's ``health``, with the near cache's state in ``details``."""
-        return _with_stats(self._inner.health(), self._cache)
-
-    def close(self) -> None:
-        """Close the wrapped repository (the cache stays with its owner)."""
-        self._inner.close()
+        return self._health(self._inner.health())
 
 
-class AsyncNearCachedDeviceMetadataRepository:
+class AsyncNearCachedDeviceMetadataRepository(
+    _NearCached["AsyncRedisDeviceMetadataRepository"], _AsyncForwarding
+):
     """The async twin of :class:`NearCachedDeviceMetadataRepository`.
 
     Args:
@@ -796,44 +827,14 @@ class AsyncNearCachedDeviceMetadataRepository:
         self._inner = repository
         self._cache = cache
 
-    def __repr__(self) -> str:
-        return f"AsyncNearCachedDeviceMetadataRepository({self._inner!r}, {self._cache!r})"
-
-    @property
-    def near_cache(self) -> NearCache:
-        """The near cache in front of the repository."""
-        return self._cache
-
     @property
     def wrapped(self) -> AsyncRedisDeviceMetadataRepository:
         """The Redis repository behind the cache."""
         return self._inner
 
-    @property
-    def key_strategy(self) -> KeyStrategy:
-        """The wrapped repository's key strategy."""
-        return self._inner.key_strategy
-
-    @property
-    def ttl(self) -> float | None:
-        """The wrapped repository's TTL of new values; settable."""
-        return self._inner.ttl
-
-    @ttl.setter
-    def ttl(self, value: float | None) -> None:
-        self._inner.ttl = value
-
     async def _read(self, device_ids: list[str]) -> BatchGetResult:
-        cache = self._cache
-        token = cache.begin(device_ids)
-        started = time.monotonic()
-        result: BatchGetResult | None = None
-        pttls: list[int] | None = None
-        try:
-            result, pttls = await self._inner.get_many_expiring(device_ids)
-        finally:
-            cache.finish(token, device_ids, result, pttls, started)
-        return result
+        with _Read(self._cache, device_ids) as read:
+            return read.done(await self._inner.get_many_expiring(device_ids))
 
     async def get(self, device_id: str) -> DeviceMetadata:
         """Return the metadata of ``device_id``: from the cache, else from Redis."""
@@ -849,10 +850,7 @@ class AsyncNearCachedDeviceMetadataRepository:
         """Read a batch: the cached part from the process, the rest in one round trip."""
         ids = validate_device_ids(device_ids)
         cached, rest = self._cache.split(ids)
-        read = (
-            await self._read(rest) if rest else BatchGetResult(found={}, missing=[], corrupted={})
-        )
-        return _combine(ids, cached, read)
+        return _combine(ids, cached, await self._read(rest) if rest else _nothing())
 
     async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
         """Read a batch; missing and corrupted ids are left out."""
@@ -867,66 +865,24 @@ class AsyncNearCachedDeviceMetadataRepository:
 
     async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
         """Write one device; its cached entry is dropped."""
-        try:
+        with _Write(self._cache, [metadata]):
             return await self._inner.put(metadata, if_newer=if_newer)
-        finally:
-            self._cache.invalidate(_written_ids([metadata]))
 
     async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
         """Write a batch; the cached entries of its devices are dropped."""
-        batch = replayable(items)
-        try:
+        with _Write(self._cache, items) as batch:
             return await self._inner.put_many(batch, if_newer=if_newer)
-        finally:
-            self._cache.invalidate(_written_ids(batch))
 
     async def delete(self, device_id: str) -> bool:
         """Delete one device; its cached entry is dropped."""
-        try:
+        with _Write(self._cache, [device_id]):
             return await self._inner.delete(device_id)
-        finally:
-            self._cache.invalidate(_written_ids([device_id]))
 
     async def delete_many(self, device_ids: Iterable[str]) -> int:
         """Delete a batch; the cached entries of its devices are dropped."""
-        batch = replayable(device_ids)
-        try:
+        with _Write(self._cache, device_ids) as batch:
             return await self._inner.delete_many(batch)
-        finally:
-            self._cache.invalidate(_written_ids(batch))
-
-    async def list_ids(
-        self, *, pattern: str | None = None, limit: int | None = None, offset: int | None = None
-    ) -> list[str]:
-        """The wrapped repository's ``list_ids`` (never cached)."""
-        return await self._inner.list_ids(pattern=pattern, limit=limit, offset=offset)
-
-    async def count(self) -> int:
-        """The wrapped repository's ``count`` (never cached)."""
-        return await self._inner.count()
-
-    async def query(self, query: DeviceQuery) -> Page[DeviceMetadata]:
-        """The wrapped repository's ``query`` (never cached)."""
-        return await self._inner.query(query)
-
-    async def repair(self) -> RepairReport:
-        """The wrapped repository's ``repair``."""
-        return await self._inner.repair()
-
-    async def info(self) -> CacheInfo:
-        """The wrapped repository's ``info``."""
-        return await self._inner.info()
 
     async def health(self) -> HealthStatus:
         """The wrapped repository's ``health``, with the near cache's state in ``details``."""
-        return _with_stats(await self._inner.health(), self._cache)
-
-    async def close(self) -> None:
-        """Close the wrapped repository (the cache stays with its owner)."""
-        await self._inner.close()
-
-
-def _with_stats(health: HealthStatus, cache: NearCache) -> HealthStatus:
-    stats = cache.stats()
-    details = {**health.details, "near_cache": msgspec.to_builtins(stats)}
-    return msgspec.structs.replace(health, details=details)
+        return self._health(await self._inner.health())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio
@@ -64,12 +64,36 @@ def _ttl_ms(ttl: float | None) -> int | None:
     return None if ttl is None else max(1, round(ttl * 1000))
 
 
-class _Common:
-    """Attributes both Redis repositories share."""
+_Client = TypeVar(
+    "_Client", "redis.Redis | RedisCluster", "redis.asyncio.Redis | AsyncRedisCluster"
+)
 
-    _ctx: flows.FlowContext
-    _owns_client: bool
+
+class _Common(Generic[_Client]):
+    """What both Redis repositories share: their construction and attributes."""
+
     _driver: SyncRedisDriver | AsyncRedisDriver
+
+    def __init__(
+        self,
+        client: _Client,
+        *,
+        key_strategy: KeyStrategy | None = None,
+        codec: MetadataCodec | None = None,
+        ttl: float | None = DEFAULTS.metadata_ttl,
+        close_client: bool = False,
+        health_slow_ms: float = DEFAULTS.health_slow_ms,
+        health_memory_ratio: float = DEFAULTS.health_memory_ratio,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)
+        self._driver = self._new_driver(client, retry if retry is not None else RetryPolicy())
+        self._owns_client = close_client
+
+    def _new_driver(
+        self, client: _Client, retry: RetryPolicy
+    ) -> SyncRedisDriver | AsyncRedisDriver:
+        raise NotImplementedError
 
     @property
     def retry(self) -> RetryPolicy:
@@ -102,7 +126,7 @@ class _Common:
         )
 
 
-class RedisDeviceMetadataRepository(_Common):
+class RedisDeviceMetadataRepository(_Common["redis.Redis | RedisCluster"]):
     """A :class:`.DeviceMetadataRepository` on a single Redis node (sync).
 
     Args:
@@ -127,23 +151,12 @@ class RedisDeviceMetadataRepository(_Common):
     returns may then miss what the lost attempt already deleted.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis | RedisCluster,
-        *,
-        key_strategy: KeyStrategy | None = None,
-        codec: MetadataCodec | None = None,
-        ttl: float | None = DEFAULTS.metadata_ttl,
-        close_client: bool = False,
-        health_slow_ms: float = DEFAULTS.health_slow_ms,
-        health_memory_ratio: float = DEFAULTS.health_memory_ratio,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)
-        self._driver: SyncRedisDriver = SyncRedisDriver(
-            client, retry if retry is not None else RetryPolicy()
-        )
-        self._owns_client = close_client
+    _driver: SyncRedisDriver
+
+    def _new_driver(
+        self, client: redis.Redis | RedisCluster, retry: RetryPolicy
+    ) -> SyncRedisDriver:
+        return SyncRedisDriver(client, retry)
 
     @property
     def client(self) -> redis.Redis | RedisCluster:
@@ -227,7 +240,7 @@ class RedisDeviceMetadataRepository(_Common):
             self._driver.client.close()
 
 
-class AsyncRedisDeviceMetadataRepository(_Common):
+class AsyncRedisDeviceMetadataRepository(_Common["redis.asyncio.Redis | AsyncRedisCluster"]):
     """An :class:`.AsyncDeviceMetadataRepository` on a single Redis node.
 
     Takes the arguments of :class:`RedisDeviceMetadataRepository`, with a
@@ -236,23 +249,12 @@ class AsyncRedisDeviceMetadataRepository(_Common):
     also cancelled when the policy's deadline passes.
     """
 
-    def __init__(
-        self,
-        client: redis.asyncio.Redis | AsyncRedisCluster,
-        *,
-        key_strategy: KeyStrategy | None = None,
-        codec: MetadataCodec | None = None,
-        ttl: float | None = DEFAULTS.metadata_ttl,
-        close_client: bool = False,
-        health_slow_ms: float = DEFAULTS.health_slow_ms,
-        health_memory_ratio: float = DEFAULTS.health_memory_ratio,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._ctx = _context(client, key_strategy, codec, ttl, health_slow_ms, health_memory_ratio)
-        self._driver: AsyncRedisDriver = AsyncRedisDriver(
-            client, retry if retry is not None else RetryPolicy()
-        )
-        self._owns_client = close_client
+    _driver: AsyncRedisDriver
+
+    def _new_driver(
+        self, client: redis.asyncio.Redis | AsyncRedisCluster, retry: RetryPolicy
+    ) -> AsyncRedisDriver:
+        return AsyncRedisDriver(client, retry)
 
     @property
     def client(self) -> redis.asyncio.Redis | AsyncRedisCluster:
