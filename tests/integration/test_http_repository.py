@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -434,6 +435,30 @@ async def test_error_mapping_async(
         await repo.get("d")
     assert len(script.requests) == attempts
     await repo.client.aclose()
+
+
+def test_every_error_code_has_one_row_and_the_gateways_answers_come_back_as_raised() -> None:
+    assert set(typing.get_args(wire.ErrorCode)) == set(wire.ERRORS)
+    raised: list[CacheServiceError] = [
+        ValidationError("persist", "must be a bool"),
+        DeviceNotFoundError("d"),
+        DataCorruptionError("device:d", "not json"),
+        BackendTimeoutError("slow"),
+        BackendConnectionError("down"),
+        BackendError("failed"),
+    ]
+    for exc in raised:
+        answer = wire.error_response(exc)
+        assert answer is not None
+        assert answer.status == wire.ERRORS[answer.body.error].status
+        back = wire.exception_for(wire.ErrorAnswer(answer.status, answer.body, "GET x", "d"))
+        assert type(back) is type(exc), (exc, back)
+        assert str(back) == str(exc) or isinstance(exc, BackendError)
+    # The backend refusing the gateway's credentials is no 401 for the caller.
+    answer = wire.error_response(AuthenticationError("NOAUTH"))
+    assert answer is not None
+    assert answer.status == 502
+    assert wire.error_response(RuntimeError("bug")) is None
 
 
 def test_validation_error_keeps_the_gateways_field_and_message() -> None:

@@ -8,9 +8,10 @@ Needs the ``[server]`` extra (Starlette and uvicorn)::
 
 or from the command line: ``python -m cache_service_client.server --url redis://... --port 8080``.
 
-:mod:`cache_service_client.server.wire` (paths and JSON bodies) and
-:mod:`cache_service_client.server.openapi` import no web framework, so the HTTP repository can
-share them with only the ``[http]`` extra installed; :func:`create_app` is imported on first use.
+The routes are made from the REST contract, :mod:`cache_service_client.rest` (the endpoint table
+and the wire format, which the HTTP repository shares and :mod:`cache_service_client.server.wire`
+re-exports). :mod:`cache_service_client.server.openapi` imports no web framework;
+:func:`create_app` is imported on first use.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The REST gateway: a Starlette application serving any ``AsyncDeviceMetadataRepository``.
 
-Bodies are encoded and decoded with msgspec, using the library's models; the path of a device is
-read from the raw request path, so percent-encoded ids (``/``, ``?``, ``#``, ``%``, non-UTF-8
-bytes) mean exactly one thing. Every handler maps the library's exceptions to a status code and a
-small JSON :class:`~cache_service_client.server.wire.ErrorBody`; bad input is never a 500.
+Its routes are made from :data:`cache_service_client.rest.endpoints.ENDPOINTS`: one handler per
+endpoint, named after the repository operation it serves, which receives the device id, the
+query parameters (checked against the endpoint's) and reads the endpoint's body type. Bodies are
+encoded and decoded with msgspec, using the library's models; the path of a device is read from
+the raw request path, so percent-encoded ids (``/``, ``?``, ``#``, ``%``, non-UTF-8 bytes) mean
+exactly one thing. Every exception becomes the status code and the small JSON
+:class:`~cache_service_client.rest.wire.ErrorBody` of its row in
+:data:`~cache_service_client.rest.wire.ERRORS`; bad input is never a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -39,7 +44,8 @@ from cache_service_client.exceptions import (
 )
 from cache_service_client.models import HealthStatus
 from cache_service_client.repository.base import AsyncDeviceMetadataRepository
-from cache_service_client.server import wire
+from cache_service_client.rest import wire
+from cache_service_client.rest.endpoints import ENDPOINTS, HEALTH, METRICS, Endpoint
 from cache_service_client.server.metrics import CONTENT_TYPE, GatewayMetrics, _MetricsMiddleware
 from cache_service_client.server.openapi import openapi_json
 
@@ -81,10 +87,6 @@ _SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 _UNSET: Any = object()
 
 _ENCODER = msgspec.json.Encoder()
-_INPUT = msgspec.json.Decoder(wire.DeviceMetadataInput)
-_IDS = msgspec.json.Decoder(wire.DeviceIdsBody)
-_BATCH = msgspec.json.Decoder(wire.BatchPutBody)
-_QUERY: msgspec.json.Decoder[Any] = msgspec.json.Decoder(wire.DeviceQueryBody)
 
 
 class _Problem(Exception):
@@ -102,11 +104,16 @@ class _Problem(Exception):
         self.headers = dict(headers or {})
 
 
+def _problem(
+    code: wire.ErrorCode, message: str, headers: Mapping[str, str] | None = None, **fields: str
+) -> _Problem:
+    """An answer of the gateway's own, with the status of ``code``'s row in the error table."""
+    body = wire.ErrorBody(error=code, message=message, **fields)
+    return _Problem(wire.ERRORS[code].status, body, headers)
+
+
 def _invalid(field: str, message: str) -> _Problem:
-    return _Problem(
-        422,
-        wire.ErrorBody(error="validation_error", message=f"{field}: {message}", field=field),
-    )
+    return _problem("validation_error", f"{field}: {message}", field=field)
 
 
 def _json_response(
@@ -129,20 +136,14 @@ def _problem_for(exc: Exception) -> _Problem:
     if isinstance(exc, ClientDisconnect):
         return _Problem(400, wire.ErrorBody(error="validation_error", message="client went away"))
     logger.error("unexpected error in the gateway", exc_info=exc)
-    return _Problem(500, wire.ErrorBody(error="internal_error", message="internal error"))
+    return _problem("internal_error", "internal error")
 
 
 # -- bearer-token authentication ---------------------------------------------------------------
 
 
 def _token_digest(token: str) -> bytes:
-    if not isinstance(token, str) or not token:
-        raise ConfigurationError("argument auth_token: must be a non-empty str or None")
-    if not all("\x21" <= ch <= "\x7e" for ch in token):
-        raise ConfigurationError(
-            "argument auth_token: must be printable ASCII without spaces (a bearer token)"
-        )
-    return hashlib.sha256(token.encode("ascii")).digest()
+    return hashlib.sha256(wire.check_token(token).encode("ascii")).digest()
 
 
 class _BearerAuth:
@@ -184,11 +185,7 @@ class _BearerAuth:
         if has_header:
             challenge += ', error="invalid_token"'
         message = "wrong bearer token" if has_header else "a bearer token is required"
-        problem = _Problem(
-            401,
-            wire.ErrorBody(error="unauthorized", message=message),
-            headers={"WWW-Authenticate": challenge},
-        )
+        problem = _problem("unauthorized", message, {"WWW-Authenticate": challenge})
         await _problem_response(problem)(scope, receive, send)
 
 
@@ -215,8 +212,21 @@ def _etag_matches(header: str, etag: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class _Call:
+    """A request to one endpoint: its device id and query parameters, checked."""
+
+    request: Request
+    endpoint: Endpoint[Any]
+    device_id: str
+    params: Mapping[str, str]
+
+
 class _Gateway:
-    """The handlers, bound to one repository and the gateway's options."""
+    """The handlers, bound to one repository and the gateway's options.
+
+    Each endpoint's handler is the method of its name (see :meth:`route`).
+    """
 
     def __init__(
         self,
@@ -229,8 +239,8 @@ class _Gateway:
         self.max_body_bytes = max_body_bytes
         self.allow_client_ttl = allow_client_ttl
         self.write_lock = asyncio.Lock()
-        self.openapi = openapi_json().encode()
-        self.metrics = GatewayMetrics()
+        self.document = openapi_json().encode()
+        self.counters = GatewayMetrics()
 
     # -- request parsing --
 
@@ -247,7 +257,7 @@ class _Gateway:
         device_id: str = request.path_params["device_id"]
         return device_id
 
-    def query(self, request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    def params(self, request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
         """The query parameters, strictly: each at most once, none unknown, UTF-8."""
         raw: bytes = request.scope.get("query_string", b"")
         try:
@@ -278,9 +288,8 @@ class _Gateway:
             raise _invalid(name, f"must be an integer from 0 to {_MAX_INT}, not {value!r}")
         return int(value)
 
-    def write_options(self, request: Request) -> tuple[Any, bool]:
+    def write_options(self, params: Mapping[str, str]) -> tuple[Any, bool]:
         """A write's query parameters: ``ttl`` (see :meth:`ttl`) and ``if_newer``."""
-        params = self.query(request, ("ttl", "if_newer"))
         flag = params.get("if_newer", "false")
         if flag not in ("true", "false"):
             raise _invalid("if_newer", f"must be true or false, not {flag!r}")
@@ -296,27 +305,20 @@ class _Gateway:
             raise _invalid("ttl", f"must be a number of seconds >= 0, not {value!r}")
         return validate_ttl(float(value), "ttl")
 
-    async def body(
-        self, request: Request, decoder: msgspec.json.Decoder[T], limit: int | None = None
-    ) -> T:
-        """Read and decode a JSON body, within the gateway's size limit (or a smaller one)."""
-        limit = self.max_body_bytes if limit is None else min(limit, self.max_body_bytes)
+    async def body(self, call: _Call) -> Any:
+        """Read and decode the endpoint's JSON body, within its size limit and the gateway's."""
+        request, endpoint = call.request, call.endpoint
+        limit = self.max_body_bytes
+        if endpoint.body_limit is not None:
+            limit = min(endpoint.body_limit, limit)
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != _JSON:
-            raise _Problem(
-                415,
-                wire.ErrorBody(
-                    error="unsupported_media_type", message="send the body as application/json"
-                ),
-            )
-        too_large = _Problem(
-            413,
-            wire.ErrorBody(
-                error="payload_too_large",
-                message=f"the body exceeds the gateway's limit of {limit} bytes",
-            ),
+            raise _problem("unsupported_media_type", "send the body as application/json")
+        too_large = _problem(
+            "payload_too_large",
+            f"the body exceeds the gateway's limit of {limit} bytes",
             # The rest of the body is not read: the connection cannot be reused.
-            headers={"Connection": "close"},
+            {"Connection": "close"},
         )
         length = request.headers.get("content-length", "")
         if _INTEGER.fullmatch(length) and int(length) > limit:
@@ -329,7 +331,7 @@ class _Gateway:
                 raise too_large
             chunks.append(chunk)
         try:
-            return decoder.decode(b"".join(chunks))
+            return endpoint.decode_body(b"".join(chunks))
         except msgspec.ValidationError as exc:
             field = wire.field_of(exc)
             raise _invalid(field, str(exc).partition(" - at `")[0]) from None
@@ -357,45 +359,6 @@ class _Gateway:
             finally:
                 repository.ttl = previous
 
-    # -- endpoints --
-
-    async def device(self, request: Request) -> Response:
-        device_id = self.device_id(request)
-        method = request.method
-        if method == "HEAD":
-            self.query(request, ())
-            exists = await self.repository.exists(device_id)
-            # No body in a HEAD answer: the header tells this 404 from "no such route".
-            headers = {"X-Device-Exists": "true" if exists else "false"}
-            return Response(status_code=200 if exists else 404, headers=headers)
-        if method == "GET":
-            self.query(request, ())
-            metadata = await self.repository.get(device_id)
-            body = _ENCODER.encode(metadata)
-            etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-            headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-            if_none_match = ",".join(request.headers.getlist("if-none-match"))
-            if if_none_match and _etag_matches(if_none_match, etag):
-                return Response(status_code=304, headers=headers)
-            return Response(body, 200, headers, media_type=_JSON)
-        if method == "PUT":
-            ttl, if_newer = self.write_options(request)
-            given = await self.body(request, _INPUT)
-            if given.device_id is not None and given.device_id != device_id:
-                raise _invalid(
-                    "device_id", f"{given.device_id!r} in the body differs from the path"
-                )
-            metadata = given.to_metadata(device_id, datetime.now(timezone.utc))
-            written = await self.write(
-                lambda: self.repository.put(metadata, if_newer=if_newer), ttl
-            )
-            if if_newer:
-                return _json_response(wire.StoredResponse(stored=int(written)))
-            return Response(status_code=204)
-        self.query(request, ())
-        deleted = await self.repository.delete(device_id)
-        return _json_response(wire.DeleteResponse(deleted=deleted))
-
     async def compile_pattern(self, pattern: object) -> None:
         """Check a glob pattern and compile its matcher in a worker thread, not on the loop.
 
@@ -407,8 +370,73 @@ class _Gateway:
             validate_paging(None, None, pattern)
             await asyncio.to_thread(compile_glob, pattern)
 
-    async def list_ids(self, request: Request) -> Response:
-        params = self.query(request, ("pattern", "limit", "offset"))
+    def route(self, path: str, endpoints: list[Endpoint[Any]]) -> Route:
+        """The route of ``path``: each request goes to the handler of its method's endpoint.
+
+        The device id (of a device's path) and the query parameters are checked first, in that
+        order; a ``HEAD`` request to a path without a ``HEAD`` endpoint is its ``GET``'s.
+        """
+        handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+        for endpoint in endpoints:
+            handlers[endpoint.method] = self.handler(endpoint)
+
+        async def dispatch(request: Request) -> Response:
+            handler = handlers.get(request.method) or handlers["GET"]
+            return await handler(request)
+
+        dispatch.__name__ = endpoints[0].name
+        methods = list(handlers)
+        path = path.replace("{device_id}", "{device_id:csc_device_id}")
+        return Route(path, _guarded(dispatch, self.counters), methods=methods)
+
+    def handler(self, endpoint: Endpoint[Any]) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of ``endpoint``: the method of its name, given the checked request."""
+        serve: Callable[[_Call], Awaitable[Response]] = getattr(self, endpoint.name)
+        allowed = endpoint.query_params
+
+        async def handle(request: Request) -> Response:
+            device_id = self.device_id(request) if endpoint.per_device else ""
+            params = self.params(request, allowed) if endpoint.checks_query else {}
+            return await serve(_Call(request, endpoint, device_id, params))
+
+        return handle
+
+    # -- endpoints, by the names of the repository operations they serve --
+
+    async def exists(self, call: _Call) -> Response:
+        exists = await self.repository.exists(call.device_id)
+        # No body in a HEAD answer: the header tells this 404 from "no such route".
+        headers = {wire.EXISTS_HEADER: "true" if exists else "false"}
+        return Response(status_code=200 if exists else 404, headers=headers)
+
+    async def get(self, call: _Call) -> Response:
+        metadata = await self.repository.get(call.device_id)
+        body = _ENCODER.encode(metadata)
+        etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if_none_match = ",".join(call.request.headers.getlist("if-none-match"))
+        if if_none_match and _etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, 200, headers, media_type=_JSON)
+
+    async def put(self, call: _Call) -> Response:
+        ttl, if_newer = self.write_options(call.params)
+        given: wire.DeviceMetadataInput = await self.body(call)
+        device_id = call.device_id
+        if given.device_id is not None and given.device_id != device_id:
+            raise _invalid("device_id", f"{given.device_id!r} in the body differs from the path")
+        metadata = given.to_metadata(device_id, datetime.now(timezone.utc))
+        written = await self.write(lambda: self.repository.put(metadata, if_newer=if_newer), ttl)
+        if if_newer:
+            return _json_response(wire.StoredResponse(stored=int(written)))
+        return Response(status_code=204)
+
+    async def delete(self, call: _Call) -> Response:
+        deleted = await self.repository.delete(call.device_id)
+        return _json_response(wire.DeleteResponse(deleted=deleted))
+
+    async def list_ids(self, call: _Call) -> Response:
+        params = call.params
         await self.compile_pattern(params.get("pattern"))
         ids = await self.repository.list_ids(
             pattern=params.get("pattern"),
@@ -417,9 +445,8 @@ class _Gateway:
         )
         return _json_response(wire.IdsResponse(ids=ids))
 
-    async def batch_get(self, request: Request) -> Response:
-        self.query(request, ())
-        given = await self.body(request, _IDS)
+    async def get_many(self, call: _Call) -> Response:
+        given: wire.DeviceIdsBody = await self.body(call)
         result = await self.repository.get_many_detailed(given.device_ids)
         corrupted = {
             device_id: wire.CorruptedEntry(key=error.key, reason=error.reason)
@@ -429,9 +456,9 @@ class _Gateway:
             wire.BatchGetResponse(found=result.found, missing=result.missing, corrupted=corrupted)
         )
 
-    async def batch_put(self, request: Request) -> Response:
-        ttl, if_newer = self.write_options(request)
-        given = await self.body(request, _BATCH)
+    async def put_many(self, call: _Call) -> Response:
+        ttl, if_newer = self.write_options(call.params)
+        given: wire.BatchPutBody = await self.body(call)
         now = datetime.now(timezone.utc)
         items = []
         for index, item in enumerate(given.items):
@@ -441,34 +468,26 @@ class _Gateway:
         stored = await self.write(lambda: self.repository.put_many(items, if_newer=if_newer), ttl)
         return _json_response(wire.StoredResponse(stored=stored))
 
-    async def batch_delete(self, request: Request) -> Response:
-        self.query(request, ())
-        given = await self.body(request, _IDS)
+    async def delete_many(self, call: _Call) -> Response:
+        given: wire.DeviceIdsBody = await self.body(call)
         deleted = await self.repository.delete_many(given.device_ids)
         return _json_response(wire.DeletedResponse(deleted=deleted))
 
-    async def query_devices(self, request: Request) -> Response:
-        self.query(request, ())
-        given = await self.body(request, _QUERY, wire.MAX_QUERY_BODY_BYTES)
-        query = wire.query_from_body(given)
+    async def query(self, call: _Call) -> Response:
+        query = wire.query_from_body(await self.body(call))
         await self.compile_pattern(query.pattern)
-        page = await self.repository.query(query)
-        return _json_response(page)
+        return _json_response(await self.repository.query(query))
 
-    async def repair(self, request: Request) -> Response:
-        self.query(request, ())
+    async def repair(self, call: _Call) -> Response:
         return _json_response(await self.repository.repair())
 
-    async def count(self, request: Request) -> Response:
-        self.query(request, ())
+    async def count(self, call: _Call) -> Response:
         return _json_response(wire.CountResponse(count=await self.repository.count()))
 
-    async def info(self, request: Request) -> Response:
-        self.query(request, ())
+    async def info(self, call: _Call) -> Response:
         return _json_response(await self.repository.info())
 
-    async def health(self, request: Request) -> Response:
-        self.query(request, ())
+    async def health(self, call: _Call) -> Response:
         try:
             status = await self.repository.health()
         except Exception as exc:  # the protocol says never; a broken backend may anyway
@@ -479,19 +498,18 @@ class _Gateway:
                 timestamp=datetime.now(timezone.utc),
                 details={"error": type(exc).__name__},
             )
-        if not request.scope.get(_AUTHENTICATED, False):
+        if not call.request.scope.get(_AUTHENTICATED, False):
             # An open /health tells strangers the state, not the backend's version or memory.
             status = msgspec.structs.replace(status, details={})
         code = 503 if status.status == "unhealthy" else 200
         return _json_response(status, code, {"Cache-Control": "no-store"})
 
-    async def openapi_document(self, request: Request) -> Response:
-        return Response(self.openapi, media_type=_JSON)
+    async def openapi(self, call: _Call) -> Response:
+        return Response(self.document, media_type=_JSON)
 
-    async def metrics_document(self, request: Request) -> Response:
-        self.query(request, ())
+    async def metrics(self, call: _Call) -> Response:
         headers = {"Cache-Control": "no-store"}
-        return Response(self.metrics.render(), headers=headers, media_type=CONTENT_TYPE)
+        return Response(self.counters.render(), headers=headers, media_type=CONTENT_TYPE)
 
 
 def _guarded(
@@ -581,11 +599,11 @@ def create_app(
         )
     digest = None if auth_token is None else _token_digest(auth_token)
     gateway = _Gateway(repository, max_body_bytes=max_body_bytes, allow_client_ttl=allow_client_ttl)
-    open_paths = {wire.OPENAPI_PATH}
+    open_paths = {endpoint.path for endpoint in ENDPOINTS if endpoint.auth == "none"}
     if open_health:
-        open_paths.add(wire.HEALTH_PATH)
+        open_paths.add(HEALTH.path)
     if open_metrics:
-        open_paths.add(wire.METRICS_PATH)
+        open_paths.add(METRICS.path)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -595,37 +613,15 @@ def create_app(
             if close_repository:
                 await repository.close()
 
-    routes = [
-        Route(wire.DEVICES_PATH, _guarded(gateway.list_ids, gateway.metrics), methods=["GET"]),
-        Route(
-            wire.DEVICE_PATH_PREFIX + "{device_id:csc_device_id}",
-            _guarded(gateway.device, gateway.metrics),
-            methods=["GET", "HEAD", "PUT", "DELETE"],
-        ),
-        Route(wire.BATCH_GET_PATH, _guarded(gateway.batch_get, gateway.metrics), methods=["POST"]),
-        Route(wire.BATCH_PUT_PATH, _guarded(gateway.batch_put, gateway.metrics), methods=["POST"]),
-        Route(
-            wire.BATCH_DELETE_PATH,
-            _guarded(gateway.batch_delete, gateway.metrics),
-            methods=["POST"],
-        ),
-        Route(wire.QUERY_PATH, _guarded(gateway.query_devices, gateway.metrics), methods=["POST"]),
-        Route(wire.REPAIR_PATH, _guarded(gateway.repair, gateway.metrics), methods=["POST"]),
-        Route(wire.COUNT_PATH, _guarded(gateway.count, gateway.metrics), methods=["GET"]),
-        Route(wire.INFO_PATH, _guarded(gateway.info, gateway.metrics), methods=["GET"]),
-        Route(wire.HEALTH_PATH, _guarded(gateway.health, gateway.metrics), methods=["GET"]),
-        Route(
-            wire.OPENAPI_PATH, _guarded(gateway.openapi_document, gateway.metrics), methods=["GET"]
-        ),
-        Route(
-            wire.METRICS_PATH, _guarded(gateway.metrics_document, gateway.metrics), methods=["GET"]
-        ),
-    ]
+    by_path: dict[str, list[Endpoint[Any]]] = {}
+    for endpoint in ENDPOINTS:
+        by_path.setdefault(endpoint.path, []).append(endpoint)
+    routes = [gateway.route(path, endpoints) for path, endpoints in by_path.items()]
     app = Starlette(
         routes=routes,
         middleware=[
             # Outermost: requests refused for their token are counted too.
-            Middleware(_MetricsMiddleware, metrics=gateway.metrics, routes=routes),
+            Middleware(_MetricsMiddleware, metrics=gateway.counters, routes=routes),
             Middleware(_BearerAuth, digest=digest, open_paths=frozenset(open_paths)),
         ],
         exception_handlers={HTTPException: _http_exception, Exception: _server_error},

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cache_service_client.config import Settings, load_settings, mask_url
 from cache_service_client.exceptions import CacheServiceError, ConfigurationError
-from cache_service_client.server.wire import DEFAULT_MAX_BODY_BYTES
+from cache_service_client.rest.wire import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["TOKEN_ENV", "build_parser", "main", "run", "serve", "settings_of"]
 

@@ -1,4 +1,8 @@
-"""The gateway's OpenAPI 3.1 document, built from the wire types' msgspec JSON schemas.
+"""The gateway's OpenAPI 3.1 document, built from the endpoint table and msgspec JSON schemas.
+
+Paths, operations, parameters and bodies come from
+:data:`cache_service_client.rest.endpoints.ENDPOINTS`, the error answers from
+:data:`cache_service_client.rest.wire.ERRORS`.
 
 The document is served at ``/openapi.json`` and kept in ``docs/openapi.json``; a test checks
 that the two are identical. Regenerate the file after changing the API or the models::
@@ -24,7 +28,8 @@ from cache_service_client.models import (
     Page,
     RepairReport,
 )
-from cache_service_client.server import wire
+from cache_service_client.rest import wire
+from cache_service_client.rest.endpoints import ENDPOINTS, HEADERS, PARAMETERS, Answer, Endpoint
 
 __all__ = ["build_openapi", "openapi_json"]
 
@@ -66,301 +71,73 @@ _MODELS: dict[Any, str] = {
 }
 
 _JSON = "application/json"
+_SECURITY: dict[str, list[Any]] = {"optional": [{"bearerAuth": []}, {}], "none": []}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {_JSON: {"schema": _ref(name)}}}
+def _schema(model: Any) -> dict[str, str]:
+    if model is str:
+        return {"type": "string"}
+    if model is dict:
+        return {"type": "object"}
+    return _ref(_name(model))
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json("ErrorBody", description)
+def _content(media_type: str, model: Any) -> dict[str, Any]:
+    return {media_type: {"schema": _schema(model)}}
 
 
-_DEVICE_ID = {
-    "name": "device_id",
-    "in": "path",
-    "required": True,
-    "description": (
-        "The device id, percent-encoded as one path segment (UTF-8; every character but "
-        "`A-Z a-z 0-9 - _ . ~` escaped, and `.` too when the id is only dots)."
-    ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-}
-_TTL = {
-    "name": "ttl",
-    "in": "query",
-    "required": False,
-    "description": (
-        "Seconds until the stored devices expire (0: never), instead of the gateway's TTL. "
-        "Only gateways started with `allow_client_ttl` accept it; others answer 422."
-    ),
-    "schema": {"type": "number", "minimum": 0},
-}
-_IF_NEWER = {
-    "name": "if_newer",
-    "in": "query",
-    "required": False,
-    "description": (
-        "`true`: store a device only if nothing is stored for it or the stored `last_updated` "
-        "is strictly older (whole milliseconds; equal: not stored, so a redelivery changes "
-        "nothing), checked and written in one atomic step. A single put then answers 200 "
-        "with how many were stored (0 or 1) instead of 204."
-    ),
-    "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
-}
-_PAGING = [
-    {
-        "name": "pattern",
-        "in": "query",
-        "required": False,
-        "description": "A Redis glob over device ids, with exactly `SCAN MATCH` semantics.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "description": "At most this many ids (default: all).",
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-    },
-    {
-        "name": "offset",
-        "in": "query",
-        "required": False,
-        "description": "Skip this many matching ids first (default: 0).",
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-    },
-]
-
-_UNAUTHORIZED = _error("Missing or wrong bearer token.")
-_INVALID = _error("Invalid input; `field` names it.")
-_TOO_LARGE = _error("The request body exceeds the gateway's limit.")
-_MEDIA_TYPE = _error("The request body is not `application/json`.")
-_CORRUPT = _error("A stored value cannot be decoded (`error`: `data_corruption`, `key`).")
-_BAD_GATEWAY = _error("The backend failed (e.g. it refused the gateway's credentials).")
-_UNAVAILABLE = _error(
-    "The backend cannot be reached or did not answer in time; retry after `Retry-After`."
-)
+def _answer(endpoint: Endpoint[Any], answer: Answer) -> dict[str, Any]:
+    document: dict[str, Any] = {"description": answer.description}
+    if answer.body:
+        document["content"] = _content(endpoint.media_type, endpoint.answer)
+    if answer.headers:
+        document["headers"] = {name: HEADERS[name] for name in answer.headers}
+    return document
 
 
-def _common(*, body: bool = False, reads: bool = False) -> dict[str, Any]:
-    responses: dict[str, Any] = {"401": _UNAUTHORIZED, "422": _INVALID}
-    if body:
-        responses["413"] = _TOO_LARGE
-        responses["415"] = _MEDIA_TYPE
-    if reads:
-        responses["500"] = _CORRUPT
-    responses["502"] = _BAD_GATEWAY
-    responses["503"] = _UNAVAILABLE
-    return responses
-
-
-def _body(name: str, description: str) -> dict[str, Any]:
-    return {
-        "required": True,
-        "description": description,
-        "content": {_JSON: {"schema": _ref(name)}},
+def _error(code: str) -> tuple[str, dict[str, Any]]:
+    kind = wire.ERRORS[code]
+    return str(kind.status), {
+        "description": kind.description,
+        "content": _content(_JSON, wire.ErrorBody),
     }
+
+
+def _operation(endpoint: Endpoint[Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": endpoint.operation_id,
+        "summary": endpoint.summary,
+    }
+    if endpoint.description is not None:
+        operation["description"] = endpoint.description
+    if endpoint.params:
+        operation["parameters"] = [PARAMETERS[name] for name in endpoint.params]
+    if endpoint.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "description": endpoint.body_description,
+            "content": _content(_JSON, endpoint.body),
+        }
+    if endpoint.auth in _SECURITY:
+        operation["security"] = _SECURITY[endpoint.auth]
+    responses = {answer.status: _answer(endpoint, answer) for answer in endpoint.answers}
+    responses.update(_error(code) for code in endpoint.error_codes)
+    operation["responses"] = responses
+    return operation
 
 
 def _paths() -> dict[str, Any]:
-    etag = {"ETag": {"description": "Strong validator of the body.", "schema": {"type": "string"}}}
-    exists = {
-        "X-Device-Exists": {
-            "description": "`true` or `false`; tells this 404 from one for a wrong path.",
-            "schema": {"type": "string", "enum": ["true", "false"]},
-        }
-    }
-    return {
-        wire.DEVICE_PATH_PREFIX + "{device_id}": {
-            "parameters": [_DEVICE_ID],
-            "get": {
-                "operationId": "getDevice",
-                "summary": "Read one device",
-                "description": "Send `If-None-Match` with an earlier `ETag` to get a 304.",
-                "parameters": [
-                    {
-                        "name": "If-None-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {
-                    "200": {**_json("DeviceMetadata", "The device's metadata."), "headers": etag},
-                    "304": {"description": "Not modified.", "headers": etag},
-                    "404": _error("No metadata is stored for the device."),
-                    **_common(reads=True),
-                },
-            },
-            "head": {
-                "operationId": "deviceExists",
-                "summary": "Whether a value is stored for the device",
-                "description": "200 if a value is stored (even one that cannot be decoded).",
-                "responses": {
-                    "200": {"description": "A value is stored.", "headers": exists},
-                    "404": {"description": "No value is stored.", "headers": exists},
-                    **_common(),
-                },
-            },
-            "put": {
-                "operationId": "putDevice",
-                "summary": "Store one device, replacing any earlier value",
-                "parameters": [_TTL, _IF_NEWER],
-                "requestBody": _body("DeviceMetadataInput", "The metadata."),
-                "responses": {
-                    "200": _json("StoredResponse", "With `if_newer=true`: 1 if stored, else 0."),
-                    "204": {"description": "Stored."},
-                    **_common(body=True),
-                },
-            },
-            "delete": {
-                "operationId": "deleteDevice",
-                "summary": "Delete one device",
-                "responses": {
-                    "200": _json("DeleteResponse", "Whether it was stored."),
-                    **_common(),
-                },
-            },
-        },
-        wire.DEVICES_PATH: {
-            "get": {
-                "operationId": "listDeviceIds",
-                "summary": "List device ids, filtered by a Redis glob and paged",
-                "parameters": _PAGING,
-                "responses": {"200": _json("IdsResponse", "The ids."), **_common()},
-            }
-        },
-        wire.BATCH_GET_PATH: {
-            "post": {
-                "operationId": "batchGetDevices",
-                "summary": "Read several devices (safe and idempotent)",
-                "requestBody": _body("DeviceIdsBody", "The ids to read."),
-                "responses": {
-                    "200": _json("BatchGetResponse", "Found, missing and corrupted entries."),
-                    **_common(body=True),
-                },
-            }
-        },
-        wire.BATCH_PUT_PATH: {
-            "post": {
-                "operationId": "batchPutDevices",
-                "summary": "Store several devices atomically (idempotent)",
-                "description": "If any item is invalid, nothing is stored.",
-                "parameters": [_TTL, _IF_NEWER],
-                "requestBody": _body("BatchPutBody", "The devices to store."),
-                "responses": {
-                    "200": _json("StoredResponse", "How many were stored."),
-                    **_common(body=True),
-                },
-            }
-        },
-        wire.BATCH_DELETE_PATH: {
-            "post": {
-                "operationId": "batchDeleteDevices",
-                "summary": "Delete several devices atomically (idempotent)",
-                "requestBody": _body("DeviceIdsBody", "The ids to delete."),
-                "responses": {
-                    "200": _json("DeletedResponse", "How many were stored."),
-                    **_common(body=True),
-                },
-            }
-        },
-        wire.QUERY_PATH: {
-            "post": {
-                "operationId": "queryDevices",
-                "summary": "One page of devices matching a query (safe and idempotent)",
-                "description": (
-                    "Pages are stable: a device that exists for the whole walk is returned "
-                    "exactly once, even while others are written, deleted or expire."
-                ),
-                "requestBody": _body("DeviceQuery", "The query."),
-                "responses": {
-                    "200": _json(_name(Page[DeviceMetadata]), "The page."),
-                    **_common(body=True, reads=True),
-                },
-            }
-        },
-        wire.REPAIR_PATH: {
-            "post": {
-                "operationId": "repairIndexes",
-                "summary": "Rebuild the indexes from the stored values",
-                "description": "Reads the whole keyspace: slow on large caches; not retried.",
-                "responses": {"200": _json("RepairReport", "What was fixed."), **_common()},
-            }
-        },
-        wire.COUNT_PATH: {
-            "get": {
-                "operationId": "countDevices",
-                "summary": "Count stored devices",
-                "responses": {"200": _json("CountResponse", "The count."), **_common()},
-            }
-        },
-        wire.INFO_PATH: {
-            "get": {
-                "operationId": "cacheInfo",
-                "summary": "Figures about the cache",
-                "responses": {"200": _json("CacheInfo", "The figures."), **_common()},
-            }
-        },
-        wire.HEALTH_PATH: {
-            "get": {
-                "operationId": "health",
-                "summary": "The backend's health",
-                "description": (
-                    "Open without a token when the gateway runs with `open_health`; "
-                    "`details` are then only shown to callers that send the token."
-                ),
-                "security": [{"bearerAuth": []}, {}],
-                "responses": {
-                    "200": _json("HealthStatus", "Healthy or degraded."),
-                    "401": _UNAUTHORIZED,
-                    "422": _INVALID,
-                    "503": _json("HealthStatus", "Unhealthy."),
-                },
-            }
-        },
-        wire.METRICS_PATH: {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus metrics of the gateway",
-                "description": (
-                    "The text exposition format (version 0.0.4): "
-                    "`cache_service_gateway_requests_total` (by `method`, `route`, `status`), "
-                    "`cache_service_gateway_request_duration_seconds` (a histogram, by "
-                    "`method` and `route`) and `cache_service_gateway_backend_errors_total` "
-                    "(by `error_type`). Open without a token when the gateway runs with "
-                    "`open_metrics`."
-                ),
-                "security": [{"bearerAuth": []}, {}],
-                "responses": {
-                    "200": {
-                        "description": "The metrics.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    "401": _UNAUTHORIZED,
-                    "422": _INVALID,
-                },
-            }
-        },
-        wire.OPENAPI_PATH: {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "The OpenAPI document.",
-                        "content": {_JSON: {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
-    }
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        if endpoint.path not in paths:
+            per_device = [PARAMETERS["device_id"]] if endpoint.per_device else []
+            paths[endpoint.path] = {"parameters": per_device} if per_device else {}
+        paths[endpoint.path][endpoint.method.lower()] = _operation(endpoint)
+    return paths
 
 
 def _name(model: Any) -> str:
