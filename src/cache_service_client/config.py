@@ -419,6 +419,24 @@ def _complaint(name: str, value: Any, *, strict: bool) -> str | None:
     return None
 
 
+def _is_text(value: object) -> bool:
+    """True unless ``value`` holds a string that UTF-8 cannot encode (a lone surrogate).
+
+    msgspec cannot handle such a string, so it is refused before conversion.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_is_text(item) for item in value)
+    if isinstance(value, dict):
+        return all(_is_text(k) and _is_text(v) for k, v in value.items())
+    return True
+
+
 def _convert(layer: Layer, *, text: bool) -> dict[str, Any]:
     """Convert and check one source's values with msgspec (lax for ``text``: env, URL query).
 
@@ -429,6 +447,8 @@ def _convert(layer: Layer, *, text: bool) -> dict[str, Any]:
     for name, (value, source) in layer.items():
         if name not in _TYPES:
             raise ConfigurationError(f"{source}: unknown setting {name!r}")
+        if not _is_text(value):
+            raise ConfigurationError(f"{source}: {value!r} is not valid text (a lone surrogate)")
         raw[name] = _from_text(name, value) if text and isinstance(value, str) else value
     try:
         converted = msgspec.convert(raw, Settings, strict=not text)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cache_service_client import (
+    CacheServiceClient,
     ConfigurationError,
     Settings,
     load_settings,
@@ -303,3 +304,23 @@ def test_telemetry_setting_from_every_source(tmp_path: Path) -> None:
         ConfigurationError, match="CACHE_SERVICE_TELEMETRY: 'maybe' is not a boolean"
     ):
         settings_from_env(environ={"CACHE_SERVICE_TELEMETRY": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("make", "source"),
+    [
+        (lambda: CacheServiceClient(key_prefix="a\ud800"), "argument key_prefix"),
+        (
+            lambda: CacheServiceClient.from_url("memory://x").configure(metadata_ttl="\ud800"),  # type: ignore[arg-type]
+            "configure() metadata_ttl",
+        ),
+        (
+            lambda: load_settings(env={"CACHE_SERVICE_KEY_PREFIX": "\udcff"}),
+            "CACHE_SERVICE_KEY_PREFIX",
+        ),
+    ],
+)
+def test_a_lone_surrogate_in_any_source_is_a_configuration_error(make: Any, source: str) -> None:
+    with pytest.raises(ConfigurationError, match="not valid text") as caught:
+        make()
+    assert str(caught.value).startswith(f"{source}: ")
