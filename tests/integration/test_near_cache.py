@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 import os
 import signal
 import threading
@@ -250,7 +251,9 @@ def test_killed_connections_flush_the_cache_and_nothing_stale_survives(
     redis_client: redis.Redis,
     other: RedisDeviceMetadataRepository,
     key_strategy: KeyStrategy,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, "cache_service_client.near_cache")
     repo, cache = near
     other.put(meta("k", additional_properties={"n": 0}))
     assert repo.get("k").additional_properties["n"] == 0
@@ -277,6 +280,18 @@ def test_killed_connections_flush_the_cache_and_nothing_stale_survives(
         writer.join()
     wait_for_invalidations(cache, redis_client, key_strategy)
     assert repo.get("k").additional_properties["n"] == written[0]
+    # Each loss and each reconnection is logged at INFO, naming the server in extra= fields.
+    logged = [r for r in caplog.records if r.name == "cache_service_client.near_cache"]
+    lost = [r for r in logged if "lost" in r.getMessage()]
+    tracking = [r for r in logged if r not in lost and "tracking" in r.getMessage()]
+    assert lost
+    assert tracking
+    assert {r.levelno for r in lost + tracking} == {logging.INFO}
+    server = redis_client.connection_pool.connection_kwargs
+    assert {getattr(r, "near_cache_server", None) for r in lost + tracking} == {
+        f"{server['host']}:{server['port']}"
+    }
+    assert all(getattr(r, "near_cache_error", "") for r in lost)
 
 
 def test_the_facade_shares_one_near_cache_between_sync_and_async(

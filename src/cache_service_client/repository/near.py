@@ -90,6 +90,11 @@ Endpoint = tuple[str, int] | str
 """A server to track: ``(host, port)``, or a Unix socket path."""
 
 
+def _shown_endpoint(endpoint: Endpoint) -> str:
+    """``host:port``, or a Unix socket's path: how logs and stats name a tracked server."""
+    return endpoint if isinstance(endpoint, str) else f"{endpoint[0]}:{endpoint[1]}"
+
+
 class Connection(Protocol):
     """What a tracking connection needs of a redis-py connection (``redis.Connection``)."""
 
@@ -375,7 +380,7 @@ class NearCache:
                 return
             self._up.add(link)
             self._connected = bool(self._links) and self._up.issuperset(self._links)
-        logger.info("near cache: tracking %s", link.shown)
+        logger.info("near cache: tracking %s", link.shown, extra={"near_cache_server": link.shown})
 
     def _link_down(self, link: _Link, error: BaseException | None) -> None:
         with self._lock:
@@ -390,6 +395,7 @@ class NearCache:
                 "near cache: tracking connection to %s lost (%s); cache flushed, reconnecting",
                 link.shown,
                 error,
+                extra={"near_cache_server": link.shown, "near_cache_error": repr(error)},
             )
 
     def _retarget(self, endpoints: tuple[Endpoint, ...]) -> None:
@@ -420,7 +426,11 @@ class NearCache:
             if not endpoints:
                 continue
             if endpoints != current:
-                logger.info("near cache: now tracking %s (topology changed)", endpoints)
+                logger.info(
+                    "near cache: now tracking %s (topology changed)",
+                    endpoints,
+                    extra={"near_cache_servers": [_shown_endpoint(e) for e in endpoints]},
+                )
                 current = endpoints
                 self._topology = topology
                 self._retarget(endpoints)
@@ -467,7 +477,7 @@ class _Link(threading.Thread):
     """
 
     def __init__(self, cache: NearCache, endpoint: Endpoint) -> None:
-        self.shown = endpoint if isinstance(endpoint, str) else f"{endpoint[0]}:{endpoint[1]}"
+        self.shown = _shown_endpoint(endpoint)
         super().__init__(name=f"cache_service_client near cache {self.shown}", daemon=True)
         self._cache = cache
         self._endpoint = endpoint
@@ -533,6 +543,7 @@ class _Link(threading.Thread):
                     "near cache: cannot track %s (%s); reads go to Redis until it can",
                     self.shown,
                     error,
+                    extra={"near_cache_server": self.shown, "near_cache_error": repr(error)},
                 )
             failures += 1
             self._stopped.wait(min(_BACKOFF[1], _BACKOFF[0] * 2 ** min(failures, 10)))
