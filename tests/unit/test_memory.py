@@ -20,7 +20,7 @@ from cache_service_client import (
     DeviceQuery,
     InMemoryDeviceMetadataRepository,
 )
-from cache_service_client._query import plan_query
+from cache_service_client._planner import plan_query
 from cache_service_client.repository import memory as memory_module
 from tests import backends
 from tests.backends import PLAIN, at_ms

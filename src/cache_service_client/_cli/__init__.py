@@ -26,7 +26,7 @@ from cache_service_client._cli._common import (
     json_option,
     settings,
 )
-from cache_service_client._query import MAX_QUERY_LIMIT
+from cache_service_client._planner import MAX_QUERY_LIMIT
 from cache_service_client._version import __version__
 from cache_service_client.exceptions import CacheServiceError
 from cache_service_client.server import cli as gateway_cli

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import TypeVar, cast
 
 from cache_service_client._glob import compile_glob, literal_prefix
-from cache_service_client._query import QueryPlan, plan_query
+from cache_service_client._planner import QueryPlan, plan_query
 from cache_service_client._sorted import Comparable, SortedList
 from cache_service_client._validation import (
     check_flag,

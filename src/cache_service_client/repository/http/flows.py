@@ -17,7 +17,7 @@ from typing import Final, Literal, TypeVar
 import msgspec
 
 from cache_service_client import models
-from cache_service_client._query import plan_query
+from cache_service_client._planner import plan_query
 from cache_service_client._validation import (
     check_flag,
     check_text,

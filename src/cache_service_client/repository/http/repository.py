@@ -10,6 +10,7 @@ import httpx
 
 from cache_service_client import models
 from cache_service_client._validation import validate_ttl
+from cache_service_client.config import DEFAULTS
 from cache_service_client.repository.base import log_corrupted
 from cache_service_client.repository.http import flows
 from cache_service_client.repository.http.driver import AsyncHttpDriver, SyncHttpDriver, _Driver
@@ -32,7 +33,7 @@ class _HttpCommon(Generic[C]):
         base_url: str,
         *,
         auth_token: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = DEFAULTS.http_timeout,
         retry: RetryPolicy | None = None,
         ttl: float | ServerTTL | None = SERVER,
         client: C | None = None,

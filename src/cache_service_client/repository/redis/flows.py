@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from cache_service_client._glob import compile_glob, literal_prefix
-from cache_service_client._query import Position, QueryPlan, plan_query
+from cache_service_client._planner import Position, QueryPlan, plan_query
 from cache_service_client._validation import (
     check_flag,
     datetime_from_ms,
