@@ -7,6 +7,7 @@ tool writing to Redis would.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -201,3 +202,22 @@ class NearBackdoor(RedisBackdoor):
     def barrier(self, timeout: float = 5.0) -> None:
         """Return once the cache has heard every change made before the call."""
         wait_for_invalidations(self.cache, self.client, self.keys, timeout)
+
+
+class Flavour:
+    """One of the library's two flavours, so one test body serves both (the ``flavour`` fixture).
+
+    ``await flavour.run(repo.get("d"))`` awaits what the async flavour returns and passes the
+    sync flavour's value through; ``flavour.is_async`` picks the class to build.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.is_async = name == "async"
+
+    def __repr__(self) -> str:
+        return self.name
+
+    async def run(self, value: Any) -> Any:
+        """The result of a call of this flavour: awaited when it is awaitable."""
+        return await value if inspect.isawaitable(value) else value

@@ -22,7 +22,14 @@ from cache_service_client import (
     settings_from_url,
 )
 from cache_service_client.container import build_tracking
-from tests.backends import Backend, MemoryBackdoor, NearBackdoor, RedisBackdoor, SyncAsAsync
+from tests.backends import (
+    Backend,
+    Flavour,
+    MemoryBackdoor,
+    NearBackdoor,
+    RedisBackdoor,
+    SyncAsAsync,
+)
 from tests.http_gateway import (  # noqa: F401 - fixtures
     HTTP_BACKENDS,
     http_contract_backend,
@@ -201,3 +208,9 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """Each test that takes it runs once per flavour, sync and async."""
+    return Flavour(request.param)

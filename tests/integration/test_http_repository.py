@@ -42,7 +42,7 @@ from cache_service_client.repository.http import (
     HttpDeviceMetadataRepository,
 )
 from cache_service_client.server import wire
-from tests.backends import NOW, Backend, meta
+from tests.backends import NOW, Backend, Flavour, meta
 from tests.http_gateway import (  # noqa: F401 - http_backend is a fixture
     CONTRACT_TOKEN,
     HTTP_BACKENDS,
@@ -406,14 +406,24 @@ MAPPING: list[tuple[httpx.Response | Exception, type[Exception], int]] = [
 ]
 
 
+def scripted(flavour: Flavour, script: Script) -> Any:
+    """A repository of ``flavour`` answered by ``script``."""
+    return scripted_async(script) if flavour.is_async else scripted_sync(script)
+
+
+async def close_scripted(flavour: Flavour, repo: Any) -> None:
+    """Close the httpx client of a scripted repository (the caller's client: not closed by it)."""
+    await flavour.run(repo.client.aclose() if flavour.is_async else repo.client.close())
+
+
 @pytest.mark.parametrize(("answer", "expected", "attempts"), MAPPING, ids=repr)
-def test_error_mapping_sync(
-    answer: httpx.Response | Exception, expected: type[Exception], attempts: int
+async def test_error_mapping(
+    flavour: Flavour, answer: httpx.Response | Exception, expected: type[Exception], attempts: int
 ) -> None:
     script = Script(answer)
-    repo = scripted_sync(script)
+    repo = scripted(flavour, script)
     with pytest.raises(expected) as caught:
-        repo.get("d")
+        await flavour.run(repo.get("d"))
     assert type(caught.value) is expected or expected is BackendError
     assert len(script.requests) == attempts
     if expected is DeviceNotFoundError:
@@ -423,18 +433,7 @@ def test_error_mapping_sync(
     if expected is DataCorruptionError and isinstance(answer, httpx.Response):
         expected_key = "device:d" if answer.status_code == 500 else "GET http://gateway.test"
         assert caught.value.key.startswith(expected_key)  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(("answer", "expected", "attempts"), MAPPING, ids=repr)
-async def test_error_mapping_async(
-    answer: httpx.Response | Exception, expected: type[Exception], attempts: int
-) -> None:
-    script = Script(answer)
-    repo = scripted_async(script)
-    with pytest.raises(expected):
-        await repo.get("d")
-    assert len(script.requests) == attempts
-    await repo.client.aclose()
+    await close_scripted(flavour, repo)
 
 
 def test_every_error_code_has_one_row_and_the_gateways_answers_come_back_as_raised() -> None:
@@ -474,19 +473,13 @@ def test_validation_error_keeps_the_gateways_field_and_message() -> None:
     assert str(caught.value) == "items[3].persist: Expected `bool`"
 
 
-def test_retry_then_success() -> None:
-    script = Script(error(503, "backend_unavailable"), httpx.ConnectError("x"), GOOD)
-    repo = scripted_sync(script)
-    assert repo.get("d") == meta("d")
+@pytest.mark.parametrize("dropped", [httpx.ConnectError("x"), httpx.ReadError("x")], ids=repr)
+async def test_retry_then_success(flavour: Flavour, dropped: Exception) -> None:
+    script = Script(error(503, "backend_unavailable"), dropped, GOOD)
+    repo = scripted(flavour, script)
+    assert await flavour.run(repo.get("d")) == meta("d")
     assert len(script.requests) == 3
-
-
-async def test_retry_then_success_async() -> None:
-    script = Script(error(503, "backend_unavailable"), httpx.ReadError("x"), GOOD)
-    repo = scripted_async(script)
-    assert await repo.get("d") == meta("d")
-    assert len(script.requests) == 3
-    await repo.client.aclose()
+    await close_scripted(flavour, repo)
 
 
 def test_every_idempotent_call_is_retried_and_repair_is_not() -> None:
@@ -641,43 +634,27 @@ def check_no_token_went_elsewhere(here: Recorder, elsewhere: Recorder, requests:
     assert elsewhere.seen == []
 
 
-def test_redirects_are_not_followed_and_the_token_stays_home(
-    redirecting: tuple[Gateway, Recorder, Recorder],
+async def test_redirects_are_not_followed_and_the_token_stays_home(
+    flavour: Flavour, redirecting: tuple[Gateway, Recorder, Recorder]
 ) -> None:
     gateway, here, elsewhere = redirecting
     here.seen.clear()
-    with httpx.Client(follow_redirects=True, trust_env=False) as following:
-        repos = [
-            HttpDeviceMetadataRepository(gateway.url, auth_token="home-token", trust_env=False),
-            # Even a client that would follow redirects does not, for the repository.
-            HttpDeviceMetadataRepository(gateway.url, auth_token="home-token", client=following),
-        ]
-        for repo in repos:
-            with pytest.raises(BackendError, match="redirect") as caught:
-                repo.get("d")
-            assert "home-token" not in str(caught.value)
-            repo.close()
-    check_no_token_went_elsewhere(here, elsewhere, 2)
-
-
-async def test_redirects_are_not_followed_async(
-    redirecting: tuple[Gateway, Recorder, Recorder],
-) -> None:
-    gateway, here, elsewhere = redirecting
-    here.seen.clear()
-    async with httpx.AsyncClient(follow_redirects=True, trust_env=False) as following:
-        repos = [
-            AsyncHttpDeviceMetadataRepository(
-                gateway.url, auth_token="home-token", trust_env=False
-            ),
-            AsyncHttpDeviceMetadataRepository(
-                gateway.url, auth_token="home-token", client=following
-            ),
-        ]
-        for repo in repos:
-            with pytest.raises(BackendError, match="redirect"):
-                await repo.get("d")
-            await repo.close()
+    repository: Any = (
+        AsyncHttpDeviceMetadataRepository if flavour.is_async else HttpDeviceMetadataRepository
+    )
+    client: Any = httpx.AsyncClient if flavour.is_async else httpx.Client
+    following = client(follow_redirects=True, trust_env=False)
+    repos = [
+        repository(gateway.url, auth_token="home-token", trust_env=False),
+        # Even a client that would follow redirects does not, for the repository.
+        repository(gateway.url, auth_token="home-token", client=following),
+    ]
+    for repo in repos:
+        with pytest.raises(BackendError, match="redirect") as caught:
+            await flavour.run(repo.get("d"))
+        assert "home-token" not in str(caught.value)
+        await flavour.run(repo.close())
+    await flavour.run(following.aclose() if flavour.is_async else following.close())
     check_no_token_went_elsewhere(here, elsewhere, 2)
 
 
