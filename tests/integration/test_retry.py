@@ -39,7 +39,7 @@ from cache_service_client import (
 )
 from cache_service_client.retry import RetryPolicy
 from tests import backends
-from tests.backends import PLAIN
+from tests.backends import PLAIN, Flavour
 from tests.redis_server import RedisServer, find_redis_server, free_port
 
 LOGGER = "cache_service_client.retry"
@@ -174,32 +174,68 @@ def test_is_retryable() -> None:
 # --- sync unit tests ----------------------------------------------------------------------------
 
 
-def test_first_attempt_success_is_a_plain_call(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def attempt(flavour: Flavour, policy: RetryPolicy, script: Script | Always) -> str:
+    """``policy.call`` (sync) or ``policy.call_async`` (async) of ``script`` as ``get``."""
+    if flavour.is_async:
+        return await policy.call_async(script.coro, operation="get")
+    return policy.call(script, operation="get")
+
+
+async def test_first_attempt_success_is_a_plain_call(
+    flavour: Flavour, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def no_backoff(*args: object, **kwargs: object) -> None:
         raise AssertionError("the backoff machinery must not start on success")
 
     monkeypatch.setattr(backoff, "on_exception", no_backoff)
     script = Script()
-    assert RetryPolicy().call(script, operation="get") == "ok"
+    assert await attempt(flavour, RetryPolicy(), script) == "ok"
     assert script.calls == 1
     assert logger_records(caplog) == []
 
 
-def test_retries_up_to_attempts_then_raises_the_last_error() -> None:
-    errors = [BackendConnectionError("1"), BackendTimeoutError("2"), BackendConnectionError("3")]
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [BackendConnectionError("1"), BackendTimeoutError("2"), BackendConnectionError("3")],
+        [BackendTimeoutError("1"), BackendConnectionError("2"), BackendTimeoutError("3")],
+    ],
+    ids=["connection-last", "timeout-last"],
+)
+async def test_retries_up_to_attempts_then_raises_the_last_error(
+    flavour: Flavour, errors: list[Exception]
+) -> None:
     script = Script(*errors)
-    with pytest.raises(BackendConnectionError) as info:
-        fast(3).call(script, operation="get")
+    with pytest.raises(type(errors[2])) as info:
+        await attempt(flavour, fast(3), script)
     assert info.value is errors[2]
     assert script.calls == 3
 
 
-def test_succeeds_after_transient_failures() -> None:
-    script = Script(BackendConnectionError("down"), BackendTimeoutError("slow"), value="done")
-    assert fast(3).call(script, operation="get") == "done"
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [BackendConnectionError("down"), BackendTimeoutError("slow")],
+        [BackendConnectionError("down"), BackendConnectionError("down")],
+    ],
+    ids=["mixed", "same"],
+)
+async def test_succeeds_after_transient_failures(flavour: Flavour, errors: list[Exception]) -> None:
+    script = Script(*errors, value="done")
+    assert await attempt(flavour, fast(3), script) == "done"
     assert script.calls == 3
+
+
+@pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
+async def test_never_retries_other_errors(
+    flavour: Flavour, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = Script(error)
+    with pytest.raises(type(error)) as info:
+        await attempt(flavour, fast(5), script)
+    assert info.value is error
+    assert script.calls == 1
+    assert logger_records(caplog) == []
 
 
 def test_disabled_policy_makes_one_attempt() -> None:
@@ -207,16 +243,6 @@ def test_disabled_policy_makes_one_attempt() -> None:
     with pytest.raises(BackendConnectionError):
         RetryPolicy.disabled().call(script, operation="get")
     assert script.calls == 1
-
-
-@pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
-def test_never_retries_other_errors(error: Exception, caplog: pytest.LogCaptureFixture) -> None:
-    script = Script(error)
-    with pytest.raises(type(error)) as info:
-        fast(5).call(script, operation="get")
-    assert info.value is error
-    assert script.calls == 1
-    assert logger_records(caplog) == []
 
 
 @pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
@@ -344,46 +370,6 @@ def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # --- async unit tests ---------------------------------------------------------------------------
-
-
-async def test_async_first_attempt_success_is_a_plain_call(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def no_backoff(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the backoff machinery must not start on success")
-
-    monkeypatch.setattr(backoff, "on_exception", no_backoff)
-    script = Script()
-    assert await RetryPolicy().call_async(script.coro, operation="get") == "ok"
-    assert script.calls == 1
-    assert logger_records(caplog) == []
-
-
-async def test_async_retries_up_to_attempts_then_raises_the_last_error() -> None:
-    errors = [BackendTimeoutError("1"), BackendConnectionError("2"), BackendTimeoutError("3")]
-    script = Script(*errors)
-    with pytest.raises(BackendTimeoutError) as info:
-        await fast(3).call_async(script.coro, operation="get")
-    assert info.value is errors[2]
-    assert script.calls == 3
-
-
-async def test_async_succeeds_after_transient_failures() -> None:
-    script = Script(BackendConnectionError("down"), BackendConnectionError("down"), value="done")
-    assert await fast(3).call_async(script.coro, operation="get") == "done"
-    assert script.calls == 3
-
-
-@pytest.mark.parametrize("error", NOT_RETRYABLE, ids=NOT_RETRYABLE_IDS)
-async def test_async_never_retries_other_errors(
-    error: Exception, caplog: pytest.LogCaptureFixture
-) -> None:
-    script = Script(error)
-    with pytest.raises(type(error)) as info:
-        await fast(5).call_async(script.coro, operation="get")
-    assert info.value is error
-    assert script.calls == 1
-    assert logger_records(caplog) == []
 
 
 async def test_async_honours_the_deadline() -> None:
