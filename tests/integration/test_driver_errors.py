@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import redis
@@ -34,6 +35,7 @@ from cache_service_client.repository.redis.driver import (
     translate_error,
 )
 from cache_service_client.repository.redis.ops import Command, Op, Pipeline, ScriptCall
+from tests.backends import Flavour
 from tests.redis_server import RedisServer, find_redis_server, free_port
 
 PASSWORD = "s3cret"
@@ -284,38 +286,39 @@ async def test_async_repository_on_a_closed_port(
     assert status.status == "unhealthy"
 
 
+def flavour_client(flavour: Flavour, port: int, password: str | None = None) -> Any:
+    """A client of ``flavour`` (no retries of its own) for the server on ``port``."""
+    return async_client(port, password) if flavour.is_async else sync_client(port, password)
+
+
+def flavour_driver(flavour: Flavour, client: Any) -> Any:
+    """The driver of ``flavour`` over ``client``."""
+    return AsyncRedisDriver(client) if flavour.is_async else SyncRedisDriver(client)
+
+
+async def close_client(flavour: Flavour, client: Any) -> None:
+    await flavour.run(client.aclose() if flavour.is_async else client.close())
+
+
 @pytest.mark.parametrize("password", [None, WRONG_PASSWORD], ids=["no-password", "wrong"])
-def test_sync_authentication_refused(auth_server: RedisServer, password: str | None) -> None:
-    client = sync_client(auth_server.port, password)
+async def test_authentication_refused(
+    flavour: Flavour, auth_server: RedisServer, password: str | None
+) -> None:
+    client = flavour_client(flavour, auth_server.port, password)
     try:
-        driver = SyncRedisDriver(client)
-        calls: list[Callable[[], object]] = [
-            lambda: driver.run(flows.get, context(), "a"),
-            lambda: driver.run(flows.count, context()),
-        ]
-        for call in calls:
+        driver = flavour_driver(flavour, client)
+        for flow, args in [(flows.get, ("a",)), (flows.count, ())]:
             with pytest.raises(AuthenticationError) as info:
-                call()
+                await flavour.run(driver.run(flow, context(), *args))
             assert isinstance(info.value.__cause__, rex.RedisError)
             assert_no_secret(info.value, PASSWORD, WRONG_PASSWORD)
-        status = driver.run(flows.health, context())
+        status = await flavour.run(driver.run(flows.health, context()))
         assert status.status == "unhealthy"
         assert status.message.startswith("authentication failed")
         assert PASSWORD not in status.message
         assert WRONG_PASSWORD not in status.message
     finally:
-        client.close()
-
-
-@pytest.mark.parametrize("password", [None, WRONG_PASSWORD], ids=["no-password", "wrong"])
-async def test_async_authentication_refused(auth_server: RedisServer, password: str | None) -> None:
-    client = async_client(auth_server.port, password)
-    try:
-        with pytest.raises(AuthenticationError) as info:
-            await AsyncRedisDriver(client).run(flows.get, context(), "a")
-        assert_no_secret(info.value, PASSWORD, WRONG_PASSWORD)
-    finally:
-        await client.aclose()
+        await close_client(flavour, client)
 
 
 def test_repository_repr_does_not_show_the_password(auth_server: RedisServer) -> None:
@@ -374,39 +377,30 @@ def _script_cached(client: redis.Redis, sha: str) -> bool:
     return bool(cached)
 
 
-def test_sync_driver_reloads_flushed_scripts(auth_server: RedisServer) -> None:
-    client = sync_client(auth_server.port, PASSWORD)
+async def test_driver_reloads_flushed_scripts(flavour: Flavour, auth_server: RedisServer) -> None:
+    client = flavour_client(flavour, auth_server.port, PASSWORD)
+    admin = sync_client(auth_server.port, PASSWORD)
     ctx = context(f"{uuid.uuid4().hex}-noscript")
     try:
-        driver = SyncRedisDriver(client)
-        assert driver.run(flows.put, ctx, make("a")) is True
-        assert _script_cached(client, lua.PUT.sha)
-        client.script_flush()
-        assert not _script_cached(client, lua.PUT.sha)
-        assert not _script_cached(client, lua.COUNT.sha)
+        driver = flavour_driver(flavour, client)
+        assert await flavour.run(driver.run(flows.put, ctx, make("a"))) is True
+        assert _script_cached(admin, lua.PUT.sha)
+        admin.script_flush()
+        assert not _script_cached(admin, lua.PUT.sha)
+        assert not _script_cached(admin, lua.COUNT.sha)
         # EVALSHA answers NOSCRIPT; the driver falls back to EVAL, which caches the script.
-        assert driver.run(flows.put_many, ctx, [make("b"), make("c")]) == 2
-        assert driver.run(flows.count, ctx) == 3
-        assert _script_cached(client, lua.PUT.sha)
-        assert _script_cached(client, lua.COUNT.sha)
-        assert driver.run(flows.list_ids, ctx) == ["a", "b", "c"]
+        assert await flavour.run(driver.run(flows.put_many, ctx, [make("b"), make("c")])) == 2
+        assert await flavour.run(driver.run(flows.count, ctx)) == 3
+        assert _script_cached(admin, lua.PUT.sha)
+        assert _script_cached(admin, lua.COUNT.sha)
+        assert await flavour.run(driver.run(flows.list_ids, ctx)) == ["a", "b", "c"]
+        admin.script_flush()
+        assert await flavour.run(driver.run(flows.delete, ctx, "a")) is True
+        admin.script_flush()
+        assert await flavour.run(driver.run(flows.delete_many, ctx, ["b", "c"])) == 2
+        assert await flavour.run(driver.run(flows.count, ctx)) == 0
+        assert _script_cached(admin, lua.COUNT.sha)
     finally:
-        client.flushdb()
-        client.close()
-
-
-async def test_async_driver_reloads_flushed_scripts(auth_server: RedisServer) -> None:
-    client = async_client(auth_server.port, PASSWORD)
-    ctx = context(f"{uuid.uuid4().hex}-noscript")
-    try:
-        driver = AsyncRedisDriver(client)
-        await client.script_flush()
-        assert await driver.run(flows.put_many, ctx, [make("a")]) == 1
-        assert await driver.run(flows.delete, ctx, "a") is True
-        await client.script_flush()
-        assert await driver.run(flows.count, ctx) == 0
-        (cached,) = await client.script_exists(lua.COUNT.sha)
-        assert cached
-    finally:
-        await client.flushdb()
-        await client.aclose()
+        admin.flushdb()
+        admin.close()
+        await close_client(flavour, client)
