@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -219,42 +219,43 @@ def closed_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-async def async_closed_client(closed_port: int) -> AsyncIterator[redis.asyncio.Redis]:
-    client = async_client(closed_port)
+async def test_driver_on_a_closed_port(flavour: Flavour, closed_port: int) -> None:
+    client = flavour_client(flavour, closed_port)
     try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-def test_sync_driver_on_a_closed_port(closed_port: int) -> None:
-    client = sync_client(closed_port)
-    try:
-        driver = SyncRedisDriver(client)
+        driver = flavour_driver(flavour, client)
         with pytest.raises(BackendConnectionError) as info:
-            driver.run(flows.get, context(), "a")
+            await flavour.run(driver.run(flows.get, context(), "a"))
         assert isinstance(info.value.__cause__, rex.ConnectionError)
-        with pytest.raises(BackendConnectionError):
-            driver.run(flows.count, context())
-        with pytest.raises(BackendConnectionError):
-            driver.run(flows.get_many, context(), ["a", "b"])
+        for flow, args in [
+            (flows.count, ()),
+            (flows.get_many, (["a", "b"],)),
+            (flows.put, (make("a"),)),
+        ]:
+            with pytest.raises(BackendConnectionError):
+                await flavour.run(driver.run(flow, context(), *args))
     finally:
-        client.close()
+        await close_client(flavour, client)
 
 
-def test_sync_repository_on_a_closed_port(closed_port: int) -> None:
-    repo = RedisDeviceMetadataRepository(sync_client(closed_port), close_client=True)
+async def test_repository_on_a_closed_port(flavour: Flavour, closed_port: int) -> None:
+    repository: Any = (
+        AsyncRedisDeviceMetadataRepository if flavour.is_async else RedisDeviceMetadataRepository
+    )
+    repo = repository(flavour_client(flavour, closed_port), close_client=True)
     try:
-        with pytest.raises(BackendConnectionError):
-            repo.get("a")
-        with pytest.raises(BackendConnectionError):
-            repo.put(make("a"))
-        status = repo.health()
+        calls: list[Callable[[], Any]] = [
+            lambda: repo.get("a"),
+            lambda: repo.put(make("a")),
+            lambda: repo.exists("a"),
+        ]
+        for call in calls:
+            with pytest.raises(BackendConnectionError):
+                await flavour.run(call())
+        status = await flavour.run(repo.health())
         assert status.status == "unhealthy"
         assert status.details["error"] == "BackendConnectionError"
     finally:
-        repo.close()
+        await flavour.run(repo.close())
 
 
 def test_password_in_url_is_not_in_connection_errors(closed_port: int) -> None:
@@ -265,25 +266,6 @@ def test_password_in_url_is_not_in_connection_errors(closed_port: int) -> None:
         assert_no_secret(info.value, PASSWORD)
     finally:
         client.close()
-
-
-async def test_async_driver_on_a_closed_port(async_closed_client: redis.asyncio.Redis) -> None:
-    driver = AsyncRedisDriver(async_closed_client)
-    with pytest.raises(BackendConnectionError) as info:
-        await driver.run(flows.get, context(), "a")
-    assert isinstance(info.value.__cause__, rex.ConnectionError)
-    with pytest.raises(BackendConnectionError):
-        await driver.run(flows.put, context(), make("a"))
-
-
-async def test_async_repository_on_a_closed_port(
-    async_closed_client: redis.asyncio.Redis,
-) -> None:
-    repo = AsyncRedisDeviceMetadataRepository(async_closed_client)
-    with pytest.raises(BackendConnectionError):
-        await repo.exists("a")
-    status = await repo.health()
-    assert status.status == "unhealthy"
 
 
 def flavour_client(flavour: Flavour, port: int, password: str | None = None) -> Any:
