@@ -254,12 +254,12 @@ def test_a_definite_error_after_a_retry_ends_the_call(error: Exception) -> None:
     assert script.calls == 2
 
 
-def test_honours_the_deadline() -> None:
+async def test_honours_the_deadline(flavour: Flavour) -> None:
     always = Always()
     policy = RetryPolicy(attempts=1000, deadline=0.3, backoff_base=0.01, backoff_max=0.05)
     started = time.monotonic()
     with pytest.raises(BackendConnectionError) as info:
-        policy.call(always, operation="get")
+        await attempt(flavour, policy, always)
     elapsed = time.monotonic() - started
     assert 0.3 - 0.05 - 0.02 <= elapsed < 0.3 + 0.08
     assert 5 < always.calls < 1000
@@ -317,14 +317,24 @@ def test_the_deadline_counts_the_first_attempt() -> None:
     assert always.calls == 1
 
 
-def test_backoff_delays_grow_and_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("attempts", "ceiling", "waits"),
+    [(6, 0.04, [0.01, 0.02, 0.04, 0.04, 0.04]), (5, 0.03, [0.01, 0.02, 0.03, 0.03])],
+)
+async def test_backoff_delays_grow_and_are_capped(
+    flavour: Flavour,
+    caplog: pytest.LogCaptureFixture,
+    attempts: int,
+    ceiling: float,
+    waits: list[float],
+) -> None:
     policy = RetryPolicy(
-        attempts=6, deadline=None, backoff_base=0.01, backoff_max=0.04, jitter=False
+        attempts=attempts, deadline=None, backoff_base=0.01, backoff_max=ceiling, jitter=False
     )
     with pytest.raises(BackendConnectionError):
-        policy.call(Always(), operation="get")
-    waits = [r.__dict__["retry_wait"] for r in retry_records(caplog)]
-    assert waits == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04])
+        await attempt(flavour, policy, Always())
+    logged = [r.__dict__["retry_wait"] for r in retry_records(caplog)]
+    assert logged == pytest.approx(waits)
 
 
 def test_jitter_draws_waits_below_the_computed_ones(caplog: pytest.LogCaptureFixture) -> None:
@@ -370,17 +380,6 @@ def test_giving_up_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # --- async unit tests ---------------------------------------------------------------------------
-
-
-async def test_async_honours_the_deadline() -> None:
-    always = Always()
-    policy = RetryPolicy(attempts=1000, deadline=0.3, backoff_base=0.01, backoff_max=0.05)
-    started = time.monotonic()
-    with pytest.raises(BackendConnectionError) as info:
-        await policy.call_async(always.coro, operation="get")
-    elapsed = time.monotonic() - started
-    assert 0.3 - 0.05 - 0.02 <= elapsed < 0.3 + 0.08
-    assert str(info.value) == f"refused #{always.calls}"
 
 
 async def test_async_wait_that_overshoots_the_deadline_ends_with_the_last_error(
@@ -437,16 +436,6 @@ async def test_async_cancellation_is_not_retried_nor_converted() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert calls == 2
-
-
-async def test_async_backoff_delays_grow_and_are_capped(caplog: pytest.LogCaptureFixture) -> None:
-    policy = RetryPolicy(
-        attempts=5, deadline=None, backoff_base=0.01, backoff_max=0.03, jitter=False
-    )
-    with pytest.raises(BackendConnectionError):
-        await policy.call_async(Always().coro, operation="get")
-    waits = [r.__dict__["retry_wait"] for r in retry_records(caplog)]
-    assert waits == pytest.approx([0.01, 0.02, 0.03, 0.03])
 
 
 async def test_async_every_retry_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
