@@ -848,42 +848,32 @@ def auth_server(binary: str) -> Iterator[RedisServer]:
 
 
 @pytest.mark.parametrize("password", [None, "wrong-password"], ids=["none", "wrong"])
-def test_sync_authentication_error_is_not_retried(
-    auth_server: RedisServer, password: str | None, caplog: pytest.LogCaptureFixture
+async def test_authentication_error_is_not_retried(
+    flavour: Flavour,
+    auth_server: RedisServer,
+    password: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    repo = RedisDeviceMetadataRepository(
-        sync_client(auth_server.port, password=password),
+    connect: Any = async_client if flavour.is_async else sync_client
+    repository: Any = (
+        AsyncRedisDeviceMetadataRepository if flavour.is_async else RedisDeviceMetadataRepository
+    )
+    repo = repository(
+        connect(auth_server.port, password=password),
         close_client=True,
         retry=RetryPolicy(attempts=5, backoff_base=0.2),
     )
     try:
-        started = time.monotonic()
-        with pytest.raises(AuthenticationError):
-            repo.get("a")
-        assert time.monotonic() - started < 0.5
+        calls: list[Callable[[], Any]] = [lambda: repo.get("a"), lambda: repo.count()]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(AuthenticationError):
+                await flavour.run(call())
+            assert time.monotonic() - started < 0.5
         assert logger_records(caplog) == []
         assert SECRET not in caplog.text
     finally:
-        repo.close()
-
-
-@pytest.mark.parametrize("password", [None, "wrong-password"], ids=["none", "wrong"])
-async def test_async_authentication_error_is_not_retried(
-    auth_server: RedisServer, password: str | None, caplog: pytest.LogCaptureFixture
-) -> None:
-    repo = AsyncRedisDeviceMetadataRepository(
-        async_client(auth_server.port, password=password),
-        close_client=True,
-        retry=RetryPolicy(attempts=5, backoff_base=0.2),
-    )
-    try:
-        started = time.monotonic()
-        with pytest.raises(AuthenticationError):
-            await repo.count()
-        assert time.monotonic() - started < 0.5
-        assert logger_records(caplog) == []
-    finally:
-        await repo.close()
+        await flavour.run(repo.close())
 
 
 def test_health_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
