@@ -22,6 +22,7 @@ from cache_service_client import (
     settings_from_url,
 )
 from cache_service_client.container import build_tracking
+from cache_service_client.testing import RedisClusterServers
 from tests.backends import (
     Backend,
     Flavour,
@@ -35,7 +36,6 @@ from tests.http_gateway import (  # noqa: F401 - fixtures
     http_contract_backend,
     http_gateway,
 )
-from tests.redis_cluster import RedisClusterProcess
 from tests.redis_server import RedisServer, find_redis_server, session_redis_url
 
 # "redis-buckets" runs the cluster code path (indexes sharded into buckets, merged by the
@@ -76,7 +76,7 @@ def cluster_url() -> Iterator[str]:
     if url:
         yield url
         return
-    cluster = RedisClusterProcess()
+    cluster = RedisClusterServers()
     cluster.start()
     try:
         yield cluster.url

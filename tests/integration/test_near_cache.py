@@ -42,11 +42,13 @@ from cache_service_client import (
 )
 from cache_service_client.config import SettingsFields
 from cache_service_client.container import build_tracking
-from cache_service_client.testing import wait_for_invalidations
+from cache_service_client.testing import (
+    RedisClusterServers,
+    RedisSentinelServers,
+    wait_for_invalidations,
+)
 from tests.backends import meta
 from tests.integration.test_topologies import migrate_slot
-from tests.redis_cluster import RedisClusterProcess
-from tests.redis_sentinel import SentinelSetup
 from tests.redis_server import RedisServer, command
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
@@ -383,9 +385,9 @@ def test_batch_reads_fetch_only_what_is_not_cached(
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[RedisClusterProcess]:
+def own_cluster() -> Iterator[RedisClusterServers]:
     """A cluster of this test's own: a slot gets migrated."""
-    cluster = RedisClusterProcess()
+    cluster = RedisClusterServers()
     cluster.start()
     try:
         yield cluster
@@ -393,7 +395,7 @@ def own_cluster() -> Iterator[RedisClusterProcess]:
         cluster.stop()
 
 
-def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisClusterProcess) -> None:
+def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisClusterServers) -> None:
     prefix = f"near-{uuid.uuid4().hex[:6]}"
     options: SettingsFields = {
         "key_prefix": prefix,
@@ -437,7 +439,7 @@ def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisCluste
 
 
 def test_sentinel_failover_flushes_and_follows_the_new_master() -> None:
-    setup = SentinelSetup()
+    setup = RedisSentinelServers()
     setup.start()
     try:
         options: SettingsFields = {"retry_deadline": 20.0, "socket_timeout": 1.0}

@@ -13,17 +13,16 @@ import redis
 from redis.crc import key_slot
 
 from cache_service_client import CacheServiceClient, DeviceQuery, KeyStrategy
-from tests.redis_cluster import RedisClusterProcess
-from tests.redis_sentinel import SentinelSetup
+from cache_service_client.testing import RedisClusterServers, RedisSentinelServers
 from tests.redis_server import command
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[RedisClusterProcess]:
+def own_cluster() -> Iterator[RedisClusterServers]:
     """A cluster of this test's own: slots get migrated."""
-    cluster = RedisClusterProcess()
+    cluster = RedisClusterServers()
     cluster.start()
     try:
         yield cluster
@@ -31,7 +30,7 @@ def own_cluster() -> Iterator[RedisClusterProcess]:
         cluster.stop()
 
 
-def migrate_slot(cluster: RedisClusterProcess, slot: int, pause: float) -> int:
+def migrate_slot(cluster: RedisClusterServers, slot: int, pause: float) -> int:
     """Move ``slot`` from its owner to another master, key by key, slowly: ASK, then MOVED."""
     clients = [redis.Redis(port=port) for port in cluster.ports]
     try:
@@ -69,7 +68,7 @@ def migrate_slot(cluster: RedisClusterProcess, slot: int, pause: float) -> int:
 
 
 def test_moved_and_ask_redirections_during_a_slot_migration_are_absorbed(
-    own_cluster: RedisClusterProcess,
+    own_cluster: RedisClusterServers,
 ) -> None:
     client = CacheServiceClient.from_url(
         own_cluster.url,
@@ -123,7 +122,7 @@ def test_moved_and_ask_redirections_during_a_slot_migration_are_absorbed(
 
 
 def test_sentinel_failover_is_absorbed() -> None:
-    setup = SentinelSetup()
+    setup = RedisSentinelServers()
     setup.start()
     try:
         client = CacheServiceClient.from_url(setup.url, retry_deadline=20.0, socket_timeout=1.0)

