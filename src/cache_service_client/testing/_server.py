@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import redis
 
@@ -46,8 +47,35 @@ def free_port() -> int:
         return port
 
 
+_S = TypeVar("_S", bound="Processes")
+
+
+class Processes:
+    """Server processes used as a context manager: started on entry, stopped on exit."""
+
+    def start(self) -> None:
+        """Start the processes and wait until they answer."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the processes and remove their working folders."""
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 @dataclass
-class RedisServer:
+class RedisServer(Processes):
     """A ``redis-server`` process on a free loopback port, without persistence.
 
     ``with RedisServer() as server:`` starts it and, at the end, stops it and removes its
@@ -141,15 +169,3 @@ class RedisServer:
         """Stop the server and remove its working folder."""
         self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,12 +13,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 
-from cache_service_client.testing._server import RedisServer, find_redis_server, free_port
+from cache_service_client.testing._server import (
+    Processes,
+    RedisServer,
+    find_redis_server,
+    free_port,
+)
 
 __all__ = ["RedisClusterServers", "RedisSentinelServers", "free_cluster_port"]
 
@@ -46,7 +50,7 @@ def free_cluster_port() -> int:
 
 
 @dataclass
-class RedisClusterServers:
+class RedisClusterServers(Processes):
     """Three (or more) cluster-enabled ``redis-server`` processes forming one Redis Cluster.
 
     Each master is a :class:`RedisServer` on a free loopback port whose cluster bus port is free
@@ -120,24 +124,12 @@ class RedisClusterServers:
             node.stop()
         self.nodes.clear()
 
-    def __enter__(self) -> RedisClusterServers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 SERVICE = "mymaster"
 
 
 @dataclass
-class RedisSentinelServers:
+class RedisSentinelServers(Processes):
     """A master, its replica and one sentinel watching them as ``mymaster``, for failover tests.
 
     Every process runs on a free loopback port; :attr:`url` is the ``redis+sentinel://`` URL of
@@ -231,15 +223,3 @@ class RedisSentinelServers:
             if server is not None:
                 server.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisSentinelServers:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
