@@ -37,6 +37,7 @@ from cache_service_client import (
 )
 from cache_service_client.container import Container
 from cache_service_client.telemetry import InstrumentedRepository
+from tests.backends import Flavour
 from tests.delay_proxy import DelayProxy
 from tests.http_gateway import Gateway
 from tests.redis_server import RedisServer, find_redis_server, free_port
@@ -549,27 +550,71 @@ def test_health_is_degraded_when_slow(own_redis: RedisServer) -> None:
     assert "slow" in health.message
 
 
-def test_query_devices_and_repair(client: CacheServiceClient) -> None:
-    client.store_many_device_metadata_sync(
-        {f"d{i}": {**PLAN, "datatype_id": ("t", "h")[i % 2], "persist": i < 4} for i in range(8)}
+async def facade(
+    flavour: Flavour, client: CacheServiceClient, name: str, *args: Any, **kw: Any
+) -> Any:
+    """The facade's method ``name`` (its async name) in ``flavour``: ``name`` or ``name_sync``."""
+    return await flavour.run(
+        getattr(client, name if flavour.is_async else f"{name}_sync")(*args, **kw)
     )
-    page = client.query_devices_sync(datatype_id="t", limit=2)
-    assert [m.device_id for m in page.items] == ["d0", "d2"]
-    rest = client.query_devices_sync(datatype_id="t", limit=2, cursor=page.next_cursor)
-    assert [m.device_id for m in rest.items] == ["d4", "d6"]
-    assert rest.next_cursor is None
-    query = DeviceQuery(persist=True, sort="last_updated", descending=True)
-    assert len(client.query_devices_sync(query).items) == 4
-    assert client.query_devices_sync(limit=3).total == 8
-    with pytest.raises(ValidationError, match="limit"):
-        client.query_devices_sync(limit="many")  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="datatype"):
-        # The plan's typo: mypy flags it (this ignore would be "unused" if it did not), and at
-        # run time it is refused instead of matching every device.
-        client.query_devices_sync(datatype="co2")  # type: ignore[call-arg]
-    with pytest.raises(ValidationError, match="not both"):
-        client.query_devices_sync(query, limit=3)
-    assert client.repair_indexes_sync().scanned == 8
+
+
+async def test_query_devices_and_repair(flavour: Flavour, url: str) -> None:
+    client = CacheServiceClient.from_url(url)
+    try:
+        await facade(
+            flavour,
+            client,
+            "store_many_device_metadata",
+            {
+                f"d{i}": {**PLAN, "datatype_id": ("t", "h")[i % 2], "persist": i < 4}
+                for i in range(8)
+            },
+        )
+        page = await facade(flavour, client, "query_devices", datatype_id="t", limit=2)
+        assert [m.device_id for m in page.items] == ["d0", "d2"]
+        rest = await facade(
+            flavour, client, "query_devices", datatype_id="t", limit=2, cursor=page.next_cursor
+        )
+        assert [m.device_id for m in rest.items] == ["d4", "d6"]
+        assert rest.next_cursor is None
+        query = DeviceQuery(persist=True, sort="last_updated", descending=True)
+        assert len((await facade(flavour, client, "query_devices", query)).items) == 4
+        assert [
+            m.device_id
+            for m in (await facade(flavour, client, "query_devices", persist=False)).items
+        ] == [
+            "d4",
+            "d5",
+            "d6",
+            "d7",
+        ]
+        assert (await facade(flavour, client, "query_devices", limit=3)).total == 8
+        # The typed methods themselves: mypy flags both calls (these ignores would be "unused"
+        # if it did not), and at run time they are refused; the plan's typo (datatype) is not
+        # taken as matching every device.
+        wrong: list[tuple[str, Callable[[], Any]]] = (
+            [
+                ("limit", lambda: client.query_devices(limit="many")),  # type: ignore[arg-type]
+                ("datatype", lambda: client.query_devices(datatype="co2")),  # type: ignore[call-arg]
+            ]
+            if flavour.is_async
+            else [
+                ("limit", lambda: client.query_devices_sync(limit="many")),  # type: ignore[arg-type]
+                ("datatype", lambda: client.query_devices_sync(datatype="co2")),  # type: ignore[call-arg]
+            ]
+        )
+        for field, call in wrong:
+            with pytest.raises(ValidationError, match=field):
+                await flavour.run(call())
+        with pytest.raises(ValidationError, match="not both"):
+            await facade(flavour, client, "query_devices", query, limit=3)
+        assert (await facade(flavour, client, "repair_indexes")).scanned == 8
+    finally:
+        if flavour.is_async:
+            await client.aclose()
+        else:
+            client.close()
 
 
 @pytest.mark.parametrize(
@@ -617,13 +662,6 @@ async def test_facade_batches_must_be_iterables(
             await async_call(batch)
         assert caught.value.field == field
     assert client.count_devices_sync() == 0
-
-
-async def test_async_query_devices_and_repair(async_client: CacheServiceClient) -> None:
-    await async_client.store_many_device_metadata({"a": PLAN, "b": {**PLAN, "persist": False}})
-    page = await async_client.query_devices(persist=False)
-    assert [m.device_id for m in page.items] == ["b"]
-    assert (await async_client.repair_indexes()).scanned == 2
 
 
 def test_cluster_and_sentinel_options_pick_the_backend() -> None:
