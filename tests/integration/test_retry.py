@@ -456,38 +456,37 @@ async def test_async_every_retry_is_logged_at_info(caplog: pytest.LogCaptureFixt
 NO_RETRY = Retry(NoBackoff(), 0)
 
 
-def test_retry_logs_never_show_the_password(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("user", ["user", ""], ids=["user-and-password", "password-only"])
+async def test_retry_logs_never_show_the_password(
+    flavour: Flavour, user: str, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_port()  # nothing listens there
-    client = redis.Redis.from_url(
-        f"redis://user:{SECRET}@127.0.0.1:{port}/0", retry=NO_RETRY, socket_connect_timeout=1
-    )
-    repo = RedisDeviceMetadataRepository(client, close_client=True, retry=fast(3))
+    url = f"redis://{user}:{SECRET}@127.0.0.1:{port}/0"
+    client: Any
+    repo: Any
+    if flavour.is_async:
+        client = redis.asyncio.Redis.from_url(
+            url, retry=AsyncRetry(NoBackoff(), 0), socket_connect_timeout=1
+        )
+        repo = AsyncRedisDeviceMetadataRepository(client, close_client=True, retry=fast(3))
+    else:
+        client = redis.Redis.from_url(url, retry=NO_RETRY, socket_connect_timeout=1)
+        repo = RedisDeviceMetadataRepository(client, close_client=True, retry=fast(3))
     try:
-        with pytest.raises(BackendConnectionError):
-            repo.get("sensor-1")
+        calls: list[Callable[[], Any]] = [
+            lambda: repo.get("sensor-1"),
+            lambda: repo.put(meta("sensor-1")),
+        ]
+        for call in calls:
+            caplog.clear()
+            with pytest.raises(BackendConnectionError):
+                await flavour.run(call())
+            assert len(retry_records(caplog)) == 2
+            assert SECRET not in caplog.text
+            for record in caplog.records:
+                assert SECRET not in repr(record.__dict__)
     finally:
-        repo.close()
-    assert len(retry_records(caplog)) == 2
-    assert SECRET not in caplog.text
-    for record in caplog.records:
-        assert SECRET not in repr(record.__dict__)
-
-
-async def test_async_retry_logs_never_show_the_password(caplog: pytest.LogCaptureFixture) -> None:
-    port = free_port()
-    client = redis.asyncio.Redis.from_url(
-        f"redis://:{SECRET}@127.0.0.1:{port}/0",
-        retry=AsyncRetry(NoBackoff(), 0),
-        socket_connect_timeout=1,
-    )
-    repo = AsyncRedisDeviceMetadataRepository(client, close_client=True, retry=fast(3))
-    try:
-        with pytest.raises(BackendConnectionError):
-            await repo.put(meta("sensor-1"))
-    finally:
-        await repo.close()
-    assert len(retry_records(caplog)) == 2
-    assert SECRET not in caplog.text
+        await flavour.run(repo.close())
 
 
 # --- repositories -------------------------------------------------------------------------------
