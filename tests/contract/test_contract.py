@@ -266,6 +266,10 @@ async def test_count_and_info(backend: Backend) -> None:
 
 async def test_health_is_healthy(backend: Backend) -> None:
     health = await backend.repo.health()
+    for _ in range(4):  # a loaded machine can slow one round trip past the 100 ms threshold
+        if not (health.status == "degraded" and health.message.startswith("slow: ")):
+            break
+        health = await backend.repo.health()
     assert health.status == "healthy"
     assert health.is_healthy
     assert health.latency_ms is not None
