@@ -174,11 +174,13 @@ def test_is_retryable() -> None:
 # --- sync unit tests ----------------------------------------------------------------------------
 
 
-async def attempt(flavour: Flavour, policy: RetryPolicy, script: Script | Always) -> str:
-    """``policy.call`` (sync) or ``policy.call_async`` (async) of ``script`` as ``get``."""
+async def attempt(
+    flavour: Flavour, policy: RetryPolicy, script: Script | Always, *, operation: str = "get"
+) -> str:
+    """``policy.call`` (sync) or ``policy.call_async`` (async) of ``script`` as ``operation``."""
     if flavour.is_async:
-        return await policy.call_async(script.coro, operation="get")
-    return policy.call(script, operation="get")
+        return await policy.call_async(script.coro, operation=operation)
+    return policy.call(script, operation=operation)
 
 
 async def test_first_attempt_success_is_a_plain_call(
@@ -347,9 +349,11 @@ def test_jitter_draws_waits_below_the_computed_ones(caplog: pytest.LogCaptureFix
         assert 0 <= wait <= ceiling
 
 
-def test_every_retry_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+async def test_every_retry_is_logged_at_info(
+    flavour: Flavour, caplog: pytest.LogCaptureFixture
+) -> None:
     script = Script(BackendConnectionError("connection refused"), BackendTimeoutError("slow"))
-    fast(3).call(script, operation="list_ids")
+    await attempt(flavour, fast(3), script, operation="list_ids")
     records = retry_records(caplog)
     assert [r.levelno for r in records] == [logging.INFO, logging.INFO]
     first, second = (r.getMessage() for r in records)
@@ -438,9 +442,11 @@ async def test_async_cancellation_is_not_retried_nor_converted() -> None:
     assert calls == 2
 
 
-async def test_async_every_retry_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_retry_and_its_success_are_logged_at_info(
+    flavour: Flavour, caplog: pytest.LogCaptureFixture
+) -> None:
     script = Script(BackendConnectionError("connection refused"))
-    await fast(3).call_async(script.coro, operation="count")
+    await attempt(flavour, fast(3), script, operation="count")
     (record,) = retry_records(caplog)
     assert record.levelno == logging.INFO
     assert logger_records(caplog)[-1].getMessage() == (
