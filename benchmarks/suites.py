@@ -217,7 +217,7 @@ def batch(runner: Runner, work: SyncRedisWork) -> Iterator[GroupResult]:
         ),
         unit="batch",
         notes=[
-            "Ours validates every item and writes values and three indexes in one atomic "
+            "Ours validates every item and writes values and five index entries each in one atomic "
             "script call; the raw pipeline (no MULTI) writes values and one index.",
         ],
     )

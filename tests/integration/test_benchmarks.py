@@ -300,5 +300,11 @@ def test_cli_benchmark_round_trips_through_the_command(capsys: pytest.CaptureFix
     assert cli_main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "devcache export / import, 2,000 devices" in out
-    assert "| export |" in out
-    assert "| import |" in out
+    assert "| command | devices/s | bare redis-py floor | of the floor | target |" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    for name in ("export", "import"):
+        cells = [cell.strip() for cell in rows[name].split("|")[1:-1]]
+        rate, floor, ratio = (float(cells[i].rstrip("x").replace(",", "")) for i in (1, 2, 3))
+        assert rate > 0
+        assert floor > 0
+        assert ratio == pytest.approx(rate / floor, abs=0.01)

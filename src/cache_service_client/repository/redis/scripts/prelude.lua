@@ -26,8 +26,14 @@ end
 local function alive(id)
   return redis.call('EXISTS', ARGV[1] .. id) == 1
 end
+local time_keys = {}
 local function time_key(number)
-  return ARGV[2] .. number
+  local key = time_keys[number]
+  if not key then
+    key = ARGV[2] .. number
+    time_keys[number] = key
+  end
+  return key
 end
 -- A device's datatype number and persist flag, from its by-type score (nil: not indexed).
 local function placed(id)
@@ -50,15 +56,21 @@ end
 -- and ask the ACL about that write; once per key and command in a run.
 local changing = {}
 local function will_change(cmd, key, id)
-  local seen = cmd .. ' ' .. key
-  if changing[seen] then return end
-  changing[seen] = true
+  local seen = changing[cmd]
+  if not seen then
+    seen = {}
+    changing[cmd] = seen
+  elseif seen[key] then
+    return
+  end
+  seen[key] = true
   redis.call('ZSCORE', key, id)
   if cmd == 'ZADD' then may(cmd, key, '0', id) else may(cmd, key, id) end
 end
 -- The scores of `members` in `key` (false where absent), with ZMSCORE in chunks.
 local function scores(key, members)
   if #members == 1 then return {redis.call('ZSCORE', key, members[1])} end
+  if #members <= 1000 then return redis.call('ZMSCORE', key, unpack(members)) end
   local found = {}
   for i = 1, #members, 1000 do
     local got = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + 999, #members)))
@@ -161,22 +173,36 @@ end
 local function save_numbers(numbers)
   for dt, number in pairs(numbers.fresh) do redis.call('HSET', KEYS[3], dt, number) end
 end
--- Gather one device's entries into the writes `w`. `e`: its id, number (of its datatype),
--- old (the number it had, or false) and score, and which entries need writing: ids, part
--- (by-type) and time (by-time and its datatype's time index); `at`: its expiry (0: none).
-local function add_entries(w, e, at)
-  local persist = e.score % 2
-  if e.ids then zadd(w, KEYS[1], persist, e.id) end
-  if e.part then zadd(w, KEYS[4], e.number * 2 + persist, e.id) end
-  if e.time then
-    zadd(w, KEYS[5], e.score, e.id)
-    if e.old and e.old ~= e.number then zrem(w, time_key(e.old), e.id) end
-    zadd(w, time_key(e.number), e.score, e.id)
+-- A whole number as ZADD reads it, cached (several entries share a score): entries that go to
+-- ZADD as text save the server formatting a Lua number for each.
+local score_texts = {}
+local function score_text(x)
+  local t = score_texts[x]
+  if not t then
+    t = string.format('%d', x)
+    score_texts[x] = t
+  end
+  return t
+end
+-- Gather one device's entries into the writes `w`: its id, number (of its datatype), old (the
+-- number it had, or false), score (the text the client sent) and expiry `at` (0: none), and the
+-- scores of its entries now in the ids, by-type and by-time indexes (false where absent), so
+-- that only the entries that change are written.
+local function add_entries(w, id, number, old, score, in_ids, part, at_time, at)
+  local value = tonumber(score)
+  local persist = value % 2
+  if tonumber(in_ids) ~= persist then zadd(w, KEYS[1], score_text(persist), id) end
+  local placed_at = number * 2 + persist
+  if tonumber(part) ~= placed_at then zadd(w, KEYS[4], score_text(placed_at), id) end
+  if old ~= number or tonumber(at_time) ~= value then
+    zadd(w, KEYS[5], score, id)
+    if old and old ~= number then zrem(w, time_key(old), id) end
+    zadd(w, time_key(number), score, id)
   end
   if at > 0 then
-    zadd(w, KEYS[2], at, e.id)
+    zadd(w, KEYS[2], score_text(at), id)
   else
-    zrem(w, KEYS[2], e.id)
+    zrem(w, KEYS[2], id)
   end
 end
 -- Byte-wise a < b, as Redis orders members. Lua's own < follows the server's collation

@@ -5,70 +5,69 @@
 -- index keeps milliseconds: score = ms * 2 + persist); a value nobody indexed counts as older.
 -- A put with a TTL also removes up to {prune} expired index entries of the bucket.
 -- Returns how many devices were written.
-local ttl = tonumber(ARGV[3])
-local newer = ARGV[4] == '1'
+local call, argv, keys = redis.call, ARGV, KEYS
+local ttl = tonumber(argv[3])
+local newer = argv[4] == '1'
 local now, at = nil, 0
 if ttl > 0 then
   now = now_ms()
   at = now + ttl
 end
-local n = #KEYS - 6
+local n = #keys - 6
 -- Reads: what each write will change. The entries a device has tell which writes are needed
 -- (an unchanged entry is not written again), and reading them checks each index's type.
 local fresh_bucket = unversioned()
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 * i + 1] end
-local in_ids, parts, stored = scores(KEYS[1], ids), scores(KEYS[4], ids), scores(KEYS[5], ids)
-local plan, batch, numbers = {}, {}, new_numbers()
+for i = 1, n do ids[i] = argv[4 * i + 1] end
+local in_ids, parts, stored = scores(keys[1], ids), scores(keys[4], ids), scores(keys[5], ids)
+local batch = {}
+if now then for i = 1, n do batch[ids[i]] = true end end
+-- Per device (by position): whether it is written, its datatype number and the number it had
+-- (false: none).
+local write, number_of_device, old_of_device = {}, {}, {}
+local numbers = new_numbers()
 for i = 1, n do
-  local base = 4 * i + 1
-  local id, key, dt, score = ids[i], KEYS[6 + i], ARGV[base + 2], tonumber(ARGV[base + 3])
-  batch[id] = true
+  local id, dt = ids[i], argv[4 * i + 3]
   local number = number_of(numbers, dt)
-  local persist = score % 2
-  local part, at_time = parts[i], stored[i]
+  local part = parts[i]
   local old = false
   if part then old = math.floor(tonumber(part) / 2) end
   will_change('ZADD', time_key(number), id)
   if old and old ~= number then will_change('ZREM', time_key(old), id) end
-  local write = true
-  if newer and at_time and redis.call('EXISTS', key) == 1
-      and math.floor(tonumber(at_time) / 2) >= math.floor(score / 2) then
-    write = false
-  end
-  plan[i] = {
-    write = write, id = id, number = number, old = old, score = score,
-    ids = tonumber(in_ids[i]) ~= persist,
-    part = tonumber(part) ~= number * 2 + persist,
-    time = old ~= number or tonumber(at_time) ~= score,
-  }
+  local at_time = stored[i]
+  write[i] = not (newer and at_time and call('EXISTS', keys[6 + i]) == 1
+      and math.floor(tonumber(at_time) / 2) >= math.floor(tonumber(argv[4 * i + 4]) / 2))
+  number_of_device[i], old_of_device[i] = number, old
 end
 local expired = {}
 if now then
   expired = expired_entries(now, {prune}, batch)
 else
-  redis.call('ZSCORE', KEYS[2], '')
+  call('ZSCORE', keys[2], '')
 end
 -- Writes: the values first, then their index entries, then the expired entries.
 local written = 0
+local at_text = score_text(at)
 for i = 1, n do
-  if plan[i].write then
-    local base = 4 * i + 1
+  if write[i] then
     if at > 0 then
-      redis.call('SET', KEYS[6 + i], ARGV[base + 1], 'PXAT', at)
+      call('SET', keys[6 + i], argv[4 * i + 2], 'PXAT', at_text)
     else
-      redis.call('SET', KEYS[6 + i], ARGV[base + 1])
+      call('SET', keys[6 + i], argv[4 * i + 2])
     end
     written = written + 1
   end
 end
 if written > 0 then
-  if fresh_bucket then redis.call('SET', KEYS[6], LAYOUT) end
+  if fresh_bucket then call('SET', keys[6], LAYOUT) end
   save_numbers(numbers)
 end
 local writes = new_writes(n)
 for i = 1, n do
-  if plan[i].write then add_entries(writes, plan[i], at) end
+  if write[i] then
+    add_entries(writes, ids[i], number_of_device[i], old_of_device[i], argv[4 * i + 4],
+      in_ids[i], parts[i], stored[i], at)
+  end
 end
 remove_entries(writes, expired)
 send(writes)

@@ -10,7 +10,8 @@ local numbers, plan = new_numbers(), {}
 -- Reads.
 for i = 1, n do
   local base = 3 * i
-  local id, dt, score = ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2])
+  local id, dt, score_arg = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local score = tonumber(score_arg)
   local key = KEYS[6 + i]
   local old, old_persist = placed(id)
   if redis.call('EXISTS', key) == 1 then
@@ -29,11 +30,8 @@ for i = 1, n do
       and tonumber(redis.call('ZSCORE', KEYS[1], id)) == persist
       and tonumber(redis.call('ZSCORE', KEYS[5], id)) == score
       and tonumber(redis.call('ZSCORE', target, id)) == score
-    plan[i] = {
-      write = not same, at = at,
-      entry = {id = id, number = number, old = old or false, score = score,
-        ids = true, part = true, time = true},
-    }
+    plan[i] = {write = not same, at = at, id = id, number = number, old = old or false,
+      score = score_arg}
   else
     if old then will_change('ZREM', time_key(old), id) end
     plan[i] = {gone = true, id = id, old = old or false}
@@ -51,7 +49,8 @@ for i = 1, n do
       redis.call('SET', KEYS[6], LAYOUT)
       fresh_bucket = false
     end
-    add_entries(writes, p.entry, p.at)
+    -- Every entry is written again (as if none were there).
+    add_entries(writes, p.id, p.number, p.old, p.score, false, false, false, p.at)
     changed = changed + 1
   end
 end
