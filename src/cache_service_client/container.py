@@ -248,13 +248,18 @@ class Container(containers.DeclarativeContainer):
     and ``async_repository`` are the backend named by ``settings.backend``
     (``backend_repository`` and ``async_backend_repository``), reporting to OpenTelemetry
     when the ``[otel]`` extra is installed (see :mod:`cache_service_client.telemetry`).
+
+    Every singleton is a ``ThreadSafeSingleton``: first calls of ``repository()`` from several
+    threads at once build one repository and one client (the clients are resources, made while
+    the singleton that needs them is being built). Resolve a resource provider such as
+    ``redis_client()`` yourself from one thread, or through ``repository()``.
     """
 
     settings = providers.Object(Settings())
 
-    key_strategy = providers.Singleton(build_key_strategy, settings)
-    codec = providers.Singleton(MetadataCodec, settings.provided.codec)
-    retry = providers.Singleton(build_retry_policy, settings)
+    key_strategy = providers.ThreadSafeSingleton(build_key_strategy, settings)
+    codec = providers.ThreadSafeSingleton(MetadataCodec, settings.provided.codec)
+    retry = providers.ThreadSafeSingleton(build_retry_policy, settings)
 
     redis_client = providers.Resource(init_redis_client, settings)
     async_redis_client = providers.Resource(init_async_redis_client, settings)
@@ -265,7 +270,9 @@ class Container(containers.DeclarativeContainer):
     async_http_repository = providers.Resource(init_async_http_repository, settings, retry)
     async_sentinel_client = providers.Resource(init_async_sentinel_client, settings)
 
-    memory_repository = providers.Singleton(build_memory_repository, settings, key_strategy, codec)
+    memory_repository = providers.ThreadSafeSingleton(
+        build_memory_repository, settings, key_strategy, codec
+    )
     near_cache = providers.Resource(init_near_cache, settings, key_strategy)
 
     # One Singleton per backend and flavour; each takes the same configuration.
@@ -273,23 +280,23 @@ class Container(containers.DeclarativeContainer):
     backend_repository = providers.Selector(
         settings.provided.backend,
         memory=memory_repository,
-        redis=providers.Singleton(
+        redis=providers.ThreadSafeSingleton(
             near_cached,
-            providers.Singleton(
+            providers.ThreadSafeSingleton(
                 build_redis_repository, RedisDeviceMetadataRepository, redis_client, *_config
             ),
             near_cache,
         ),
-        cluster=providers.Singleton(
+        cluster=providers.ThreadSafeSingleton(
             near_cached,
-            providers.Singleton(
+            providers.ThreadSafeSingleton(
                 build_redis_repository, RedisDeviceMetadataRepository, cluster_client, *_config
             ),
             near_cache,
         ),
-        sentinel=providers.Singleton(
+        sentinel=providers.ThreadSafeSingleton(
             near_cached,
-            providers.Singleton(
+            providers.ThreadSafeSingleton(
                 build_redis_repository, RedisDeviceMetadataRepository, sentinel_client, *_config
             ),
             near_cache,
@@ -300,10 +307,12 @@ class Container(containers.DeclarativeContainer):
     async_backend_repository = providers.Selector(
         settings.provided.backend,
         # Shares the sync core, so sync and async calls of one client see the same data.
-        memory=providers.Singleton(AsyncInMemoryDeviceMetadataRepository, core=memory_repository),
-        redis=providers.Singleton(
+        memory=providers.ThreadSafeSingleton(
+            AsyncInMemoryDeviceMetadataRepository, core=memory_repository
+        ),
+        redis=providers.ThreadSafeSingleton(
             near_cached,
-            providers.Singleton(
+            providers.ThreadSafeSingleton(
                 build_redis_repository,
                 AsyncRedisDeviceMetadataRepository,
                 async_redis_client,
@@ -311,9 +320,9 @@ class Container(containers.DeclarativeContainer):
             ),
             near_cache,
         ),
-        cluster=providers.Singleton(
+        cluster=providers.ThreadSafeSingleton(
             near_cached,
-            providers.Singleton(
+            providers.ThreadSafeSingleton(
                 build_redis_repository,
                 AsyncRedisDeviceMetadataRepository,
                 async_cluster_client,
@@ -321,9 +330,9 @@ class Container(containers.DeclarativeContainer):
             ),
             near_cache,
         ),
-        sentinel=providers.Singleton(
+        sentinel=providers.ThreadSafeSingleton(
             near_cached,
-            providers.Singleton(
+            providers.ThreadSafeSingleton(
                 build_redis_repository,
                 AsyncRedisDeviceMetadataRepository,
                 async_sentinel_client,
@@ -336,7 +345,9 @@ class Container(containers.DeclarativeContainer):
 
     # OpenTelemetry (the [otel] extra): every backend's repository, wrapped once; the
     # repository itself without the extra or with the telemetry setting off.
-    repository = providers.Singleton(instrument_from_settings, backend_repository, settings)
-    async_repository = providers.Singleton(
+    repository = providers.ThreadSafeSingleton(
+        instrument_from_settings, backend_repository, settings
+    )
+    async_repository = providers.ThreadSafeSingleton(
         instrument_from_settings, async_backend_repository, settings
     )

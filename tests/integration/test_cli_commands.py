@@ -257,8 +257,8 @@ def test_export_import_round_trip(
     assert err.startswith(f"exported {FLEET} devices to {dump}")
     lines = dump.read_bytes().splitlines()
     assert [_decode(line) for line in lines] == devices
-    code, out, _ = run(capsys, "import", str(dump), "--url", empty, "--batch", "7", "--json")
-    assert code == 0
+    code, out, err = run(capsys, "import", str(dump), "--url", empty, "--batch", "7", "--json")
+    assert code == 0, err
     summary = json.loads(out)
     assert (summary["devices"], summary["written"], summary["invalid"]) == (FLEET, FLEET, 0)
     code, again, _ = run(capsys, "export", "--url", empty, "-q")

@@ -193,6 +193,51 @@ async def test_sync_twins_work_from_a_running_loops_thread_pool(
     assert await loop.run_in_executor(None, async_client.list_devices_sync) == ["t"]
 
 
+def _first_calls_at_once(client: CacheServiceClient, threads: int) -> list[object]:
+    """Make ``client``'s first calls from ``threads`` threads at once; the repositories seen."""
+    start = threading.Barrier(threads)
+    seen: list[object] = []
+    failures: list[BaseException] = []
+
+    def first_call(n: int) -> None:
+        start.wait()
+        try:
+            seen.append(client.repository)
+            client.store_device_metadata(f"d{n}", PLAN)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    workers = [threading.Thread(target=first_call, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
+def test_first_calls_from_many_threads_build_one_repository(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    # A fresh client's first calls, made at once from several threads, must build one
+    # repository (one Redis client, one in-memory store): a second one built by a racing
+    # thread would be closed (or dropped with what was written to it) under the other.
+    prefix = f"race-{uuid.uuid4().hex[:8]}"
+    if backend == "memory":
+        url = f"memory://{prefix}"
+    else:
+        base: str = request.getfixturevalue("redis_url" if backend == "redis" else "cluster_url")
+        url = f"{base}?key_prefix={prefix}"
+    threads = 8
+    for _ in range(3):
+        with CacheServiceClient.from_url(url) as client:
+            seen = _first_calls_at_once(client, threads)
+            assert len({id(repository) for repository in seen}) == 1
+            assert client.count_devices_sync() == threads
+            client.delete_many_device_metadata_sync([f"d{n}" for n in range(threads)])
+
+
 def test_sync_twins_work_inside_a_running_loop_thread() -> None:
     async def inside() -> None:
         with CacheServiceClient.from_url("memory://") as client:
