@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,8 +22,8 @@ from cache_service_client import (
     RedisDeviceMetadataRepository,
     settings_from_url,
 )
-from cache_service_client.container import build_tracking
-from cache_service_client.testing import RedisClusterServers
+from cache_service_client.container import build_tracking, init_sentinel_client
+from cache_service_client.testing import RedisClusterServers, RedisSentinelServers
 from tests.backends import (
     Backend,
     Flavour,
@@ -51,6 +52,8 @@ BACKENDS = [
     "near-sync",
     "near-async",
     "near-cluster",
+    "near-cluster-sync",
+    "near-sentinel",
     *HTTP_BACKENDS,
 ]
 
@@ -82,6 +85,20 @@ def cluster_url() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_url() -> Iterator[str]:
+    """A ``redis+sentinel://`` URL of a master, its replica and a sentinel, for this session.
+
+    Never failed over (tests that fail over start their own).
+    """
+    setup = RedisSentinelServers()
+    setup.start()
+    try:
+        yield setup.url
+    finally:
+        setup.stop()
 
 
 @pytest.fixture
@@ -173,14 +190,22 @@ def backend(request: pytest.FixtureRequest, key_strategy: KeyStrategy) -> Backen
 
 
 def near_backend(request: pytest.FixtureRequest, name: str, keys: KeyStrategy) -> Backend:
-    """A Redis repository behind a near cache of its own: one node (sync, async) or the cluster."""
-    if name == "near-cluster":
+    """A Redis repository behind a near cache of its own: one node (sync, async), the cluster
+    (async, sync) or Sentinel (sync)."""
+    inner: AsyncRedisDeviceMetadataRepository | None = None
+    backdoor_client: redis.Redis | RedisCluster
+    if name.startswith("near-cluster"):
         keys = KeyStrategy(prefix=keys.prefix, buckets=8)
         url: str = request.getfixturevalue("cluster_url")
-        cluster: RedisCluster = request.getfixturevalue("cluster_client")
-        acluster: AsyncRedisCluster = request.getfixturevalue("async_cluster_client")
-        inner = AsyncRedisDeviceMetadataRepository(acluster, key_strategy=keys)
-        backdoor_client: redis.Redis | RedisCluster = cluster
+        backdoor_client = request.getfixturevalue("cluster_client")
+        if name == "near-cluster":
+            acluster: AsyncRedisCluster = request.getfixturevalue("async_cluster_client")
+            inner = AsyncRedisDeviceMetadataRepository(acluster, key_strategy=keys)
+    elif name == "near-sentinel":
+        url = request.getfixturevalue("sentinel_url")
+        on_master = contextlib.contextmanager(init_sentinel_client)(settings_from_url(url))
+        backdoor_client = on_master.__enter__()
+        request.addfinalizer(lambda: on_master.__exit__(None, None, None))
     else:
         url = request.getfixturevalue("redis_url")
         backdoor_client = request.getfixturevalue("redis_client")
@@ -188,13 +213,13 @@ def near_backend(request: pytest.FixtureRequest, name: str, keys: KeyStrategy) -
     request.addfinalizer(cache.close)
     assert cache.wait_connected(5.0)
     backdoor = NearBackdoor(backdoor_client, keys, cache)
-    if name == "near-sync":
-        sync_repo = RedisDeviceMetadataRepository(backdoor_client, key_strategy=keys)
-        near = NearCachedDeviceMetadataRepository(sync_repo, cache)
-        return Backend(name, SyncAsAsync(near), backdoor, keys)
     if name == "near-async":
         aclient: redis.asyncio.Redis = request.getfixturevalue("async_redis_client")
         inner = AsyncRedisDeviceMetadataRepository(aclient, key_strategy=keys)
+    if inner is None:  # a sync flavour: near-sync, near-cluster-sync, near-sentinel
+        sync_repo = RedisDeviceMetadataRepository(backdoor_client, key_strategy=keys)
+        near = NearCachedDeviceMetadataRepository(sync_repo, cache)
+        return Backend(name, SyncAsAsync(near), backdoor, keys)
     return Backend(name, AsyncNearCachedDeviceMetadataRepository(inner, cache), backdoor, keys)
 
 

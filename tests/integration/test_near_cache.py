@@ -7,6 +7,7 @@ what only a near cache has. Every wait is a bounded poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -16,21 +17,25 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
 from cache_service_client import (
+    AsyncNearCachedDeviceMetadataRepository,
+    AsyncRedisDeviceMetadataRepository,
     BackendConnectionError,
     BatchGetResult,
     CacheServiceClient,
     ConfigurationError,
+    DeviceMetadata,
     DeviceNotFoundError,
     KeyStrategy,
     NearCache,
@@ -40,14 +45,22 @@ from cache_service_client import (
     load_settings,
     settings_from_url,
 )
-from cache_service_client.config import SettingsFields
-from cache_service_client.container import build_tracking
+from cache_service_client.config import Settings, SettingsFields
+from cache_service_client.container import (
+    build_tracking,
+    init_async_cluster_client,
+    init_async_redis_client,
+    init_async_sentinel_client,
+    init_cluster_client,
+    init_redis_client,
+    init_sentinel_client,
+)
 from cache_service_client.testing import (
     RedisClusterServers,
     RedisSentinelServers,
     wait_for_invalidations,
 )
-from tests.backends import meta
+from tests.backends import Flavour, meta
 from tests.integration.test_topologies import migrate_slot
 from tests.redis_server import RedisServer, command
 
@@ -95,7 +108,7 @@ def near_of(client: CacheServiceClient) -> NearCachedDeviceMetadataRepository:
 def settle(repo: NearCachedDeviceMetadataRepository) -> None:
     """Wait until the cache has heard every change so far (its own writes' reports too)."""
     client = repo.wrapped.client
-    assert isinstance(client, redis.Redis)
+    assert isinstance(client, (redis.Redis, RedisCluster))
     wait_for_invalidations(repo.near_cache, client, repo.key_strategy)
 
 
@@ -129,27 +142,6 @@ def test_not_found_is_cached_until_the_device_is_written(
     other.put(meta("late"))
     eventually(lambda: repo.exists("late"), what="a device written elsewhere")
     assert repo.get("late") == meta("late")
-
-
-def test_writes_deletes_and_expiry_by_another_client_are_seen(
-    near: tuple[NearCachedDeviceMetadataRepository, NearCache],
-    other: RedisDeviceMetadataRepository,
-) -> None:
-    repo, _ = near
-    other.put_many([meta("w"), meta("d")])
-    assert repo.get("w").datatype_unit == "C"
-    repo.get("d")
-    other.put(meta("w", datatype_unit="F"))
-    other.delete("d")
-    eventually(lambda: repo.get("w").datatype_unit == "F", what="a write elsewhere")
-    eventually(lambda: not repo.exists("d"), what="a delete elsewhere")
-    other.ttl = 0.3
-    other.put(meta("e"))
-    assert repo.get("e") == meta("e")
-    time.sleep(0.35)
-    # Gone on the cache's own clock, whenever Redis reports the expiry.
-    with pytest.raises(DeviceNotFoundError):
-        repo.get("e")
 
 
 def test_own_writes_are_seen_at_once(
@@ -213,89 +205,6 @@ def test_a_read_that_overlapped_an_invalidation_is_not_cached(
     assert cache.lookup("race") is None
 
 
-def test_a_racing_writer_leaves_no_stale_reads(
-    near: tuple[NearCachedDeviceMetadataRepository, NearCache],
-    redis_client: redis.Redis,
-    other: RedisDeviceMetadataRepository,
-    key_strategy: KeyStrategy,
-) -> None:
-    repo, cache = near
-    stale = 0
-    for trial in range(20):
-        device_id = f"hot-{trial}"
-        other.put(meta(device_id, additional_properties={"n": 0}))
-        seen: list[int] = []
-        done = threading.Event()
-
-        def read(
-            device_id: str = device_id, seen: list[int] = seen, done: threading.Event = done
-        ) -> None:
-            while not done.is_set():
-                seen.append(repo.get(device_id).additional_properties["n"])
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        for n in range(1, 60):
-            other.put(meta(device_id, additional_properties={"n": n}))
-        wait_for_invalidations(cache, redis_client, key_strategy)
-        done.set()
-        reader.join()
-        assert seen == sorted(seen), "a reader saw a version older than one it had seen"
-        # Every change has been heard: from now on, only the final value.
-        for _ in range(50):
-            if repo.get(device_id).additional_properties["n"] != 59:
-                stale += 1
-    assert stale == 0
-
-
-def test_killed_connections_flush_the_cache_and_nothing_stale_survives(
-    near: tuple[NearCachedDeviceMetadataRepository, NearCache],
-    redis_client: redis.Redis,
-    other: RedisDeviceMetadataRepository,
-    key_strategy: KeyStrategy,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, "cache_service_client.near_cache")
-    repo, cache = near
-    other.put(meta("k", additional_properties={"n": 0}))
-    assert repo.get("k").additional_properties["n"] == 0
-    done = threading.Event()
-    written = [0]
-
-    def write() -> None:
-        while not done.is_set():
-            written[0] += 1
-            other.put(meta("k", additional_properties={"n": written[0]}))
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        for _ in range(5):
-            flushes = cache.stats().flushes
-            command(redis_client, "CLIENT", "KILL", "TYPE", "pubsub")
-            command(redis_client, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-            eventually(lambda f=flushes: cache.stats().flushes > f, what="a flush")  # type: ignore[misc]
-            assert cache.wait_connected(5.0)
-            repo.get("k")
-    finally:
-        done.set()
-        writer.join()
-    wait_for_invalidations(cache, redis_client, key_strategy)
-    assert repo.get("k").additional_properties["n"] == written[0]
-    # Each loss and each reconnection is logged at INFO, naming the server in extra= fields.
-    logged = [r for r in caplog.records if r.name == "cache_service_client.near_cache"]
-    lost = [r for r in logged if "lost" in r.getMessage()]
-    tracking = [r for r in logged if r not in lost and "tracking" in r.getMessage()]
-    assert lost
-    assert tracking
-    assert {r.levelno for r in lost + tracking} == {logging.INFO}
-    server = redis_client.connection_pool.connection_kwargs
-    assert {getattr(r, "near_cache_server", None) for r in lost + tracking} == {
-        f"{server['host']}:{server['port']}"
-    }
-    assert all(getattr(r, "near_cache_error", "") for r in lost)
-
-
 def test_the_facade_shares_one_near_cache_between_sync_and_async(
     redis_url: str, key_strategy: KeyStrategy
 ) -> None:
@@ -335,6 +244,15 @@ def test_the_setting_from_every_source(tmp_path: Path) -> None:
     for bad in ("-1", "many", "1.5"):
         with pytest.raises(ConfigurationError, match="NEAR_CACHE_SIZE"):
             load_settings(env={"CACHE_SERVICE_NEAR_CACHE_SIZE": bad})
+        with pytest.raises(ConfigurationError, match="near_cache_size"):
+            settings_from_url(f"redis://h/0?near_cache_size={bad}")
+    for toml in ("-1", '"many"', "1.5", "true"):
+        file.write_text(f"near_cache_size = {toml}\n")
+        with pytest.raises(ConfigurationError, match="near_cache_size"):
+            load_settings(file=file, env=False)
+    for value in (-1, "many", 1.5, True, None):
+        with pytest.raises(ConfigurationError, match="argument near_cache_size"):
+            CacheServiceClient(near_cache_size=value)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="near_cache_size needs a Redis backend"):
         settings_from_url("http://gateway:8000?near_cache_size=10")
     with pytest.raises(ConfigurationError, match="near_cache_size"):
@@ -381,6 +299,309 @@ def test_batch_reads_fetch_only_what_is_not_cached(
     assert repo.get_many_detailed([]) == BatchGetResult(found={}, missing=[], corrupted={})
 
 
+# -- every topology, both flavours ----------------------------------------------------------------
+
+#: The topologies the tests that take ``env`` run on (each server set up once per session).
+TOPOLOGIES = ["single", "cluster", "sentinel"]
+
+
+@dataclasses.dataclass
+class Topology:
+    """One way to run Redis, and how to reach it: a URL the library understands."""
+
+    name: str
+    url: str
+    buckets: int
+
+    @property
+    def settings(self) -> Settings:
+        return settings_from_url(self.url)
+
+    def sync_client(self) -> contextlib.AbstractContextManager[Any]:
+        """A sync client of the library's own making (no redis-py retry; RetryPolicy retries)."""
+        init = {"cluster": init_cluster_client, "sentinel": init_sentinel_client}.get(
+            self.name, init_redis_client
+        )
+        return contextlib.contextmanager(init)(self.settings)
+
+    def async_client(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """An async client of the library's own making."""
+        init = {"cluster": init_async_cluster_client, "sentinel": init_async_sentinel_client}.get(
+            self.name, init_async_redis_client
+        )
+        return contextlib.asynccontextmanager(init)(self.settings)
+
+    def masters(self) -> list[tuple[str, int]]:
+        """The servers that hold the data now: every primary of a cluster, Sentinel's master."""
+        settings = self.settings
+        if self.name == "cluster":
+            with RedisCluster(host=settings.host, port=settings.port) as cluster:
+                return sorted((n.host, int(n.port)) for n in cluster.get_primaries())
+        if self.name == "sentinel":
+            with redis.Redis(host=settings.host, port=settings.port) as sentinel:
+                host, port = command(
+                    sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", str(settings.sentinel_service)
+                )
+            return [(host.decode(), int(port))]
+        return [(settings.host, settings.port)]
+
+
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def topology(request: pytest.FixtureRequest) -> Topology:
+    """Each topology in turn: the session's node, cluster and Sentinel (tests/conftest.py)."""
+    name: str = request.param
+    if name == "cluster":
+        return Topology(name, request.getfixturevalue("cluster_url"), buckets=4)
+    if name == "sentinel":
+        return Topology(name, request.getfixturevalue("sentinel_url"), buckets=1)
+    return Topology(name, request.getfixturevalue("redis_url"), buckets=1)
+
+
+@dataclasses.dataclass
+class Env:
+    """A near-cached reader of one flavour on one topology, another client, and the tools."""
+
+    topology: Topology
+    flavour: Flavour
+    keys: KeyStrategy
+    cache: NearCache
+    repo: Any  # the reader: NearCached... or AsyncNearCached...DeviceMetadataRepository
+    other: RedisDeviceMetadataRepository  # another client's writer, without a near cache
+    direct: RedisDeviceMetadataRepository  # reads Redis itself (a client of its own)
+    raw: redis.Redis | RedisCluster  # the direct reader's client: barriers, CLIENT KILL
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """A near-cached read of the reader's flavour."""
+        value: DeviceMetadata = await self.flavour.run(self.repo.get(device_id))
+        return value
+
+    async def n(self, device_id: str) -> int:
+        """The version (``additional_properties["n"]``) a near-cached read returns."""
+        return int((await self.get(device_id)).additional_properties["n"])
+
+    def n_in_redis(self, device_id: str) -> int:
+        """The version Redis holds now, read without the near cache."""
+        return int(self.direct.get(device_id).additional_properties["n"])
+
+    def settle(self) -> None:
+        """Wait until the cache has heard every change made so far, on every server."""
+        wait_for_invalidations(self.cache, self.raw, self.keys)
+
+    def kill(self) -> None:
+        """CLIENT KILL every tracking and every other client connection on every master."""
+        for host, port in self.topology.masters():
+            with redis.Redis(host=host, port=port) as server:
+                command(server, "CLIENT", "KILL", "TYPE", "pubsub")
+                command(server, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+
+@pytest.fixture
+async def env(
+    topology: Topology, flavour: Flavour, key_strategy: KeyStrategy
+) -> AsyncIterator[Env]:
+    """A connected near cache (1000 entries) on ``topology``, its reader of ``flavour``."""
+    keys = KeyStrategy(prefix=key_strategy.prefix, buckets=topology.buckets)
+    with contextlib.ExitStack() as stack:
+        writer_client = stack.enter_context(topology.sync_client())
+        raw = stack.enter_context(topology.sync_client())
+        cache = NearCache(1000, build_tracking(topology.settings, keys))
+        stack.callback(cache.close)
+        async with contextlib.AsyncExitStack() as astack:
+            repo: Any
+            if flavour.is_async:
+                aclient = await astack.enter_async_context(topology.async_client())
+                inner = AsyncRedisDeviceMetadataRepository(aclient, key_strategy=keys)
+                repo = AsyncNearCachedDeviceMetadataRepository(inner, cache)
+            else:
+                reader_client = stack.enter_context(topology.sync_client())
+                repo = NearCachedDeviceMetadataRepository(
+                    RedisDeviceMetadataRepository(reader_client, key_strategy=keys), cache
+                )
+            assert cache.wait_connected(10.0)
+            yield Env(
+                topology=topology,
+                flavour=flavour,
+                keys=keys,
+                cache=cache,
+                repo=repo,
+                other=RedisDeviceMetadataRepository(writer_client, key_strategy=keys),
+                direct=RedisDeviceMetadataRepository(raw, key_strategy=keys),
+                raw=raw,
+            )
+    if topology.name == "cluster":
+        # redis-py's cluster clients drop node connections they replaced (after CLIENT KILL)
+        # without closing them; collect them here, quietly.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0, what: str = "") -> None:
+    """Await ``check`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.002)
+
+
+#: Trials per case of the racing test (six cases: three topologies, two flavours).
+RACING_TRIALS = 10
+
+
+async def test_a_racing_writer_leaves_no_stale_reads(env: Env) -> None:
+    stale = trials = 0
+    for trial in range(RACING_TRIALS):
+        device_id = f"hot-{trial}"
+        env.other.put(meta(device_id, additional_properties={"n": 0}))
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def write(
+            device_id: str = device_id,
+            done: threading.Event = done,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            try:
+                for n in range(1, 60):
+                    env.other.put(meta(device_id, additional_properties={"n": n}))
+                env.settle()  # writes have stopped, and the cache has heard every one
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        writer = threading.Thread(target=write)
+        seen = [await env.n(device_id)]
+        writer.start()
+        while not done.is_set():
+            seen.append(await env.n(device_id))
+        writer.join()
+        assert errors == []
+        assert seen == sorted(seen), "a reader saw a version older than one it had seen"
+        # Every change has been heard: from now on, only the final value.
+        for _ in range(50):
+            if await env.n(device_id) != 59:
+                stale += 1
+        trials += 1
+    assert trials == RACING_TRIALS
+    assert stale == 0
+
+
+async def test_killed_connections_flush_the_cache_and_nothing_stale_survives(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "cache_service_client.near_cache")
+    cache = env.cache
+    env.other.put(meta("k", additional_properties={"n": 0}))
+    assert await env.n("k") == 0
+    done = threading.Event()
+    written = [0]
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            while not done.is_set():
+                written[0] += 1
+                env.other.put(meta("k", additional_properties={"n": written[0]}))
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(3):
+            flushes = cache.stats().flushes
+            env.kill()
+            eventually(lambda f=flushes: cache.stats().flushes > f, what="a flush")  # type: ignore[misc]
+            assert cache.wait_connected(10.0)
+            # Reconnected: a read is at least as new as what Redis held before it...
+            n0 = env.n_in_redis("k")
+            assert await env.n("k") >= n0
+            assert await env.n("k") >= n0  # (a hit, now)
+            # ... and an entry cached since is dropped by the reports that follow.
+            n1 = env.n_in_redis("k")
+            env.settle()
+            assert await env.n("k") >= n1
+            assert errors == []
+    finally:
+        done.set()
+        writer.join()
+    assert errors == []
+    assert written[0] > 3
+    env.settle()
+    assert await env.n("k") == written[0]
+    # Each loss and each reconnection is logged at INFO, naming the server in extra= fields.
+    logged = [r for r in caplog.records if r.name == "cache_service_client.near_cache"]
+    lost = [r for r in logged if "lost" in r.getMessage()]
+    tracking = [r for r in logged if r not in lost and hasattr(r, "near_cache_server")]
+    assert lost
+    assert tracking
+    assert {r.levelno for r in lost + tracking} == {logging.INFO}
+    masters = {f"{host}:{port}" for host, port in env.topology.masters()}
+    assert {getattr(r, "near_cache_server", None) for r in lost + tracking} == masters
+    assert all(getattr(r, "near_cache_error", "") for r in lost)
+
+
+async def test_writes_deletes_and_expiry_by_another_client_are_seen(env: Env) -> None:
+    other, cache = env.other, env.cache
+    other.put_many([meta("w"), meta("d")])
+    assert (await env.get("w")).datatype_unit == "C"
+    await env.get("d")
+    before = cache.stats().invalidations
+    other.put(meta("w", datatype_unit="F"))
+    other.delete("d")
+
+    async def written() -> bool:
+        return (await env.get("w")).datatype_unit == "F"
+
+    async def deleted() -> bool:
+        return not await env.flavour.run(env.repo.exists("d"))
+
+    await until(written, what="a write elsewhere")
+    await until(deleted, what="a delete elsewhere")
+    # Both entries were dropped by Redis's reports (nothing else drops them), counted.
+    assert cache.stats().invalidations >= before + 2
+    other.ttl = 0.3
+    other.put(meta("e"))
+    assert await env.get("e") == meta("e")
+    await asyncio.sleep(0.35)
+    # Gone on the cache's own clock, whenever Redis reports the expiry.
+    with pytest.raises(DeviceNotFoundError):
+        await env.get("e")
+    # The read above made Redis expire the key, and Redis reports that too.
+    eventually(lambda: cache.stats().invalidations >= before + 3, what="an expiry's report")
+
+
+def test_an_entry_never_outlives_its_ttl_without_a_report(
+    near: tuple[NearCachedDeviceMetadataRepository, NearCache],
+) -> None:
+    _, cache = near
+    value = meta("ttl")
+    before = cache.stats()
+    # Nothing is written to Redis: no report can come for these ids.
+    ids = ["ttl", "forever", "gone"]
+    found = BatchGetResult(found={i: value for i in [*ids, "late"]}, missing=[], corrupted={})
+    token = cache.begin(ids)
+    cache.finish(token, ids, found, [100, -1, -2], time.monotonic())
+    assert "ttl" in cache
+    assert "forever" in cache
+    assert "gone" not in cache  # expired between the read and its reply: never cached
+    # The deadline counts from before the read was sent, not from when its reply came.
+    held = len(cache)
+    token = cache.begin(["late"])
+    cache.finish(token, ["late"], found, [100], time.monotonic() - 0.2)
+    assert "late" not in cache
+    assert len(cache) == held  # not even held: it would take a live entry's place
+    assert cache.lookup("late") is None
+    time.sleep(0.15)
+    assert "ttl" not in cache
+    assert cache.lookup("ttl") is None
+    assert cache.lookup("forever") is value
+    stats = cache.stats()
+    assert stats.invalidations == before.invalidations
+    assert stats.flushes == before.flushes
+
+
 # -- cluster and Sentinel ---------------------------------------------------------------------
 
 
@@ -393,6 +614,54 @@ def own_cluster() -> Iterator[RedisClusterServers]:
         yield cluster
     finally:
         cluster.stop()
+
+
+def test_waiting_for_invalidations_hears_every_primary_of_a_cluster(
+    cluster_url: str, cluster_client: RedisCluster, key_strategy: KeyStrategy
+) -> None:
+    keys = KeyStrategy(prefix=key_strategy.prefix, buckets=4)
+    primaries = {n.name: n for n in cluster_client.get_primaries()}  # type: ignore[no-untyped-call]
+    owner = cluster_client.get_node_from_key
+    owners = {
+        owner(keys.bucket_device_prefix(b) + "x").name  # type: ignore[no-untyped-call]
+        for b in range(keys.buckets)
+    }
+    assert owners == set(primaries)  # the buckets' slots are spread over every primary
+
+    def sets() -> dict[str, int]:
+        calls = {}
+        for name, node in primaries.items():
+            with redis.Redis(host=node.host, port=node.port) as server:
+                calls[name] = server.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
+        return calls
+
+    cache = NearCache(1000, build_tracking(settings_from_url(cluster_url), keys))
+    small = NearCache(1, build_tracking(settings_from_url(cluster_url), keys))
+    try:
+        assert cache.wait_connected(10.0)
+        inner = RedisDeviceMetadataRepository(cluster_client, key_strategy=keys)
+        repo = NearCachedDeviceMetadataRepository(inner, cache)
+        ids = [f"c{i}" for i in range(40)]
+        assert {keys.bucket_of(i) for i in ids} == set(range(keys.buckets))
+        inner.put_many([meta(i) for i in ids])
+        wait_for_invalidations(cache, cluster_client, keys)
+        repo.get_many(ids)
+        assert all(i in cache for i in ids)
+        inner.put_many([meta(i, datatype_unit="F") for i in ids])  # by "another client"
+        before = sets()
+        wait_for_invalidations(cache, cluster_client, keys)
+        after = sets()
+        # A marker on every primary, and every primary's reports heard: no entry is left.
+        assert all(after[name] > before[name] for name in primaries)
+        assert [i for i in ids if i in cache] == []
+        assert {d.datatype_unit for d in repo.get_many(ids).values()} == {"F"}
+        # A cache smaller than the markers waits for them in rounds.
+        wait_for_invalidations(small, cluster_client, keys)
+        # The markers' keys are gone again.
+        assert list(cluster_client.scan_iter(match=keys.device_pattern("barrier-*"))) == []
+    finally:
+        cache.close()
+        small.close()
 
 
 def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisClusterServers) -> None:
@@ -414,19 +683,83 @@ def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisCluste
         assert reader.near_cache_stats().entries == 40
         keys: KeyStrategy = reader.container.key_strategy()
         moved_id = ids[0]
-        flushes = reader.near_cache_stats().flushes
-        assert migrate_slot(own_cluster, key_slot(keys.device_key(moved_id).encode()), 0.0) > 0
-        # The slot map changed: the next topology check flushes the cache.
-        eventually(lambda: reader.near_cache_stats().flushes > flushes, what="a topology flush")
-        assert near.near_cache.wait_connected(10.0)
-        reader.get_many_device_metadata_sync(ids)
+        moving = [i for i in ids if keys.bucket_of(i) == keys.bucket_of(moved_id)]
+        # Another client writes, and the near-cached reader reads, all along the migration.
+        last = dict.fromkeys(ids, 0)
+        newest = dict.fromkeys(ids, 0)  # the newest version the reader has seen, per id
+        errors: list[BaseException] = []
+        regressions: list[str] = []
+        stop_writing, stop_reading = threading.Event(), threading.Event()
+        migrating = threading.Event()
+        during = {"writes": 0, "reads": 0}
+
+        def write() -> None:
+            try:
+                n = 0
+                while not stop_writing.is_set():
+                    n += 1
+                    for device_id in ids:
+                        writer.store_device_metadata(device_id, {**PLAN, "n": n})
+                        last[device_id] = n
+                        if migrating.is_set() and device_id in moving:
+                            during["writes"] += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        def read() -> None:
+            try:
+                while not stop_reading.is_set():
+                    for device_id in moving + ids[::7]:
+                        n = reader.get_device_metadata_sync(device_id).additional_properties["n"]
+                        if n < newest[device_id]:
+                            regressions.append(f"{device_id}: {n} after {newest[device_id]}")
+                        newest[device_id] = max(n, newest[device_id])
+                        if migrating.is_set():
+                            during["reads"] += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write), threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.1)
+            flushes = reader.near_cache_stats().flushes
+            migrating.set()
+            moved = migrate_slot(own_cluster, key_slot(keys.device_key(moved_id).encode()), 0.05)
+            migrating.clear()
+            assert moved > 0
+            # The slot map changed: the next topology check flushes the cache.
+            eventually(lambda: reader.near_cache_stats().flushes > flushes, what="a topology flush")
+            assert near.near_cache.wait_connected(10.0)
+            time.sleep(0.2)  # traffic after the migration too
+        finally:
+            stop_writing.set()
+            threads[0].join()
+            stop_reading.set()
+            threads[1].join()
+        assert errors == []
+        assert regressions == []
+        assert during["writes"] > 0
+        assert during["reads"] > 0
+        # Writes have stopped and every report has come: no stale read, of any device.
+        settle(near)
+        stale = [
+            device_id
+            for _ in range(3)
+            for device_id in ids
+            if reader.get_device_metadata_sync(device_id).additional_properties["n"]
+            != last[device_id]
+        ]
+        assert stale == []
+        # And writes after the migration are seen as they come.
         for device_id in ids:
-            writer.store_device_metadata(device_id, {**PLAN, "n": 1})
+            writer.store_device_metadata(device_id, {**PLAN, "n": -1})
         for device_id in ids:
             eventually(
                 lambda d=device_id: (
                     reader.get_device_metadata_sync(d).additional_properties["n"]  # type: ignore[misc]
-                    == 1
+                    == -1
                 ),
                 what=f"a write of {device_id} on the cluster",
             )

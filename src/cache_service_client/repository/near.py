@@ -306,6 +306,7 @@ class NearCache:
         """
         if token is None:
             return
+        now = time.monotonic()
         with self._lock:
             loading = self._loading
             entries = self._entries
@@ -326,6 +327,8 @@ class NearCache:
                         deadline = _FOREVER
                     elif pttl > 0:
                         deadline = started + pttl / 1000
+                        if deadline <= now:
+                            continue  # its TTL ran out while the reply came: never cached
                     else:
                         continue  # expired or gone since the value was read
                 entries[device_id] = (value, deadline)
