@@ -24,6 +24,7 @@ from cache_service_client import (
     CacheServiceError,
     DataCorruptionError,
     DeviceMetadata,
+    IndexLayoutError,
     KeyStrategy,
     MetadataCodec,
     RedisDeviceMetadataRepository,
@@ -104,6 +105,36 @@ def test_translate_error_names_where_it_happened() -> None:
     assert "(MGET)" in str(translate_error(exc, MGET))
     assert "(script 'put')" in str(translate_error(exc, PUT))
     assert "refused" in str(translate_error(exc, Pipeline((GET,))))
+
+
+# Redis 6's words for errors inside a script (read off redis-server 6.2): the place in the
+# script comes first.
+REDIS_6_SCRIPT_ERRORS = [
+    (
+        "Error running script (call to f_b3fa22bcf79815d9b7abc668fa4455f4657d6ac0): "
+        "@user_script:72: @user_script: 72: -READONLY You can't write against a read only "
+        "replica.",
+        BackendConnectionError,
+        "READONLY You can't write",
+    ),
+    (
+        "Error running script (call to f_88fcd970170dd05b3fc83c0be7be9638fb4f476a): "
+        "@user_script:24: user_script:24: LAYOUT the indexes of this cache are in layout "
+        "version 1; run repair to rebuild them in version 2",
+        IndexLayoutError,
+        "the indexes of this cache are in layout version 1; run repair",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "expected", "text"), REDIS_6_SCRIPT_ERRORS)
+def test_redis_6_script_errors_are_read_past_the_place_in_the_script(
+    message: str, expected: type[Exception], text: str
+) -> None:
+    error = translate_error(rex.ResponseError(message), PUT)
+    assert type(error) is expected
+    assert str(error).startswith(("Redis is unavailable (script 'put'): READONLY", text))
+    assert text in str(error)
 
 
 def test_wrongtype_with_a_command_key_is_data_corruption_naming_the_key() -> None:
@@ -369,7 +400,10 @@ async def test_driver_reloads_flushed_scripts(flavour: Flavour, auth_server: Red
     try:
         driver = flavour_driver(flavour, client)
         assert await flavour.run(driver.run(flows.put, ctx, make("a"))) is True
-        assert _script_cached(admin, lua.PUT.sha)
+        assert _script_cached(admin, lua.PUT_ONE.sha)
+        admin.script_flush()
+        assert not _script_cached(admin, lua.PUT_ONE.sha)
+        assert await flavour.run(driver.run(flows.put, ctx, make("a"))) is True
         admin.script_flush()
         assert not _script_cached(admin, lua.PUT.sha)
         assert not _script_cached(admin, lua.COUNT.sha)

@@ -37,7 +37,14 @@ def body_of(script: LuaScript) -> str:
     return (SCRIPTS / f"{script.name}.lua").read_text(encoding="utf-8")
 
 
-WRITE_HELPERS = ("remove_entries(", "unindex(", "add_entries(", "save_numbers(")
+WRITE_HELPERS = (
+    "remove_entries(",
+    "unindex(",
+    "add_entries(",
+    "save_numbers(",
+    "set_value(",
+    "first_write(",
+)
 ALL = [getattr(lua, name) for name in lua.__all__ if isinstance(getattr(lua, name), LuaScript)]
 
 
@@ -67,7 +74,9 @@ def test_a_script_holds_the_helpers_it_uses_and_no_other(script: LuaScript) -> N
         assert (name in included) == used, (script.name, name)
 
 
-@pytest.mark.parametrize("script", [lua.PUT, lua.DELETE, lua.REINDEX], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "script", [lua.PUT, lua.PUT_ONE, lua.DELETE, lua.REINDEX], ids=lambda s: s.name
+)
 def test_write_scripts_read_before_they_write(script: LuaScript) -> None:
     # The rule of writes that cannot half-happen: no write command before the last read of
     # the first phase (the scripts mark the phases with "-- Reads" and "-- Writes").
@@ -301,15 +310,32 @@ def test_count_and_info_leave_out_expired_entries(
     )
 
 
+def put_one_with(
+    script: LuaScript, client: redis.Redis, keys: KeyStrategy, m: DeviceMetadata, if_newer: bool
+) -> int:
+    """Run a put script (PUT or PUT_ONE) for the one device ``m``, without a TTL."""
+    value = MetadataCodec().encode(m)
+    row = (m.device_id, value, m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist))
+    args = lua.put_args(ttl_ms=0, if_newer=if_newer, devices=[row])
+    return int(run(client, keys, script, args, (keys.device_key(m.device_id),)))
+
+
+PUT_SCRIPTS = pytest.mark.parametrize("script", [lua.PUT, lua.PUT_ONE], ids=lambda s: s.name)
+
+
+@PUT_SCRIPTS
 def test_put_writes_only_the_entries_that_change(
-    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+    script: LuaScript, redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
-    repo.put(device("a", "t", ms=0))
+    def put(m: DeviceMetadata) -> int:
+        return put_one_with(script, redis_client, key_strategy, m, False)
+
+    assert put(device("a", "t", ms=0)) == 1
     redis_client.config_resetstat()
-    repo.put(device("a", "t", ms=1))  # a new time: by-time, its datatype's, nothing else
+    put(device("a", "t", ms=1))  # a new time: by-time, its datatype's, nothing else
     zadds = int(redis_client.info("commandstats")["cmdstat_zadd"]["calls"])
     assert zadds == 2
-    repo.put(device("a", "h", persist=False, ms=1))  # a new datatype and flag: all four move
+    put(device("a", "h", persist=False, ms=1))  # a new datatype and flag: all four move
     assert redis_client.zscore(key_strategy.ids_index(), "a") == 0
     assert redis_client.hgetall(key_strategy.types_index()) == {b"t": b"1", b"h": b"2"}
     assert redis_client.zscore(key_strategy.by_type_index(), "a") == 2 * 2 + 0
@@ -317,21 +343,17 @@ def test_put_writes_only_the_entries_that_change(
     assert redis_client.zscore(key_strategy.datatype_time_index(2), "a") == score_at(1, False)
 
 
+@PUT_SCRIPTS
 def test_a_conditional_put_compares_whole_milliseconds(
-    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+    script: LuaScript,
+    repo: RedisDeviceMetadataRepository,
+    redis_client: redis.Redis,
+    key_strategy: KeyStrategy,
 ) -> None:
     repo.put(device("a", ms=5))
 
     def put_if_newer(m: DeviceMetadata) -> int:
-        value = MetadataCodec().encode(m)
-        row = (
-            m.device_id,
-            value,
-            m.datatype_id,
-            score_of(datetime_to_ms(m.last_updated), m.persist),
-        )
-        args = lua.put_args(ttl_ms=0, if_newer=True, devices=[row])
-        return int(run(redis_client, key_strategy, lua.PUT, args, (key_strategy.device_key("a"),)))
+        return put_one_with(script, redis_client, key_strategy, m, True)
 
     assert put_if_newer(device("a", persist=False, ms=5)) == 0  # the same ms: not newer
     assert put_if_newer(device("a", ms=4)) == 0

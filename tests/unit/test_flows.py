@@ -363,16 +363,16 @@ def test_put_many_of_nothing_sends_nothing() -> None:
     assert run_flow(flows.put_many(ctx(), []), []) == (0, [])
 
 
-def test_put_yields_the_same_script_call() -> None:
+def test_put_yields_the_single_device_script_call_with_the_same_arguments() -> None:
     result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a")), [1])
     assert result is True
-    assert ops == [call(lua.PUT, 1, 0, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+    assert ops == [call(lua.PUT_ONE, 1, 0, "a", encoded("a"), "temp", score(), keys=["device:a"])]
 
 
 def test_conditional_put_sets_the_flag_and_reports_a_skip() -> None:
     result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a"), True), [0])
     assert result is False
-    assert ops == [call(lua.PUT, 1, 1, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+    assert ops == [call(lua.PUT_ONE, 1, 1, "a", encoded("a"), "temp", score(), keys=["device:a"])]
     with pytest.raises(ValidationError) as info:
         next(flows.put(ctx(), make("a"), "yes"))  # type: ignore[arg-type]
     assert info.value.field == "if_newer"
@@ -1505,8 +1505,9 @@ def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
         args: list[object] = [1000, 0]
         for i in members:
             args += [i, encoded(i), "temp", score()]
+        script = lua.PUT_ONE if len(members) == 1 else lua.PUT
         assert entry == bucket_call(
-            lua.PUT, bucket, *args, keys=[BUCKETED.device_key(i) for i in members]
+            script, bucket, *args, keys=[BUCKETED.device_key(i) for i in members]
         )
         # Everything a script touches lives in one slot: its keys, and those it forms from the
         # device prefix and the per-datatype time index prefix.
@@ -1524,7 +1525,7 @@ def test_bucketed_put_of_one_device_is_a_bare_script_call() -> None:
     bucket = BUCKETED.bucket_of("a")
     assert ops == [
         bucket_call(
-            lua.PUT,
+            lua.PUT_ONE,
             bucket,
             1000,
             0,

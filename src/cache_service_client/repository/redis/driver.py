@@ -7,6 +7,7 @@ flow *function* and its arguments, not a flow, so that its
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -60,6 +61,14 @@ _AUTH_PREFIXES = (
     # script call) from a client that sent none with this instead of NOAUTH.
     "Protocol error: unauthenticated",
 )
+# Redis 6 puts the place in the script in front of a script's error, whether the script raised
+# it ("Error running script (call to f_<sha>): @user_script:17: user_script:17: LAYOUT ...")
+# or a command it called did ("...: @user_script:72: @user_script: 72: -READONLY ..."); Redis 7
+# answers with the error itself.
+_SCRIPT_PLACE = re.compile(
+    r"^Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: "
+    r"(?:@user_script: \d+: -|user_script:\d+: )"
+)
 # What a script's command answers when the ACL denies it a key (Redis 7 words it so).
 _SCRIPT_ACL_DENIALS = ("can't access at least one of the keys", "NOPERM")
 
@@ -74,7 +83,7 @@ def _where(op: Op | None) -> str:
 
 def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
     """Map a redis-py exception to this library's hierarchy, chained to the original."""
-    message = str(exc)
+    message = _SCRIPT_PLACE.sub("", str(exc), count=1)
     error: CacheServiceError
     if isinstance(exc, rex.NoPermissionError) or (
         isinstance(exc, rex.ResponseError)

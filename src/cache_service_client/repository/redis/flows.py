@@ -96,6 +96,27 @@ class FlowContext:
     ttl_ms: int | None
     slow_ms: float = DEFAULTS.health_slow_ms
     memory_ratio: float = DEFAULTS.health_memory_ratio
+    _frames: dict[int, tuple[tuple[str, ...], tuple[str, str]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _framed: KeyStrategy | None = field(default=None, init=False, repr=False, compare=False)
+
+    def frame(self, bucket: int) -> tuple[tuple[str, ...], tuple[str, str]]:
+        """How every script call in ``bucket`` starts (built once per bucket).
+
+        Returns:
+            The bucket's fixed index keys, and its device key prefix and per-datatype time
+            index prefix.
+        """
+        if self._framed is not self.keys:
+            self._frames, self._framed = {}, self.keys
+        frame = self._frames.get(bucket)
+        if frame is None:
+            k = self.keys
+            prefixes = (k.bucket_device_prefix(bucket), k.datatype_time_prefix(bucket))
+            frame = (tuple(k.index_keys(bucket)), prefixes)
+            self._frames[bucket] = frame
+        return frame
 
 
 def _script(
@@ -106,12 +127,8 @@ def _script(
     Its keys are the bucket's index keys, then ``keys``; its arguments the bucket's prefixes,
     then ``args``.
     """
-    k = ctx.keys
-    return ScriptCall(
-        script,
-        (*k.index_keys(bucket), *keys),
-        (k.bucket_device_prefix(bucket), k.datatype_time_prefix(bucket), *args),
-    )
+    fixed, prefixes = ctx.frame(bucket)
+    return ScriptCall(script, (*fixed, *keys), (*prefixes, *args))
 
 
 def _each(ops: list[Op]) -> Flow[list[Any]]:
@@ -221,12 +238,22 @@ def get_many_expiring(
 def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool) -> Flow[int]:
     """Write validated devices: one PUT script call per bucket, in one round trip.
 
-    Returns how many were written (with ``if_newer``, the others were not newer).
+    A single device (and a bucket of one) goes to PUT_ONE. Returns how many were written (with
+    ``if_newer``, the others were not newer).
     """
     if not checked:
         return 0
-    values = ctx.codec.encode_many(checked)
     ttl_ms = ctx.ttl_ms or 0
+    if len(checked) == 1:  # PUT_ONE, with no grouping
+        m = checked[0]
+        device_id = m.device_id
+        score = score_of(datetime_to_ms(m.last_updated), m.persist)
+        device = (device_id, ctx.codec.encode(m), m.datatype_id, score)
+        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=(device,))
+        key = ctx.keys.device_key(device_id)
+        bucket = ctx.keys.bucket_of(device_id)
+        return int((yield _script(ctx, lua.PUT_ONE, bucket, (key,), args)))
+    values = ctx.codec.encode_many(checked)
 
     def call(bucket: int, positions: Iterable[int]) -> ScriptCall:
         chosen = [(checked[p], values[p]) for p in positions]
@@ -236,11 +263,10 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
         )
         args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices)
         keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
-        return _script(ctx, lua.PUT, bucket, keys, args)
+        return _script(ctx, lua.PUT_ONE if len(keys) == 1 else lua.PUT, bucket, keys, args)
 
-    if ctx.keys.buckets == 1 or len(checked) == 1:
-        # One script call, no grouping: a single node, or a single device.
-        return int((yield call(ctx.keys.bucket_of(checked[0].device_id), range(len(checked)))))
+    if ctx.keys.buckets == 1:  # one script call, no grouping
+        return int((yield call(0, range(len(checked)))))
     ids = [m.device_id for m in checked]
     calls: list[Op] = [
         call(bucket, positions) for bucket, positions in ctx.keys.group_by_bucket(ids).items()

@@ -45,6 +45,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "PRUNE_PER_WRITE",
     "PUT",
+    "PUT_ONE",
     "RANGE",
     "REINDEX",
     "SWEEP",
@@ -147,6 +148,8 @@ def _script(name: str, **constants: int) -> LuaScript:
 
 #: Write values and index entries (``if_newer`` too); returns how many devices were written.
 PUT = _script("put", prune=PRUNE_PER_WRITE)
+#: PUT for one device (the same arguments and reply), with less work per run.
+PUT_ONE = _script("put_one", prune=PRUNE_PER_WRITE)
 #: Delete values and their index entries; returns how many existed.
 DELETE = _script("delete")
 #: Walk one id-ordered block (of the ids or the by-type index) by id.

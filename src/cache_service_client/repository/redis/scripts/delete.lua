@@ -1,6 +1,7 @@
 -- The delete script (cache_service_client.repository.redis.lua.DELETE).
 -- ARGV[3..]: the ids of the device keys in KEYS[7..] (each id once). Returns how many existed.
--- Reads: each id's datatype number, from its by-type entry.
+-- Reads: the fixed keys, and each id's datatype number, from its by-type entry. A run of one
+-- device removes its entry in its datatype's time index first, unchecked (see first_write).
 unversioned()
 check_fixed_keys()
 local n = #KEYS - 6
@@ -12,16 +13,16 @@ for i = 1, n do
   local number = false
   if parts[i] then
     number = math.floor(tonumber(parts[i]) / 2)
-    will_change('ZREM', time_key(number), ids[i])
+    if n > 1 then will_change('ZREM', time_key(number), ids[i]) end
   end
   numbers[i] = number
 end
--- Writes.
+-- Writes: a device's index entries, then its key (gathered index writes go at the end).
 local deleted = 0
 local writes = new_writes(n)
 for i = 1, n do
-  deleted = deleted + redis.call('DEL', KEYS[6 + i])
   unindex(writes, ids[i], numbers[i])
+  deleted = deleted + redis.call('DEL', KEYS[6 + i])
 end
 send(writes)
 -- A bucket left without devices is left without indexes (the datatype numbers start again).

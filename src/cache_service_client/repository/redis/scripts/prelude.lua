@@ -8,18 +8,25 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Stop the script with the error reply `text` ("CODE message"). Redis 7 takes it as a table,
+-- as it was given; Redis 6 takes only a string, and prefixes the place in the script (the
+-- driver finds the code after it).
+local function fail(text)
+  if redis.REDIS_VERSION then error({err = text}) end
+  error(text)
+end
 -- Check the bucket's index layout version; true when the bucket has none yet (nothing was
 -- ever indexed in it), so that a write must set it.
 local function unversioned()
   local version = redis.call('GET', KEYS[6])
   if version == LAYOUT then return false end
   if version then
-    error({err = 'LAYOUT the indexes of this cache are in layout version ' .. version ..
-      ', which this library does not read (it reads version ' .. LAYOUT .. ')'})
+    fail('LAYOUT the indexes of this cache are in layout version ' .. version ..
+      ', which this library does not read (it reads version ' .. LAYOUT .. ')')
   end
   if redis.call('EXISTS', KEYS[1]) == 1 then
-    error({err = 'LAYOUT the indexes of this cache are in layout version 1; run repair to ' ..
-      'rebuild them in version ' .. LAYOUT})
+    fail('LAYOUT the indexes of this cache are in layout version 1; run repair to ' ..
+      'rebuild them in version ' .. LAYOUT)
   end
   return true
 end
@@ -45,15 +52,34 @@ end
 -- Writes that cannot half-happen: a write script first reads every key it will change (a read
 -- of a key of the wrong type, or of one the user may not access, fails before anything is
 -- written) and asks the ACL whether it may change the keys it did not declare (Redis 7+; the
--- server checks the declared ones before the script runs); then it writes, a value first (so
--- that under maxmemory the first write, which the server refuses, is the script's first).
+-- server checks the declared ones before the script runs); then it writes (under maxmemory
+-- the server refuses a script's first write only, which leaves nothing half-done).
 local function may(cmd, key, ...)
   if redis.acl_check_cmd and not redis.acl_check_cmd(cmd, key, ...) then
-    error({err = 'NOPERM this user has no permission to run ' .. cmd .. ' on the key ' .. key})
+    fail('NOPERM this user has no permission to run ' .. cmd .. ' on the key ' .. key)
   end
 end
--- Read the sorted set `key` that the script will change with `cmd` (ZADD or ZREM) for `id`,
--- and ask the ACL about that write; once per key and command in a run.
+-- A script's first write, for a key it did not check: if the write fails (the key has the
+-- wrong type, the user may not change it, maxmemory), nothing has been written yet. An ACL
+-- denial names the key, as may() does (Redis 7+); any other error is the server's own (the
+-- failed command, sent again, fails the same way).
+local function first_write(cmd, key, ...)
+  local reply = redis.pcall(cmd, key, ...)
+  if type(reply) == 'table' and reply.err then
+    if redis.acl_check_cmd and string.find(reply.err, "can't access", 1, true) then
+      fail('NOPERM this user has no permission to run ' .. cmd .. ' on the key ' .. key)
+    end
+    return redis.call(cmd, key, ...)
+  end
+  return reply
+end
+-- Ask the ACL about the change of sorted set `key` with `cmd` (ZADD or ZREM) for `id` (first,
+-- so that a denial names the key), and read the set.
+local function check_change(cmd, key, id)
+  if cmd == 'ZADD' then may(cmd, key, '0', id) else may(cmd, key, id) end
+  redis.call('ZSCORE', key, id)
+end
+-- check_change once per key and command in a run.
 local changing = {}
 local function will_change(cmd, key, id)
   local seen = changing[cmd]
@@ -64,8 +90,7 @@ local function will_change(cmd, key, id)
     return
   end
   seen[key] = true
-  redis.call('ZSCORE', key, id)
-  if cmd == 'ZADD' then may(cmd, key, '0', id) else may(cmd, key, id) end
+  check_change(cmd, key, id)
 end
 -- The scores of `members` in `key` (false where absent), with ZMSCORE in chunks.
 local function scores(key, members)
@@ -80,9 +105,11 @@ local function scores(key, members)
 end
 -- Index writes gathered during a run, then sent as one ZREM and one ZADD per key (in chunks)
 -- instead of one per device. For a run that writes one device (`devices` <= 1) gathering
--- would cost more than it saves: each write is sent at once.
+-- would cost more than it saves: each write is sent at once, the first with first_write (so a
+-- script may leave unchecked the key its first index write changes).
 local function new_writes(devices)
-  return {direct = devices <= 1, adds = {}, add_keys = {}, rems = {}, rem_keys = {}}
+  if devices <= 1 then return {direct = true, first = true} end
+  return {direct = false, adds = {}, add_keys = {}, rems = {}, rem_keys = {}}
 end
 local function gather(lists, keys, key)
   local list = lists[key]
@@ -94,17 +121,30 @@ local function gather(lists, keys, key)
   return list
 end
 local function zadd(w, key, score, id)
-  if w.direct then return redis.call('ZADD', key, score, id) end
+  if w.direct then
+    if w.first then
+      w.first = false
+      return first_write('ZADD', key, score, id)
+    end
+    return redis.call('ZADD', key, score, id)
+  end
   local list = gather(w.adds, w.add_keys, key)
   list[#list + 1] = score
   list[#list + 1] = id
 end
 local function zrem(w, key, id)
-  if w.direct then return redis.call('ZREM', key, id) end
+  if w.direct then
+    if w.first then
+      w.first = false
+      return first_write('ZREM', key, id)
+    end
+    return redis.call('ZREM', key, id)
+  end
   local list = gather(w.rems, w.rem_keys, key)
   list[#list + 1] = id
 end
 local function send(w)
+  if w.direct then return end
   for _, key in ipairs(w.rem_keys) do
     local list = w.rems[key]
     for i = 1, #list, 1000 do redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list))) end
@@ -123,12 +163,13 @@ local function check_fixed_keys()
 end
 -- Remove every index entry of `id` (into the writes `w`); `number` is its datatype number
 -- (false: none known).
+-- The entry in the time index comes first, so that it can be a script's first write.
 local function unindex(w, id, number)
+  if number then zrem(w, time_key(number), id) end
   zrem(w, KEYS[1], id)
   zrem(w, KEYS[2], id)
   zrem(w, KEYS[4], id)
   zrem(w, KEYS[5], id)
-  if number then zrem(w, time_key(number), id) end
 end
 -- The reading half of removing expired entries: up to `limit` of them whose key is gone (but
 -- none in `skip`), each as {id, its datatype number or false}.
@@ -153,14 +194,18 @@ end
 local function new_numbers()
   return {known = {}, fresh = {}, next = nil}
 end
+-- The number the bucket gave datatype `dt` (nil: none yet).
+local function stored_number(dt)
+  local number = redis.call('HGET', KEYS[3], dt)
+  if number then return tonumber(number) end
+  return nil
+end
 local function number_of(numbers, dt)
   local known = numbers.known[dt]
   if known then return known[1], known[2] end
-  local number = redis.call('HGET', KEYS[3], dt)
+  local number = stored_number(dt)
   local fresh = false
-  if number then
-    number = tonumber(number)
-  else
+  if not number then
     if not numbers.next then numbers.next = redis.call('HLEN', KEYS[3]) end
     numbers.next = numbers.next + 1
     number, fresh = numbers.next, true
@@ -172,6 +217,21 @@ end
 -- Record the new datatype numbers of a run.
 local function save_numbers(numbers)
   for dt, number in pairs(numbers.fresh) do redis.call('HSET', KEYS[3], dt, number) end
+end
+-- Whether a conditional write of a device with index score `score` is to be skipped: its key
+-- `key` holds a value indexed at `stored` (its by-time score; false: not indexed) with a
+-- last_updated (whole milliseconds: score = ms * 2 + persist) at least as new.
+local function not_newer(key, stored, score)
+  return stored and redis.call('EXISTS', key) == 1
+    and math.floor(tonumber(stored) / 2) >= math.floor(tonumber(score) / 2)
+end
+-- Write a device's value, to expire at `at` ms (0: never; `at_text`: `at` as text).
+local function set_value(key, value, at, at_text)
+  if at > 0 then
+    redis.call('SET', key, value, 'PXAT', at_text)
+  else
+    redis.call('SET', key, value)
+  end
 end
 -- A whole number as ZADD reads it, cached (several entries share a score): entries that go to
 -- ZADD as text save the server formatting a Lua number for each.
@@ -188,16 +248,19 @@ end
 -- number it had, or false), score (the text the client sent) and expiry `at` (0: none), and the
 -- scores of its entries now in the ids, by-type and by-time indexes (false where absent), so
 -- that only the entries that change are written.
+-- The entry in the time index of `number` comes first (where it changes), so that it can be a
+-- script's first write (see first_write).
 local function add_entries(w, id, number, old, score, in_ids, part, at_time, at)
   local value = tonumber(score)
   local persist = value % 2
+  local moved = old ~= number or tonumber(at_time) ~= value
+  if moved then zadd(w, time_key(number), score, id) end
   if tonumber(in_ids) ~= persist then zadd(w, KEYS[1], score_text(persist), id) end
   local placed_at = number * 2 + persist
   if tonumber(part) ~= placed_at then zadd(w, KEYS[4], score_text(placed_at), id) end
-  if old ~= number or tonumber(at_time) ~= value then
+  if moved then
     zadd(w, KEYS[5], score, id)
     if old and old ~= number then zrem(w, time_key(old), id) end
-    zadd(w, time_key(number), score, id)
   end
   if at > 0 then
     zadd(w, KEYS[2], score_text(at), id)

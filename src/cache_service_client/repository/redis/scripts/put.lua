@@ -34,9 +34,7 @@ for i = 1, n do
   if part then old = math.floor(tonumber(part) / 2) end
   will_change('ZADD', time_key(number), id)
   if old and old ~= number then will_change('ZREM', time_key(old), id) end
-  local at_time = stored[i]
-  write[i] = not (newer and at_time and call('EXISTS', keys[6 + i]) == 1
-      and math.floor(tonumber(at_time) / 2) >= math.floor(tonumber(argv[4 * i + 4]) / 2))
+  write[i] = not (newer and not_newer(keys[6 + i], stored[i], argv[4 * i + 4]))
   number_of_device[i], old_of_device[i] = number, old
 end
 local expired = {}
@@ -50,11 +48,7 @@ local written = 0
 local at_text = score_text(at)
 for i = 1, n do
   if write[i] then
-    if at > 0 then
-      call('SET', keys[6 + i], argv[4 * i + 2], 'PXAT', at_text)
-    else
-      call('SET', keys[6 + i], argv[4 * i + 2])
-    end
+    set_value(keys[6 + i], argv[4 * i + 2], at, at_text)
     written = written + 1
   end
 end
