@@ -235,6 +235,21 @@ def own_redis() -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def scan_client() -> Iterator[redis.Redis]:
+    """A client of a redis-server that holds only what a test puts there and deletes again,
+    for tests that compare with SCAN MATCH: SCAN walks every key of its server, and on the
+    session's server, which other tests fill, each call would get slower as the suite runs."""
+    server = RedisServer(find_redis_server())
+    server.start()
+    client = redis.Redis(port=server.port)
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()
+
+
 @pytest.fixture(params=["sync", "async"])
 def flavour(request: pytest.FixtureRequest) -> Flavour:
     """Each test that takes it runs once per flavour, sync and async."""

@@ -669,7 +669,7 @@ pattern_strategy = st.text(alphabet=ID_ALPHABET, max_size=7)
 )
 @given(ids=ids_strategy, data=st.data())
 async def test_list_ids_pattern_matches_exactly_what_redis_scan_matches(
-    backend: Backend, redis_client: redis.Redis, ids: list[str], data: st.DataObject
+    backend: Backend, scan_client: redis.Redis, ids: list[str], data: st.DataObject
 ) -> None:
     # Patterns built from the ids themselves match often; random ones probe the edges.
     pattern = data.draw(
@@ -687,12 +687,12 @@ async def test_list_ids_pattern_matches_exactly_what_redis_scan_matches(
     await repo.delete_many(await repo.list_ids())
     await repo.put_many([meta(i) for i in ids])
     reference = KeyStrategy(prefix=f"ref-{uuid.uuid4().hex[:10]}")
-    redis_client.mset({reference.device_key(i): b"1" for i in ids})
+    scan_client.mset({reference.device_key(i): b"1" for i in ids})
     try:
-        found = redis_client.scan_iter(match=reference.device_pattern(pattern), count=1000)
+        found = scan_client.scan_iter(match=reference.device_pattern(pattern), count=1000)
         expected = utf8_order([reference.device_id(k.decode()) for k in found])
     finally:
-        redis_client.delete(*reference.device_keys(ids))
+        scan_client.delete(*reference.device_keys(ids))
     assert await repo.list_ids(pattern=pattern) == expected
     assert await repo.list_ids(pattern=pattern, limit=2, offset=1) == expected[1:3]
 

@@ -40,24 +40,24 @@ def redis_scan_matches(client: redis.Redis, pattern: str, texts: set[str]) -> tu
         client.delete(*(raw_prefix + text.encode() for text in texts))
 
 
-def test_edge_cases_agree_with_redis(redis_client: redis.Redis) -> None:
+def test_edge_cases_agree_with_redis(scan_client: redis.Redis) -> None:
     by_pattern: dict[str, dict[str, bool]] = {}
     for pattern, text, expected in EDGE_CASES:
         by_pattern.setdefault(pattern, {})[text] = expected
     for pattern, expected_by_text in by_pattern.items():
-        matched = redis_hscan_matches(redis_client, pattern, set(expected_by_text))
+        matched = redis_hscan_matches(scan_client, pattern, set(expected_by_text))
         assert matched == {text for text, ok in expected_by_text.items() if ok}, pattern
 
 
 @pytest.mark.parametrize("stars", [1000, 1001])
-def test_nesting_limit_agrees_with_redis(redis_client: redis.Redis, stars: int) -> None:
-    version = str(redis_client.info("server")["redis_version"])
+def test_nesting_limit_agrees_with_redis(scan_client: redis.Redis, stars: int) -> None:
+    version = str(scan_client.info("server")["redis_version"])
     if stars > 1000 and int(version.split(".")[0]) < 7:
         pytest.skip(f"Redis {version} has no nesting limit; the matcher follows Redis 7")
     texts = {"a" * stars, "a" * (stars + 1), "b" * stars}
     pattern = "*a" * stars
     expected = {text for text in texts if glob_match(pattern, text)}
-    assert redis_hscan_matches(redis_client, pattern, texts) == expected
+    assert redis_hscan_matches(scan_client, pattern, texts) == expected
     assert expected == ({"a" * stars, "a" * (stars + 1)} if stars <= 1000 else set())
 
 
@@ -67,12 +67,12 @@ def test_nesting_limit_agrees_with_redis(redis_client: redis.Redis, stars: int) 
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=texts_and_pattern())
-def test_matchers_agree_with_redis(redis_client: redis.Redis, case: tuple[set[str], str]) -> None:
+def test_matchers_agree_with_redis(scan_client: redis.Redis, case: tuple[set[str], str]) -> None:
     texts, pattern = case
     compiled = compile_glob(pattern)
 
     # SCAN MATCH over keys "prefix + text", as the library does it.
-    prefix, matched = redis_scan_matches(redis_client, pattern, texts)
+    prefix, matched = redis_scan_matches(scan_client, pattern, texts)
     full_pattern = escape_glob(prefix) + pattern
     compiled_full = compile_glob(full_pattern)
     assert {text for text in texts if glob_match(full_pattern, prefix + text)} == matched
@@ -81,6 +81,6 @@ def test_matchers_agree_with_redis(redis_client: redis.Redis, case: tuple[set[st
     # HSCAN MATCH over hash fields: the raw pattern against the raw texts (the empty one too).
     # The servers skip matching for exactly "*", which lists everything.
     if pattern != "*":
-        matched = redis_hscan_matches(redis_client, pattern, texts)
+        matched = redis_hscan_matches(scan_client, pattern, texts)
         assert {text for text in texts if glob_match(pattern, text)} == matched
         assert {text for text in texts if compiled(text)} == matched

@@ -288,11 +288,12 @@ def test_a_layout_1_cache_asks_for_repair_which_rebuilds_it_in_place(
         lambda: repo.put(meta("new")),
         lambda: repo.delete("d001"),
     ]
-    before = {key: redis_client.dump(key) for key in redis_client.keys("*")}
+    own = f"{key_strategy.prefix}*"  # the test's keys only: the server is shared
+    before = {key: redis_client.dump(key) for key in redis_client.keys(own)}
     for operation in index_reads:
         with pytest.raises(IndexLayoutError, match="layout version 1; run repair"):
             operation()
-    assert {key: redis_client.dump(key) for key in redis_client.keys("*")} == before
+    assert {key: redis_client.dump(key) for key in redis_client.keys(own)} == before
     assert repo.get("d001") == devices[1]  # values read as ever
     assert repo.get_many(["d002", "x"]) == {"d002": devices[2]}
 
