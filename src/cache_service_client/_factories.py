@@ -28,6 +28,7 @@ from cache_service_client.config import Settings
 from cache_service_client.exceptions import ConfigurationError
 from cache_service_client.keys import KeyStrategy
 from cache_service_client.repository.near import Connection, Endpoint, Tracking
+from cache_service_client.repository.redis.driver import DRIVER_ERRORS, translate_error
 
 __all__ = [
     "build_tracking",
@@ -154,8 +155,15 @@ def _cluster_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def init_cluster_client(settings: Settings) -> Iterator[RedisCluster]:
-    """Resource: a sync Redis Cluster client; redis-py follows MOVED/ASK, never retries."""
-    client = RedisCluster(retry=_no_retry(), **_cluster_kwargs(settings))
+    """Resource: a sync Redis Cluster client; redis-py follows MOVED/ASK, never retries.
+
+    Raises:
+        BackendConnectionError: If no node answers (the client maps the cluster when made).
+    """
+    try:
+        client = RedisCluster(retry=_no_retry(), **_cluster_kwargs(settings))
+    except DRIVER_ERRORS as exc:
+        raise translate_error(exc) from exc
     try:
         yield client
     finally:

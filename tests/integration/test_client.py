@@ -801,6 +801,18 @@ def test_an_unreachable_sentinel_fails_as_fast_as_the_settings_say() -> None:
     client.close()
 
 
+async def test_an_unreachable_cluster_is_a_connection_error(flavour: Flavour) -> None:
+    # redis-py's cluster client raises RedisClusterException, not a RedisError, when no node
+    # answers while it maps the cluster (the sync client does so when it is made).
+    client = CacheServiceClient(url=f"redis+cluster://127.0.0.1:{free_port()}", retry_attempts=1)
+    try:
+        get = client.get_device_metadata if flavour.is_async else client.get_device_metadata_sync
+        with pytest.raises(BackendConnectionError, match="cannot be connected"):
+            await flavour.run(get("dev-1"))
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.parametrize("http_url", ["ftp://gw", "http://", "http://gw/?a=1", "gw:8000"])
 def test_a_bad_gateway_url_fails_at_construction(http_url: str) -> None:
     with pytest.raises(ConfigurationError, match="http_url"):

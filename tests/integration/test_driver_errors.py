@@ -86,6 +86,17 @@ PUT = ScriptCall(lua.PUT, ("i", "e", "u", "device:a"), (0, "a", b"{}", 0))
         (rex.DataError("Invalid input of type: 'NoneType'"), BackendError),
         (rex.InvalidResponse("Protocol Error"), BackendError),
         (rex.RedisError("something"), BackendError),
+        (
+            rex.RedisClusterException(
+                "Redis Cluster cannot be connected. Please provide at least one reachable node: "
+                "Error while reading from 127.0.0.1:51329 : (104, 'Connection reset by peer')"
+            ),
+            BackendConnectionError,
+        ),
+        (
+            rex.RedisClusterException("No way to dispatch this command to Redis Cluster."),
+            BackendError,
+        ),
     ],
 )
 @pytest.mark.parametrize("op", [GET, MGET, PUT, None], ids=["get", "mget", "script", "no-op"])

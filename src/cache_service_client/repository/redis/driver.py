@@ -36,7 +36,7 @@ from cache_service_client.repository.redis.ops import (
 )
 from cache_service_client.retry import RetryPolicy
 
-__all__ = ["AsyncRedisDriver", "SyncRedisDriver", "translate_error"]
+__all__ = ["DRIVER_ERRORS", "AsyncRedisDriver", "SyncRedisDriver", "translate_error"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -52,6 +52,10 @@ _RETRYABLE_CLASSES = (
     rex.TryAgainError,
     rex.ClusterError,  # ClusterDownError included
 )
+#: What redis-py raises: its RedisError classes, and the cluster client's RedisClusterException,
+#: which is not one of them ("Redis Cluster cannot be connected ..." when no node answers while
+#: it maps the cluster, as after every node dropped its connections).
+DRIVER_ERRORS: tuple[type[Exception], ...] = (rex.RedisError, rex.RedisClusterException)
 _AUTH_PREFIXES = (
     "NOAUTH",
     "WRONGPASS",
@@ -102,7 +106,9 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
         error = IndexLayoutError(message.removeprefix("LAYOUT ") + _where(op))
     elif isinstance(exc, rex.TimeoutError):
         error = BackendTimeoutError(f"Redis did not answer in time{_where(op)}: {message}")
-    elif isinstance(exc, rex.ConnectionError):  # BusyLoadingError included
+    elif isinstance(exc, rex.ConnectionError) or (  # BusyLoadingError included
+        isinstance(exc, rex.RedisClusterException) and "cannot be connected" in message
+    ):
         error = BackendConnectionError(f"Redis connection failed{_where(op)}: {message}")
     elif (
         isinstance(exc, _RETRYABLE_CLASSES)
@@ -214,7 +220,7 @@ class SyncRedisDriver:
                 return result
             try:
                 reply, error = self._execute(op), None
-            except rex.RedisError as exc:
+            except DRIVER_ERRORS as exc:
                 reply, error = None, translate_error(exc, op)
 
     def _execute(self, op: Op) -> Any:
@@ -249,7 +255,7 @@ class SyncRedisDriver:
             assert isinstance(call, ScriptCall)
             try:
                 replies[i] = self._call("EVAL", call.script.source, *_script_args(call))
-            except rex.RedisError as exc:
+            except DRIVER_ERRORS as exc:
                 replies[i] = exc
         return _pipeline_replies(replies, op)
 
@@ -307,7 +313,7 @@ class AsyncRedisDriver:
                 return result
             try:
                 reply, error = await self._execute(op), None
-            except rex.RedisError as exc:
+            except DRIVER_ERRORS as exc:
                 reply, error = None, translate_error(exc, op)
 
     async def _execute(self, op: Op) -> Any:
@@ -342,6 +348,6 @@ class AsyncRedisDriver:
             assert isinstance(call, ScriptCall)
             try:
                 replies[i] = await self._call("EVAL", call.script.source, *_script_args(call))
-            except rex.RedisError as exc:
+            except DRIVER_ERRORS as exc:
                 replies[i] = exc
         return _pipeline_replies(replies, op)
