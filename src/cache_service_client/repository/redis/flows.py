@@ -235,6 +235,11 @@ def get_many_expiring(
     return result, [int(n) for n in pttls]
 
 
+def _put_row(m: DeviceMetadata, value: bytes) -> tuple[str, bytes, str, int]:
+    """A device's arguments to a put script: id, stored value, datatype and index score."""
+    return (m.device_id, value, m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist))
+
+
 def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool) -> Flow[int]:
     """Write validated devices: one PUT script call per bucket, in one round trip.
 
@@ -246,21 +251,15 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
     ttl_ms = ctx.ttl_ms or 0
     if len(checked) == 1:  # PUT_ONE, with no grouping
         m = checked[0]
-        device_id = m.device_id
-        score = score_of(datetime_to_ms(m.last_updated), m.persist)
-        device = (device_id, ctx.codec.encode(m), m.datatype_id, score)
-        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=(device,))
-        key = ctx.keys.device_key(device_id)
-        bucket = ctx.keys.bucket_of(device_id)
-        return int((yield _script(ctx, lua.PUT_ONE, bucket, (key,), args)))
+        row = _put_row(m, ctx.codec.encode(m))
+        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=(row,))
+        key = ctx.keys.device_key(m.device_id)
+        return int((yield _script(ctx, lua.PUT_ONE, ctx.keys.bucket_of(m.device_id), (key,), args)))
     values = ctx.codec.encode_many(checked)
 
     def call(bucket: int, positions: Iterable[int]) -> ScriptCall:
         chosen = [(checked[p], values[p]) for p in positions]
-        devices = (
-            (m.device_id, value, m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist))
-            for m, value in chosen
-        )
+        devices = (_put_row(m, value) for m, value in chosen)
         args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices)
         keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
         return _script(ctx, lua.PUT_ONE if len(keys) == 1 else lua.PUT, bucket, keys, args)

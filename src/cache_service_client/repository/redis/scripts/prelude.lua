@@ -120,26 +120,22 @@ local function gather(lists, keys, key)
   end
   return list
 end
-local function zadd(w, key, score, id)
-  if w.direct then
-    if w.first then
-      w.first = false
-      return first_write('ZADD', key, score, id)
-    end
-    return redis.call('ZADD', key, score, id)
+-- A write sent at once (`w` direct): the run's first with first_write.
+local function direct(w, cmd, key, ...)
+  if w.first then
+    w.first = false
+    return first_write(cmd, key, ...)
   end
+  return redis.call(cmd, key, ...)
+end
+local function zadd(w, key, score, id)
+  if w.direct then return direct(w, 'ZADD', key, score, id) end
   local list = gather(w.adds, w.add_keys, key)
   list[#list + 1] = score
   list[#list + 1] = id
 end
 local function zrem(w, key, id)
-  if w.direct then
-    if w.first then
-      w.first = false
-      return first_write('ZREM', key, id)
-    end
-    return redis.call('ZREM', key, id)
-  end
+  if w.direct then return direct(w, 'ZREM', key, id) end
   local list = gather(w.rems, w.rem_keys, key)
   list[#list + 1] = id
 end
