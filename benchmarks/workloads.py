@@ -484,7 +484,7 @@ class AsyncRedisWork:
             async def task_raw(device_id: str) -> None:
                 key = raw_prefix + device_id
                 for _ in rounds:
-                    decode(await get(key))  # type: ignore[arg-type]
+                    decode(await get(key))  # type: ignore[arg-type, unused-ignore]
 
             async def f_raw() -> None:
                 await gather(*[task_raw(i) for i in ids])
@@ -808,7 +808,7 @@ class AsyncNearWork:
         loop = range(INNER)
 
         async def f_raw() -> object:
-            return decode(await get(key))  # type: ignore[arg-type]
+            return decode(await get(key))  # type: ignore[arg-type, unused-ignore]
 
         async def f_facade() -> None:
             for _ in loop:

@@ -1,10 +1,13 @@
 # Sourced by the scripts in this folder: finds Python 3.10+, creates the virtual environment
-# VENV (default .venv) once and installs the project (editable) with the extras named in EXTRAS
+# VENV (default .venv) and installs the project (editable) with the extras named in EXTRAS
 # (comma-separated, default: hiredis,server,http,fastapi,litestar,otel) and the dependency groups
 # named in DEP_GROUPS (space-separated, default: dev), under the pip constraints file
-# CONSTRAINTS if one is named.
+# CONSTRAINTS if one is named (pip itself and the build backend too).
+# The environment is made anew when pyproject.toml or the constraints file changed since it was
+# installed (so that nothing of an earlier set lingers), and always with FRESH=1.
 # PICK=oldest takes the oldest Python 3.10+ found instead of the default one (PYTHON=... names
-# one). Sets PY.
+# one). A constraints file names the Python versions it was resolved for (its line "Resolved for
+# Python 3.10, 3.11 on ..."): only those are picked. Sets PY.
 # Candidates: $PYTHON alone if set, else the usual names on PATH, then pyenv's installed
 # versions (their shims only answer for the selected version, so the binaries are tried
 # directly).
@@ -19,13 +22,23 @@ python_candidates() {
     done
     ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*/bin/python3 2>/dev/null || true
 }
-# Prints the first working Python 3.10+ (with PICK=oldest: the oldest minor version found).
+# The Python versions the constraints file was resolved for ("3.10 3.11"), empty for all.
+covered_pythons() {
+    [ -n "${CONSTRAINTS:-}" ] || return 0
+    sed -n 's/^# Resolved for Python \([0-9., ]*\) on .*/\1/p' "$CONSTRAINTS" | tr -d ,
+}
+# Prints the first working Python 3.10+ (with PICK=oldest: the oldest minor version found)
+# among those the constraints file covers.
 pick_python() {
-    local cand version best="" best_version=""
+    local cand version best="" best_version="" covered
+    covered=$(covered_pythons)
     while IFS= read -r cand; do
         version=$("$cand" -c 'import sys; v = sys.version_info
 print(f"{v[1]:03d}" if v >= (3, 10) else "")' 2>/dev/null) || continue
         [ -n "$version" ] || continue
+        if [ -n "$covered" ] && [[ " $covered " != *" 3.$((10#$version)) "* ]]; then
+            continue
+        fi
         if [ "${PICK:-}" != oldest ]; then
             echo "$cand"
             return 0
@@ -39,7 +52,11 @@ print(f"{v[1]:03d}" if v >= (3, 10) else "")' 2>/dev/null) || continue
         echo "$best"
         return 0
     fi
-    if [ -n "${PYTHON:-}" ]; then
+    if [ -n "$covered" ]; then
+        echo "error: $CONSTRAINTS pins Python $covered only, and none of them was found" \
+            "(${PYTHON:+PYTHON=$PYTHON; }set PYTHON=/path/to/python, or refresh the pins:" \
+            "python scripts/constraints.py)" >&2
+    elif [ -n "${PYTHON:-}" ]; then
         echo "error: PYTHON=$PYTHON is not a working Python 3.10 or newer" >&2
     else
         echo "error: Python 3.10 or newer is needed (set PYTHON=/path/to/python)" >&2
@@ -53,25 +70,32 @@ if [ -x "$venv/bin/python" ] &&
     [ "$("$venv/bin/python" -c "$same_python")" != "$("$base_python" -c "$same_python")" ]; then
     rm -rf "$venv" # made with another Python than the one picked now
 fi
+extras=${EXTRAS-hiredis,server,http,fastapi,litestar,otel}
+groups=${DEP_GROUPS-dev}
+constraints=${CONSTRAINTS:-}
+inputs=$(cat pyproject.toml ${constraints:+"$constraints"} | cksum | cut -d' ' -f1)
+stamp="$venv/.installed-$inputs-${extras//,/_}-${groups// /_}"
+if [ -d "$venv" ] && { [ -n "${FRESH:-}" ] || ! compgen -G "$venv/.installed-$inputs-*" >/dev/null; }; then
+    rm -rf "$venv" # made from other inputs (or FRESH asked for a new one)
+fi
 if [ ! -x "$venv/bin/python" ]; then
     "$base_python" -m venv "$venv"
 fi
 PY=$venv/bin/python
-extras=${EXTRAS-hiredis,server,http,fastapi,litestar,otel}
-groups=${DEP_GROUPS-dev}
-constraints=${CONSTRAINTS:-}
 install=(-e ".${extras:+[$extras]}")
+pinned=()
 for group in $groups; do
     install+=(--group "$group")
 done
 if [ -n "$constraints" ]; then
-    install+=(-c "$constraints")
+    # --build-constraint (pip 25.3+; the pinned pip has it): the build backend that installs
+    # the project is pinned too.
+    pinned=(-c "$constraints")
+    install+=(-c "$constraints" --build-constraint "$constraints")
 fi
-inputs=$(cat pyproject.toml ${constraints:+"$constraints"} | cksum | cut -d' ' -f1)
-stamp="$venv/.installed-$inputs-${extras//,/_}-${groups// /_}"
 if [ ! -f "$stamp" ]; then
     # Dependency groups (PEP 735) need pip 25.1 or newer.
-    "$PY" -m pip install --quiet --upgrade "pip>=25.1"
+    "$PY" -m pip install --quiet --upgrade "pip>=25.1" ${pinned[@]+"${pinned[@]}"}
     "$PY" -m pip install --quiet "${install[@]}"
     rm -f "$venv"/.installed-*
     touch "$stamp"

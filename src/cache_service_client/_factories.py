@@ -107,7 +107,7 @@ def _async_connection_class(
 
 def init_redis_client(settings: Settings) -> Iterator[redis.Redis]:
     """Resource: a sync client on a blocking pool (callers wait for a free connection)."""
-    pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+    pool = redis.BlockingConnectionPool(
         max_connections=settings.max_connections,
         timeout=settings.socket_timeout,
         connection_class=_sync_connection_class(settings),
@@ -161,7 +161,10 @@ def init_cluster_client(settings: Settings) -> Iterator[RedisCluster]:
         BackendConnectionError: If no node answers (the client maps the cluster when made).
     """
     try:
-        client = RedisCluster(retry=_no_retry(), **_cluster_kwargs(settings))
+        # redis-py 5.0 declares connection_pool abstract on RedisCluster (fixed later)
+        client = RedisCluster(  # type: ignore[abstract, unused-ignore]
+            retry=_no_retry(), **_cluster_kwargs(settings)
+        )
     except DRIVER_ERRORS as exc:
         raise translate_error(exc) from exc
     try:
@@ -172,7 +175,10 @@ def init_cluster_client(settings: Settings) -> Iterator[RedisCluster]:
 
 async def init_async_cluster_client(settings: Settings) -> AsyncIterator[AsyncRedisCluster]:
     """Resource: an async Redis Cluster client, closed with ``aclose()``."""
-    client = AsyncRedisCluster(retry=_async_no_retry(), **_cluster_kwargs(settings))
+    # redis-py 5.0 declares connection_pool abstract on RedisCluster (fixed later)
+    client = AsyncRedisCluster(  # type: ignore[abstract, unused-ignore]
+        retry=_async_no_retry(), **_cluster_kwargs(settings)
+    )
     try:
         yield client
     finally:
@@ -194,15 +200,13 @@ def _sentinel_kwargs(settings: Settings, retry: Any) -> dict[str, Any]:
 
 def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
     """Resource: a sync client on the master that Redis Sentinel names; follows failovers."""
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(
         [(settings.host, settings.port)],
         sentinel_kwargs=_sentinel_kwargs(settings, _no_retry()),
         retry=_no_retry(),
         **_node_kwargs(settings),
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        str(settings.sentinel_service)
-    )
+    client: redis.Redis = sentinel.master_for(str(settings.sentinel_service))
     try:
         yield client
     finally:
@@ -214,7 +218,7 @@ def init_sentinel_client(settings: Settings) -> Iterator[redis.Redis]:
 
 async def init_async_sentinel_client(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
     """Resource: an async client on the master that Redis Sentinel names."""
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+    sentinel = AsyncSentinel(
         [(settings.host, settings.port)],
         sentinel_kwargs=_sentinel_kwargs(settings, _async_no_retry()),
         retry=_async_no_retry(),
@@ -317,7 +321,7 @@ def _sentinel_discovery(
 
     def discover() -> tuple[tuple[Endpoint, ...], Any]:
         reply = _ask(
-            lambda: redis.Connection(  # type: ignore[no-untyped-call, unused-ignore]
+            lambda: redis.Connection(
                 host=settings.host, port=settings.port, protocol=2, **sentinel_kwargs
             ),
             "SENTINEL",

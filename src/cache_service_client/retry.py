@@ -413,7 +413,8 @@ class RetryPolicy:
         delays = backoff.expo(base=2, factor=self._backoff_base, max_value=self._backoff_max)
         next(delays)  # backoff's generators start with an empty yield
         yield 0.0  # our own empty yield: backoff primes the generator with send(None)
-        for delay in delays:
+        for raw in delays:
+            delay = raw or 0.0  # backoff 2.2.0 annotates its waits as optional; none is None
             wait = backoff.full_jitter(delay) if self._jitter else delay
             if state.deadline_at is not None:
                 ends = time.monotonic() + wait + (state.last_took if predict else 0.0)

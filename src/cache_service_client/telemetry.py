@@ -244,7 +244,8 @@ class _Instrumented(Generic[R]):
                 size = len(items)
                 if size >= 2:  # the conventions call a batch of one no batch
                     span.set_attribute("db.operation.batch.size", size)
-        return op, span, args, _attach(set_span_in_context(span))
+        # opentelemetry-api 1.30 annotates attach() as returning object; later, Token[Context]
+        return op, span, args, _attach(set_span_in_context(span))  # type: ignore[return-value, unused-ignore]
 
     def _done(
         self,

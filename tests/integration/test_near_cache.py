@@ -620,7 +620,7 @@ def test_waiting_for_invalidations_hears_every_primary_of_a_cluster(
     cluster_url: str, cluster_client: RedisCluster, key_strategy: KeyStrategy
 ) -> None:
     keys = KeyStrategy(prefix=key_strategy.prefix, buckets=4)
-    primaries = {n.name: n for n in cluster_client.get_primaries()}  # type: ignore[no-untyped-call]
+    primaries = {n.name: n for n in cluster_client.get_primaries()}
     owner = cluster_client.get_node_from_key
     owners = {
         owner(keys.bucket_device_prefix(b) + "x").name  # type: ignore[no-untyped-call]

@@ -4,14 +4,13 @@ The sdist and the wheel are built once per module (``python -m build``, the whee
 sdist, so a file the sdist forgets breaks the wheel), checked with ``twine check``, inspected,
 and the wheel is installed without the source tree into a new virtual environment, where every
 public name is imported and the README's example runs against ``memory://`` and the suite's
-Redis. Also here: the lowest dependency mode's constraints stay in step with pyproject.toml, the
-README's links work off the repository, and the changelog knows the current version.
+Redis. Also here: the README's links work off the repository, and the changelog knows the
+current version.
 """
 
 from __future__ import annotations
 
 import email.parser
-import importlib.util
 import re
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import NamedTuple
 
 import pytest
@@ -230,88 +228,6 @@ def test_the_readme_example_runs_from_the_wheel(
     url = "memory://" if backend == "memory" else request.getfixturevalue("readme_redis_url")
     out = in_wheel_env(wheel_python, readme_example(url), tmp_path)
     assert out.splitlines() == ["temperature {'firmware': '1.2'} ['sensor-1']", "C 1 healthy"]
-
-
-# -- the lowest dependency mode's constraints --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lowest() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "lowest_constraints", ROOT / "scripts" / "lowest_constraints.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_lowest_constraints_are_in_step_with_pyproject(lowest: ModuleType) -> None:
-    expected = lowest.lowest_constraints((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    committed = (ROOT / "scripts" / "constraints-lowest.txt").read_text(encoding="utf-8")
-    assert committed == expected, "run: python scripts/lowest_constraints.py"
-
-
-PYPROJECT = """
-[project]
-name = "x"
-dependencies = ["redis>=5.0.1,<9", "tomli>=1.1; python_version < '3.11'"]
-[project.optional-dependencies]
-fast = ["hiredis>=2.3.2,<4"]
-[dependency-groups]
-test = ["pytest>=8.2", {{ include-group = "more" }}]
-more = [{more}]
-lint = ["ruff"]
-"""
-
-
-def test_constraints_pin_each_floor_with_its_marker(lowest: ModuleType) -> None:
-    text = lowest.lowest_constraints(PYPROJECT.format(more='"Hiredis>=2.3.2"'), ["test"])
-    assert text.startswith(lowest.HEADER)
-    assert text[len(lowest.HEADER) :].splitlines() == [
-        "hiredis==2.3.2",
-        "pytest==8.2",
-        "redis==5.0.1",
-        'tomli==1.1; python_version < "3.11"',
-    ]
-
-
-@pytest.mark.parametrize(
-    ("more", "groups", "message"),
-    [
-        ('"hiredis>=2.4"', ["test"], "declare different floors"),
-        ('"pydantic<3"', ["test"], "'pydantic<3': needs exactly one '>=' floor"),
-        ('"pydantic>=2,>=2.5"', ["test"], "needs exactly one '>=' floor"),
-        ('"pydantic>="', ["test"], "'pydantic>='"),
-        ('"x>=1"', ["lint"], "'ruff': needs exactly one '>=' floor"),
-        ('"x>=1"', ["docs"], "no group 'docs'"),
-        ('{ include-group = "test" }', ["test"], "group 'test' includes itself"),
-    ],
-)
-def test_constraints_refuse_requirements_without_one_floor(
-    lowest: ModuleType, more: str, groups: list[str], message: str
-) -> None:
-    with pytest.raises(lowest.FloorError, match=re.escape(message)):
-        lowest.lowest_constraints(PYPROJECT.format(more=more), groups)
-
-
-def test_the_constraints_script_writes_and_checks(
-    lowest: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "constraints.txt"
-    monkeypatch.setattr(lowest, "CONSTRAINTS", target)
-    assert lowest.main(["--check"]) == 1  # missing
-    assert lowest.main([]) == 0
-    assert target.read_text(encoding="utf-8") == (
-        ROOT / "scripts" / "constraints-lowest.txt"
-    ).read_text(encoding="utf-8")
-    assert lowest.main(["--check"]) == 0
-    target.write_text(target.read_text(encoding="utf-8") + "redis==9\n", encoding="utf-8")
-    assert lowest.main(["--check"]) == 1
-    assert lowest.main(["--bogus"]) == 2
-    script = ROOT / "scripts" / "lowest_constraints.py"
-    assert subprocess.run([sys.executable, script, "--check"], check=False).returncode == 0
 
 
 # -- README and changelog ----------------------------------------------------------------------

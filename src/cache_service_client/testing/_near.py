@@ -36,10 +36,10 @@ def _markers(client: redis.Redis | RedisCluster, keys: KeyStrategy) -> list[str]
             return keys.bucket_of(device_id)
 
     else:
-        wanted = {node.name for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+        wanted = {node.name for node in client.get_primaries()}
 
         def target(device_id: str) -> object:
-            node = client.get_node_from_key(keys.device_key(device_id))  # type: ignore[no-untyped-call]
+            node = client.get_node_from_key(keys.device_key(device_id))
             return node.name
 
     markers: list[str] = []

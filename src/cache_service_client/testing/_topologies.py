@@ -29,7 +29,7 @@ __all__ = ["RedisClusterServers", "RedisSentinelServers", "free_cluster_port"]
 
 def _command(client: redis.Redis, *args: Any) -> Any:
     """``client.execute_command(*args)``, typed (redis-py leaves it untyped)."""
-    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+    return client.execute_command(*args)
 
 
 SLOTS = 16384

@@ -237,7 +237,8 @@ class RedisDeviceMetadataRepository(_Common["redis.Redis | RedisCluster"]):
     def close(self) -> None:
         """Close the client if this repository owns it."""
         if self._owns_client:
-            self._driver.client.close()
+            # redis-py 5.0 leaves RedisCluster.close untyped (later releases annotate it)
+            self._driver.client.close()  # type: ignore[no-untyped-call, unused-ignore]
 
 
 class AsyncRedisDeviceMetadataRepository(_Common["redis.asyncio.Redis | AsyncRedisCluster"]):
