@@ -35,7 +35,7 @@ import redis
 
 from benchmarks.report import cpu_model
 from benchmarks.scale import devices
-from benchmarks.server import RedisServer
+from benchmarks.server import add_server_argument, server_for, server_name
 from cache_service_client import CacheServiceClient, KeyStrategy
 from cache_service_client.__main__ import main as devcache
 from cache_service_client.config import DEFAULTS
@@ -141,18 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each (3)")
     parser.add_argument("--url", help="use this Redis database instead: it is FLUSHED")
     parser.add_argument("--quick", action="store_true", help="2000 devices, one round")
+    add_server_argument(parser)
     args = parser.parse_args(argv)
     n, rounds = (2000, 1) if args.quick else (args.devices, args.rounds)
-    server = None if args.url else RedisServer()
+    server = None if args.url else server_for(args.server)
     with contextlib.ExitStack() as stack:
         if server is not None:
             server.start()
             stack.callback(server.stop)
         url = args.url or (server.url if server else "")
-        version = redis.Redis.from_url(url).info("server")["redis_version"]
+        with redis.Redis.from_url(url) as raw:
+            version = server_name(raw.info("server"))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         rates = measure(url, n, args.batch, rounds, workdir)
-    print(f"devcache export / import, {n:,} devices, Redis {version}, {cpu_model()}")
+    print(f"devcache export / import, {n:,} devices, {version}, {cpu_model()}")
     print(f"median of {rounds} runs, import batch {args.batch}\n")
     print("| command | devices/s | bare redis-py floor | of the floor | target |")
     print("|---|---|---|---|---|")

@@ -3,7 +3,7 @@
 ``python -m benchmarks.profile get`` runs our ``get`` (and, with ``--also raw``, the baseline)
 under cProfile and prints the functions with the most own time. Cases: ``encode_one``,
 ``decode_one``, ``encode_batch``, ``decode_batch``, ``get``, ``put``, ``get_many``, ``put_many``,
-``async_get``. A redis-server is started unless ``--url`` is given.
+``async_get``. A server of the kind ``--server`` names is started unless ``--url`` is given.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.server import RedisServer
+from benchmarks.server import RedisServer, add_server_argument, server_for
 from benchmarks.workloads import (
     GETS_PER_TASK,
     TASKS,
@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25, help="functions to list")
     parser.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumtime)")
     parser.add_argument("--also", action="append", default=[], help="profile this key too")
-    parser.add_argument("--url", help="use this Redis instead of starting a redis-server")
+    parser.add_argument("--url", help="use this Redis instead of starting a server")
+    add_server_argument(parser)
     args = parser.parse_args(argv)
     keys = ["ours", *args.also]
     if args.case in CODEC_CASES:
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server: RedisServer | None = None
     url = args.url
     if url is None:
-        server = RedisServer()
+        server = server_for(args.server)
         server.start()
         url = server.url
     try:

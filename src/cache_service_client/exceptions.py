@@ -7,6 +7,7 @@ Every error the library raises on purpose derives from :class:`CacheServiceError
      +-- ValidationError (ValueError)  bad device id or metadata; names the field
      +-- DeviceNotFoundError (KeyError)
      +-- DataCorruptionError           a stored value cannot be decoded; names the key
+     +-- AsyncUsageError (TypeError)   a sync method awaited; names the async one to await
      +-- BackendError
           +-- BackendConnectionError   the backend cannot be reached (retried)
           +-- BackendTimeoutError      the backend did not answer in time (retried)
@@ -20,6 +21,7 @@ the original. Messages never contain passwords or tokens.
 from __future__ import annotations
 
 __all__ = [
+    "AsyncUsageError",
     "AuthenticationError",
     "BackendConnectionError",
     "BackendError",
@@ -84,6 +86,40 @@ class DataCorruptionError(CacheServiceError):
         self.key = key
         self.reason = reason
         super().__init__(f"corrupted value at key {key!r}: {reason}")
+
+
+class AsyncUsageError(CacheServiceError, TypeError):
+    """A sync method of the client was awaited, as if it were the async one.
+
+    :meth:`~cache_service_client.CacheServiceClient.store_device_metadata` and
+    :meth:`~cache_service_client.CacheServiceClient.close` are the original plan's sync methods,
+    so ``await client.store_device_metadata(...)`` would write while blocking the event loop and
+    then fail on the ``await``. Awaited, they raise this error instead, before any I/O; the
+    message names the method to await (``store_device_metadata_async``, ``aclose``). Called
+    without ``await`` they work anywhere, as before: in sync code, in threads, and (blocking the
+    event loop) in a coroutine.
+
+    Attributes:
+        method: The sync method that was called.
+        instead: The async method to await instead.
+
+    """
+
+    def __init__(self, method: str, instead: str) -> None:
+        self.method = method
+        self.instead = instead
+        done, arguments, also = _ASYNC_USAGE.get(method, ("done", "...", ""))
+        super().__init__(
+            f"{method}() is a sync (blocking) method and was awaited: nothing "
+            f"was {done}; await client.{instead}({arguments}) instead{also}"
+        )
+
+
+# method -> (what did not happen, the async call's arguments, a last remark)
+_ASYNC_USAGE = {
+    "store_device_metadata": ("written", "device_id, metadata", ""),
+    "close": ("closed", "", ", which closes the sync connections too"),
+}
 
 
 class BackendError(CacheServiceError):

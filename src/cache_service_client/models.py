@@ -132,7 +132,8 @@ class HealthStatus(msgspec.Struct, PydanticSupport, kw_only=True, frozen=True):
         message: A short human-readable explanation.
         timestamp: When the check ran (UTC).
         latency_ms: Round-trip time of the check in milliseconds, None when it failed.
-        details: Backend-specific facts (server version, role, memory figures, error type).
+        details: Backend-specific facts (server version, role, memory figures, error type;
+            ``valkey_version`` besides ``redis_version`` on Valkey).
 
     """
 

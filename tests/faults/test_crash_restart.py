@@ -8,7 +8,7 @@ import threading
 import time
 
 from cache_service_client import CacheServiceClient, CacheServiceError
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import RedisServer, server_binary
 
 DEVICES = 200
 CRASHES = 5
@@ -48,7 +48,7 @@ class Writer:
 
 
 def test_no_acknowledged_write_is_lost_over_crashes_and_the_client_recovers() -> None:
-    server = RedisServer(find_redis_server(), extra_args=DURABLE)
+    server = RedisServer(server_binary(), extra_args=DURABLE)
     server.start()
     client = CacheServiceClient.from_url(
         server.url, socket_timeout=0.5, retry_deadline=10.0, retry_attempts=100

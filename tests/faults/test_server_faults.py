@@ -18,7 +18,7 @@ from cache_service_client import (
     BackendError,
     CacheServiceClient,
 )
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import RedisServer, server_binary
 
 PLAN = {"datatype_id": "t", "datatype_name": "n", "persist": True}
 QUICK: dict[str, Any] = {"socket_timeout": 0.5, "retry_deadline": 1.0, "retry_backoff_base": 0.02}
@@ -65,7 +65,7 @@ def test_a_read_only_replica_refuses_writes_with_a_connection_error(
     with redis.Redis(port=own_redis.port) as raw_primary:
         raw_primary.config_set("repl-diskless-sync-delay", "0")  # the first sync: now, not in 5 s
     replica = RedisServer(
-        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
+        server_binary(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
     )
     replica.start()
     try:
@@ -105,7 +105,7 @@ def test_every_read_works_on_a_read_only_replica(own_redis: RedisServer) -> None
         raw_primary.config_set("repl-diskless-sync-delay", "0")
     time.sleep(0.5)  # the 30 expire
     replica = RedisServer(
-        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
+        server_binary(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
     )
     replica.start()
     try:
@@ -215,7 +215,7 @@ def test_missing_permissions_are_authentication_errors(
 
 
 def test_a_wrong_password_is_an_authentication_error() -> None:
-    server = RedisServer(find_redis_server(), extra_args=("--requirepass", "right"))
+    server = RedisServer(server_binary(), extra_args=("--requirepass", "right"))
     server.start()
     try:
         client = CacheServiceClient(host="127.0.0.1", port=server.port, password="wrong", **QUICK)

@@ -29,6 +29,8 @@ from benchmarks.suites import run_groups
 from benchmarks.targets import TARGETS, Outcome, evaluate, evaluate_all, markdown_targets
 from benchmarks.workloads import AsyncRedisWork, CodecWork, SyncRedisWork, run_prefix
 
+from tests.redis_server import server_kind
+
 TINY = Config(rounds=5, round_time=0.0005, min_samples=1)
 
 
@@ -261,7 +263,7 @@ def test_command_line_rejects_unknown_groups(capsys: pytest.CaptureFixture[str])
 
 
 def test_scale_quick_prints_a_table_with_every_read(capsys: pytest.CaptureFixture[str]) -> None:
-    assert scale_main(["--quick"]) == 0
+    assert scale_main(["--quick", "--server", server_kind()]) == 0
     out = capsys.readouterr().out
     for row in (
         "memory per device (bytes)",
@@ -297,7 +299,7 @@ def test_scale_gives_each_size_a_database_of_its_own() -> None:
 def test_cli_benchmark_round_trips_through_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.cli import main as cli_main
 
-    assert cli_main(["--quick"]) == 0
+    assert cli_main(["--quick", "--server", server_kind()]) == 0
     out = capsys.readouterr().out
     assert "devcache export / import, 2,000 devices" in out
     assert "| command | devices/s | bare redis-py floor | of the floor | target |" in out

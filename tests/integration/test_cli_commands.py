@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
@@ -300,8 +301,7 @@ def test_import_validates_every_line_first(
         "devcache: error: line 4: device_id: 'q q' contains ' ': no whitespace or control "
         "characters allowed",
         "devcache: error: line 5: firmware: Object contains unknown field `firmware`",
-        "devcache: error: line 6: last_updated: Object missing required field `last_updated`",
-        "devcache: error: 5 invalid lines of 7: nothing written (--skip-invalid writes the "
+        "devcache: error: 4 invalid lines of 7: nothing written (--skip-invalid writes the "
         "valid ones)",
     ]
     assert run(capsys, "count", "--url", empty)[1] == "0\n"
@@ -310,14 +310,57 @@ def test_import_validates_every_line_first(
     assert code == 0
     assert json.loads(out) | {"seconds": 0} == {
         "lines": 7,
-        "devices": 1,
-        "written": 1,
-        "invalid": 5,
+        "devices": 2,
+        "written": 2,
+        "invalid": 4,
         "seconds": 0,
     }
-    assert err.count("devcache: skipped line ") == 5
+    assert err.count("devcache: skipped line ") == 4
     stored = _decode(run(capsys, "get", "ok", "--url", empty, "--json")[1])
     assert stored.last_updated.isoformat() == "2025-12-31T22:00:00+00:00"
+
+
+def test_import_defaults_last_updated_to_now_as_put_does(
+    empty: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `put` takes metadata without last_updated (now); so does `import`: every such line gets
+    # the time the import started, the same for all of them.
+    dump = tmp_path / "undated.jsonl"
+    dump.write_bytes(
+        b'{"device_id":"u1","datatype_id":"t","datatype_name":"n","persist":true}\n'
+        b'{"v":1,"device_id":"u2","datatype_id":"t","datatype_name":"n","persist":false,'
+        b'"additional_properties":{"floor":2}}\n'
+        b'{"device_id":"d","datatype_id":"t","datatype_name":"n","persist":true,'
+        b'"last_updated":"2026-01-01T00:00:00Z"}\n'
+    )
+    before = datetime.now(timezone.utc)
+    code, out, err = run(capsys, "import", str(dump), "--url", empty, "--json", "--batch", "2")
+    after = datetime.now(timezone.utc)
+    assert (code, json.loads(out)["written"], err) == (0, 3, "")
+    u1, u2, d = (
+        _decode(run(capsys, "get", name, "--url", empty, "--json")[1]) for name in ("u1", "u2", "d")
+    )
+    assert before <= u1.last_updated <= after
+    assert u2.last_updated == u1.last_updated
+    assert (u2.persist, u2.additional_properties) == (False, {"floor": 2})
+    assert d.last_updated.isoformat() == "2026-01-01T00:00:00+00:00"
+
+
+def test_import_with_skip_invalid_and_no_valid_line_fails(
+    empty: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dump = tmp_path / "all-bad.jsonl"
+    dump.write_bytes(b"not json\n[]\n\n")
+    code, out, err = run(capsys, "import", str(dump), "--url", empty, "--skip-invalid", "--json")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        "devcache: error: 2 invalid lines of 3, none valid: nothing written"
+    )
+    assert run(capsys, "count", "--url", empty)[1] == "0\n"
+    # An empty file is no error: nothing to import.
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    code, out, _ = run(capsys, "import", str(tmp_path / "empty.jsonl"), "--url", empty, "--json")
+    assert (code, json.loads(out)["written"]) == (0, 0)
 
 
 def test_import_reports_only_the_first_errors(
@@ -579,3 +622,50 @@ def test_serve_takes_the_connection_options(tmp_path: Path) -> None:
         gateway_cli.settings_of(bad)
     with pytest.raises(ConfigurationError, match="not another gateway"):
         gateway_cli.settings_of(gateway_cli.build_parser().parse_args(["--url", "http://g:1"]))
+
+
+def _serve_stderr(*argv: str, token: str | None = None) -> str:
+    """What ``devcache serve`` writes on stderr until it listens (then it is stopped)."""
+    from cache_service_client.server.cli import TOKEN_ENV
+    from cache_service_client.testing import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHE_SERVICE_")}
+    if token is not None:
+        env[TOKEN_ENV] = token
+    port = str(free_port())
+    process = subprocess.Popen(
+        [_devcache(), "serve", "--url", "memory://", "--port", port, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stderr.readline().decode()
+            if not line:
+                break
+            lines.append(line)
+            if "Uvicorn running" in line or "Application startup complete" in line:
+                break
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    text = "".join(lines)
+    assert "Application startup complete" in text or "Uvicorn running" in text, text
+    return text
+
+
+def test_serve_beyond_loopback_without_a_token_warns_on_stderr() -> None:
+    warned = _serve_stderr("--host", "0.0.0.0")
+    assert "warning: serving on 0.0.0.0 without a bearer token" in warned
+    assert "CACHE_SERVICE_GATEWAY_TOKEN" in warned  # what to set
+    assert "without a bearer token" not in _serve_stderr("--host", "0.0.0.0", token="s3cret")
+    assert "without a bearer token" not in _serve_stderr()  # loopback: no warning

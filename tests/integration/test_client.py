@@ -22,6 +22,7 @@ from dependency_injector import providers
 
 from cache_service_client import (
     AsyncInMemoryDeviceMetadataRepository,
+    AsyncUsageError,
     AuthenticationError,
     BackendConnectionError,
     BackendTimeoutError,
@@ -40,7 +41,7 @@ from cache_service_client.telemetry import InstrumentedRepository
 from tests.backends import Flavour
 from tests.delay_proxy import DelayProxy
 from tests.http_gateway import Gateway
-from tests.redis_server import RedisServer, find_redis_server, free_port
+from tests.redis_server import RedisServer, free_port, server_binary
 
 SECRET = "hunter2-secret"
 PLAN = {
@@ -276,7 +277,7 @@ def test_configure_validates_and_applies(client: CacheServiceClient) -> None:
 def test_a_new_socket_timeout_holds_for_every_later_call() -> None:
     # The client's connections are open (sync and async) when the timeout changes; every call
     # after configure() must give up after the new timeout, not the old 30 s.
-    server = RedisServer(find_redis_server())
+    server = RedisServer(server_binary())
     server.start()
     admin = redis.Redis(port=server.port)
     try:
@@ -431,7 +432,7 @@ async def test_async_health_of_a_dead_port() -> None:
 
 
 def test_health_of_a_wrong_password_is_unhealthy() -> None:
-    server = RedisServer(find_redis_server(), extra_args=("--requirepass", SECRET))
+    server = RedisServer(server_binary(), extra_args=("--requirepass", SECRET))
     server.start()
     try:
         with CacheServiceClient(port=server.port, host="127.0.0.1", password="wrong") as client:
@@ -444,7 +445,7 @@ def test_health_of_a_wrong_password_is_unhealthy() -> None:
 
 
 def test_a_restarted_redis_is_recovered_without_user_action() -> None:
-    server = RedisServer(find_redis_server())
+    server = RedisServer(server_binary())
     server.start()
     try:
         client = CacheServiceClient(host="127.0.0.1", port=server.port, socket_timeout=1.0)
@@ -519,7 +520,7 @@ def test_health_is_degraded_near_maxmemory(own_redis: RedisServer) -> None:
 
 def test_health_is_degraded_on_a_read_only_replica(own_redis: RedisServer) -> None:
     replica = RedisServer(
-        find_redis_server(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
+        server_binary(), extra_args=("--replicaof", "127.0.0.1", str(own_redis.port))
     )
     replica.start()
     try:
@@ -902,3 +903,126 @@ def test_bad_memory_store_names_are_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         make()
+
+
+# -- newcomer frictions (issue 26) -------------------------------------------------------------
+
+
+def _own_prefix(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}key_prefix=t26-{uuid.uuid4().hex[:10]}"
+
+
+async def test_awaiting_a_sync_method_fails_before_any_io(redis_url: str) -> None:
+    # store_device_metadata is the plan's sync method: awaited by mistake, it used to write
+    # (blocking the loop) and then raise TypeError. Now nothing is written, and the error names
+    # the method to await.
+    async with CacheServiceClient.from_url(_own_prefix(redis_url)) as client:
+        with pytest.raises(AsyncUsageError, match=r"store_device_metadata_async") as info:
+            await client.store_device_metadata("dev-1", PLAN)  # type: ignore[misc]
+        assert isinstance(info.value, TypeError)  # what the mistake raised before, still caught
+        assert "nothing was written" in str(info.value)
+        assert not await client.device_exists("dev-1")
+        with pytest.raises(AsyncUsageError, match=r"await client\.aclose\(\)"):
+            await client.close()  # type: ignore[func-returns-value, misc]
+        assert await client.store_device_metadata_async("dev-1", PLAN)
+
+        # Legitimate uses keep working: a call without await (blocking, on purpose), the
+        # explicit _sync twin, a thread, sync code the loop runs (a callback, a Jupyter cell),
+        # `with` in a coroutine.
+        assert client.store_device_metadata("dev-0", PLAN)
+        assert client.store_device_metadata_sync("dev-2", PLAN)
+        assert await asyncio.to_thread(client.store_device_metadata, "dev-3", PLAN)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        loop.call_soon(lambda: done.set_result(client.store_device_metadata("dev-4", PLAN)))
+        assert await done
+        with client:
+            assert client.count_devices_sync() == 5
+        client.close()
+        assert await client.count_devices() == 5
+
+
+def test_sync_methods_work_from_sync_code_as_before(redis_url: str) -> None:
+    with CacheServiceClient.from_url(_own_prefix(redis_url)) as client:
+        assert client.store_device_metadata("dev-1", PLAN) is True
+        client.close()
+        assert client.get_device_metadata_sync("dev-1").datatype_id == "temp"
+    client.close()
+
+
+async def test_an_async_generator_is_async_code_too() -> None:
+    client = CacheServiceClient(url="memory://")
+
+    async def stream() -> AsyncIterator[bool]:
+        yield await client.store_device_metadata("dev-1", PLAN)  # type: ignore[misc]
+
+    with pytest.raises(AsyncUsageError):
+        async for _ in stream():
+            pass
+    assert not client.device_exists_sync("dev-1")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_bad_item_of_a_mapping_batch_names_its_id(redis_url: str, mode: str) -> None:
+    good = {**PLAN, "last_updated": "2026-01-01T00:00:00Z"}
+    cases = [
+        ({"ok": good, "dev-7": {**PLAN, "persist": "yes"}}, "['dev-7'].persist"),
+        ({"ok": good, "dev-8": 3}, "['dev-8']"),
+        ({"ok": good, "bad id": good}, "['bad id'].device_id"),
+        ({"ok": good, "dev-9": {**PLAN, "device_id": "other"}}, "['dev-9'].device_id"),
+    ]
+    async with CacheServiceClient.from_url(_own_prefix(redis_url)) as client:
+
+        async def store(items: Any) -> int:
+            if mode == "sync":
+                return client.store_many_device_metadata_sync(items)
+            return await client.store_many_device_metadata(items)
+
+        for items, field in cases:
+            with pytest.raises(ValidationError) as info:
+                await store(items)
+            assert info.value.field == field
+            assert str(info.value).startswith(f"{field}: ")
+            assert await client.count_devices() == 0  # nothing of the batch was written
+
+
+@pytest.fixture(scope="module")
+def password_server() -> Iterator[RedisServer]:
+    """A server of this module's own that requires a password."""
+    with RedisServer(server_binary(), extra_args=("--requirepass", SECRET)) as server:
+        yield server
+
+
+async def test_a_server_that_needs_a_password_says_so(password_server: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{password_server.port}/0?retry_attempts=1"
+    async with CacheServiceClient.from_url(url) as client:
+        failures: list[BaseException] = []
+        for call in (
+            lambda: client.get_device_metadata_sync("dev-1"),
+            lambda: client.store_device_metadata_sync("dev-1", PLAN),
+        ):
+            with pytest.raises(AuthenticationError) as info:
+                call()
+            failures.append(info.value)
+        for coroutine in (client.get_device_metadata("dev-1"), client.count_devices()):
+            with pytest.raises(AuthenticationError) as info:
+                await coroutine
+            failures.append(info.value)
+        health = await client.check_health()
+    for failure in failures:
+        # What is wrong and what to set come first; redis-py's words ("HELLO must be called
+        # with the client already authenticated ...") only at the end.
+        guidance = str(failure).partition("the server said:")[0]
+        assert "authentication failed" in guidance
+        assert "requires a password" in guidance
+        assert "CACHE_SERVICE_PASSWORD" in guidance  # what to set
+        assert "HELLO" not in guidance
+        assert "NOAUTH" not in guidance
+    assert "CACHE_SERVICE_PASSWORD" in health.message
+    with (
+        CacheServiceClient.from_url(url, password="wrong") as client,
+        pytest.raises(AuthenticationError, match="refused: check the password setting"),
+    ):
+        client.count_devices_sync()
+    with CacheServiceClient.from_url(url, password=SECRET) as client:
+        assert client.count_devices_sync() == 0

@@ -37,7 +37,7 @@ from cache_service_client.repository.redis.driver import (
 )
 from cache_service_client.repository.redis.ops import Command, Op, Pipeline, ScriptCall
 from tests.backends import Flavour
-from tests.redis_server import RedisServer, find_redis_server, free_port
+from tests.redis_server import RedisServer, free_port, server_binary
 
 PASSWORD = "s3cret"
 WRONG_PASSWORD = "n0t-the-s3cret-pw"
@@ -79,6 +79,23 @@ PUT = ScriptCall(lua.PUT, ("i", "e", "u", "device:a"), (0, "a", b"{}", 0))
         (rex.ResponseError("MASTERDOWN Link with MASTER is down"), BackendConnectionError),
         (
             rex.ResponseError("TRYAGAIN Multiple keys request during rehashing"),
+            BackendConnectionError,
+        ),
+        # A script that meets a key of a migrating slot already moved away, as Redis 7 and as
+        # Valkey 8 word it: retried until the migration ends.
+        (
+            rex.ResponseError(
+                "Script attempted to access a non local key in a cluster node script: "
+                "68a354326f7d628ee4c278f3963357ea86799dbd, on @user_script:73."
+            ),
+            BackendConnectionError,
+        ),
+        (
+            rex.ResponseError(
+                "Unable to execute command 'mget' in script because undeclared keys were "
+                "accessed during rehashing of the slot script: "
+                "68a354326f7d628ee4c278f3963357ea86799dbd, on @user_script:73."
+            ),
             BackendConnectionError,
         ),
         (rex.ResponseError("ERR unknown command 'FOO'"), BackendError),
@@ -146,6 +163,34 @@ def test_redis_6_script_errors_are_read_past_the_place_in_the_script(
     assert type(error) is expected
     assert str(error).startswith(("Redis is unavailable (script 'put'): READONLY", text))
     assert text in str(error)
+
+
+# What a command inside a script answers when the ACL denies it a key or the command, as each
+# server words it (read off redis-server 6.2.14 and 7.0.15 and valkey-server 8.1.8).
+SCRIPT_ACL_DENIALS = [
+    "The user executing the script can't access at least one of the keys mentioned in the "
+    "command arguments script: c4405665e2672efd2ccceafd285c5e8408445da0, on @user_script:1.",
+    "The user executing the script can't run this command or subcommand script: "
+    "c4405665e2672efd2ccceafd285c5e8408445da0, on @user_script:1.",
+    "Error running script (call to f_c4405665e2672efd2ccceafd285c5e8408445da0): @user_script:1: "
+    "@user_script: 1: The user executing the script can't access at least one of the keys "
+    "mentioned in the command arguments",
+    "ACL failure in script: No permissions to access a key script: "
+    "4629697c5355fb98f1528a76317c367ea75b0ab3, on @user_script:58.",
+    "ACL failure in script: User u has no permissions to run the 'zadd' command script: "
+    "c4405665e2672efd2ccceafd285c5e8408445da0, on @user_script:1.",
+]
+
+
+@pytest.mark.parametrize(
+    "message", SCRIPT_ACL_DENIALS, ids=["7-key", "7-cmd", "6-key", "valkey-key", "valkey-cmd"]
+)
+def test_an_acl_denial_inside_a_script_is_an_authentication_error(message: str) -> None:
+    error = translate_error(rex.ResponseError(message), PUT)
+    assert type(error) is AuthenticationError
+    assert str(error).startswith("permission denied (script 'put'): ")
+    # Outside a script the same words are the server's own error text, not a denial.
+    assert type(translate_error(rex.ResponseError(message), GET)) is BackendError
 
 
 def test_wrongtype_with_a_command_key_is_data_corruption_naming_the_key() -> None:
@@ -243,7 +288,7 @@ def auth_server() -> Iterator[RedisServer]:
 
     ``RedisServer.start`` waits for an unauthenticated PING, so the password is set after start.
     """
-    server = RedisServer(find_redis_server())
+    server = RedisServer(server_binary())
     server.start()
     try:
         setup = sync_client(server.port)

@@ -32,6 +32,7 @@ from cache_service_client import (
     DeviceMetadata,
     DeviceQuery,
     HealthStatus,
+    InMemoryDeviceMetadataRepository,
     Page,
     settings_from_url,
 )
@@ -42,12 +43,14 @@ from cache_service_client.contrib.fastapi import (
     MsgspecJSONResponse,
     RepositoryDep,
     add_exception_handlers,
+    get_client,
     get_repository,
     lifespan,
 )
 from cache_service_client.contrib.litestar import CacheClient, CacheServicePlugin, DeviceRepository
 from cache_service_client.testing import RedisServer, free_port
 from tests.backends import meta
+from tests.redis_server import server_binary
 
 BODY = {
     "device_id": "d-1",
@@ -73,7 +76,7 @@ def expect_json(metadata: DeviceMetadata) -> Any:
 
 @pytest.fixture
 def own_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+    with RedisServer(server_binary()) as server:
         yield server
 
 
@@ -249,6 +252,34 @@ def test_fastapi_repository_overridden_in_tests() -> None:
         assert http.get("/devices/d-1").status_code == 404
 
 
+def test_fastapi_one_client_override_reaches_every_dependency(
+    own_server: RedisServer,
+    memory_repository: InMemoryDeviceMetadataRepository,
+    async_memory_repository: AsyncInMemoryDeviceMetadataRepository,
+) -> None:
+    # The app talks to a real Redis; a test overrides get_client alone, with a client over the
+    # pytest plugin's in-memory fixtures: routes that take ClientDep and routes that take
+    # RepositoryDep both see the fake, and Redis sees nothing.
+    app = fastapi_app(client=lambda: CacheServiceClient(url=own_server.url))
+    fake = CacheServiceClient(
+        repository=memory_repository, async_repository=async_memory_repository
+    )
+    app.dependency_overrides[get_client] = lambda: fake
+    with TestClient(app) as http:
+        exercise(http)  # PUT through RepositoryDep, GET and /info through ClientDep
+        assert http.get("/raw/d-1").json() == expect_json(DeviceMetadata.from_dict(BODY))
+    assert memory_repository.exists("d-1")
+    with redis.Redis(port=own_server.port) as admin:
+        assert admin.dbsize() == 0
+
+
+def test_fastapi_container_mode_offers_the_client_too(own_server: RedisServer) -> None:
+    container = Container(settings=providers.Object(settings_from_url(own_server.url)))
+    with TestClient(fastapi_app(container=container)) as http:
+        exercise(http)
+    assert connections(own_server) == 0
+
+
 def test_fastapi_dependency_injector_wiring(own_server: RedisServer) -> None:
     container = Container(settings=providers.Object(settings_from_url(own_server.url)))
     app = FastAPI(lifespan=lifespan(container=container))
@@ -417,6 +448,65 @@ def test_litestar_container_mode_and_overrides(own_server: RedisServer) -> None:
     with LitestarTestClient(app) as http:
         assert http.put("/devices/d-1", json=BODY).status_code == 204
     assert fake.sync.exists("d-1")
+
+
+def test_litestar_one_client_override_reaches_every_dependency(
+    own_server: RedisServer,
+    memory_repository: InMemoryDeviceMetadataRepository,
+    async_memory_repository: AsyncInMemoryDeviceMetadataRepository,
+) -> None:
+    # As with FastAPI: one override of cache_client, and device_repository follows.
+    fake = CacheServiceClient(
+        repository=memory_repository, async_repository=async_memory_repository
+    )
+    app = Litestar(
+        LITESTAR_ROUTES,
+        plugins=[CacheServicePlugin(lambda: CacheServiceClient(url=own_server.url))],
+        dependencies={"cache_client": LitestarProvide(lambda: fake, sync_to_thread=False)},
+    )
+    with LitestarTestClient(app) as http:
+        exercise(http)  # PUT and /query through device_repository, GET and /info cache_client
+    assert memory_repository.exists("d-1")
+    with redis.Redis(port=own_server.port) as admin:
+        assert admin.dbsize() == 0
+
+
+@get("/named/{device_id:str}")
+async def ls_named_device(device_id: FromPath[str], cache: CacheClient) -> DeviceMetadata:
+    return await cache.get_device_metadata(device_id)
+
+
+@put("/named/{device_id:str}", status_code=204)
+async def ls_named_store(
+    device_id: FromPath[str], data: JSONBody[DeviceMetadata], repo: DeviceRepository
+) -> None:
+    await repo.put(data)
+
+
+def test_litestar_override_with_own_dependency_names_and_container_mode(
+    own_server: RedisServer,
+    memory_repository: InMemoryDeviceMetadataRepository,
+    async_memory_repository: AsyncInMemoryDeviceMetadataRepository,
+) -> None:
+    fake = CacheServiceClient(
+        repository=memory_repository, async_repository=async_memory_repository
+    )
+    plugin = CacheServicePlugin(
+        lambda: CacheServiceClient(url="memory://"), client_key="cache", repository_key="repo"
+    )
+    override = {"cache": LitestarProvide(lambda: fake, sync_to_thread=False)}
+    app = Litestar([ls_named_device, ls_named_store], plugins=[plugin], dependencies=override)
+    with LitestarTestClient(app) as http:
+        assert http.put("/named/d-1", json=BODY).status_code == 204
+        assert http.get("/named/d-1").json() == expect_json(DeviceMetadata.from_dict(BODY))
+    assert memory_repository.exists("d-1")
+
+    # In container mode, cache_client is a client over the container's repositories.
+    container = Container(settings=providers.Object(settings_from_url(own_server.url)))
+    app = Litestar(LITESTAR_ROUTES, plugins=[CacheServicePlugin(container=container)])
+    with LitestarTestClient(app) as http:
+        exercise(http)
+    assert connections(own_server) == 0
 
 
 def test_litestar_without_exception_handlers_leaves_errors_to_the_app() -> None:

@@ -52,13 +52,18 @@ def test_edge_cases_agree_with_redis(scan_client: redis.Redis) -> None:
 @pytest.mark.parametrize("stars", [1000, 1001])
 def test_nesting_limit_agrees_with_redis(scan_client: redis.Redis, stars: int) -> None:
     version = str(scan_client.info("server")["redis_version"])
-    if stars > 1000 and int(version.split(".")[0]) < 7:
-        pytest.skip(f"Redis {version} has no nesting limit; the matcher follows Redis 7")
     texts = {"a" * stars, "a" * (stars + 1), "b" * stars}
     pattern = "*a" * stars
     expected = {text for text in texts if glob_match(pattern, text)}
-    assert redis_hscan_matches(scan_client, pattern, texts) == expected
     assert expected == ({"a" * stars, "a" * (stars + 1)} if stars <= 1000 else set())
+    if stars > 1000 and int(version.split(".")[0]) < 7:
+        # Redis 6.2 has no nesting limit (Redis 7 and Valkey stop at 1000 nested "*"): its
+        # SCAN MATCH matches where the library's matcher, which follows Redis 7, does not. The
+        # library matches patterns itself, so its answers are the same on every server
+        # (docs/servers.md).
+        assert redis_hscan_matches(scan_client, pattern, texts) == {"a" * stars, "a" * (stars + 1)}
+        return
+    assert redis_hscan_matches(scan_client, pattern, texts) == expected
 
 
 @settings(

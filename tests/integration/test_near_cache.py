@@ -62,7 +62,7 @@ from cache_service_client.testing import (
 )
 from tests.backends import Flavour, meta
 from tests.integration.test_topologies import migrate_slot
-from tests.redis_server import RedisServer, command
+from tests.redis_server import RedisServer, command, server_binary
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
 
@@ -608,7 +608,7 @@ def test_an_entry_never_outlives_its_ttl_without_a_report(
 @pytest.fixture
 def own_cluster() -> Iterator[RedisClusterServers]:
     """A cluster of this test's own: a slot gets migrated."""
-    cluster = RedisClusterServers()
+    cluster = RedisClusterServers(binary=server_binary())
     cluster.start()
     try:
         yield cluster
@@ -772,7 +772,7 @@ def test_cluster_invalidations_survive_a_slot_migration(own_cluster: RedisCluste
 
 
 def test_sentinel_failover_flushes_and_follows_the_new_master() -> None:
-    setup = RedisSentinelServers()
+    setup = RedisSentinelServers(binary=server_binary())
     setup.start()
     try:
         options: SettingsFields = {"retry_deadline": 20.0, "socket_timeout": 1.0}

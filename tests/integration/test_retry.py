@@ -40,7 +40,7 @@ from cache_service_client import (
 from cache_service_client.retry import RetryPolicy
 from tests import backends
 from tests.backends import PLAIN, Flavour
-from tests.redis_server import RedisServer, find_redis_server, free_port
+from tests.redis_server import RedisServer, free_port, server_binary
 
 LOGGER = "cache_service_client.retry"
 SECRET = "pa55-w0rd-never-logged"
@@ -541,7 +541,7 @@ def async_client(
 
 @pytest.fixture(scope="module")
 def binary() -> str:
-    return find_redis_server()
+    return server_binary()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from cache_service_client import (
     RetryPolicy,
 )
 from tests.http_gateway import Gateway
-from tests.redis_server import RedisServer, find_redis_server, free_port
+from tests.redis_server import RedisServer, free_port, server_binary
 
 SECRET = "Zq9-top-secret-Xv"
 FAST: dict[str, Any] = {"socket_timeout": 0.3, "retry_attempts": 1, "http_timeout": 0.5}
@@ -162,7 +162,7 @@ def test_configuration_errors_never_show_a_secret(make: Callable[[], object]) ->
 def test_gateway_error_bodies_never_show_a_secret() -> None:
     # The gateway's own token, a wrong token sent to it, and the password of the Redis behind
     # it (unreachable, then refused) never appear in an answer.
-    server = RedisServer(find_redis_server(), extra_args=("--requirepass", "the-real-one"))
+    server = RedisServer(server_binary(), extra_args=("--requirepass", "the-real-one"))
     server.start()
     options: dict[str, Any] = {"password": SECRET, "socket_timeout": 0.3, "retry": NO_RETRY}
     behind = {

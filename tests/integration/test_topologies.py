@@ -14,7 +14,7 @@ from redis.crc import key_slot
 
 from cache_service_client import CacheServiceClient, DeviceQuery, KeyStrategy
 from cache_service_client.testing import RedisClusterServers, RedisSentinelServers
-from tests.redis_server import command
+from tests.redis_server import command, server_binary
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
 
@@ -22,7 +22,7 @@ PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
 @pytest.fixture
 def own_cluster() -> Iterator[RedisClusterServers]:
     """A cluster of this test's own: slots get migrated."""
-    cluster = RedisClusterServers()
+    cluster = RedisClusterServers(binary=server_binary())
     cluster.start()
     try:
         yield cluster
@@ -122,7 +122,7 @@ def test_moved_and_ask_redirections_during_a_slot_migration_are_absorbed(
 
 
 def test_sentinel_failover_is_absorbed() -> None:
-    setup = RedisSentinelServers()
+    setup = RedisSentinelServers(binary=server_binary())
     setup.start()
     try:
         client = CacheServiceClient.from_url(setup.url, retry_deadline=20.0, socket_timeout=1.0)

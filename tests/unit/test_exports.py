@@ -19,6 +19,7 @@ EXPECTED = [
     "AsyncInMemoryDeviceMetadataRepository",
     "AsyncNearCachedDeviceMetadataRepository",
     "AsyncRedisDeviceMetadataRepository",
+    "AsyncUsageError",
     "AuthenticationError",
     "BackendConnectionError",
     "BackendError",

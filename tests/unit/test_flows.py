@@ -1970,6 +1970,14 @@ def test_health_healthy() -> None:
     assert status.timestamp.tzinfo is not None
 
 
+def test_health_names_valkey_and_its_version() -> None:
+    assert "valkey_version" not in run_flow(flows.health(ctx()), health_replies())[0].details
+    valkey = healthy_info(server_name="valkey", valkey_version="8.1.8")
+    status, _ = run_flow(flows.health(ctx()), health_replies(valkey))
+    assert status.details["redis_version"] == "7.2.4"  # the Redis API it serves
+    assert status.details["valkey_version"] == "8.1.8"
+
+
 def test_health_on_a_cluster_broadcasts_then_probes() -> None:
     keys = BUCKETED.ids_index(0)
     probe = Pipeline(

@@ -61,6 +61,15 @@ EDGE_CASES: list[tuple[str, str, bool]] = [
     ("[a-]", "-", False),
     ("[a-", "-", True),  # unterminated: literal a and -
     ("[a-", "a", True),
+    # The example of docs/repositories.md: the range *-] takes the "]", so "b" joins the class,
+    # which runs to the end: "a", then one byte from "*" to "]", or "b".
+    ("a[*-]b", "ab", True),
+    ("a[*-]b", "a-", True),
+    ("a[*-]b", "a]", True),
+    ("a[*-]b", "aA", True),
+    ("a[*-]b", "a*b", False),
+    ("a[*-]b", "a-b", False),
+    ("a[*-]b", "ac", False),
     ("[é]", "é", False),  # a class matches one byte; the class closes, "é" needs two
     ("[^é]", "a", True),
     ("[^é]", "é", False),

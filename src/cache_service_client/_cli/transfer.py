@@ -3,7 +3,8 @@
 Export walks a query's cursor pages (constant memory at any fleet size) and writes each device
 in the stored JSON form (the JSON codec's: ``{"v":1,"device_id":...}``). Import validates every
 line before it writes anything (two passes: a file is read twice, stdin is spooled to a
-temporary file in the first), then stores the devices with batched ``put_many`` calls.
+temporary file in the first), then stores the devices with batched ``put_many`` calls. A line
+without ``last_updated`` gets the time the import started, as ``put`` defaults it to now.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +57,7 @@ class _StrictMetadata(DeviceMetadata, frozen=True, forbid_unknown_fields=True, t
 _LINE = msgspec.json.Decoder(_StrictMetadata)
 _BATCH = msgspec.json.Decoder(list[DeviceMetadata])
 _AT = re.compile(r"^(.*?) - at `\$\.?(.*)`$")
+_UNDATED = "Object missing required field `last_updated`"
 _NAMED = re.compile(r"field `([^`]*)`")
 
 
@@ -138,21 +141,40 @@ class Checked(msgspec.Struct, kw_only=True):
         lines: Lines read (blank ones included).
         devices: Valid device lines.
         invalid: Line numbers of invalid lines.
+        undated: Line numbers of valid lines without ``last_updated`` (given the import's time).
         errors: Messages of the first invalid lines.
     """
 
     lines: int = 0
     devices: int = 0
     invalid: list[int] = msgspec.field(default_factory=list)
+    undated: list[int] = msgspec.field(default_factory=list)
     errors: list[str] = msgspec.field(default_factory=list)
 
 
-def check_lines(source: IO[bytes], spool: IO[bytes] | None = None) -> Checked:
+def _dated(line: bytes, now: datetime) -> bytes | None:
+    """``line`` (a JSON object without ``last_updated``) with ``last_updated`` = ``now``."""
+    try:
+        fields = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(fields, dict):
+        return None
+    fields["last_updated"] = now
+    return msgspec.json.encode(fields)
+
+
+def check_lines(
+    source: IO[bytes], spool: IO[bytes] | None = None, *, now: datetime | None = None
+) -> Checked:
     """Validate every line of ``source`` (copying it to ``spool`` if given).
 
     A valid line is one JSON object with exactly the fields of a stored device (the ``"v"``
-    schema tag optional), passing the write path's checks; blank lines are ignored.
+    schema tag optional; ``last_updated`` too, which defaults to ``now``, as in ``devcache
+    put``), passing the write path's checks; blank lines are ignored.
     """
+    if now is None:
+        now = datetime.now(timezone.utc)
     checked = Checked()
     decode = _LINE.decode
     progress = Progress("validated")
@@ -163,7 +185,14 @@ def check_lines(source: IO[bytes], spool: IO[bytes] | None = None) -> Checked:
         if len(line) < 3 and not line.strip():
             continue
         try:
-            validate_metadata(decode(line))
+            try:
+                validate_metadata(decode(line))
+            except msgspec.ValidationError as exc:
+                dated = _dated(line, now) if str(exc) == _UNDATED else None
+                if dated is None:
+                    raise
+                validate_metadata(decode(dated))
+                checked.undated.append(number)
         except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
             checked.invalid.append(number)
             if len(checked.errors) < SHOWN_ERRORS:
@@ -177,13 +206,18 @@ def check_lines(source: IO[bytes], spool: IO[bytes] | None = None) -> Checked:
     return checked
 
 
-def _batches(source: IO[bytes], skip: list[int], size: int) -> Iterator[list[DeviceMetadata]]:
+def _batches(
+    source: IO[bytes], checked: Checked, size: int, now: datetime
+) -> Iterator[list[DeviceMetadata]]:
     """The devices of the lines of ``source`` (validated before), ``size`` at a time."""
-    skipped = set(skip)
+    skipped = set(checked.invalid)
+    undated = set(checked.undated)
     lines: list[bytes] = []
     for number, line in enumerate(source, 1):
         if (skipped and number in skipped) or (len(line) < 3 and not line.strip()):
             continue
+        if undated and number in undated:
+            line = _dated(line, now) or line  # validated before: always dated
         lines.append(line)
         if len(lines) == size:
             yield _BATCH.decode(b"[" + b",".join(lines) + b"]")
@@ -276,8 +310,9 @@ def _input(path: str) -> Iterator[tuple[IO[bytes], IO[bytes] | None]]:
 
 def run_import(args: argparse.Namespace) -> int:
     """``devcache import FILE|-``: validate every line, then write in batches."""
+    now = datetime.now(timezone.utc)  # the last_updated of lines without one
     with _input(args.file) as (source, spool):
-        checked = check_lines(source, spool)
+        checked = check_lines(source, spool, now=now)
         report = note if args.skip_invalid else error
         for message in checked.errors:
             report(f"devcache: skipped {message}" if args.skip_invalid else message)
@@ -290,6 +325,12 @@ def run_import(args: argparse.Namespace) -> int:
                 "(--skip-invalid writes the valid ones)"
             )
             return ERROR
+        if checked.invalid and not checked.devices:
+            error(
+                f"{len(checked.invalid):,} invalid lines of {checked.lines:,}, none valid: "
+                "nothing written"
+            )
+            return ERROR
         reread = spool if spool is not None else source
         reread.seek(0)
         progress = Progress("imported", checked.devices)
@@ -297,7 +338,7 @@ def run_import(args: argparse.Namespace) -> int:
             depth = 1 if cache.settings.backend == "memory" else IN_FLIGHT
             writer = Writer(cache, if_newer=args.if_newer, depth=depth, progress=progress)
             try:
-                for batch in _batches(reread, checked.invalid, args.batch):
+                for batch in _batches(reread, checked, args.batch, now):
                     writer.put(batch)
                 writer.finish()
             except CacheServiceError as exc:

@@ -14,7 +14,10 @@ from cache_service_client.container import (
     shutdown_resources,
 )
 from cache_service_client.exceptions import ConfigurationError
-from cache_service_client.repository.base import AsyncDeviceMetadataRepository
+from cache_service_client.repository.base import (
+    AsyncDeviceMetadataRepository,
+    DeviceMetadataRepository,
+)
 from cache_service_client.server import wire
 
 __all__ = [
@@ -26,7 +29,6 @@ __all__ = [
     "framework_imports",
     "serve",
     "state_client",
-    "state_repository",
 ]
 
 #: The app-state attribute that holds the client an integration's lifespan owns.
@@ -53,6 +55,28 @@ def framework_imports(module: str, framework: str) -> Iterator[None]:
             f"cache_service_client.contrib.{module} needs {framework}: "
             f"pip install 'cache-service-client[{module}]'"
         ) from exc
+
+
+class _ContainerClient(CacheServiceClient):
+    """The client of an app in container mode: a facade over the container's repositories.
+
+    Both repositories are the container's, looked up at each call (an override of the
+    container's providers shows at once); the container's owner closes them.
+    """
+
+    def __init__(self, container: Container) -> None:
+        super().__init__(settings=container.settings())
+        self._app_container = container
+
+    @property
+    def repository(self) -> DeviceMetadataRepository:
+        """The container's sync repository (built on first use)."""
+        repository: DeviceMetadataRepository = self._app_container.repository()
+        return repository
+
+    async def get_async_repository(self) -> AsyncDeviceMetadataRepository:
+        """The container's async repository."""
+        return await resolve_async_repository(self._app_container)
 
 
 def check_sources(where: str, client: ClientSource, container: Container | None) -> None:
@@ -86,9 +110,11 @@ async def serve(
     if container is not None:
         await resolve_async_repository(container)
         setattr(state, CONTAINER_STATE, container)
+        setattr(state, CLIENT_STATE, _ContainerClient(container))
         try:
             yield
         finally:
+            delattr(state, CLIENT_STATE)
             delattr(state, CONTAINER_STATE)
             if close:
                 await shutdown_resources(container)
@@ -112,14 +138,6 @@ def state_client(state: Any, how: str) -> CacheServiceClient:
     if not isinstance(client, CacheServiceClient):
         raise ConfigurationError(f"this app has no CacheServiceClient: {how}")
     return client
-
-
-async def state_repository(state: Any, how: str) -> AsyncDeviceMetadataRepository:
-    """The async repository of the container on an app's ``state``, else of its client."""
-    container = getattr(state, CONTAINER_STATE, None)
-    if container is not None:
-        return await resolve_async_repository(container)
-    return await state_client(state, how).get_async_repository()
 
 
 def error_answer(exc: Exception, method: str, path: str) -> wire.ErrorResponse:

@@ -18,8 +18,8 @@ given) and closes it when the app stops; :data:`ClientDep` and :data:`Repository
 or its async repository, to the routes. Layered applications that wire their services with
 dependency-injector pass their :class:`~cache_service_client.container.Container` instead
 (``lifespan(container=container)``): the lifespan then closes the container's resources, and
-routes take ``Depends(Provide[Container.async_repository])`` under ``@inject`` or
-:data:`RepositoryDep`.
+routes take ``Depends(Provide[Container.async_repository])`` under ``@inject``,
+:data:`RepositoryDep`, or :data:`ClientDep` (a client over the container's repositories).
 
 The models are pydantic-compatible, so a route can return a
 :class:`~cache_service_client.DeviceMetadata`, a ``Page[DeviceMetadata]`` or a
@@ -27,8 +27,11 @@ The models are pydantic-compatible, so a route can return a
 Body()]``); the OpenAPI document shows their schemas. :class:`MsgspecJSONResponse` renders with
 msgspec: returned directly, it skips FastAPI's validation and conversion of the response.
 
-In tests, override the dependency: ``app.dependency_overrides[get_repository] = lambda: repo``
-with an :class:`~cache_service_client.AsyncInMemoryDeviceMetadataRepository`.
+In tests, override the client: ``app.dependency_overrides[get_client] = lambda: client``, with
+``client = CacheServiceClient(repository=memory_repository,
+async_repository=async_memory_repository)`` (the pytest plugin's in-memory fixtures); every
+dependency of this module follows, since :func:`get_repository` takes the client's async
+repository.
 """
 
 from __future__ import annotations
@@ -106,21 +109,29 @@ def lifespan(
 async def get_client(connection: HTTPConnection) -> CacheServiceClient:
     """The app's client (a FastAPI dependency; :data:`ClientDep` is the annotated form).
 
+    In container mode (``lifespan(container=...)``), a client over the container's
+    repositories. Override this one in tests (``app.dependency_overrides[get_client]``):
+    :func:`get_repository` follows.
+
     Raises:
         ConfigurationError: When the app runs without :func:`lifespan`.
     """
     return _common.state_client(connection.app.state, _HOW)
 
 
-async def get_repository(connection: HTTPConnection) -> AsyncDeviceMetadataRepository:
-    """The app's async repository: the container's, else the client's (a FastAPI dependency).
+async def get_repository(
+    client: Annotated[CacheServiceClient, Depends(get_client)],
+) -> AsyncDeviceMetadataRepository:
+    """The async repository of the app's client (a FastAPI dependency; :data:`RepositoryDep`).
 
-    Override it in tests: ``app.dependency_overrides[get_repository] = lambda: repository``.
+    It depends on :func:`get_client`, so an override of that one reaches it too: in tests,
+    ``app.dependency_overrides[get_client] = lambda: client`` swaps both. In container mode
+    it is the container's async repository.
 
     Raises:
         ConfigurationError: When the app runs without :func:`lifespan`.
     """
-    return await _common.state_repository(connection.app.state, _HOW)
+    return await client.get_async_repository()
 
 
 ClientDep = Annotated[CacheServiceClient, Depends(get_client)]

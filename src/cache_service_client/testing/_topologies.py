@@ -1,7 +1,8 @@
 """Throw-away Redis topologies on free loopback ports: a three-master cluster, and Sentinel.
 
 For tests of services that run against Redis Cluster or Sentinel: the processes are real
-``redis-server`` processes (the same binary as :class:`RedisServer`), nothing is mocked.
+``redis-server`` (or ``valkey-server``) processes, of the binary the ``binary`` field names
+(any kind of :func:`find_server`), nothing is mocked.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def free_cluster_port() -> int:
 
 @dataclass
 class RedisClusterServers(Processes):
-    """Three (or more) cluster-enabled ``redis-server`` processes forming one Redis Cluster.
+    """Three (or more) cluster-enabled server processes forming one Redis Cluster.
 
     Each master is a :class:`RedisServer` on a free loopback port whose cluster bus port is free
     too; they are joined with ``CLUSTER MEET`` and given even slot ranges with
@@ -60,6 +61,9 @@ class RedisClusterServers(Processes):
 
     Args:
         masters: How many masters (and so slot ranges).
+        binary: The server binary of every node (keyword only; default
+            :func:`find_redis_server`): ``RedisClusterServers(binary=find_server("valkey"))``
+            is a Valkey cluster.
 
     Attributes:
         nodes: The running nodes, in slot order.
@@ -67,6 +71,7 @@ class RedisClusterServers(Processes):
 
     masters: int = 3
     nodes: list[RedisServer] = field(default_factory=list)
+    binary: str = field(default_factory=find_redis_server, kw_only=True)
 
     @property
     def url(self) -> str:
@@ -80,10 +85,9 @@ class RedisClusterServers(Processes):
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the nodes, join them, assign the slots evenly and wait for ``cluster_state:ok``."""
-        binary = find_redis_server()
         for _ in range(self.masters):
             node = RedisServer(
-                binary,
+                self.binary,
                 port=free_cluster_port(),
                 extra_args=(
                     "--cluster-enabled", "yes",
@@ -134,7 +138,9 @@ class RedisSentinelServers(Processes):
 
     Every process runs on a free loopback port; :attr:`url` is the ``redis+sentinel://`` URL of
     the service, and :meth:`failover` promotes the replica. Use it as a context manager, or call
-    :meth:`start` and :meth:`stop`.
+    :meth:`start` and :meth:`stop`. Every process runs ``binary`` (keyword only; default
+    :func:`find_redis_server`), the sentinel as ``BINARY sentinel.conf --sentinel``:
+    ``RedisSentinelServers(binary=find_server("valkey"))`` is Valkey's Sentinel.
 
     Attributes:
         master: The first master (after a failover, the replica's master).
@@ -147,6 +153,7 @@ class RedisSentinelServers(Processes):
     sentinel_port: int = field(default_factory=free_port)
     sentinel_process: subprocess.Popen[bytes] | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="csc-sentinel-"))
+    binary: str = field(default_factory=find_redis_server, kw_only=True)
 
     @property
     def url(self) -> str:
@@ -155,7 +162,7 @@ class RedisSentinelServers(Processes):
 
     def start(self, timeout: float = 20.0) -> None:
         """Start everything and wait until the sentinel knows the replica."""
-        binary = find_redis_server()
+        binary = self.binary
         self.master = RedisServer(binary)
         self.master.start()
         self.replica = RedisServer(

@@ -7,7 +7,9 @@ test suite of an environment that has the library; nothing to import. Disable it
 Fixtures:
 
 - ``redis_server`` (session): a :class:`~cache_service_client.testing.RedisServer` started for
-  the test session on a free loopback port, stopped at the end.
+  the test session on a free loopback port, stopped at the end. The environment variable
+  ``CSC_TEST_SERVER`` picks its kind (see :func:`~cache_service_client.testing.find_server`):
+  ``redis`` (default), ``redis-6.2`` or ``valkey``.
 - ``redis_server_url``: a ``redis://`` URL of that server with a ``key_prefix`` of the test's
   own, so tests never see each other's data; the test's keys are deleted after it.
 - ``fake_clock``: a :class:`~cache_service_client.testing.FakeClock`.
@@ -17,6 +19,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -28,7 +31,7 @@ from cache_service_client.repository.memory import (
     InMemoryDeviceMetadataRepository,
 )
 from cache_service_client.testing._faults import FakeClock
-from cache_service_client.testing._server import RedisServer
+from cache_service_client.testing._server import RedisServer, find_server
 
 __all__ = [
     "async_memory_repository",
@@ -41,8 +44,11 @@ __all__ = [
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """A redis-server for the test session, on a free loopback port."""
-    with RedisServer() as server:
+    """A server for the test session on a free loopback port, of the kind ``CSC_TEST_SERVER`` names.
+
+    ``redis`` (the default), ``redis-6.2`` or ``valkey``.
+    """
+    with RedisServer(find_server(os.environ.get("CSC_TEST_SERVER") or "redis")) as server:
         yield server
 
 

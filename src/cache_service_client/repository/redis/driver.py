@@ -73,8 +73,16 @@ _SCRIPT_PLACE = re.compile(
     r"^Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: "
     r"(?:@user_script: \d+: -|user_script:\d+: )"
 )
-# What a script's command answers when the ACL denies it a key (Redis 7 words it so).
-_SCRIPT_ACL_DENIALS = ("can't access at least one of the keys", "NOPERM")
+# What a script's command answers when the ACL denies it a key or the command: Redis 6.2 and 7
+# word it "The user executing the script can't access at least one of the keys ..." (or "can't
+# run this command or subcommand"), Valkey 8 "ACL failure in script: No permissions to access a
+# key" (or "User u has no permissions to run the 'zadd' command").
+_SCRIPT_ACL_DENIALS = (
+    "can't access at least one of the keys",
+    "can't run this command",
+    "ACL failure in script",
+    "NOPERM",
+)
 
 
 def _where(op: Op | None) -> str:
@@ -101,6 +109,18 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
         exc,
         (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError),
     ) or (isinstance(exc, rex.RedisError) and message.startswith(_AUTH_PREFIXES)):
+        # Without credentials, redis-py's words ("HELLO must be called ...", "NOAUTH ...",
+        # "Authentication required.") do not say what to do: say it (the cause keeps them).
+        if message.startswith(
+            ("NOAUTH", "HELLO must be called", "Authentication required", "Protocol error: unauth")
+        ):
+            message = (
+                "the server requires a password and none was sent: set the password setting "
+                "(CACHE_SERVICE_PASSWORD, password=..., or redis://:PASSWORD@host in the URL; "
+                f"username too for an ACL user); the server said: {message}"
+            )
+        else:
+            message = f"password (or username) refused: check the password setting: {message}"
         error = AuthenticationError(f"authentication failed{_where(op)}: {message}")
     elif isinstance(exc, rex.ResponseError) and message.startswith("LAYOUT "):
         error = IndexLayoutError(message.removeprefix("LAYOUT ") + _where(op))
@@ -114,7 +134,10 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
         isinstance(exc, _RETRYABLE_CLASSES)
         or message.startswith(_RETRYABLE_PREFIXES)
         # A script met a key already moved away: its slot is migrating; try again after it.
+        # Redis 7 says "... non local key ...", Valkey 8 "Unable to execute command 'mget' in
+        # script because undeclared keys were accessed during rehashing of the slot".
         or "non local key" in message
+        or "accessed during rehashing of the slot" in message
     ):
         error = BackendConnectionError(f"Redis is unavailable{_where(op)}: {message}")
     elif message.startswith("WRONGTYPE") and isinstance(op, Command) and op.key:

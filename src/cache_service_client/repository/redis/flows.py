@@ -919,6 +919,8 @@ def health(ctx: FlowContext) -> Flow[HealthStatus]:
     for node, server in nodes.items():
         where = f" ({node})" if node else ""
         details.setdefault("redis_version", server.get("redis_version"))
+        if "valkey_version" in server:  # Valkey: its own version, besides its Redis API's
+            details.setdefault("valkey_version", server["valkey_version"])
         details.setdefault("role", server.get("role"))
         used, maximum = _info_number(server, "used_memory"), _info_number(server, "maxmemory")
         used_total += used

@@ -61,12 +61,14 @@ local function may(cmd, key, ...)
 end
 -- A script's first write, for a key it did not check: if the write fails (the key has the
 -- wrong type, the user may not change it, maxmemory), nothing has been written yet. An ACL
--- denial names the key, as may() does (Redis 7+); any other error is the server's own (the
--- failed command, sent again, fails the same way).
+-- denial names the key, as may() does (Redis 7+; Redis words the denial "... can't access at
+-- least one of the keys ...", Valkey 8 "... No permissions to access a key"); any other error
+-- is the server's own (the failed command, sent again, fails the same way).
 local function first_write(cmd, key, ...)
   local reply = redis.pcall(cmd, key, ...)
   if type(reply) == 'table' and reply.err then
-    if redis.acl_check_cmd and string.find(reply.err, "can't access", 1, true) then
+    if redis.acl_check_cmd and (string.find(reply.err, "can't access", 1, true)
+        or string.find(reply.err, 'No permissions to access a key', 1, true)) then
       fail('NOPERM this user has no permission to run ' .. cmd .. ' on the key ' .. key)
     end
     return redis.call(cmd, key, ...)
