@@ -7,7 +7,8 @@
 # installed (so that nothing of an earlier set lingers), and always with FRESH=1.
 # PICK=oldest takes the oldest Python 3.10+ found instead of the default one (PYTHON=... names
 # one). A constraints file names the Python versions it was resolved for (its line "Resolved for
-# Python 3.10, 3.11 on ..."): only those are picked. Sets PY.
+# Python 3.10, 3.11 on ..."): only those are picked (see UNCOVERED below). Sets PY and
+# constraints (the constraints file used, empty when none).
 # Candidates: $PYTHON alone if set, else the usual names on PATH, then pyenv's installed
 # versions (their shims only answer for the selected version, so the binaries are tried
 # directly).
@@ -53,9 +54,8 @@ print(f"{v[1]:03d}" if v >= (3, 10) else "")' 2>/dev/null) || continue
         return 0
     fi
     if [ -n "$covered" ]; then
-        echo "error: $CONSTRAINTS pins Python $covered only, and none of them was found" \
-            "(${PYTHON:+PYTHON=$PYTHON; }set PYTHON=/path/to/python, or refresh the pins:" \
-            "python scripts/constraints.py)" >&2
+        echo "error: $CONSTRAINTS covers Python $covered only, and none of them was found" \
+            "${PYTHON:+(PYTHON=$PYTHON) }: install one, or set PYTHON=/path/to/one" >&2
     elif [ -n "${PYTHON:-}" ]; then
         echo "error: PYTHON=$PYTHON is not a working Python 3.10 or newer" >&2
     else
@@ -63,7 +63,17 @@ print(f"{v[1]:03d}" if v >= (3, 10) else "")' 2>/dev/null) || continue
     fi
     return 1
 }
-base_python=$(pick_python)
+if ! base_python=$(pick_python); then
+    # No Python the pins cover: UNCOVERED=unpinned installs unpinned (as a fresh install would
+    # today) on any Python 3.10+; otherwise status 77, which scripts/test reports as a skip.
+    if [ -n "${CONSTRAINTS:-}" ] && [ "${UNCOVERED:-}" = unpinned ] &&
+        base_python=$(CONSTRAINTS='' pick_python); then
+        echo "warning: installing unpinned on $("$base_python" -V 2>&1) instead" >&2
+        CONSTRAINTS=''
+    else
+        return 77 2>/dev/null || exit 77
+    fi
+fi
 venv=${VENV:-.venv}
 same_python='import sys; print(sys.version_info[:2])'
 if [ -x "$venv/bin/python" ] &&

