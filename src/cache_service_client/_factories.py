@@ -32,6 +32,7 @@ from cache_service_client.repository.redis.driver import DRIVER_ERRORS, translat
 
 __all__ = [
     "build_tracking",
+    "client_endpoint",
     "clients_on_pools",
     "init_async_cluster_client",
     "init_async_redis_client",
@@ -272,10 +273,47 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _ask_each(connect: Callable[[], Connection], *commands: tuple[Any, ...]) -> list[Any]:
+    """Send commands one after the other on a connection of its own; return the replies."""
+    connection = connect()
+    try:
+        connection.connect()
+        replies = []
+        for command in commands:
+            connection.send_command(*command)
+            replies.append(connection.read_response())
+        return replies
+    finally:
+        connection.disconnect()
+
+
+def _slotless_primaries(nodes: Any, default_host: str) -> set[Endpoint]:
+    """The primaries that CLUSTER NODES lists without a slot (a node just added)."""
+    found: set[Endpoint] = set()
+    for line in _text(nodes).splitlines():
+        fields = line.split()
+        # From the ninth field on: the node's slots, then "[slot->-id]" / "[slot-<-id]" for
+        # slots moving out or in (which own nothing yet).
+        if len(fields) < 8 or any(not f.startswith("[") for f in fields[8:]):
+            continue
+        flags = set(fields[2].split(","))
+        if "master" not in flags or flags & {"fail", "fail?", "handshake", "noaddr"}:
+            continue
+        address = fields[1].split("@", 1)[0]
+        host, _, port = address.rpartition(":")
+        if port.isdigit() and int(port) > 0:
+            found.add((host or default_host, int(port)))
+    return found
+
+
 def _cluster_discovery(
     settings: Settings, connect: Callable[[Endpoint], Connection]
 ) -> Callable[[], tuple[tuple[Endpoint, ...], Any]]:
-    """Finds the primaries and the slot map with CLUSTER SLOTS, asking any node that answers."""
+    """Finds the primaries and the slot map with CLUSTER SLOTS, asking any node that answers.
+
+    Primaries that own no slot yet (CLUSTER NODES) are tracked too: the first reshard onto a
+    new node redirects reads of the keys already moved there (ASK) before the slot map says so.
+    """
     seed: Endpoint = (settings.host, settings.port)
     known: list[Endpoint] = []
 
@@ -283,7 +321,11 @@ def _cluster_discovery(
         error: Exception | None = None
         for endpoint in [*known, seed]:
             try:
-                slots = _ask(functools.partial(connect, endpoint), "CLUSTER", "SLOTS")
+                slots, nodes = _ask_each(
+                    functools.partial(connect, endpoint),
+                    ("CLUSTER", "SLOTS"),
+                    ("CLUSTER", "NODES"),
+                )
             except Exception as exc:  # ask the next node
                 error = exc
                 continue
@@ -292,7 +334,9 @@ def _cluster_discovery(
                 host = _text(entry[2][0]) or settings.host
                 ranges.append((int(entry[0]), int(entry[1]), host, int(entry[2][1])))
             ranges.sort()
-            primaries = tuple(sorted({(host, port) for _, _, host, port in ranges}))
+            owners = {(host, port) for _, _, host, port in ranges}
+            slotless = _slotless_primaries(nodes, settings.host) - owners
+            primaries = tuple(sorted(owners | slotless))
             known[:] = primaries
             return primaries, tuple(ranges)
         raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {error}")
@@ -339,11 +383,125 @@ def _sentinel_discovery(
     return discover
 
 
-def build_tracking(settings: Settings, key_strategy: KeyStrategy) -> Tracking:
-    """How a near cache tracks the servers the settings name (one node, cluster, Sentinel)."""
-    connect = _tracking_connector(settings)
+#: The arguments of a caller's pool that a tracking connection takes over: where the server is,
+#: how to log in and the socket's options. Not its protocol, decoding or retry (a tracking
+#: connection reads RESP2 bytes, without retry).
+_POOL_ARGUMENTS = frozenset(
+    {
+        "host",
+        "port",
+        "path",
+        "username",
+        "password",
+        "credential_provider",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_keepalive_options",
+        "client_name",
+    }
+)
+_SSL_CLASSES: tuple[type[Any], ...] = (redis.SSLConnection, redis.asyncio.SSLConnection)
+_UNIX_CLASSES: tuple[type[Any], ...] = (
+    redis.UnixDomainSocketConnection,
+    redis.asyncio.UnixDomainSocketConnection,
+)
+
+
+def _pool_server(pool: Any) -> tuple[Endpoint, Callable[[], Connection]]:
+    """The server a caller's pool connects to, and how to open a tracking connection to it.
+
+    Raises:
+        ConfigurationError: When the pool does not say where its server is (a Sentinel pool
+            finds its master per connection), or its arguments make no connection.
+    """
+    kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", {}))
+    connection_class = getattr(pool, "connection_class", None)
+    unix = "path" in kwargs or (
+        isinstance(connection_class, type) and issubclass(connection_class, _UNIX_CLASSES)
+    )
+    if not kwargs.get("path" if unix else "host"):
+        raise ConfigurationError(
+            "arguments connection_pool and near_cache_size: the near cache must follow the "
+            f"server the pool reads from, and a {type(pool).__name__} does not say which it "
+            "is; give the address in the settings instead of a pool, or set near_cache_size=0"
+        )
+    arguments = {k: v for k, v in kwargs.items() if k in _POOL_ARGUMENTS}
+    arguments.update(protocol=2, retry=_no_retry())
+    make: Callable[..., Any]
+    if unix:
+        arguments.pop("host", None)
+        arguments.pop("port", None)
+        make = redis.UnixDomainSocketConnection
+        endpoint: Endpoint = str(kwargs["path"])
+    else:
+        arguments.pop("path", None)
+        arguments.setdefault("port", 6379)
+        endpoint = (str(kwargs["host"]), int(kwargs["port"]))
+        make = redis.Connection
+        if isinstance(connection_class, type) and issubclass(connection_class, _SSL_CLASSES):
+            make = redis.SSLConnection
+            arguments.update({k: v for k, v in kwargs.items() if k.startswith("ssl_")})
+
+    def open_connection() -> Connection:
+        connection: Connection = make(**arguments)  # type: ignore[abstract, unused-ignore]
+        return connection
+
+    try:
+        open_connection()  # made, not connected: bad arguments fail here, not in a tracking thread
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"argument connection_pool: a near cache cannot connect as the pool does: {exc}"
+        ) from exc
+    return endpoint, open_connection
+
+
+def _pools_tracking(connection_pool: Any, common: dict[str, Any]) -> Tracking:
+    """Tracking of the servers of a caller's pool (or tuple of pools)."""
+    pools = connection_pool if isinstance(connection_pool, tuple) else (connection_pool,)
+    connectors: dict[Endpoint, Callable[[], Connection]] = {}
+    for pool in pools:
+        if pool is not None:
+            endpoint, opener = _pool_server(pool)
+            connectors.setdefault(endpoint, opener)
+
+    def connect(endpoint: Endpoint) -> Connection:
+        return connectors[endpoint]()
+
+    return Tracking(connect=connect, endpoints=tuple(connectors), **common)
+
+
+def client_endpoint(client: Any) -> Endpoint | None:
+    """The one server a redis-py single-node client reads from (None: not known)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if not isinstance(kwargs, dict):
+        return None
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    if kwargs.get("host"):
+        return (str(kwargs["host"]), int(kwargs.get("port", 6379)))
+    return None
+
+
+def build_tracking(
+    settings: Settings, key_strategy: KeyStrategy, *, connection_pool: Any = None
+) -> Tracking:
+    """How a near cache tracks the servers the settings name (one node, cluster, Sentinel).
+
+    Args:
+        settings: The settings; their address unless ``connection_pool`` is given.
+        key_strategy: Names the device keys to track.
+        connection_pool: A caller's redis-py pool (sync or async, or a tuple of both) that
+            the repositories read through: its server is tracked, not the settings' address.
+
+    Raises:
+        ConfigurationError: When ``connection_pool`` does not say where its server is.
+    """
     prefixes = tuple(key_strategy.bucket_device_prefix(b) for b in range(key_strategy.buckets))
     common: dict[str, Any] = {"prefixes": prefixes, "device_id": key_strategy.device_id}
+    if connection_pool is not None and settings.backend == "redis":
+        return _pools_tracking(connection_pool, common)
+    connect = _tracking_connector(settings)
     if settings.backend == "cluster":
         return Tracking(
             connect=connect, endpoints=(), discover=_cluster_discovery(settings, connect), **common

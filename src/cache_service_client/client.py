@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 from dependency_injector import providers
 
-from cache_service_client._factories import clients_on_pools
+from cache_service_client._factories import build_tracking, clients_on_pools
 from cache_service_client._validation import check_batch, check_text, metadata_from_dict
 from cache_service_client.config import (
     DEFAULTS,
@@ -180,6 +180,11 @@ class CacheServiceClient:
         if async_client is not None:
             self._overrides["async_redis_client"] = async_client
         self._callers_pool = sync_client is not None or async_client is not None
+        if self._callers_pool:
+            self._overrides["connection_pool"] = connection_pool
+            if self._settings.near_cache_size and self._settings.backend == "redis":
+                # The near cache tracks the pool's server: one it cannot name fails now.
+                build_tracking(self._settings, KeyStrategy(), connection_pool=connection_pool)
         if repository is not None:
             self._overrides["repository"] = repository
         if async_repository is not None:

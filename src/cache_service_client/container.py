@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from dependency_injector import containers, providers
 from cache_service_client import _otel
 from cache_service_client._factories import (
     build_tracking,
+    client_endpoint,
     init_async_cluster_client,
     init_async_redis_client,
     init_async_sentinel_client,
@@ -57,6 +59,8 @@ from cache_service_client.repository.redis import (
 )
 from cache_service_client.retry import RetryPolicy
 from cache_service_client.telemetry import instrument_from_settings
+
+logger = logging.getLogger("cache_service_client.near_cache")
 
 __all__ = [
     "Container",
@@ -177,12 +181,19 @@ def build_redis_repository(
 _near_caches = itertools.count(1)
 
 
-def init_near_cache(settings: Settings, key_strategy: KeyStrategy) -> Iterator[NearCache | None]:
-    """Resource: the near cache the settings ask for (None: none), closed on shutdown."""
+def init_near_cache(
+    settings: Settings, key_strategy: KeyStrategy, connection_pool: Any = None
+) -> Iterator[NearCache | None]:
+    """Resource: the near cache the settings ask for (None: none), closed on shutdown.
+
+    ``connection_pool``: a caller's pool (or tuple of pools) the repositories read through;
+    the cache tracks its server instead of the settings' address.
+    """
     if settings.near_cache_size == 0 or settings.backend not in ("redis", "cluster", "sentinel"):
         yield None
         return
-    cache = NearCache(settings.near_cache_size, build_tracking(settings, key_strategy))
+    tracking = build_tracking(settings, key_strategy, connection_pool=connection_pool)
+    cache = NearCache(settings.near_cache_size, tracking)
     if settings.telemetry and _otel.AVAILABLE:
         attributes: dict[str, str | int] = {
             "server.address": settings.unix_socket_path or settings.host,
@@ -200,6 +211,17 @@ def init_near_cache(settings: Settings, key_strategy: KeyStrategy) -> Iterator[N
 def near_cached(repository: Any, cache: NearCache | None) -> Any:
     """``repository`` behind ``cache`` (the sync or async wrapper); itself when there is none."""
     if cache is None:
+        return repository
+    tracking = cache.tracking
+    if tracking.discover is None and client_endpoint(repository.client) not in tracking.endpoints:
+        # It reads from a server the cache does not hear (the other flavour than a caller's
+        # pool, or a client overridden in the container): caching its reads would serve
+        # stale values, so it reads from Redis every time.
+        logger.warning(
+            "near cache: %s reads from a server the near cache does not track; "
+            "its reads are not cached",
+            type(repository).__name__,
+        )
         return repository
     if isinstance(repository, AsyncRedisDeviceMetadataRepository):
         return AsyncNearCachedDeviceMetadataRepository(repository, cache)
@@ -273,7 +295,10 @@ class Container(containers.DeclarativeContainer):
     memory_repository = providers.ThreadSafeSingleton(
         build_memory_repository, settings, key_strategy, codec
     )
-    near_cache = providers.Resource(init_near_cache, settings, key_strategy)
+    #: A caller's redis-py pool (or tuple of pools) that ``redis_client`` /
+    #: ``async_redis_client`` were overridden with: the near cache tracks its server.
+    connection_pool: providers.Object[Any] = providers.Object(None)
+    near_cache = providers.Resource(init_near_cache, settings, key_strategy, connection_pool)
 
     # One Singleton per backend and flavour; each takes the same configuration.
     _config = (settings, key_strategy, codec, retry)

@@ -940,6 +940,34 @@ async def test_query_never_returns_expired_devices(backend: Backend) -> None:
     assert (await backend.repo.query(DeviceQuery())).total == 1
 
 
+async def test_a_value_deleted_behind_the_indexes_counts_until_repaired(backend: Backend) -> None:
+    """A raw DEL leaves the index entries: Redis counts the device until a repair."""
+    backend.repo.ttl = 0.4  # type: ignore[attr-defined]
+    await backend.repo.put(meta("short"))
+    backend.repo.ttl = None  # type: ignore[attr-defined]
+    await backend.repo.put_many([meta("a"), meta("b"), meta("c")])
+    backend.backdoor.delete_raw("b")  # no TTL: counted until a repair
+    backend.backdoor.delete_raw("short")  # counted until its indexed expiry passes
+    for _ in range(2):  # reads skip them and leave them be
+        assert await backend.repo.count() == 4
+        assert (await backend.repo.info()).total_devices == 4
+        for sort in ("device_id", "last_updated"):
+            page = await backend.repo.query(DeviceQuery(sort=sort))
+            assert page.total == 4
+            assert sorted(m.device_id for m in page.items) == ["a", "c"]
+        assert await backend.repo.list_ids() == ["a", "c"]
+    await asyncio.sleep(0.45)
+    assert await backend.repo.count() == 3
+    assert (await backend.repo.info()).total_devices == 3
+    assert (await backend.repo.query(DeviceQuery())).total == 3
+    await backend.repo.put(meta("d"))  # a writer prunes the expired entries, not "b"
+    assert await backend.repo.count() == 4
+    await backend.repo.repair()
+    assert await backend.repo.count() == 3
+    assert (await backend.repo.info()).total_devices == 3
+    assert (await backend.repo.query(DeviceQuery())).total == 3
+
+
 # -- repair ---------------------------------------------------------------------------------------
 
 

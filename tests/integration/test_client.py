@@ -905,7 +905,7 @@ def test_bad_memory_store_names_are_configuration_errors(
         make()
 
 
-# -- newcomer frictions (issue 26) -------------------------------------------------------------
+# -- newcomer frictions -------------------------------------------------------------
 
 
 def _own_prefix(url: str) -> str:

@@ -13,6 +13,7 @@ import redis.asyncio
 import redis.asyncio.retry
 from redis import exceptions as rex
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from cache_service_client import (
@@ -28,14 +29,16 @@ from cache_service_client import (
     KeyStrategy,
     MetadataCodec,
     RedisDeviceMetadataRepository,
+    RetryPolicy,
 )
 from cache_service_client.repository.redis import flows, lua
 from cache_service_client.repository.redis.driver import (
     AsyncRedisDriver,
     SyncRedisDriver,
+    _cluster_slip,
     translate_error,
 )
-from cache_service_client.repository.redis.ops import Command, Op, Pipeline, ScriptCall
+from cache_service_client.repository.redis.ops import Command, Flow, Op, Pipeline, ScriptCall
 from tests.backends import Flavour
 from tests.redis_server import RedisServer, free_port, server_binary
 
@@ -479,3 +482,39 @@ async def test_driver_reloads_flushed_scripts(flavour: Flavour, auth_server: Red
         admin.flushdb()
         admin.close()
         await close_client(flavour, client)
+
+
+def test_redis_pys_attribute_error_on_an_unmapped_node_is_a_retryable_connection_error(
+    cluster_client: RedisCluster,
+) -> None:
+    """redis-py's cluster client fails on a node missing from its map (#4015).
+
+    The real case (a reshard onto an empty primary) is reproduced in test_topologies; here,
+    the same failure inside redis-py's code is told apart from one in the library's own.
+    """
+    try:
+        cluster_client.get_redis_connection(None)  # type: ignore[arg-type]
+    except AttributeError as exc:
+        from_redis_py = exc
+    assert _cluster_slip(from_redis_py)
+    error = translate_error(from_redis_py)
+    assert isinstance(error, BackendConnectionError)
+    assert error.__cause__ is from_redis_py
+    assert "redis-py issue #4015" in str(error)
+    try:
+        None.host  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        ours = exc
+    assert not _cluster_slip(ours)
+
+
+def test_an_attribute_error_of_the_librarys_own_is_not_contained(
+    cluster_client: RedisCluster,
+) -> None:
+    def broken_flow() -> Flow[None]:
+        yield Command(("PING",))
+        raise AttributeError("a bug of ours")
+
+    driver = SyncRedisDriver(cluster_client, RetryPolicy(attempts=3))
+    with pytest.raises(AttributeError, match="a bug of ours"):
+        driver.run(broken_flow)

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -280,6 +282,152 @@ def test_an_unreachable_server_means_no_caching_and_typed_errors(key_strategy: K
         assert cache.begin(["x"]) is None  # nothing may be cached while tracking is down
     finally:
         cache.close()
+
+
+@pytest.fixture
+def two_servers() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A server for a caller's pool, and a decoy standing where the settings point."""
+    servers = (RedisServer(server_binary()), RedisServer(server_binary()))
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_callers_pool_is_the_server_tracked(
+    two_servers: tuple[RedisServer, RedisServer], key_strategy: KeyStrategy
+) -> None:
+    """the near cache tracked the settings' address, not the pool's server."""
+    real, decoy = two_servers
+    pool = redis.ConnectionPool(host="127.0.0.1", port=real.port)
+    writer = redis.Redis(host="127.0.0.1", port=real.port)
+    other = RedisDeviceMetadataRepository(writer, key_strategy=key_strategy)
+    client = CacheServiceClient(
+        host="127.0.0.1",
+        port=decoy.port,
+        connection_pool=pool,
+        near_cache_size=100,
+        key_strategy=key_strategy,
+    )
+    try:
+        repo = near_of(client)
+        assert repo.near_cache.tracking.endpoints == (("127.0.0.1", real.port),)
+        assert repo.near_cache.wait_connected(5.0)
+        other.put(meta("a", datatype_name="old"))
+        wait_for_invalidations(repo.near_cache, writer, key_strategy)
+        assert client.get_device_metadata_sync("a").datatype_name == "old"
+        assert client.get_device_metadata_sync("a").datatype_name == "old"  # a hit
+        other.put(meta("a", datatype_name="new"))
+        wait_for_invalidations(repo.near_cache, writer, key_strategy)
+        assert client.get_device_metadata_sync("a").datatype_name == "new"
+    finally:
+        client.close()
+        writer.close()
+        pool.disconnect()
+
+
+async def test_a_callers_async_pool_is_the_server_tracked(
+    two_servers: tuple[RedisServer, RedisServer], key_strategy: KeyStrategy
+) -> None:
+    real, decoy = two_servers
+    pool = redis.asyncio.ConnectionPool(host="127.0.0.1", port=real.port)
+    writer = redis.Redis(host="127.0.0.1", port=real.port)
+    other = RedisDeviceMetadataRepository(writer, key_strategy=key_strategy)
+    client = CacheServiceClient(
+        host="127.0.0.1",
+        port=decoy.port,
+        connection_pool=pool,
+        near_cache_size=100,
+        key_strategy=key_strategy,
+    )
+    try:
+        other.put(meta("a", datatype_name="old"))
+        assert (await client.get_device_metadata("a")).datatype_name == "old"
+        cache = client.container.near_cache()
+        assert isinstance(cache, NearCache)
+        assert cache.tracking.endpoints == (("127.0.0.1", real.port),)
+        assert cache.wait_connected(5.0)
+        assert (await client.get_device_metadata("a")).datatype_name == "old"
+        assert (await client.get_device_metadata("a")).datatype_name == "old"
+        assert cache.stats().hits >= 1
+        other.put(meta("a", datatype_name="new"))
+        wait_for_invalidations(cache, writer, key_strategy)
+        assert (await client.get_device_metadata("a")).datatype_name == "new"
+        # The sync calls read from the settings' address (the decoy), which the cache does
+        # not hear: they are not near-cached, so they never serve what the decoy held.
+        decoy_writer = redis.Redis(host="127.0.0.1", port=decoy.port)
+        decoy_repo = RedisDeviceMetadataRepository(decoy_writer, key_strategy=key_strategy)
+        decoy_repo.put(meta("a", datatype_name="decoy-1"))
+        assert client.get_device_metadata_sync("a").datatype_name == "decoy-1"
+        decoy_repo.put(meta("a", datatype_name="decoy-2"))
+        assert client.get_device_metadata_sync("a").datatype_name == "decoy-2"
+        decoy_writer.close()
+    finally:
+        await client.aclose()
+        writer.close()
+        await pool.disconnect()
+
+
+def test_a_pool_whose_server_cannot_be_named_is_refused_with_a_near_cache() -> None:
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", 1)])
+    pool = redis.sentinel.SentinelConnectionPool("mymaster", sentinel)
+    with pytest.raises(ConfigurationError, match="connection_pool and near_cache_size"):
+        CacheServiceClient(connection_pool=pool, near_cache_size=10)
+    CacheServiceClient(connection_pool=pool).close()  # without a near cache: fine
+
+
+def test_flushdb_and_flushall_flush_the_cache_and_swapdb_is_not_reported(
+    key_strategy: KeyStrategy,
+) -> None:
+    """What docs/near-cache.md claims about whole-database commands.
+
+    FLUSHDB and FLUSHALL arrive as one report that drops everything; SWAPDB arrives as none
+    (Redis renames no key, so tracking has nothing to report), and only a flush of the cache
+    by its owner drops what the swapped-out database held.
+    """
+    server = RedisServer(server_binary())  # of its own: these commands hit every key
+    server.start()
+    raw = redis.Redis(port=server.port)
+    other_db = redis.Redis(port=server.port, db=1)
+    settings = settings_from_url(server.url)
+    cache = NearCache(100, build_tracking(settings, key_strategy))
+    repo = NearCachedDeviceMetadataRepository(
+        RedisDeviceMetadataRepository(raw, key_strategy=key_strategy), cache
+    )
+    try:
+        assert cache.wait_connected(5.0)
+        for flush in (raw.flushdb, raw.flushall):
+            repo.wrapped.put(meta("a"))
+            wait_for_invalidations(cache, raw, key_strategy)
+            assert repo.get("a") is repo.get("a")  # cached
+            flushes = cache.stats().flushes
+            flush()
+            wait_for_invalidations(cache, raw, key_strategy)
+            assert cache.stats().flushes == flushes + 1
+            with pytest.raises(DeviceNotFoundError):
+                repo.get("a")
+        repo.wrapped.put(meta("a", datatype_name="db0"))
+        RedisDeviceMetadataRepository(other_db, key_strategy=key_strategy).put(
+            meta("a", datatype_name="db1")
+        )
+        wait_for_invalidations(cache, raw, key_strategy)
+        assert repo.get("a").datatype_name == "db0"
+        flushes = cache.stats().flushes
+        command(raw, "SWAPDB", 0, 1)
+        wait_for_invalidations(cache, raw, key_strategy)
+        assert repo.wrapped.get("a").datatype_name == "db1"  # what Redis holds now
+        assert repo.get("a").datatype_name == "db0"  # the limit: no report, no flush
+        assert cache.stats().flushes == flushes
+        cache.flush()  # what the docs tell whoever runs SWAPDB to do
+        assert repo.get("a").datatype_name == "db1"
+    finally:
+        cache.close()
+        raw.close()
+        other_db.close()
+        server.stop()
 
 
 def test_batch_reads_fetch_only_what_is_not_cached(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -392,10 +392,107 @@ def test_reindex_marks_a_fresh_bucket_and_unindexes_gone_keys(
     redis_client: redis.Redis, key_strategy: KeyStrategy
 ) -> None:
     redis_client.set(key_strategy.device_key("a"), b"{}")
-    rows = [("a", "t", score_at(0)), ("gone", "t", score_at(0))]
+    rows = [
+        ("a", "t", score_at(0), lua.value_digest(b"{}")),
+        ("gone", "t", score_at(0), lua.value_digest(b"{}")),
+    ]
     device_keys = (key_strategy.device_key("a"), key_strategy.device_key("gone"))
     changed = run(redis_client, key_strategy, lua.REINDEX, lua.reindex_args(rows), device_keys)
     assert changed == 1
     assert redis_client.get(key_strategy.layout_key()) == b"2"
     assert redis_client.zrange(key_strategy.by_time_index(), 0, -1) == [b"a"]
     assert run(redis_client, key_strategy, lua.REINDEX, lua.reindex_args(rows), device_keys) == 0
+
+
+def test_reindex_leaves_alone_a_device_written_after_the_repair_read_it(
+    repo: RedisDeviceMetadataRepository, redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    # a repair read "a" (datatype t, at 0 ms); a put of a newer value (datatype h, at
+    # 10 ms) landed before REINDEX ran with what was read. REINDEX must not put the stale
+    # datatype and time back into the indexes.
+    old = device("a", "t", ms=0)
+    repo.put(old)
+    read = redis_client.get(key_strategy.device_key("a"))
+    assert read is not None
+    repo.put(device("a", "h", ms=10))
+    row = ("a", "t", score_at(0), lua.value_digest(read))
+    changed = run(
+        redis_client,
+        key_strategy,
+        lua.REINDEX,
+        lua.reindex_args([row]),
+        (key_strategy.device_key("a"),),
+    )
+    assert changed == 0
+    assert redis_client.zscore(key_strategy.by_time_index(), "a") == score_at(10)
+    assert redis_client.hgetall(key_strategy.types_index()) == {b"t": b"1", b"h": b"2"}
+    assert redis_client.zscore(key_strategy.by_type_index(), "a") == 2 * 2 + 1
+    assert redis_client.zscore(key_strategy.datatype_time_index(1), "a") is None
+    assert redis_client.zscore(key_strategy.datatype_time_index(2), "a") == score_at(10)
+    # if_newer still compares against the newer value: a late older update is refused.
+    assert repo.put(device("a", "t", ms=5), if_newer=True) is False
+    assert repo.get("a").last_updated == device("a", ms=10).last_updated
+    # The value read again (the same bytes): REINDEX does its work.
+    redis_client.zrem(key_strategy.by_time_index(), "a")
+    now = redis_client.get(key_strategy.device_key("a"))
+    assert now is not None
+    row = ("a", "h", score_at(10), lua.value_digest(now))
+    args = lua.reindex_args([row])
+    assert run(redis_client, key_strategy, lua.REINDEX, args, (key_strategy.device_key("a"),)) == 1
+    assert redis_client.zscore(key_strategy.by_time_index(), "a") == score_at(10)
+
+
+@pytest.mark.parametrize(("descending", "before_max"), [(False, 6), (True, 4)])
+def test_a_time_walk_resumes_exactly_after_a_score_of_fifteen_digits(
+    descending: bool,
+    before_max: int,
+    repo: RedisDeviceMetadataRepository,
+    redis_client: redis.Redis,
+    key_strategy: KeyStrategy,
+) -> None:
+    # Lua prints numbers with %.14g. The score of a last_updated near datetime.max
+    # has 15 digits: a cursor at a deleted device was rounded past its neighbour (up walking
+    # up, down walking down), and the neighbour was skipped.
+    base = datetime.max.replace(tzinfo=timezone.utc) - timedelta(milliseconds=before_max)
+    a, b = at_ms("a", "t", True, 0, base=base), at_ms("b", "t", True, 1, base=base)
+    repo.put_many([a, b])
+    score_a, score_b = (score_of(datetime_to_ms(m.last_updated), True) for m in (a, b))
+    gone, kept, cursor = ("b", "a", score_b) if descending else ("a", "b", score_a)
+    rounded = float(f"{cursor:.14g}")
+    assert rounded < score_a if descending else rounded > score_b  # where %.14g went wrong
+    repo.delete(gone)
+    args = lua.time_range_args(
+        datatype_id=None,
+        lo=None,
+        hi=None,
+        after=(cursor, gone),
+        want=10,
+        descending=descending,
+        persist=None,
+    )
+    got = lua.parse_time_range(run(redis_client, key_strategy, lua.TIME_RANGE, args))
+    assert [entry[0] for entry in got.entries] == [kept]
+
+
+def test_info_goes_on_where_its_budget_ran_out(
+    redis_client: redis.Redis, key_strategy: KeyStrategy
+) -> None:
+    # from each end, a call examines at most its budget and says where to go on.
+    repo = RedisDeviceMetadataRepository(redis_client, key_strategy=key_strategy, ttl=0.05)
+    repo.put_many([device(f"old{i}", ms=i) for i in range(5)])
+    repo.put_many([device(f"new{i}", ms=100 + i) for i in range(5)])
+    repo.ttl = None
+    repo.put(device("mid", ms=50))
+    time.sleep(0.1)
+    got = lua.parse_info(run(redis_client, key_strategy, lua.INFO, lua.info_args(budget=3)))
+    assert (got.devices, got.lowest, got.highest) == (1, None, None)
+    assert got.low_next is not None
+    assert got.high_next is not None
+    assert lua.text(got.low_next[1]) == "old2"
+    assert lua.text(got.high_next[1]) == "new2"
+    args = lua.info_args(budget=3, low=got.low_next, high=got.high_next)
+    got = lua.parse_info(run(redis_client, key_strategy, lua.INFO, args))
+    assert got == lua.InfoReply(1, score_at(50), score_at(50))
+    args = lua.info_args(budget=100, search_low=False, high=(score_at(50), "mid"))
+    got = lua.parse_info(run(redis_client, key_strategy, lua.INFO, args))
+    assert got == lua.InfoReply(1, None, None)  # nothing live before "mid"

@@ -414,6 +414,30 @@ def test_count() -> None:
     assert ops == [call(lua.COUNT)]
 
 
+def test_info_goes_on_where_a_call_ran_out_of_budget() -> None:
+    # The first call found no live entry within its budget at either end: the flow asks again
+    # from the (score, id) each end stopped at, and again, until an answer at each end.
+    low, high = score(WHEN, persist=False), score(WHEN + timedelta(days=1))
+    result, ops = run_flow(
+        flows.info(ctx()),
+        [
+            [5, None, None, [b"10", b"x"], [b"90", b"y"]],
+            [4, None, str(high).encode(), [b"20", b"z"], None],
+            [3, str(low).encode(), None, None, None],
+            {"used_memory": 1},
+        ],
+    )
+    assert ops == [
+        call(lua.INFO, flows.INFO_BUDGET, "", "", "", ""),
+        call(lua.INFO, flows.INFO_BUDGET, b"10", b"x", b"90", b"y"),
+        call(lua.INFO, flows.INFO_BUDGET, b"20", b"z", lua.INFO_DONE, ""),
+        Command(("INFO", "memory"), broadcast=True),
+    ]
+    assert result.total_devices == 5  # the first call's count
+    assert result.oldest_entry_timestamp == WHEN
+    assert result.newest_entry_timestamp == WHEN + timedelta(days=1)
+
+
 def test_info() -> None:
     # The script answers the lowest and highest time score: ms * 2 + persist.
     oldest, newest = score(WHEN, persist=False), score(WHEN + timedelta(days=1), persist=True)
@@ -421,7 +445,7 @@ def test_info() -> None:
         flows.info(ctx()), [[3, str(oldest).encode(), str(newest).encode()], {"used_memory": 123}]
     )
     assert ops == [
-        call(lua.INFO, flows.INFO_BUDGET),
+        call(lua.INFO, flows.INFO_BUDGET, "", "", "", ""),
         Command(("INFO", "memory"), broadcast=True),
     ]
     assert result.total_devices == 3
@@ -1402,9 +1426,11 @@ def test_repair_moves_a_layout_1_cache_then_reindexes_and_sweeps_the_indexes() -
             "a",
             "temp",
             score(persist=True),
+            lua.value_digest(encoded("a")),
             "c",
             "temp",
             score(persist=False),
+            lua.value_digest(encoded("c", persist=False)),
             keys=["device:a", "device:c"],
         ),
         ScanBatch("device:*", 17, flows.SCAN_COUNT),
@@ -1873,7 +1899,9 @@ def test_bucketed_count_and_info_sum_over_the_buckets() -> None:
             {"node-1": {"used_memory": 10}, "node-2": {"used_memory": 5}},
         ],
     )
-    assert ops[0] == Pipeline(tuple(bucket_call(lua.INFO, b, flows.INFO_BUDGET) for b in range(4)))
+    assert ops[0] == Pipeline(
+        tuple(bucket_call(lua.INFO, b, flows.INFO_BUDGET, "", "", "", "") for b in range(4))
+    )
     assert result.total_devices == 3
     assert result.oldest_entry_timestamp == WHEN
     assert result.newest_entry_timestamp == WHEN + timedelta(days=1)
@@ -1908,8 +1936,12 @@ def test_bucketed_repair_moves_scans_every_bucket_and_reindexes_per_bucket() -> 
     assert len({slot(str(k)) for k in delete.args[1:]}) == 1
     assert ops[scan + 2] == Pipeline(
         (
-            bucket_call(lua.REINDEX, 3, a3, "temp", score(), keys=[key(a3)]),
-            bucket_call(lua.REINDEX, 0, a0, "temp", score(), keys=[key(a0)]),
+            bucket_call(
+                lua.REINDEX, 3, a3, "temp", score(), lua.value_digest(encoded(a3)), keys=[key(a3)]
+            ),
+            bucket_call(
+                lua.REINDEX, 0, a0, "temp", score(), lua.value_digest(encoded(a0)), keys=[key(a0)]
+            ),
         )
     )
     hlens = [op for op in ops if isinstance(op, Command) and op.args[0] == "HLEN"]

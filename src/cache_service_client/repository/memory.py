@@ -110,9 +110,23 @@ class _Indexed:
         deadline: When its value expires (``expires_at``; ``_NEVER`` without a TTL), or
             ``_GONE`` when the value is gone: the device is live while ``now <= deadline``.
         size: What it counts in ``memory_usage_bytes`` (key bytes + value length; 0 when gone).
+        expires: What the expiry index holds for it (``_NEVER``: no entry): the ``expires_at``
+            of the value the library last wrote. Like Redis's expiry index, it follows writes
+            through the library only: a value deleted or replaced behind the indexes' back
+            leaves it as it was, so the device is still counted until then (or until a repair).
     """
 
-    __slots__ = ("datatype", "deadline", "device_id", "key", "persist", "score", "size", "timed")
+    __slots__ = (
+        "datatype",
+        "deadline",
+        "device_id",
+        "expires",
+        "key",
+        "persist",
+        "score",
+        "size",
+        "timed",
+    )
 
     def __init__(
         self, device_id: str, key: str, datatype: str, score: int, deadline: int, size: int
@@ -125,6 +139,7 @@ class _Indexed:
         self.timed = _time_key(score, device_id)
         self.deadline = deadline
         self.size = size
+        self.expires = _NEVER
 
 
 def _time_key(score: int, device_id: str = "") -> _Timed:
@@ -199,17 +214,21 @@ class _Keyspace:
       and all, by ``(score, id)`` (:func:`_time_key`), as the Redis indexes keep them; the
       persist flag is the score's parity, checked on the walk. So the common write, a device
       reporting a newer ``last_updated``, moves two entries there and none in the id orders;
-    * ``expiry``: the ``expires_at`` of the indexed devices whose value has a TTL (an int per
-      device), and ``expiring``: the ids per ``expires_at``;
+    * ``expiry``: the expiry index, as Redis keeps it: the ``expires_at`` (``_Indexed.expires``)
+      of the indexed devices the library wrote with a TTL (an int per device), and
+      ``expiring``: the ids per ``expires_at``;
     * ``indexed``: per indexed id, its :class:`_Indexed` entry;
-    * ``gone``: the indexed ids whose value was removed behind the indexes' back (with
-      ``inject_raw(id, None)``, or found expired and deleted by a read);
+    * ``gone``: the indexed ids whose value is gone (deadline ``_GONE``);
     * ``memory``: the sum of the sizes of the indexed devices (``memory_usage_bytes`` once
       the expired ones are removed).
 
     Invariant: an indexed device's value is in ``data`` with the deadline its entry says, or it
-    is in ``gone`` (deadline ``_GONE``, size 0, not in ``expiry``). So the live devices are the
-    indexed ones minus ``gone`` minus those ``expiry`` says have expired.
+    is gone (deadline ``_GONE``, size 0: removed behind the indexes' back with
+    ``inject_raw(id, None)``, or found expired and deleted by a read). The expiry index
+    follows the library's writes only, so the count is Redis's: the indexed devices minus those
+    the expiry index says have expired; a device whose value was deleted behind the indexes'
+    back counts until its indexed expiry passes or a repair removes it, as in Redis. Reads
+    skip gone devices (their deadline has passed) without removing them.
     """
 
     __slots__ = (
@@ -253,8 +272,16 @@ class _Keyspace:
         self.memory = 0
 
     def count(self, now: int) -> int:
-        """How many indexed devices are live at ``now``, in O(log N)."""
-        return len(self.index) - len(self.gone) - self.expiry.bisect_left(now)  # expires_at < now
+        """How many devices Redis counts at ``now`` (see the class), in O(log N)."""
+        return len(self.index) - self.expiry.bisect_left(now)  # expires_at < now
+
+    def all_live(self, now: int) -> bool:
+        """Whether every indexed device is live at ``now`` (none gone or expired), in O(log N).
+
+        A value's TTL is only ever set by a write through the library, which writes the
+        expiry index with it: so a device is dead exactly when it is gone or expired there.
+        """
+        return not self.gone and not self.expiry.bisect_left(now)
 
     def _expire_at(self, device_id: str, at: int) -> None:
         """Add a device to the expiry index."""
@@ -301,32 +328,33 @@ class _Keyspace:
                 for which in _time_orders(datatype):
                     _add(self.by_time, which, timed)
             m.datatype, m.score, m.persist, m.timed = datatype, score, persist, timed
+        # A write through the library writes the expiry index with the value.
+        expires = _deadline(entry)
+        if expires != m.expires:
+            if m.expires < _NEVER:
+                self._unexpire(device_id, m.expires)
+            if expires < _NEVER:
+                self._expire_at(device_id, expires)
+            m.expires = expires
         self.value_changed(device_id, entry)
 
     def value_changed(self, device_id: str, entry: _Entry | None) -> None:
         """Record that an indexed device's value is now ``entry`` (None: gone).
 
-        Its index entries stay; its deadline, size and expiry entry follow the value. Does
-        nothing for a device that is not indexed.
+        Its index entries (the expiry index's too) stay; its deadline and size follow the
+        value. Does nothing for a device that is not indexed.
         """
         m = self.indexed.get(device_id)
         if m is None:
             return
-        deadline = _GONE if entry is None else _deadline(entry)
-        if deadline != m.deadline:
-            if _GONE < m.deadline < _NEVER:
-                self._unexpire(device_id, m.deadline)
-            if _GONE < deadline < _NEVER:
-                self._expire_at(device_id, deadline)
-            m.deadline = deadline
-        self.memory -= m.size
+        m.deadline = _GONE if entry is None else _deadline(entry)
         if entry is None:
-            m.size = 0
             self.gone.add(device_id)
         else:
-            m.size = _size(m.key, entry)
-            self.memory += m.size
             self.gone.discard(device_id)
+        self.memory -= m.size
+        m.size = 0 if entry is None else _size(m.key, entry)
+        self.memory += m.size
 
     def unindex(self, device_id: str) -> _Indexed | None:
         """Remove a device's index entries, in O(log N); return what they were, or None."""
@@ -337,8 +365,8 @@ class _Keyspace:
             _remove(self.by_id, which, device_id)
         for which in _time_orders(m.datatype):
             _remove(self.by_time, which, m.timed)
-        if _GONE < m.deadline < _NEVER:
-            self._unexpire(device_id, m.deadline)
+        if m.expires < _NEVER:
+            self._unexpire(device_id, m.expires)
         self.gone.discard(device_id)
         self.memory -= m.size
         return m
@@ -496,14 +524,16 @@ class InMemoryDeviceMetadataRepository:
         return entry
 
     def _prune(self, device_ids: Iterable[str], now: int) -> None:
-        """Remove the index entries of those of ``device_ids`` that are dead at ``now``.
+        """Remove the index entries of ``device_ids`` the expiry index says have expired.
 
-        Dead: the value is gone or has expired (an expired value is deleted too).
+        Expired at ``now``; an expired value is deleted too. As Redis's writers do: an entry
+        whose value was deleted behind the indexes' back stays (and counts) until its indexed
+        expiry passes, or until :meth:`repair`.
         """
         ks = self._ks
         for device_id in device_ids:
             m = ks.indexed.get(device_id)
-            if m is None or m.deadline >= now:
+            if m is None or m.expires >= now:
                 continue
             ks.unindex(device_id)
             entry = self._data.get(m.key)
@@ -522,16 +552,20 @@ class InMemoryDeviceMetadataRepository:
     def _end_score(self, order: SortedList[_Timed], now: int, reverse: bool) -> int | None:
         """The lowest (highest if ``reverse``) score of a live device of ``order``, or None.
 
-        Dead entries met at that end are pruned (amortised O(log N)).
+        Expired entries met at that end are pruned (amortised O(log N)); entries whose value
+        is gone behind the indexes' back are skipped, as Redis's info script skips them.
         """
         indexed = self._ks.indexed
-        while order:
-            device_id = (order[-1] if reverse else order[0])[_SCORE_DIGITS:]
-            m = indexed[device_id]
+        dead: list[str] = []
+        found: int | None = None
+        for timed in reversed(order) if reverse else iter(order):
+            m = indexed[timed[_SCORE_DIGITS:]]
             if m.deadline >= now:
-                return m.score
-            self._prune([device_id], now)
-        return None
+                found = m.score
+                break
+            dead.append(m.device_id)
+        self._prune(dead, now)
+        return found
 
     def _decode(self, key: str, entry: _Entry, device_id: str) -> DeviceMetadata:
         if isinstance(entry.value, str):
@@ -548,7 +582,10 @@ class InMemoryDeviceMetadataRepository:
 
         Args:
             device_id: Whose key to write.
-            value: The raw bytes (for ``redis_type="string"``); None deletes the key.
+            value: The raw bytes (for ``redis_type="string"``); None deletes the key, as a
+                ``DEL`` by another client does: the index entries stay, and the device is
+                still counted (``count``, ``info``, a query's total) until its indexed expiry
+                passes or :meth:`repair` removes them.
             redis_type: ``"string"``, or one of ``list set zset hash stream`` to simulate a key
                 of the wrong type.
 
@@ -692,7 +729,7 @@ class InMemoryDeviceMetadataRepository:
             now = self._now_ms()
             ks = self._ks
             index = ks.index
-            if skip and matches is None and ks.count(now) == len(index):
+            if skip and matches is None and ks.all_live(now):
                 start = index.bisect_left(prefix) + skip
                 stop = len(index) if end is None else index.bisect_left(end)
                 if limit is not None:
@@ -895,7 +932,12 @@ class InMemoryDeviceMetadataRepository:
             ks = self._ks
             now = self._now_ms()
             dead = [device_id for device_id, m in ks.indexed.items() if m.deadline < now]
-            self._prune(dead, now)
+            for device_id in dead:
+                m = ks.unindex(device_id)
+                assert m is not None
+                entry = self._data.get(m.key)
+                if entry is not None and entry.expires_at is not None and now > entry.expires_at:
+                    del self._data[m.key]
             orphans = len(dead)
             scanned = indexed = 0
             corrupted: list[str] = []

@@ -204,6 +204,16 @@ class NearCache:
         return self._size
 
     @property
+    def tracking(self) -> Tracking:
+        """How this cache reaches the servers it tracks."""
+        return self._tracking
+
+    def tracked_endpoints(self) -> tuple[Endpoint, ...]:
+        """The servers tracked now (on a cluster, every primary; through Sentinel, the master)."""
+        with self._lock:
+            return tuple(link._endpoint for link in self._links)
+
+    @property
     def connected(self) -> bool:
         """Whether every tracking connection is up (entries are cached only then)."""
         return self._connected

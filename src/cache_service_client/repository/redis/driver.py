@@ -85,6 +85,28 @@ _SCRIPT_ACL_DENIALS = (
 )
 
 
+def _from_redis_py(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside redis-py (its innermost frame is in a redis module)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module == "redis" or module.startswith("redis.")
+
+
+def _cluster_slip(exc: Exception) -> bool:
+    """redis-py's cluster client failing on a node it does not know (its issue #4015).
+
+    A read of a key already migrated to a primary that owns no slot yet (the first reshard
+    onto a new node) is redirected there with ASK; redis-py looks the node up in its map,
+    finds nothing and raises ``AttributeError`` on None. Retrying is right: once the slot is
+    the new node's, redis-py follows MOVED and maps the node.
+    """
+    return isinstance(exc, AttributeError) and _from_redis_py(exc)
+
+
 def _where(op: Op | None) -> str:
     if isinstance(op, Command):
         return f" (key {op.key!r})" if op.key else f" ({op.args[0]!s})"
@@ -97,7 +119,12 @@ def translate_error(exc: Exception, op: Op | None = None) -> CacheServiceError:
     """Map a redis-py exception to this library's hierarchy, chained to the original."""
     message = _SCRIPT_PLACE.sub("", str(exc), count=1)
     error: CacheServiceError
-    if isinstance(exc, rex.NoPermissionError) or (
+    if isinstance(exc, AttributeError):  # only what _cluster_slip lets through
+        error = BackendConnectionError(
+            f"Redis Cluster redirected{_where(op)} to a node the client has not mapped yet "
+            f"(a slot moving to a new primary; redis-py issue #4015): {message}"
+        )
+    elif isinstance(exc, rex.NoPermissionError) or (
         isinstance(exc, rex.ResponseError)
         and (
             message.startswith("NOPERM")
@@ -245,6 +272,10 @@ class SyncRedisDriver:
                 reply, error = self._execute(op), None
             except DRIVER_ERRORS as exc:
                 reply, error = None, translate_error(exc, op)
+            except AttributeError as exc:
+                if not (self._cluster and _cluster_slip(exc)):
+                    raise
+                reply, error = None, translate_error(exc, op)
 
     def _execute(self, op: Op) -> Any:
         if isinstance(op, Command):
@@ -337,6 +368,10 @@ class AsyncRedisDriver:
             try:
                 reply, error = await self._execute(op), None
             except DRIVER_ERRORS as exc:
+                reply, error = None, translate_error(exc, op)
+            except AttributeError as exc:
+                if not (self._cluster and _cluster_slip(exc)):
+                    raise
                 reply, error = None, translate_error(exc, op)
 
     async def _execute(self, op: Op) -> Any:

@@ -702,20 +702,47 @@ def _info_number(info: dict[str, Any], name: str) -> int:
 
 
 def info(ctx: FlowContext) -> Flow[CacheInfo]:
-    """Count, oldest and newest entry from the indexes; memory from INFO memory."""
-    replies = yield from _each(
-        [_script(ctx, lua.INFO, b, (), (INFO_BUDGET,)) for b in range(ctx.keys.buckets)]
-    )
+    """Count, oldest and newest entry from the indexes; memory from INFO memory.
+
+    Each INFO call examines at most :data:`INFO_BUDGET` entries from each end of a bucket's
+    time index; a bucket whose oldest (or newest) entries are all expired past that budget is
+    asked again from where its call stopped, until a live entry or the end of the index.
+    """
     total = 0
     lowest: int | None = None
     highest: int | None = None
-    for reply in replies:
-        got = lua.parse_info(reply)
-        total += got.devices
-        if got.lowest is not None:
-            lowest = got.lowest if lowest is None else min(lowest, got.lowest)
-        if got.highest is not None:
-            highest = got.highest if highest is None else max(highest, got.highest)
+    # Per bucket still searching: where to go on from at each end (None: the end is done).
+    pending: dict[int, tuple[tuple[Any, Any] | None, tuple[Any, Any] | None]] = {}
+    first = True
+    while first or pending:
+        buckets = list(range(ctx.keys.buckets)) if first else sorted(pending)
+        calls: list[Op] = []
+        for b in buckets:
+            if first:
+                args = lua.info_args(budget=INFO_BUDGET)
+            else:
+                low, high = pending[b]
+                args = lua.info_args(
+                    budget=INFO_BUDGET,
+                    low=low,
+                    high=high,
+                    search_low=low is not None,
+                    search_high=high is not None,
+                )
+            calls.append(_script(ctx, lua.INFO, b, (), args))
+        replies = yield from _each(calls)
+        pending = {}
+        for b, reply in zip(buckets, replies, strict=True):
+            got = lua.parse_info(reply)
+            if first:  # later calls count again; the first count is the one reported
+                total += got.devices
+            if got.lowest is not None:
+                lowest = got.lowest if lowest is None else min(lowest, got.lowest)
+            if got.highest is not None:
+                highest = got.highest if highest is None else max(highest, got.highest)
+            if got.low_next is not None or got.high_next is not None:
+                pending[b] = (got.low_next, got.high_next)
+        first = False
     memory = yield Command(("INFO", "memory"), broadcast=True)
     return CacheInfo(
         total_devices=total,
@@ -763,7 +790,10 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
     makes the new ones. Scans the keyspace for device keys (``SCAN MATCH``, every primary of a
     cluster), reads them in batches and makes their index entries agree (REINDEX); then sweeps
     every index of every bucket and removes entries whose device is gone (SWEEP). Safe to run
-    while the cache is in use (queries may miss devices not yet reindexed while it runs).
+    while the cache is in use (queries may miss devices not yet reindexed while it runs): REINDEX
+    gets the SHA-1 of each value read and leaves alone a device whose value changed since the
+    read (the write that changed it indexed it), so that a stale read never goes into the
+    indexes.
     """
     keys = ctx.keys
     scanned = indexed = orphans = 0
@@ -784,7 +814,16 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
             except ValueError:
                 corrupted.append(key)  # written by another tool under an invalid id
         if ids:
-            result = yield from get_many(ctx, ids)
+            read_keys = keys.device_keys(ids)
+            raws = yield from _mget(ctx, read_keys)
+            result = yield from _decoded(ctx, read_keys, raws, ids)
+            # REINDEX gets the digest of each value read, and leaves alone a device whose
+            # value changed since (a write between the read and the script indexed it).
+            digests = {
+                device_id: lua.value_digest(raw)
+                for device_id, raw in zip(ids, raws, strict=True)
+                if raw is not None
+            }
             scanned += len(ids)
             corrupted += [error.key for error in result.corrupted.values()]
             found = list(result.found.values())
@@ -796,6 +835,7 @@ def repair(ctx: FlowContext) -> Flow[RepairReport]:
                         m.device_id,
                         m.datatype_id,
                         score_of(datetime_to_ms(m.last_updated), m.persist),
+                        digests[m.device_id],
                     )
                     for m in chosen
                 )

@@ -30,6 +30,7 @@ behind the library's back).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from importlib.resources import files
@@ -42,6 +43,7 @@ __all__ = [
     "DELETE",
     "FETCH_COST_RATIO",
     "INFO",
+    "INFO_DONE",
     "LAYOUT_VERSION",
     "PRUNE_PER_WRITE",
     "PUT",
@@ -58,6 +60,7 @@ __all__ = [
     "SweepReply",
     "TimeRangeReply",
     "TimeSetReply",
+    "info_args",
     "parse_info",
     "parse_range",
     "parse_sweep",
@@ -71,6 +74,7 @@ __all__ = [
     "texts",
     "time_range_args",
     "time_set_args",
+    "value_digest",
 ]
 
 #: Expired index entries a put with a TTL removes from its bucket, at most, with its writes.
@@ -380,26 +384,76 @@ def parse_time_set(reply: Any) -> TimeSetReply:
     return TimeSetReply(int(in_range), bool(int(whole)), texts(ids), last, list(values))
 
 
+#: An end of the time index INFO is not to search again (its answer is known).
+INFO_DONE = "done"
+
+
+def info_args(
+    *,
+    budget: int,
+    low: tuple[Arg, Arg] | None = None,
+    high: tuple[Arg, Arg] | None = None,
+    search_low: bool = True,
+    search_high: bool = True,
+) -> tuple[Arg, ...]:
+    """INFO: the entries to examine from each end, and where to go on from at each end.
+
+    ``low`` / ``high``: the (score, id) an earlier call examined last at that end (None: from
+    the end itself); ``search_low`` / ``search_high`` False: leave that end out.
+    """
+    args: list[Arg] = [budget]
+    for search, resume in ((search_low, low), (search_high, high)):
+        if not search:
+            args += [INFO_DONE, ""]
+        elif resume is None:
+            args += ["", ""]
+        else:
+            args += resume
+    return tuple(args)
+
+
 class InfoReply(NamedTuple):
-    """INFO's reply: the bucket's live devices, and its lowest and highest live time score."""
+    """INFO's reply: the bucket's live devices, and its lowest and highest live time score.
+
+    ``low_next`` / ``high_next``: when that end's budget ran out before it found a live entry
+    or the end of the index, the (score, id) to go on from (its score is then None).
+    """
 
     devices: int
     lowest: int | None
     highest: int | None
+    low_next: tuple[Bound, Bound] | None = None
+    high_next: tuple[Bound, Bound] | None = None
+
+
+def _resume(value: Any) -> tuple[Bound, Bound] | None:
+    return None if not value else (value[0], value[1])
 
 
 def parse_info(reply: Any) -> InfoReply:
     """Parse an INFO reply."""
-    devices, low, high = reply
+    devices, low, high, *rest = reply
+    low_next, high_next = [*rest, None, None][:2]
     return InfoReply(
         int(devices),
         None if low is None else int(text(low)),
         None if high is None else int(text(high)),
+        _resume(low_next),
+        _resume(high_next),
     )
 
 
-def reindex_args(devices: Iterable[tuple[str, str, int]]) -> tuple[Arg, ...]:
-    """REINDEX: (id, datatype, score) of each device a repair read."""
+def value_digest(value: bytes | str) -> str:
+    """The SHA-1 of a stored value in hex, as the server's ``redis.sha1hex`` gives it."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
+def reindex_args(devices: Iterable[tuple[str, str, int, str]]) -> tuple[Arg, ...]:
+    """REINDEX: (id, datatype, score, :func:`value_digest` of the value) of each device read.
+
+    REINDEX leaves a device alone whose value is no longer the one read.
+    """
     return tuple(part for device in devices for part in device)
 
 

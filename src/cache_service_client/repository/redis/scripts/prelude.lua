@@ -173,7 +173,8 @@ end
 -- none in `skip`), each as {id, its datatype number or false}.
 local function expired_entries(now, limit, skip)
   local found = {}
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now, 'LIMIT', 0, limit)
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('(%d', now), 'LIMIT',
+    0, limit)
   for _, id in ipairs(ids) do
     if not skip[id] and not alive(id) then
       local number = placed(id)
@@ -316,7 +317,8 @@ local function score_bound(x)
   return tonumber(x)
 end
 local function alive_count(now)
-  return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. now)
+  return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf',
+    string.format('(%d', now))
 end
 -- The first rank in [first, last) of sorted set `key` whose member is greater than `x` (when
 -- `after`) or not less, where ranks [first, last) hold members of one score `score`, ordered
@@ -335,9 +337,13 @@ local function rank_in_block(key, first, last, score, x, after)
   end
   return first
 end
--- Ranks [first, last) of the members of sorted set `key` with score `score`.
+-- Ranks [first, last) of the members of sorted set `key` with score `score` (a whole number).
+-- The bound goes to ZCOUNT as exact text: Lua turns a number into text with `%.14g` (so does
+-- redis.call with a number argument), which rounds scores of 15 digits or more (a last_updated
+-- after the year 3554 or before 386).
 local function block(key, score)
-  return redis.call('ZCOUNT', key, '-inf', '(' .. score), redis.call('ZCOUNT', key, '-inf', score)
+  local text = string.format('%d', score)
+  return redis.call('ZCOUNT', key, '-inf', '(' .. text), redis.call('ZCOUNT', key, '-inf', text)
 end
 -- A rank range [start, stop) of `key` as its members in walk order, at most `count` of them
 -- from the walk's start; and whether the range goes on beyond them.

@@ -1,6 +1,8 @@
 -- The reindex script (cache_service_client.repository.redis.lua.REINDEX).
--- Make the indexes agree with values read by a repair. ARGV[3..]: (id, datatype, score) per
--- device in KEYS[7..]. A key that is gone by now is unindexed instead.
+-- Make the indexes agree with values read by a repair. ARGV[3..]: (id, datatype, score, SHA-1
+-- of the value read, in hex) per device in KEYS[7..]. A key that is gone by now is unindexed
+-- instead; a key that holds another value by now (written after the repair read it) is left
+-- alone: the write that changed it indexed it, and what the repair read is stale.
 -- Returns how many devices needed a change.
 local fresh_bucket = unversioned()
 check_fixed_keys()
@@ -9,12 +11,16 @@ local now = now_ms()
 local numbers, plan = new_numbers(), {}
 -- Reads.
 for i = 1, n do
-  local base = 3 * i
-  local id, dt, score_arg = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local base = 4 * i - 1
+  local id, dt, score_arg, digest = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   local score = tonumber(score_arg)
   local key = KEYS[6 + i]
   local old, old_persist = placed(id)
-  if redis.call('EXISTS', key) == 1 then
+  -- pcall: a key of another type by now is not the value read either.
+  local value = redis.pcall('GET', key)
+  if value and (type(value) ~= 'string' or redis.sha1hex(value) ~= digest) then
+    plan[i] = {stale = true}
+  elseif value then
     local pttl = redis.call('PTTL', key)
     local at = 0
     if pttl > 0 then at = now + pttl end
@@ -42,7 +48,9 @@ local changed = 0
 local writes = new_writes(n)
 for i = 1, n do
   local p = plan[i]
-  if p.gone then
+  if p.stale then
+    -- Left alone (see above).
+  elseif p.gone then
     unindex(writes, p.id, p.old)
   elseif p.write then
     if fresh_bucket then
