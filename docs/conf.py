@@ -84,6 +84,7 @@ nitpick_ignore = [
         "TracerProvider",
         # The dependencies' (runtime and extras), as annotations and docstrings name them.
         "dependency_injector.containers.DeclarativeContainer",
+        "dependency_injector.providers.Object",
         "fastapi.params.Depends",
         "httpx.AsyncClient",
         "httpx.Client",

@@ -17,6 +17,8 @@ from typing import Any
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
@@ -320,12 +322,12 @@ def _cluster_discovery(
     def discover() -> tuple[tuple[Endpoint, ...], Any]:
         error: Exception | None = None
         for endpoint in [*known, seed]:
+            ask = functools.partial(_ask_each, functools.partial(connect, endpoint))
             try:
-                slots, nodes = _ask_each(
-                    functools.partial(connect, endpoint),
-                    ("CLUSTER", "SLOTS"),
-                    ("CLUSTER", "NODES"),
-                )
+                try:
+                    slots, nodes = ask(("CLUSTER", "SLOTS"), ("CLUSTER", "NODES"))
+                except redis.ResponseError:  # CLUSTER NODES denied (an ACL): the owners only
+                    (slots,), nodes = ask(("CLUSTER", "SLOTS")), ""
             except Exception as exc:  # ask the next node
                 error = exc
                 continue
@@ -406,6 +408,11 @@ _UNIX_CLASSES: tuple[type[Any], ...] = (
     redis.UnixDomainSocketConnection,
     redis.asyncio.UnixDomainSocketConnection,
 )
+_TCP_CLASSES: tuple[type[Any], ...] = (redis.Connection, redis.asyncio.Connection)
+_SENTINEL_CLASSES: tuple[type[Any], ...] = (
+    redis.sentinel.SentinelManagedConnection,
+    redis.asyncio.sentinel.SentinelManagedConnection,
+)
 
 
 def _pool_server(pool: Any) -> tuple[Endpoint, Callable[[], Connection]]:
@@ -420,6 +427,16 @@ def _pool_server(pool: Any) -> tuple[Endpoint, Callable[[], Connection]]:
     unix = "path" in kwargs or (
         isinstance(connection_class, type) and issubclass(connection_class, _UNIX_CLASSES)
     )
+    # A plain TCP connection class defaults to localhost:6379, as redis-py's Connection does
+    # (a pool made without host or port leaves them out of its connection_kwargs).
+    plain = (
+        isinstance(connection_class, type)
+        and issubclass(connection_class, _TCP_CLASSES)
+        and not issubclass(connection_class, _SENTINEL_CLASSES)
+    )
+    if not unix and plain:
+        kwargs.setdefault("host", "localhost")
+        kwargs.setdefault("port", 6379)
     if not kwargs.get("path" if unix else "host"):
         raise ConfigurationError(
             "arguments connection_pool and near_cache_size: the near cache must follow the "
@@ -437,7 +454,7 @@ def _pool_server(pool: Any) -> tuple[Endpoint, Callable[[], Connection]]:
     else:
         arguments.pop("path", None)
         arguments.setdefault("port", 6379)
-        endpoint = (str(kwargs["host"]), int(kwargs["port"]))
+        endpoint = (str(kwargs["host"]), int(kwargs.get("port") or 6379))
         make = redis.Connection
         if isinstance(connection_class, type) and issubclass(connection_class, _SSL_CLASSES):
             make = redis.SSLConnection

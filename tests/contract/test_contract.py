@@ -968,6 +968,32 @@ async def test_a_value_deleted_behind_the_indexes_counts_until_repaired(backend:
     assert (await backend.repo.query(DeviceQuery())).total == 3
 
 
+async def test_a_value_set_again_without_a_ttl_behind_the_indexes_lives_on(
+    backend: Backend,
+) -> None:
+    """A raw SET (no TTL) over a device whose indexed expiry then passes.
+
+    Its value lives, so it stays listed and no writer prunes it, but the expiry index no longer
+    counts it; a repair rewrites its expiry entry and it counts again.
+    """
+    backend.repo.ttl = 0.3  # type: ignore[attr-defined]
+    device = meta("a")
+    await backend.repo.put(device)
+    backend.repo.ttl = None  # type: ignore[attr-defined]
+    backend.backdoor.set_raw("a", msgspec.json.encode(device))
+    await asyncio.sleep(0.4)
+    await backend.repo.info()  # prunes the expired entries whose value is gone: not this one
+    await backend.repo.put(meta("b"))  # so does a writer
+    assert await backend.repo.list_ids() == ["a", "b"]
+    page = await backend.repo.query(DeviceQuery())
+    assert sorted(m.device_id for m in page.items) == ["a", "b"]
+    before = await backend.repo.count()
+    report = await backend.repo.repair()
+    assert report.indexed == 1
+    assert await backend.repo.count() == before + 1 == 2
+    assert (await backend.repo.info()).total_devices == 2
+
+
 # -- repair ---------------------------------------------------------------------------------------
 
 

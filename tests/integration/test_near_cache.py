@@ -1009,3 +1009,25 @@ def test_a_server_that_stops_answering_is_noticed_by_the_heartbeat(
         assert cache.wait_connected(5.0)
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize(
+    ("make_pool", "endpoint"),
+    [
+        (lambda: redis.ConnectionPool(host="127.0.0.1"), ("127.0.0.1", 6379)),
+        (lambda: redis.ConnectionPool.from_url("redis://localhost"), ("localhost", 6379)),
+        (lambda: redis.asyncio.ConnectionPool(), ("localhost", 6379)),
+    ],
+)
+def test_a_callers_pool_without_host_or_port_is_tracked_at_redis_pys_defaults(
+    make_pool: Callable[[], Any], endpoint: tuple[str, int]
+) -> None:
+    # redis-py leaves a default host or port out of the pool's connection_kwargs.
+    pool = make_pool()
+    client = CacheServiceClient(connection_pool=pool, near_cache_size=10)
+    try:
+        cache = client.container.near_cache()
+        assert isinstance(cache, NearCache)
+        assert cache.tracking.endpoints == (endpoint,)
+    finally:
+        client.close()

@@ -275,3 +275,36 @@ def test_sentinel_failover_is_absorbed() -> None:
         client.close()
     finally:
         setup.stop()
+
+
+def test_cluster_discovery_without_the_cluster_nodes_permission(
+    cluster_client: RedisCluster,
+) -> None:
+    """An ACL user denied CLUSTER NODES: the near cache still tracks the slot owners."""
+    from cache_service_client._factories import _cluster_discovery
+    from cache_service_client.config import Settings
+
+    primaries = cluster_client.get_primaries()
+    nodes = [redis.Redis(host=n.host, port=n.port) for n in primaries]
+    user = ("slots-only", "pw")
+    try:
+        for node in nodes:
+            command(node, "ACL", "SETUSER", user[0], "on", ">" + user[1], "~*", "+@all")
+            command(node, "ACL", "SETUSER", user[0], "-cluster", "+cluster|slots")
+        first = primaries[0]
+        limited = redis.Redis(host=first.host, port=first.port, username=user[0], password=user[1])
+        with pytest.raises(redis.ResponseError):
+            command(limited, "CLUSTER", "NODES")
+        limited.close()
+
+        def connect(endpoint: tuple[str, int] | str) -> redis.Connection:
+            assert isinstance(endpoint, tuple)
+            host, port = endpoint
+            return redis.Connection(host=host, port=port, username=user[0], password=user[1])
+
+        found, _ = _cluster_discovery(Settings(host=first.host, port=first.port), connect)()
+        assert set(found) == {(n.host, n.port) for n in primaries}
+    finally:
+        for node in nodes:
+            command(node, "ACL", "DELUSER", user[0])
+            node.close()

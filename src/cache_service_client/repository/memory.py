@@ -167,6 +167,16 @@ def _deadline(entry: _Entry) -> int:
     return _NEVER if entry.expires_at is None else entry.expires_at
 
 
+def _expiry_agrees(indexed: int, expires_at: int | None) -> bool:
+    """Whether the expiry index's entry fits the value's TTL, as Redis's repair judges it.
+
+    No entry for a value without a TTL, or an entry within a second of the value's expiry.
+    """
+    if expires_at is None:
+        return indexed == _NEVER
+    return indexed != _NEVER and abs(indexed - expires_at) <= 1000
+
+
 def _size(key: str, entry: _Entry) -> int:
     """What a stored device counts in ``memory_usage_bytes``: key bytes + value length."""
     return len(key.encode()) + len(entry.value)
@@ -533,7 +543,9 @@ class InMemoryDeviceMetadataRepository:
         ks = self._ks
         for device_id in device_ids:
             m = ks.indexed.get(device_id)
-            if m is None or m.expires >= now:
+            # Redis's writers prune an entry whose indexed expiry passed only if its value is
+            # gone too (a value set again without a TTL behind the indexes' back stays).
+            if m is None or m.expires >= now or m.deadline >= now:
                 continue
             ks.unindex(device_id)
             entry = self._data.get(m.key)
@@ -541,13 +553,19 @@ class InMemoryDeviceMetadataRepository:
                 del self._data[m.key]
 
     def _prune_expired(self, now: int) -> None:
-        """Remove every indexed device whose value has expired.
+        """Remove every indexed device whose indexed expiry has passed and whose value is gone.
 
-        Amortised O(log N) each: a device is removed once.
+        Amortised O(log N) each: a device is removed once. One whose value is still there (set
+        again behind the indexes' back) stays, as in Redis, until a repair or a write.
         """
         ks = self._ks
-        while ks.expiry and ks.expiry[0] < now:
-            self._prune([next(iter(ks.expiring[ks.expiry[0]]))], now)
+        due: list[str] = []
+        last = None
+        for at in ks.expiry.islice(0, ks.expiry.bisect_left(now)):
+            if at != last:
+                due.extend(ks.expiring[at])
+                last = at
+        self._prune(due, now)
 
     def _end_score(self, order: SortedList[_Timed], now: int, reverse: bool) -> int | None:
         """The lowest (highest if ``reverse``) score of a live device of ``order``, or None.
@@ -955,7 +973,11 @@ class InMemoryDeviceMetadataRepository:
                 datatype_id = metadata.datatype_id
                 score = score_of(datetime_to_ms(metadata.last_updated), metadata.persist)
                 m = ks.indexed.get(device_id)
-                if m is None or (m.datatype, m.score) != (datatype_id, score):
+                if (
+                    m is None
+                    or (m.datatype, m.score) != (datatype_id, score)
+                    or not _expiry_agrees(m.expires, entry.expires_at)
+                ):
                     ks.index_device(device_id, key, datatype_id, score, entry)
                     indexed += 1
         return RepairReport(
