@@ -360,6 +360,26 @@ async def test_conditional_put_writes_only_what_is_newer(backend: Backend) -> No
     assert await repo.get("d") == meta("d")
 
 
+async def test_a_conditional_put_of_the_stored_update_itself_is_not_written_again(
+    backend: Backend,
+) -> None:
+    # The same update stored already (identical bytes) is a redelivery: not written, as one
+    # as new but different or older. (Only a retried attempt, after a lost reply, counts it as
+    # written: tests/faults/test_lost_replies.py.)
+    repo = backend.repo
+    update = meta("d", datatype_name="first")
+    assert await repo.put(update, if_newer=True) is True
+    before = backend.backdoor.size()
+    assert await repo.put(update, if_newer=True) is False
+    assert await repo.put_many([update], if_newer=True) == 0
+    assert await repo.put(meta("d", datatype_name="other"), if_newer=True) is False
+    assert await repo.put(meta("d", last_updated=NOW - MS), if_newer=True) is False
+    assert await repo.get("d") == update
+    assert backend.backdoor.size() == before
+    assert await repo.put_many([update, meta("e")], if_newer=True) == 1
+    assert await repo.put(meta("d", last_updated=NOW + MS), if_newer=True) is True
+
+
 async def test_conditional_put_many_counts_what_it_wrote(backend: Backend) -> None:
     repo = backend.repo
     await repo.put_many([meta("a"), meta("b")])

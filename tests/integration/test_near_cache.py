@@ -536,11 +536,20 @@ class Env:
         wait_for_invalidations(self.cache, self.raw, self.keys)
 
     def kill(self) -> None:
-        """CLIENT KILL every tracking and every other client connection on every master."""
+        """CLIENT KILL every tracking and every other client connection on every master.
+
+        But a sentinel's own links (named ``sentinel-...``): a sentinel that takes more than its
+        down-after time to reconnect on a loaded machine would start a failover.
+        """
         for host, port in self.topology.masters():
-            with redis.Redis(host=host, port=port) as server:
-                command(server, "CLIENT", "KILL", "TYPE", "pubsub")
-                command(server, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            with redis.Redis(host=host, port=port, decode_responses=True) as server:
+                me = server.client_id()
+                for client in server.client_list():
+                    replication = set(client["flags"]) & {"S", "M"}  # a replica's or master's link
+                    if int(client["id"]) == me or replication:
+                        continue
+                    if not client["name"].startswith("sentinel-"):
+                        command(server, "CLIENT", "KILL", "ID", client["id"])
 
 
 @pytest.fixture

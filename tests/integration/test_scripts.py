@@ -311,12 +311,17 @@ def test_count_and_info_leave_out_expired_entries(
 
 
 def put_one_with(
-    script: LuaScript, client: redis.Redis, keys: KeyStrategy, m: DeviceMetadata, if_newer: bool
+    script: LuaScript,
+    client: redis.Redis,
+    keys: KeyStrategy,
+    m: DeviceMetadata,
+    if_newer: bool,
+    retried: bool = False,
 ) -> int:
     """Run a put script (PUT or PUT_ONE) for the one device ``m``, without a TTL."""
     value = MetadataCodec().encode(m)
     row = (m.device_id, value, m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist))
-    args = lua.put_args(ttl_ms=0, if_newer=if_newer, devices=[row])
+    args = lua.put_args(ttl_ms=0, if_newer=if_newer, devices=[row], retried=retried)
     return int(run(client, keys, script, args, (keys.device_key(m.device_id),)))
 
 
@@ -358,6 +363,38 @@ def test_a_conditional_put_compares_whole_milliseconds(
     assert put_if_newer(device("a", persist=False, ms=5)) == 0  # the same ms: not newer
     assert put_if_newer(device("a", ms=4)) == 0
     assert put_if_newer(device("a", ms=6)) == 1
+
+
+@PUT_SCRIPTS
+def test_a_retried_conditional_put_counts_the_identical_stored_value_as_written(
+    script: LuaScript,
+    repo: RedisDeviceMetadataRepository,
+    redis_client: redis.Redis,
+    key_strategy: KeyStrategy,
+) -> None:
+    update = device("a", ms=5)
+    repo.put(update)
+
+    def put_if_newer(m: DeviceMetadata, retried: bool) -> int:
+        return put_one_with(script, redis_client, key_strategy, m, True, retried)
+
+    redis_client.config_resetstat()
+    # Identical to what is stored: written already (by a lost attempt, on a retry), not again.
+    assert put_if_newer(update, retried=True) == 1
+    assert put_if_newer(update, retried=False) == 0
+    stats = redis_client.info("commandstats")
+    assert "cmdstat_set" not in stats
+    assert "cmdstat_zadd" not in stats
+    # As new but different, and older: not written, on a retry too.
+    assert put_if_newer(device("a", persist=False, ms=5), retried=True) == 0
+    assert put_if_newer(device("a", "h", ms=5), retried=True) == 0
+    assert put_if_newer(device("a", ms=4), retried=True) == 0
+    assert repo.get("a") == update
+    assert put_if_newer(device("a", ms=6), retried=True) == 1
+    # A stored value of another type is not "the same" (and fails no read).
+    redis_client.delete(key_strategy.device_key("a"))
+    redis_client.hset(key_strategy.device_key("a"), "x", "y")
+    assert put_if_newer(device("a", ms=6), retried=True) == 0
 
 
 def test_the_last_delete_of_a_bucket_drops_its_datatype_numbers(

@@ -28,6 +28,7 @@ from cache_service_client import (
 )
 from cache_service_client._validation import datetime_to_ms
 from cache_service_client.repository.redis import flows, lua
+from cache_service_client.repository.redis.driver import _attempts
 from cache_service_client.repository.redis.ops import (
     Command,
     Flow,
@@ -36,6 +37,8 @@ from cache_service_client.repository.redis.ops import (
     Pipeline,
     ScanBatch,
     ScriptCall,
+    knows_retries,
+    retry_aware,
 )
 
 T = TypeVar("T")
@@ -367,6 +370,41 @@ def test_put_yields_the_single_device_script_call_with_the_same_arguments() -> N
     result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a")), [1])
     assert result is True
     assert ops == [call(lua.PUT_ONE, 1, 0, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+
+
+def test_a_retried_conditional_put_sets_flag_2() -> None:
+    result, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a"), True, retried=True), [1])
+    assert result is True
+    assert ops == [call(lua.PUT_ONE, 1, 2, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+    _, ops = run_flow(flows.put_many(ctx(), [make("a"), make("b")], True, retried=True), [2])
+    (op,) = ops
+    assert isinstance(op, ScriptCall)
+    assert op.args[3] == 2
+    _, ops = run_flow(flows.put(ctx(ttl_ms=1), make("a"), retried=True), [1])  # not conditional
+    assert ops == [call(lua.PUT_ONE, 1, 0, "a", encoded("a"), "temp", score(), keys=["device:a"])]
+
+
+def test_drivers_tell_a_retry_aware_flow_which_attempts_retry() -> None:
+    seen: list[bool] = []
+
+    @retry_aware
+    def aware(x: int, *, retried: bool = False) -> Flow[int]:
+        seen.append(retried)
+        return x
+        yield  # a generator
+
+    def plain(x: int) -> Flow[int]:
+        return x
+        yield
+
+    attempt = _attempts(aware, (1,), {})
+    for _ in range(3):
+        run_flow(attempt(), [])
+    assert seen == [False, True, True]
+    assert knows_retries(aware)
+    assert not knows_retries(plain)
+    again = _attempts(plain, (1,), {})
+    assert [run_flow(again(), [])[0] for _ in range(2)] == [1, 1]
 
 
 def test_conditional_put_sets_the_flag_and_reports_a_skip() -> None:

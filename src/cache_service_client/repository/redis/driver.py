@@ -33,6 +33,7 @@ from cache_service_client.repository.redis.ops import (
     Pipeline,
     ScanBatch,
     ScriptCall,
+    knows_retries,
 )
 from cache_service_client.retry import RetryPolicy
 
@@ -105,6 +106,23 @@ def _cluster_slip(exc: Exception) -> bool:
     the new node's, redis-py follows MOVED and maps the node.
     """
     return isinstance(exc, AttributeError) and _from_redis_py(exc)
+
+
+def _attempts(
+    flow_fn: Callable[..., Flow[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[], Flow[T]]:
+    """Build a fresh flow per attempt; one marked ``retry_aware`` learns which attempts retry."""
+    aware = knows_retries(flow_fn)
+    started = False
+
+    def attempt() -> Flow[T]:
+        nonlocal started
+        retried, started = started, True
+        if retried and aware:
+            return flow_fn(*args, **kwargs, retried=True)
+        return flow_fn(*args, **kwargs)
+
+    return attempt
 
 
 def _where(op: Op | None) -> str:
@@ -243,7 +261,8 @@ class SyncRedisDriver:
     def run(self, flow_fn: Callable[P, Flow[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``flow_fn(*args, **kwargs)`` to completion, retried by the policy.
 
-        Each attempt builds a fresh flow, so a retried flow starts from its beginning.
+        Each attempt builds a fresh flow, so a retried flow starts from its beginning; a flow
+        function marked ``retry_aware`` gets ``retried=True`` on every attempt but the first.
 
         Args:
             flow_fn: A flow function, e.g. ``flows.get``.
@@ -254,9 +273,8 @@ class SyncRedisDriver:
             The flow's result.
 
         """
-        return self.retry.call(
-            lambda: self._run_once(flow_fn(*args, **kwargs)), operation=flow_fn.__name__
-        )
+        attempt = _attempts(flow_fn, args, kwargs)
+        return self.retry.call(lambda: self._run_once(attempt()), operation=flow_fn.__name__)
 
     def _run_once(self, flow: Flow[T]) -> T:
         """Run ``flow`` to completion once; errors are thrown into it at its ``yield``."""
@@ -340,7 +358,8 @@ class AsyncRedisDriver:
     async def run(self, flow_fn: Callable[P, Flow[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``flow_fn(*args, **kwargs)`` to completion, retried by the policy.
 
-        Each attempt builds a fresh flow, so a retried flow starts from its beginning.
+        Each attempt builds a fresh flow, so a retried flow starts from its beginning; a flow
+        function marked ``retry_aware`` gets ``retried=True`` on every attempt but the first.
 
         Args:
             flow_fn: A flow function, e.g. ``flows.get``.
@@ -351,8 +370,9 @@ class AsyncRedisDriver:
             The flow's result.
 
         """
+        attempt = _attempts(flow_fn, args, kwargs)
         return await self.retry.call_async(
-            lambda: self._run_once(flow_fn(*args, **kwargs)), operation=flow_fn.__name__
+            lambda: self._run_once(attempt()), operation=flow_fn.__name__
         )
 
     async def _run_once(self, flow: Flow[T]) -> T:

@@ -62,6 +62,7 @@ from cache_service_client.repository.redis.ops import (
     Pipeline,
     ScanBatch,
     ScriptCall,
+    retry_aware,
 )
 
 __all__ = ["FlowContext"]
@@ -240,11 +241,16 @@ def _put_row(m: DeviceMetadata, value: bytes) -> tuple[str, bytes, str, int]:
     return (m.device_id, value, m.datatype_id, score_of(datetime_to_ms(m.last_updated), m.persist))
 
 
-def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool) -> Flow[int]:
+def _put_checked(
+    ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool, retried: bool
+) -> Flow[int]:
     """Write validated devices: one PUT script call per bucket, in one round trip.
 
     A single device (and a bucket of one) goes to PUT_ONE. Returns how many were written (with
-    ``if_newer``, the others were not newer).
+    ``if_newer``, the others were not newer). With ``if_newer``, a device whose stored value is
+    identical to the update is not written again; on a ``retried`` attempt it counts as written
+    (the attempt before, whose reply was lost, wrote it), on a first attempt it does not (the
+    update was stored already: a duplicate, as one not newer).
     """
     if not checked:
         return 0
@@ -252,7 +258,7 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
     if len(checked) == 1:  # PUT_ONE, with no grouping
         m = checked[0]
         row = _put_row(m, ctx.codec.encode(m))
-        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=(row,))
+        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=(row,), retried=retried)
         key = ctx.keys.device_key(m.device_id)
         return int((yield _script(ctx, lua.PUT_ONE, ctx.keys.bucket_of(m.device_id), (key,), args)))
     values = ctx.codec.encode_many(checked)
@@ -260,7 +266,7 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
     def call(bucket: int, positions: Iterable[int]) -> ScriptCall:
         chosen = [(checked[p], values[p]) for p in positions]
         devices = (_put_row(m, value) for m, value in chosen)
-        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices)
+        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, retried=retried)
         keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
         return _script(ctx, lua.PUT_ONE if len(keys) == 1 else lua.PUT, bucket, keys, args)
 
@@ -274,21 +280,34 @@ def _put_checked(ctx: FlowContext, checked: list[DeviceMetadata], if_newer: bool
     return sum(int(n) for n in written)
 
 
+@retry_aware
 def put_many(
-    ctx: FlowContext, items: Iterable[DeviceMetadata], if_newer: bool = False
+    ctx: FlowContext,
+    items: Iterable[DeviceMetadata],
+    if_newer: bool = False,
+    *,
+    retried: bool = False,
 ) -> Flow[int]:
     """Write values and index entries atomically: one script call per bucket, one round trip.
 
-    Returns how many devices were written.
+    Returns how many devices were written (``retried``: see :func:`_put_checked`).
     """
     check_flag(if_newer, "if_newer")
-    return (yield from _put_checked(ctx, validate_batch(items, newest=if_newer), if_newer))
+    checked = validate_batch(items, newest=if_newer)
+    return (yield from _put_checked(ctx, checked, if_newer, retried))
 
 
-def put(ctx: FlowContext, metadata: DeviceMetadata, if_newer: bool = False) -> Flow[bool]:
-    """Write one device (value and index entries) atomically; True if it was written."""
+@retry_aware
+def put(
+    ctx: FlowContext, metadata: DeviceMetadata, if_newer: bool = False, *, retried: bool = False
+) -> Flow[bool]:
+    """Write one device (value and index entries) atomically; True if it was written.
+
+    ``retried``: see :func:`_put_checked`.
+    """
     checked = [validate_metadata(metadata)]
-    return (yield from _put_checked(ctx, checked, check_flag(if_newer, "if_newer"))) == 1
+    if_newer = check_flag(if_newer, "if_newer")
+    return (yield from _put_checked(ctx, checked, if_newer, retried)) == 1
 
 
 def delete_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[int]:

@@ -213,10 +213,19 @@ def _persist(value: bool | None) -> str:
 
 
 def put_args(
-    *, ttl_ms: int, if_newer: bool, devices: Iterable[tuple[str, bytes, str, int]]
+    *,
+    ttl_ms: int,
+    if_newer: bool,
+    devices: Iterable[tuple[str, bytes, str, int]],
+    retried: bool = False,
 ) -> tuple[Arg, ...]:
-    """PUT: the TTL in ms (0: none), the if-newer flag, then (id, value, datatype, score) each."""
-    args: list[Arg] = [ttl_ms, 1 if if_newer else 0]
+    """PUT: the TTL in ms (0: none), the if-newer flag, then (id, value, datatype, score) each.
+
+    The flag is 0 (write), 1 (write only if newer) or 2 (only if newer, on a retried attempt:
+    a stored value identical to the update counts as written, as an earlier attempt whose reply
+    was lost wrote it).
+    """
+    args: list[Arg] = [ttl_ms, (2 if retried else 1) if if_newer else 0]
     for device in devices:
         args += device
     return tuple(args)

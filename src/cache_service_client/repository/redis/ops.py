@@ -13,9 +13,21 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Arg", "Command", "Flow", "LuaScript", "Op", "Pipeline", "ScanBatch", "ScriptCall"]
+__all__ = [
+    "Arg",
+    "Command",
+    "Flow",
+    "LuaScript",
+    "Op",
+    "Pipeline",
+    "ScanBatch",
+    "ScriptCall",
+    "knows_retries",
+    "retry_aware",
+]
 
 T = TypeVar("T")
+F = TypeVar("F")
 
 Arg = str | bytes | int | float
 """A command or script argument."""
@@ -99,3 +111,22 @@ class ScanBatch:
 Op = Command | ScriptCall | Pipeline | ScanBatch
 Flow = Generator[Op, Any, T]
 """A Redis operation written once: yields :data:`Op` values and returns a ``T``."""
+
+
+_RETRY_AWARE = "_csc_retry_aware"
+
+
+def retry_aware(flow_fn: F) -> F:
+    """Mark a flow function that a driver calls with ``retried=True`` on every later attempt.
+
+    An attempt is retried after the one before failed, and that one may have done its work on the
+    server anyway (its reply was lost when the connection dropped). A flow whose answer depends on
+    what it finds stored (a conditional put finding its own update) needs to know.
+    """
+    setattr(flow_fn, _RETRY_AWARE, True)
+    return flow_fn
+
+
+def knows_retries(flow_fn: object) -> bool:
+    """Whether ``flow_fn`` was marked with :func:`retry_aware`."""
+    return getattr(flow_fn, _RETRY_AWARE, False) is True

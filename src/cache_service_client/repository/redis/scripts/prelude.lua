@@ -217,12 +217,20 @@ end
 local function save_numbers(numbers)
   for dt, number in pairs(numbers.fresh) do redis.call('HSET', KEYS[3], dt, number) end
 end
--- Whether a conditional write of a device with index score `score` is to be skipped: its key
--- `key` holds a value indexed at `stored` (its by-time score; false: not indexed) with a
--- last_updated (whole milliseconds: score = ms * 2 + persist) at least as new.
-local function not_newer(key, stored, score)
-  return stored and redis.call('EXISTS', key) == 1
-    and math.floor(tonumber(stored) / 2) >= math.floor(tonumber(score) / 2)
+-- Whether a conditional put of `value` (index score `score`) is to be skipped: its key `key`
+-- holds a value indexed at `stored` (its by-time score; false: not indexed) with a last_updated
+-- (whole milliseconds: score = ms * 2 + persist) at least as new. False: write (nothing stored,
+-- or an older value; a value nobody indexed counts as older); 'same': the stored value is byte
+-- for byte `value` (this very update, stored already: by an attempt of the same put whose reply
+-- was lost, when the client retries); true: newer, or as new and different. Only a value of the
+-- same millisecond is read.
+local function not_newer(key, stored, score, value)
+  if not stored or redis.call('EXISTS', key) == 0 then return false end
+  local have, want = math.floor(tonumber(stored) / 2), math.floor(tonumber(score) / 2)
+  if have < want then return false end
+  -- pcall: a key of another type is not the same (and is not this script's to fail on).
+  if have == want and redis.pcall('GET', key) == value then return 'same' end
+  return true
 end
 -- Write a device's value, to expire at `at` ms (0: never; `at_text`: `at` as text).
 local function set_value(key, value, at, at_text)

@@ -1,13 +1,15 @@
 -- The put script (cache_service_client.repository.redis.lua.PUT).
--- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write a device only if it is newer; then
--- (id, value, datatype, score) per device in KEYS[7..] (each id once).
+-- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write a device only if it is newer, "2" the same
+-- on a retried attempt; then (id, value, datatype, score) per device in KEYS[7..] (each id once).
 -- "Newer": no value is stored, or the stored one is indexed with an older last_updated (the
 -- index keeps milliseconds: score = ms * 2 + persist); a value nobody indexed counts as older.
+-- A stored value identical to the update (same bytes) is not written again either; on a retried
+-- attempt ("2") it counts as written: it is what the attempt whose reply was lost wrote.
 -- A put with a TTL also removes up to {prune} expired index entries of the bucket.
--- Returns how many devices were written.
+-- Returns how many devices were written (with "2", or found stored already).
 local call, argv, keys = redis.call, ARGV, KEYS
 local ttl = tonumber(argv[3])
-local newer = argv[4] == '1'
+local newer, retried = argv[4] ~= '0', argv[4] == '2'
 local now, at = nil, 0
 if ttl > 0 then
   now = now_ms()
@@ -23,8 +25,8 @@ local in_ids, parts, stored = scores(keys[1], ids), scores(keys[4], ids), scores
 local batch = {}
 if now then for i = 1, n do batch[ids[i]] = true end end
 -- Per device (by position): whether it is written, its datatype number and the number it had
--- (false: none).
-local write, number_of_device, old_of_device = {}, {}, {}
+-- (false: none); and how many were found stored already by an earlier attempt (with "2").
+local write, number_of_device, old_of_device, found = {}, {}, {}, 0
 local numbers = new_numbers()
 for i = 1, n do
   local id, dt = ids[i], argv[4 * i + 3]
@@ -34,7 +36,9 @@ for i = 1, n do
   if part then old = math.floor(tonumber(part) / 2) end
   will_change('ZADD', time_key(number), id)
   if old and old ~= number then will_change('ZREM', time_key(old), id) end
-  write[i] = not (newer and not_newer(keys[6 + i], stored[i], argv[4 * i + 4]))
+  local verdict = newer and not_newer(keys[6 + i], stored[i], argv[4 * i + 4], argv[4 * i + 2])
+  write[i] = not verdict
+  if verdict == 'same' and retried then found = found + 1 end
   number_of_device[i], old_of_device[i] = number, old
 end
 local expired = {}
@@ -65,4 +69,4 @@ for i = 1, n do
 end
 remove_entries(writes, expired)
 send(writes)
-return written
+return written + found

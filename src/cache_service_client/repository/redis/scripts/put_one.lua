@@ -2,9 +2,9 @@
 -- does for a run of one device, without the tables a batch needs (for one device they cost
 -- about as much as its commands), and with one read less: the device's entry in the time index
 -- of its datatype is the script's first write, so that index needs no check (see first_write).
--- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write the device only if it is newer (see PUT);
--- ARGV[5..8]: its id, value, datatype and score; KEYS[7]: its key.
--- Returns 1 if the device was written, else 0.
+-- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write the device only if it is newer, "2" the same
+-- on a retried attempt (see PUT); ARGV[5..8]: its id, value, datatype and score; KEYS[7]: its key.
+-- Returns 1 if the device was written (or, on a retried attempt, found stored already), else 0.
 local call, argv, keys = redis.call, ARGV, KEYS
 local id, dt, score = argv[5], argv[7], argv[8]
 -- Reads: what the write will change (and, by reading them, each index's type).
@@ -17,7 +17,8 @@ if fresh then number = call('HLEN', keys[3]) + 1 end
 local old = false
 if part then old = math.floor(tonumber(part) / 2) end
 if old and old ~= number then check_change('ZREM', time_key(old), id) end
-local write = not (argv[4] == '1' and not_newer(keys[7], stored, score))
+local verdict = argv[4] ~= '0' and not_newer(keys[7], stored, score, argv[6])
+local write = not verdict
 local ttl, at, expired = tonumber(argv[3]), 0, nil
 if ttl > 0 then
   local now = now_ms()
@@ -35,5 +36,5 @@ if write then
   if fresh then call('HSET', keys[3], dt, number) end
 end
 if expired then remove_entries(writes, expired) end
-if write then return 1 end
+if write or (verdict == 'same' and argv[4] == '2') then return 1 end
 return 0

@@ -1,0 +1,219 @@
+"""A write whose reply is lost: the server ran it, the connection dropped before the reply came.
+
+The retry policy runs the write again. A conditional put (``if_newer=True``) then finds its own
+update stored; it must still report it as written (``put`` True, ``put_many`` counting every
+device once), or a consumer acting on "written" drops a real update. A proxy between the client
+and a real ``redis-server`` forwards the script call, waits until the server's reply arrives
+(the script ran), and drops the connection instead of passing the reply on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from cache_service_client import (
+    AsyncRedisDeviceMetadataRepository,
+    DeviceMetadata,
+    KeyStrategy,
+    RedisDeviceMetadataRepository,
+    RetryPolicy,
+)
+from tests import backends
+from tests.backends import PLAIN
+from tests.redis_server import RedisServer
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+RETRY = RetryPolicy(attempts=3, backoff_base=0.01)
+
+
+def meta(device_id: str, minutes: int = 0) -> DeviceMetadata:
+    return backends.meta(device_id, **PLAIN, last_updated=NOW + timedelta(minutes=minutes))
+
+
+class ReplyDropProxy:
+    """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; once armed, loses one script's reply.
+
+    After :meth:`arm`, the next chunk a client sends with a script call (EVALSHA or EVAL) goes to
+    the server; when the server's reply comes back (so the script ran) the proxy closes that
+    client's connection without passing the reply on. :attr:`dropped` counts the lost replies.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.dropped = 0
+        self._armed = False
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def __enter__(self) -> ReplyDropProxy:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+        writers: list[asyncio.StreamWriter] = []
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            writers.extend((writer, up_writer))
+            lose = asyncio.Event()  # set: the next reply on this connection is lost
+
+            async def to_server() -> None:
+                while chunk := await reader.read(65536):
+                    if self._armed and b"EVAL" in chunk:
+                        self._armed = False
+                        lose.set()
+                    up_writer.write(chunk)
+                    await up_writer.drain()
+                up_writer.close()
+
+            async def to_client() -> None:
+                while chunk := await up_reader.read(65536):
+                    # NOSCRIPT: the script did not run; its reply passes, the EVAL's is lost.
+                    if lose.is_set() and not chunk.startswith(b"-NOSCRIPT"):
+                        self.dropped += 1
+                        break
+                    writer.write(chunk)
+                    await writer.drain()
+                writer.close()
+                up_writer.close()
+
+            for pump in (to_server(), to_client()):
+                task = asyncio.create_task(pump)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+            server.close()
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in writers:
+                w.close()
+            await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+
+
+@pytest.fixture
+def proxy(own_redis: RedisServer) -> Iterator[ReplyDropProxy]:
+    with ReplyDropProxy(own_redis.port) as p:
+        yield p
+
+
+@pytest.fixture
+def admin(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=own_redis.port)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+BUCKETS = pytest.mark.parametrize("buckets", [1, 4], ids=["one-bucket", "four-buckets"])
+
+
+def stored(admin: redis.Redis, keys: KeyStrategy, device_id: str) -> DeviceMetadata:
+    return RedisDeviceMetadataRepository(admin, key_strategy=keys).get(device_id)
+
+
+@BUCKETS
+def test_a_conditional_put_whose_reply_was_lost_reports_its_write(
+    proxy: ReplyDropProxy, admin: redis.Redis, buckets: int
+) -> None:
+    keys = KeyStrategy(buckets=buckets)
+    client = redis.Redis(port=proxy.port, retry=Retry(NoBackoff(), 0))
+    repo = RedisDeviceMetadataRepository(client, key_strategy=keys, retry=RETRY, close_client=True)
+    try:
+        repo.put_many([meta("a"), meta("b"), meta("c"), meta("d")])
+        proxy.arm()
+        assert repo.put(meta("a", minutes=1), if_newer=True) is True
+        assert proxy.dropped == 1
+        proxy.arm()
+        batch = [meta(i, minutes=1) for i in ("b", "c", "d", "e")]
+        assert repo.put_many(batch, if_newer=True) == 4
+        assert proxy.dropped == 2
+        # Without a lost reply, an update stored already is not written again.
+        assert repo.put(meta("a", minutes=1), if_newer=True) is False
+        assert repo.put_many(batch, if_newer=True) == 0
+    finally:
+        repo.close()
+    for device_id in ("a", "b", "c", "d", "e"):
+        assert stored(admin, keys, device_id) == meta(device_id, minutes=1)
+
+
+@BUCKETS
+async def test_an_async_conditional_put_whose_reply_was_lost_reports_its_write(
+    proxy: ReplyDropProxy, admin: redis.Redis, buckets: int
+) -> None:
+    keys = KeyStrategy(buckets=buckets)
+    client = redis.asyncio.Redis(port=proxy.port, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+    repo = AsyncRedisDeviceMetadataRepository(
+        client, key_strategy=keys, retry=RETRY, close_client=True
+    )
+    try:
+        await repo.put_many([meta("a"), meta("b"), meta("c"), meta("d")])
+        proxy.arm()
+        assert await repo.put(meta("a", minutes=1), if_newer=True) is True
+        assert proxy.dropped == 1
+        proxy.arm()
+        batch = [meta(i, minutes=1) for i in ("b", "c", "d", "e")]
+        assert await repo.put_many(batch, if_newer=True) == 4
+        assert proxy.dropped == 2
+        assert await repo.put(meta("a", minutes=1), if_newer=True) is False
+    finally:
+        await repo.close()
+    for device_id in ("a", "b", "c", "d", "e"):
+        assert stored(admin, keys, device_id) == meta(device_id, minutes=1)
+
+
+def test_a_retried_put_still_refuses_an_older_update(
+    proxy: ReplyDropProxy, admin: redis.Redis
+) -> None:
+    # The lost attempt wrote nothing (an older update): the retry finds a newer value, which is
+    # not its own, and reports the update as not written.
+    client = redis.Redis(port=proxy.port, retry=Retry(NoBackoff(), 0))
+    repo = RedisDeviceMetadataRepository(client, retry=RETRY, close_client=True)
+    try:
+        repo.put(meta("a", minutes=5))
+        proxy.arm()
+        assert repo.put(meta("a", minutes=1), if_newer=True) is False
+        assert proxy.dropped == 1
+    finally:
+        repo.close()
+    assert stored(admin, KeyStrategy(), "a") == meta("a", minutes=5)
