@@ -112,7 +112,9 @@ def for_session_redis(code: str, url: str) -> str:
 
 def run_block(code: str, name: str) -> None:
     """Run ``code`` as the module ``name``, awaiting it if it awaits at top level."""
-    compiled = compile(code, name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # dont_inherit: not this module's ``from __future__ import annotations`` (a reader's block
+    # has real annotations, which frameworks such as FastAPI read).
+    compiled = compile(code, name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     module = types.ModuleType(name)
     sys.modules[name] = module
     try:
