@@ -12,41 +12,47 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any, TypeVar
 
-__all__ = ["DelayProxy"]
+__all__ = ["DelayProxy", "TcpProxy"]
 
 
-class DelayProxy:
-    """Forwards ``127.0.0.1:<port>`` to ``upstream_port`` with ``delay`` seconds each way.
+_P = TypeVar("_P", bound="TcpProxy")
 
-    Use it as a context manager; :attr:`port` is set once it listens.
+
+class TcpProxy:
+    """A TCP proxy on a free loopback port, run by an event loop in a thread of its own.
+
+    Forwards each client connection to ``upstream``; a subclass says what flows each way
+    (:meth:`_pipes`). Use it as a context manager; :attr:`port` is set once it listens. On exit
+    every pipe is cancelled and every socket closed in the proxy's own loop.
     """
 
-    def __init__(
-        self,
-        upstream_port: int,
-        delay: float,
-        upstream_host: str = "127.0.0.1",
-        *,
-        jitter: float = 0.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.delay = delay
-        self.jitter = jitter
-        self._random = random.Random(seed)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
 
-    def __enter__(self) -> DelayProxy:
-        self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
+    def _pipes(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
+        """What carries the bytes of one connection: client to server and back."""
+        raise NotImplementedError
+
+    def __enter__(self: _P) -> _P:
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("the delay proxy did not start")
+            raise RuntimeError(f"the {type(self).__name__} did not start")
         return self
 
     def __exit__(
@@ -77,8 +83,8 @@ class DelayProxy:
                 writer.close()
                 return
             writers.append(up_writer)
-            for source, sink in ((reader, up_writer), (up_reader, writer)):
-                task = asyncio.create_task(self._pump(source, sink))
+            for pipe in self._pipes(reader, writer, up_reader, up_writer):
+                task = asyncio.create_task(pipe)
                 pumps.add(task)
                 task.add_done_callback(pumps.discard)
 
@@ -95,6 +101,36 @@ class DelayProxy:
             for writer in writers:
                 writer.close()
             await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+
+
+class DelayProxy(TcpProxy):
+    """Forwards ``127.0.0.1:<port>`` to ``upstream_port`` with ``delay`` seconds each way.
+
+    Use it as a context manager; :attr:`port` is set once it listens.
+    """
+
+    def __init__(
+        self,
+        upstream_port: int,
+        delay: float,
+        upstream_host: str = "127.0.0.1",
+        *,
+        jitter: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(upstream_port, upstream_host)
+        self.delay = delay
+        self.jitter = jitter
+        self._random = random.Random(seed)
+
+    def _pipes(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
+        return [self._pump(reader, up_writer), self._pump(up_reader, writer)]
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()

@@ -10,10 +10,9 @@ and a real ``redis-server`` forwards the script call, waits until the server's r
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime, timedelta, timezone
-from types import TracebackType
+from typing import Any
 
 import pytest
 import redis
@@ -31,6 +30,7 @@ from cache_service_client import (
 )
 from tests import backends
 from tests.backends import PLAIN
+from tests.delay_proxy import TcpProxy
 from tests.redis_server import RedisServer
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -41,7 +41,7 @@ def meta(device_id: str, minutes: int = 0) -> DeviceMetadata:
     return backends.meta(device_id, **PLAIN, last_updated=NOW + timedelta(minutes=minutes))
 
 
-class ReplyDropProxy:
+class ReplyDropProxy(TcpProxy):
     """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; once armed, loses one script's reply.
 
     After :meth:`arm`, the next chunk a client sends with a script call (EVALSHA or EVAL) goes to
@@ -50,84 +50,43 @@ class ReplyDropProxy:
     """
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
+        super().__init__(upstream_port)
         self.dropped = 0
         self._armed = False
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
 
     def arm(self) -> None:
         self._armed = True
 
-    def __enter__(self) -> ReplyDropProxy:
-        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the proxy did not start")
-        return self
-
-    def __exit__(
+    def _pipes(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> list[Coroutine[Any, Any, None]]:
+        lose = asyncio.Event()  # set: the next reply on this connection is lost
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
-        writers: list[asyncio.StreamWriter] = []
+        async def to_server() -> None:
+            while chunk := await reader.read(65536):
+                if self._armed and b"EVAL" in chunk:
+                    self._armed = False
+                    lose.set()
+                up_writer.write(chunk)
+                await up_writer.drain()
+            up_writer.close()
 
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            writers.extend((writer, up_writer))
-            lose = asyncio.Event()  # set: the next reply on this connection is lost
+        async def to_client() -> None:
+            while chunk := await up_reader.read(65536):
+                # NOSCRIPT: the script did not run; its reply passes, the EVAL's is lost.
+                if lose.is_set() and not chunk.startswith(b"-NOSCRIPT"):
+                    self.dropped += 1
+                    break
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+            up_writer.close()
 
-            async def to_server() -> None:
-                while chunk := await reader.read(65536):
-                    if self._armed and b"EVAL" in chunk:
-                        self._armed = False
-                        lose.set()
-                    up_writer.write(chunk)
-                    await up_writer.drain()
-                up_writer.close()
-
-            async def to_client() -> None:
-                while chunk := await up_reader.read(65536):
-                    # NOSCRIPT: the script did not run; its reply passes, the EVAL's is lost.
-                    if lose.is_set() and not chunk.startswith(b"-NOSCRIPT"):
-                        self.dropped += 1
-                        break
-                    writer.write(chunk)
-                    await writer.drain()
-                writer.close()
-                up_writer.close()
-
-            for pump in (to_server(), to_client()):
-                task = asyncio.create_task(pump)
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-
-        server = await asyncio.start_server(accept, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-            server.close()
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for w in writers:
-                w.close()
-            await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+        return [to_server(), to_client()]
 
 
 @pytest.fixture
