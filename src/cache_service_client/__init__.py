@@ -28,6 +28,7 @@ from cache_service_client.exceptions import (
     DataCorruptionError,
     DeviceNotFoundError,
     IndexLayoutError,
+    PartialWriteError,
     ValidationError,
 )
 from cache_service_client.keys import KeyStrategy
@@ -91,6 +92,7 @@ __all__ = [
     "NearCacheStats",
     "NearCachedDeviceMetadataRepository",
     "Page",
+    "PartialWriteError",
     "QueryFields",
     "RedisDeviceMetadataRepository",
     "RepairReport",

@@ -13,6 +13,7 @@ Every error the library raises on purpose derives from :class:`CacheServiceError
           +-- BackendTimeoutError      the backend did not answer in time (retried)
           +-- AuthenticationError      credentials refused (not retried)
           +-- IndexLayoutError         the indexes are in another layout version (run repair)
+          +-- PartialWriteError        a batch over several buckets was written in part
 
 Driver exceptions (redis-py's) are translated at one boundary and chained, so ``__cause__`` holds
 the original. Messages never contain passwords or tokens.
@@ -31,6 +32,7 @@ __all__ = [
     "DataCorruptionError",
     "DeviceNotFoundError",
     "IndexLayoutError",
+    "PartialWriteError",
     "ValidationError",
 ]
 
@@ -151,3 +153,58 @@ class IndexLayoutError(BackendError):
     ``repair()`` (``devcache repair``), in place and while the cache is in use; until then every
     index read and write raises this error (plain reads of devices work). Not retried.
     """
+
+
+class PartialWriteError(BackendError):
+    """A batch write over several buckets was carried out in some of them and failed in others.
+
+    A batch (``put_many``, ``delete_many``) whose devices live in several buckets (the nodes of
+    a Redis Cluster, or the buckets of a :class:`~cache_service_client.KeyStrategy`) runs one
+    script per bucket; each is all or nothing. Before any of them writes, every bucket is asked
+    whether it would refuse (an index key of the wrong type, an ACL denial, maxmemory, another
+    index layout): such a refusal raises its own error and nothing is written. What fails only
+    while writing (a node lost or failing over, a refusal that began in between) fails its own
+    buckets, and this error says what happened to each device; ``__cause__`` is the first
+    bucket's error.
+
+    Retried (by the :class:`~cache_service_client.RetryPolicy`, the whole batch again) when
+    every failed bucket's error is: see :attr:`retryable`.
+
+    Attributes:
+        operation: ``"put_many"`` or ``"delete_many"``.
+        done: The ids in the buckets that were carried out: each written (deleted), or left as
+            it was by the write's own rule (not newer; not stored).
+        failed: The ids in the buckets that failed: none of them was changed.
+        count: What the carried-out buckets count (devices written, or deleted): the method's
+            return value, had the batch been only ``done``.
+        errors: The failed buckets' errors, in bucket order.
+
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        *,
+        done: list[str],
+        failed: list[str],
+        count: int,
+        errors: list[BackendError],
+    ) -> None:
+        self.operation = operation
+        self.done = done
+        self.failed = failed
+        self.count = count
+        self.errors = errors
+        first = str(errors[0]) if errors else "unknown error"
+        super().__init__(
+            f"{operation}: {len(failed)} of {len(done) + len(failed)} devices failed, in "
+            f"{len(errors)} bucket{'s' if len(errors) != 1 else ''} (nothing of them changed); "
+            f"the other {len(done)} were carried out ({count} counted); first error: {first}"
+        )
+
+    @property
+    def retryable(self) -> bool:
+        """Whether every failed bucket's error is one to retry (connection, timeout)."""
+        return bool(self.errors) and all(
+            isinstance(e, (BackendConnectionError, BackendTimeoutError)) for e in self.errors
+        )

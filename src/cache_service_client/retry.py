@@ -3,7 +3,9 @@
 Only errors that say "try again later" are retried:
 :class:`~cache_service_client.BackendConnectionError` (connection refused or lost, ``LOADING``,
 ``BUSY``, ``READONLY`` during a failover, ``MASTERDOWN``, ``TRYAGAIN``, ...) and
-:class:`~cache_service_client.BackendTimeoutError`.
+:class:`~cache_service_client.BackendTimeoutError`, and a
+:class:`~cache_service_client.PartialWriteError` whose failed buckets failed so (the batch
+is written again whole: what its first attempt wrote is written again).
 Authentication, validation, corruption, not-found and any other backend error (out of memory,
 unknown command, ...) are raised at once.
 
@@ -44,6 +46,7 @@ from cache_service_client.exceptions import (
     BackendConnectionError,
     BackendTimeoutError,
     ConfigurationError,
+    PartialWriteError,
 )
 
 __all__ = ["RetryPolicy"]
@@ -238,9 +241,13 @@ class RetryPolicy:
 
         Returns:
             True for :class:`~cache_service_client.BackendConnectionError` and
-            :class:`~cache_service_client.BackendTimeoutError`, False for everything else.
+            :class:`~cache_service_client.BackendTimeoutError`, and for a
+            :class:`~cache_service_client.PartialWriteError` whose failures are all such;
+            False for everything else.
 
         """
+        if isinstance(exc, PartialWriteError):
+            return exc.retryable
         return isinstance(exc, _RETRYABLE)
 
     def call(self, fn: Callable[[], T], *, operation: str) -> T:

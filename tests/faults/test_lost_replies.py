@@ -10,7 +10,7 @@ and a real ``redis-server`` forwards the script call, waits until the server's r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -22,15 +22,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cache_service_client import (
+    AsyncDeviceMetadataRepository,
+    AsyncInMemoryDeviceMetadataRepository,
     AsyncRedisDeviceMetadataRepository,
     DeviceMetadata,
     KeyStrategy,
     RedisDeviceMetadataRepository,
     RetryPolicy,
 )
+from cache_service_client.repository.http import HttpDeviceMetadataRepository
 from tests import backends
 from tests.backends import PLAIN
 from tests.delay_proxy import TcpProxy
+from tests.http_gateway import Gateway
 from tests.redis_server import RedisServer
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -42,17 +46,25 @@ def meta(device_id: str, minutes: int = 0) -> DeviceMetadata:
 
 
 class ReplyDropProxy(TcpProxy):
-    """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; once armed, loses one script's reply.
+    """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; once armed, loses one reply.
 
-    After :meth:`arm`, the next chunk a client sends with a script call (EVALSHA or EVAL) goes to
-    the server; when the server's reply comes back (so the script ran) the proxy closes that
-    client's connection without passing the reply on. :attr:`dropped` counts the lost replies.
+    After :meth:`arm`, the next chunk a client sends that ``starts`` (a script call: EVALSHA or
+    EVAL) goes to the server; when the server's reply comes back (so the script ran) the proxy
+    closes that client's connection without passing the reply on, unless the reply ``passes``
+    (NOSCRIPT: the script did not run; its reply passes, the EVAL's is lost).
+    :attr:`dropped` counts the lost replies.
     """
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        starts: Callable[[bytes], bool] = lambda chunk: b"EVAL" in chunk,
+        passes: Callable[[bytes], bool] = lambda chunk: chunk.startswith(b"-NOSCRIPT"),
+    ) -> None:
         super().__init__(upstream_port)
         self.dropped = 0
         self._armed = False
+        self._starts, self._passes = starts, passes
 
     def arm(self) -> None:
         self._armed = True
@@ -68,7 +80,7 @@ class ReplyDropProxy(TcpProxy):
 
         async def to_server() -> None:
             while chunk := await reader.read(65536):
-                if self._armed and b"EVAL" in chunk:
+                if self._armed and self._starts(chunk):
                     self._armed = False
                     lose.set()
                 up_writer.write(chunk)
@@ -77,8 +89,7 @@ class ReplyDropProxy(TcpProxy):
 
         async def to_client() -> None:
             while chunk := await up_reader.read(65536):
-                # NOSCRIPT: the script did not run; its reply passes, the EVAL's is lost.
-                if lose.is_set() and not chunk.startswith(b"-NOSCRIPT"):
+                if lose.is_set() and not self._passes(chunk):
                     self.dropped += 1
                     break
                 writer.write(chunk)
@@ -176,3 +187,49 @@ def test_a_retried_put_still_refuses_an_older_update(
     finally:
         repo.close()
     assert stored(admin, KeyStrategy(), "a") == meta("a", minutes=5)
+
+
+def answer_drop_proxy(gateway_port: int) -> ReplyDropProxy:
+    """A proxy in front of the gateway that, once armed, loses the answer to one write request
+    (PUT or POST): the gateway ran it, the client never hears."""
+    return ReplyDropProxy(
+        gateway_port,
+        starts=lambda chunk: chunk.startswith((b"PUT ", b"POST ")),
+        passes=lambda chunk: False,
+    )
+
+
+@pytest.mark.parametrize("behind", ["redis", "memory"])
+def test_a_conditional_put_over_the_gateway_whose_answer_was_lost_reports_its_write(
+    own_redis: RedisServer, admin: redis.Redis, behind: str
+) -> None:
+    # The answer lost is the gateway's: the HTTP repository sends the request again, marked as
+    # a retry, and the gateway's repository counts its own stored update as written.
+    with Gateway() as gateway:
+        if behind == "redis":
+            client = gateway.redis_client(f"redis://127.0.0.1:{own_redis.port}")
+            target: AsyncDeviceMetadataRepository = AsyncRedisDeviceMetadataRepository(client)
+        else:
+            target = AsyncInMemoryDeviceMetadataRepository()
+        with gateway.serving(target), answer_drop_proxy(gateway.port) as proxy:
+            repo = HttpDeviceMetadataRepository(f"http://127.0.0.1:{proxy.port}", retry=RETRY)
+            try:
+                repo.put_many([meta("a"), meta("b"), meta("c")])
+                proxy.arm()
+                assert repo.put(meta("a", minutes=1), if_newer=True) is True
+                assert proxy.dropped == 1
+                proxy.arm()
+                batch = [meta(i, minutes=1) for i in ("b", "c", "d")]
+                assert repo.put_many(batch, if_newer=True) == 3
+                assert proxy.dropped == 2
+                # Without a lost answer, an update stored already is not written again.
+                assert repo.put(meta("a", minutes=1), if_newer=True) is False
+                assert repo.put_many(batch, if_newer=True) == 0
+                # A retried older update is still refused.
+                proxy.arm()
+                assert repo.put(meta("a", minutes=-5), if_newer=True) is False
+                assert proxy.dropped == 3
+                for device_id in ("a", "b", "c", "d"):
+                    assert repo.get(device_id) == meta(device_id, minutes=1)
+            finally:
+                repo.close()

@@ -33,6 +33,7 @@ from cache_service_client import (
     DeviceQuery,
     InMemoryDeviceMetadataRepository,
     KeyStrategy,
+    PartialWriteError,
     RepairReport,
     RetryPolicy,
     ValidationError,
@@ -444,6 +445,9 @@ def test_every_error_code_has_one_row_and_the_gateways_answers_come_back_as_rais
         DataCorruptionError("device:d", "not json"),
         BackendTimeoutError("slow"),
         BackendConnectionError("down"),
+        PartialWriteError(
+            "put_many", done=["a"], failed=["b"], count=1, errors=[BackendError("OOM")]
+        ),
         BackendError("failed"),
     ]
     for exc in raised:
@@ -458,6 +462,28 @@ def test_every_error_code_has_one_row_and_the_gateways_answers_come_back_as_rais
     assert answer is not None
     assert answer.status == 502
     assert wire.error_response(RuntimeError("bug")) is None
+
+
+def test_a_partial_write_comes_back_with_what_was_done_and_is_retried_when_it_may_succeed() -> None:
+    said = {"done": ["a", "c"], "failed": ["b"], "count": 2}
+    refused = error(502, "partial_write", "put_many: 1 of 3 ...", **said, retryable=False)
+    script = Script(refused)
+    repo = scripted_sync(script)
+    with pytest.raises(PartialWriteError) as caught:
+        repo.put_many([meta("a"), meta("b"), meta("c")])
+    assert (caught.value.operation, caught.value.done, caught.value.failed) == (
+        "put_many",
+        ["a", "c"],
+        ["b"],
+    )
+    assert caught.value.count == 2
+    assert not caught.value.retryable
+    assert len(script.requests) == 1  # not retried
+    lost = error(502, "partial_write", "delete_many: 1 of 3 ...", **said, retryable=True)
+    script = Script(lost, httpx.Response(200, content=b'{"deleted": 3}', headers=JSON_HEADERS))
+    repo = scripted_sync(script)
+    assert repo.delete_many(["a", "b", "c"]) == 3  # retried whole
+    assert len(script.requests) == 2
 
 
 def test_validation_error_keeps_the_gateways_field_and_message() -> None:

@@ -46,6 +46,7 @@ EXPECTED = [
     "NearCacheStats",
     "NearCachedDeviceMetadataRepository",
     "Page",
+    "PartialWriteError",
     "QueryFields",
     "RedisDeviceMetadataRepository",
     "RepairReport",

@@ -23,7 +23,9 @@ from cache_service_client import (
     DeviceQuery,
     KeyStrategy,
     MetadataCodec,
+    PartialWriteError,
     RepairReport,
+    RetryPolicy,
     ValidationError,
 )
 from cache_service_client._validation import datetime_to_ms
@@ -429,13 +431,13 @@ def test_put_names_the_field_without_a_batch_index() -> None:
 def test_delete(reply: int, expected: bool) -> None:
     result, ops = run_flow(flows.delete(ctx(), "a"), [reply])
     assert result is expected
-    assert ops == [call(lua.DELETE, "a", keys=["device:a"])]
+    assert ops == [call(lua.DELETE, 0, "a", keys=["device:a"])]
 
 
 def test_delete_many() -> None:
     result, ops = run_flow(flows.delete_many(ctx(), ["a", "b", "a"]), [1])
     assert result == 1
-    assert ops == [call(lua.DELETE, "a", "b", keys=["device:a", "device:b"])]
+    assert ops == [call(lua.DELETE, 0, "a", "b", keys=["device:a", "device:b"])]
     assert run_flow(flows.delete_many(ctx(), []), []) == (0, [])
 
 
@@ -1553,26 +1555,29 @@ def mgets(ids: Sequence[str]) -> Command | Pipeline:
     return commands[0] if len(commands) == 1 else Pipeline(tuple(commands))
 
 
-def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
+def test_bucketed_put_many_checks_every_bucket_then_sends_one_put_per_bucket() -> None:
     ids = [f"d{n}" for n in range(12)]
     items = [make(i) for i in ids]
     buckets = list(dict.fromkeys(BUCKETED.bucket_of(i) for i in ids))
     assert len(buckets) > 1
-    written, ops = run_flow(flows.put_many(bctx(), items), [[3] * len(buckets)])
+    replies = [[0] * len(buckets), [3] * len(buckets)]
+    written, ops = run_flow(flows.put_many(bctx(), items), replies)
     assert written == 3 * len(buckets)
-    (op,) = ops
+    checks, op = ops
+    assert isinstance(checks, Pipeline)
     assert isinstance(op, Pipeline)
-    assert len(op.commands) == len(buckets)
+    assert len(op.commands) == len(checks.commands) == len(buckets)
     seen: list[str] = []
-    for bucket, entry in zip(buckets, op.commands, strict=True):
+    for bucket, check, entry in zip(buckets, checks.commands, op.commands, strict=True):
         members = [i for i in ids if BUCKETED.bucket_of(i) == bucket]
-        args: list[object] = [1000, 0]
+        rows: list[object] = []
         for i in members:
-            args += [i, encoded(i), "temp", score()]
+            rows += [i, encoded(i), "temp", score()]
+        keys = [BUCKETED.device_key(i) for i in members]
+        # The check pass: the batch script (one device too), flag "c".
+        assert check == bucket_call(lua.PUT, bucket, 1000, "c", *rows, keys=keys)
         script = lua.PUT_ONE if len(members) == 1 else lua.PUT
-        assert entry == bucket_call(
-            script, bucket, *args, keys=[BUCKETED.device_key(i) for i in members]
-        )
+        assert entry == bucket_call(script, bucket, 1000, 0, *rows, keys=keys)
         # Everything a script touches lives in one slot: its keys, and those it forms from the
         # device prefix and the per-datatype time index prefix.
         assert len({slot(key) for key in entry.keys}) == 1
@@ -1582,6 +1587,16 @@ def test_bucketed_put_many_sends_one_put_per_bucket_in_one_pipeline() -> None:
             assert slot(prefix + "x") == slot(entry.keys[0])
         seen += members
     assert sorted(seen) == sorted(ids)
+
+
+def test_bucketed_put_many_in_one_bucket_is_one_call_without_a_check() -> None:
+    ids = ids_in(2, 3)
+    written, ops = run_flow(flows.put_many(bctx(), [make(i) for i in ids]), [3])
+    assert written == 3
+    (op,) = ops
+    assert isinstance(op, ScriptCall)
+    assert op.script is lua.PUT
+    assert op.args[3] == 0
 
 
 def test_bucketed_put_of_one_device_is_a_bare_script_call() -> None:
@@ -1602,27 +1617,80 @@ def test_bucketed_put_of_one_device_is_a_bare_script_call() -> None:
     ]
 
 
-def test_bucketed_put_many_raises_the_error_of_a_failed_bucket() -> None:
+def test_bucketed_put_many_refused_by_a_bucket_check_writes_nothing() -> None:
     ids = [*ids_in(0, 1), *ids_in(1, 1)]
-    error = BackendConnectionError("Redis is unavailable: CLUSTERDOWN")
+    refusal = BackendError("Redis error (script 'put'): WRONGTYPE ...")
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        run_flow(flows.put_many(bctx(), [make(i) for i in ids]), [[0, refusal]])
+    # Only the check pass ran: the run ended at its reply.
+    flow = flows.put_many(bctx(), [make(i) for i in ids])
+    first = next(flow)
+    assert isinstance(first, Pipeline)
+    assert all(isinstance(c, ScriptCall) and c.args[3] == "c" for c in first.commands)
+    with pytest.raises(BackendError):
+        flow.send([0, refusal])
+
+
+def test_bucketed_put_many_failing_in_one_bucket_while_writing_says_what_was_done() -> None:
+    a = ids_in(0, 2)
+    b = ids_in(1, 1)
+    c = ids_in(3, 2)
+    items = [make(i) for i in (*a, *b, *c)]
+    lost = BackendConnectionError("Redis connection failed (script 'put'): lost")
+    with pytest.raises(PartialWriteError) as caught:
+        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], [2, lost, 1]])
+    error = caught.value
+    assert (error.operation, error.done, error.failed, error.count) == ("put_many", a + c, b, 3)
+    assert error.errors == [lost]
+    assert error.__cause__ is lost
+    assert error.retryable
+    assert RetryPolicy(attempts=2).is_retryable(error)
+    assert "1 of 5 devices failed" in str(error)
+    # A refusal that began in between: not retryable.
+    refused = BackendError("Redis error (script 'put'): OOM ...")
+    with pytest.raises(PartialWriteError) as caught:
+        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], [2, lost, refused]])
+    assert not caught.value.retryable
+    assert not RetryPolicy(attempts=2).is_retryable(caught.value)
+    assert (caught.value.done, caught.value.failed, caught.value.count) == (a, b + c, 2)
+    # Every bucket failed: nothing was written, the first bucket's error as it is.
     with pytest.raises(BackendConnectionError):
-        run_flow(flows.put_many(bctx(), [make(i) for i in ids]), [[1, error]])
+        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], [lost, lost, refused]])
 
 
-def test_bucketed_delete_many_sends_one_delete_per_bucket() -> None:
+def test_bucketed_delete_many_checks_every_bucket_then_sends_one_delete_per_bucket() -> None:
     (a0,) = ids_in(0, 1)
     a2, b2 = ids_in(2, 2)
     key = BUCKETED.device_key
-    deleted, ops = run_flow(flows.delete_many(bctx(), [a2, a0, b2]), [[2, 0]])
+    deleted, ops = run_flow(flows.delete_many(bctx(), [a2, a0, b2]), [[0, 0], [2, 0]])
     assert deleted == 2
     assert ops == [
         Pipeline(
             (
-                bucket_call(lua.DELETE, 2, a2, b2, keys=[key(a2), key(b2)]),
-                bucket_call(lua.DELETE, 0, a0, keys=[key(a0)]),
+                bucket_call(lua.DELETE, 2, "c", a2, b2, keys=[key(a2), key(b2)]),
+                bucket_call(lua.DELETE, 0, "c", a0, keys=[key(a0)]),
             )
-        )
+        ),
+        Pipeline(
+            (
+                bucket_call(lua.DELETE, 2, 0, a2, b2, keys=[key(a2), key(b2)]),
+                bucket_call(lua.DELETE, 0, 0, a0, keys=[key(a0)]),
+            )
+        ),
     ]
+    lost = BackendTimeoutError("Redis did not answer in time (script 'delete')")
+    with pytest.raises(PartialWriteError) as caught:
+        run_flow(flows.delete_many(bctx(), [a2, a0, b2]), [[0, 0], [lost, 1]])
+    assert (caught.value.operation, caught.value.done, caught.value.failed) == (
+        "delete_many",
+        [a0],
+        [a2, b2],
+    )
+    assert caught.value.count == 1
+    assert caught.value.retryable
+    # One bucket: one call, no check.
+    deleted, ops = run_flow(flows.delete_many(bctx(), [a2, b2]), [2])
+    assert ops == [bucket_call(lua.DELETE, 2, 0, a2, b2, keys=[key(a2), key(b2)])]
 
 
 def test_bucketed_get_many_groups_mgets_by_bucket_and_keeps_request_order() -> None:

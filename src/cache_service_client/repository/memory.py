@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TypeVar, cast
 
+from cache_service_client._attempt import is_retried_request
 from cache_service_client._glob import compile_glob, literal_prefix
 from cache_service_client._planner import QueryPlan, plan_query
 from cache_service_client._sorted import Comparable, SortedList
@@ -684,16 +685,21 @@ class InMemoryDeviceMetadataRepository:
         ]
         ttl = self._ttl
         written = 0
+        # As the Redis script: a stored value identical to the update counts as written when
+        # the request repeats one whose answer was lost (which wrote it).
+        retried = if_newer and is_retried_request()
         with self._lock:
             ks = self._ks
             now = self._now_ms()
             expires_at = None if ttl is None else now + max(1, round(ttl * 1000))
             for device_id, value, (datatype_id, score) in encoded:
                 key = self.key_strategy.device_key(device_id)
-                if if_newer and self._live(key, now) is not None:
+                if if_newer and (stored := self._live(key, now)) is not None:
                     # As the Redis script: the stored value's index score, in milliseconds.
                     old = ks.indexed.get(device_id)
                     if old is not None and old.score // 2 >= score // 2:
+                        if retried and old.score // 2 == score // 2 and stored.value == value:
+                            written += 1
                         continue
                 entry = self._data[key] = _Entry(value, expires_at)
                 ks.index_device(device_id, key, datatype_id, score, entry)

@@ -33,6 +33,7 @@ from cache_service_client.exceptions import (
     ConfigurationError,
     DataCorruptionError,
     DeviceNotFoundError,
+    PartialWriteError,
     ValidationError,
 )
 from cache_service_client.models import AwareDatetime, DeviceMetadata, DeviceQuery
@@ -129,6 +130,7 @@ ErrorCode = Literal[
     "unsupported_media_type",
     "backend_unavailable",
     "backend_timeout",
+    "partial_write",
     "backend_error",
     "not_found",
     "method_not_allowed",
@@ -273,6 +275,12 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
         field: The offending field, for ``validation_error``.
         device_id: The device that was not found, for ``device_not_found``.
         key: The backend key holding the bad value, for ``data_corruption``.
+        done: The ids carried out, for ``partial_write`` (see
+            :class:`~cache_service_client.PartialWriteError`).
+        failed: The ids not changed, for ``partial_write``.
+        count: What the carried-out part counts (written, deleted), for ``partial_write``.
+        retryable: Whether every failed part failed so that a retry may succeed, for
+            ``partial_write``.
 
     """
 
@@ -281,6 +289,10 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     field: str | None = None
     device_id: str | None = None
     key: str | None = None
+    done: list[str] | None = None
+    failed: list[str] | None = None
+    count: int | None = None
+    retryable: bool | None = None
 
 
 _JSON = "application/json"
@@ -356,6 +368,31 @@ def _not_found(answer: ErrorAnswer) -> CacheServiceError:
 def _corrupted(answer: ErrorAnswer) -> CacheServiceError:
     assert answer.body is not None  # chosen by its code
     return DataCorruptionError(answer.body.key or answer.where, answer.body.message)
+
+
+def _partial_body(exc: PartialWriteError) -> dict[str, Any]:
+    return {
+        "message": str(exc)[:500],
+        "done": exc.done,
+        "failed": exc.failed,
+        "count": exc.count,
+        "retryable": exc.retryable,
+    }
+
+
+def _partial(answer: ErrorAnswer) -> CacheServiceError:
+    body = answer.body
+    assert body is not None  # chosen by its code
+    said = f"{answer.where}: the gateway answered {answer.status} (partial_write){answer.said}"
+    cause = BackendConnectionError(said) if body.retryable else BackendError(said)
+    operation = "delete_many" if answer.argument == "device_ids" else "put_many"
+    return PartialWriteError(
+        operation,
+        done=list(body.done or ()),
+        failed=list(body.failed or ()),
+        count=body.count or 0,
+        errors=[cause],
+    )
 
 
 def _timed_out(answer: ErrorAnswer) -> CacheServiceError:
@@ -484,6 +521,16 @@ ERRORS: Final[Mapping[str, ErrorKind]] = {
             _backend_message,
             _unavailable,
             _RETRY_AFTER,
+        ),
+        ErrorKind(
+            "partial_write",
+            502,
+            "A batch over several buckets was carried out in part (`done`, `count`) and failed "
+            "in the rest (`failed`: not changed); `retryable`: whether the rest may succeed if "
+            "sent again.",
+            PartialWriteError,
+            _partial_body,
+            _partial,
         ),
         ErrorKind(
             "backend_error",

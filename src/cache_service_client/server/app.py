@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cache_service_client._attempt import RETRY_ATTEMPT_HEADER, retried_request
 from cache_service_client._glob import compile_glob
 from cache_service_client._validation import validate_paging, validate_ttl
 from cache_service_client.exceptions import (
@@ -105,10 +106,14 @@ class _Problem(Exception):
 
 
 def _problem(
-    code: wire.ErrorCode, message: str, headers: Mapping[str, str] | None = None, **fields: str
+    code: wire.ErrorCode,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    field: str | None = None,
 ) -> _Problem:
     """An answer of the gateway's own, with the status of ``code``'s row in the error table."""
-    body = wire.ErrorBody(error=code, message=message, **fields)
+    body = wire.ErrorBody(error=code, message=message, field=field)
     return _Problem(wire.ERRORS[code].status, body, headers)
 
 
@@ -512,6 +517,12 @@ class _Gateway:
         return Response(self.counters.render(), headers=headers, media_type=CONTENT_TYPE)
 
 
+def _retried(request: Request) -> bool:
+    """Whether ``request`` repeats one whose answer the client lost (a retried attempt)."""
+    attempt = request.headers.get(RETRY_ATTEMPT_HEADER)
+    return attempt is not None and attempt.isdigit() and int(attempt) > 1
+
+
 def _guarded(
     handler: Callable[[Request], Awaitable[Response]], metrics: GatewayMetrics
 ) -> Callable[..., Any]:
@@ -522,6 +533,9 @@ def _guarded(
 
     async def endpoint(request: Request) -> Response:
         try:
+            if _retried(request):
+                with retried_request():
+                    return await handler(request)
             return await handler(request)
         except Exception as exc:
             if isinstance(exc, (BackendError, DataCorruptionError)):

@@ -66,7 +66,8 @@ _MODELS: dict[Any, str] = {
     wire.ErrorBody: (
         "Every error response. `error` is a stable code; `field` names the offending field of "
         "a `validation_error`, `device_id` the device of a `device_not_found`, `key` the "
-        "backend key of a `data_corruption`."
+        "backend key of a `data_corruption`; `done`, `failed`, `count` and `retryable` say "
+        "what a `partial_write` carried out."
     ),
 }
 

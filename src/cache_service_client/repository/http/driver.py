@@ -13,6 +13,7 @@ followed, so the bearer token only ever goes to the configured origin.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import ssl
 import threading
@@ -20,6 +21,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import httpx
 
+from cache_service_client._attempt import RETRY_ATTEMPT_HEADER
 from cache_service_client.config import check_http_url, mask_url
 from cache_service_client.exceptions import (
     BackendConnectionError,
@@ -113,10 +115,19 @@ class _Driver(Generic[C]):
     def _policy(self, call: Call[Any]) -> RetryPolicy:
         return self.retry if call.endpoint.retried else _ONCE
 
-    def _request(self, call: Call[Any]) -> httpx.Request:
+    def _request(self, call: Call[Any], attempt: int = 1) -> httpx.Request:
+        """The request of ``call``; a retried ``attempt`` (2, 3, ...) says so in a header.
+
+        The gateway then treats a write stored by the attempt whose answer was lost as this
+        one's (see :data:`~cache_service_client._attempt.RETRY_ATTEMPT_HEADER`).
+        """
         headers = self.headers
-        if call.body is not None:
-            headers = {**headers, "Content-Type": _JSON}
+        if call.body is not None or attempt > 1:
+            headers = {**headers}
+            if call.body is not None:
+                headers["Content-Type"] = _JSON
+            if attempt > 1:
+                headers[RETRY_ATTEMPT_HEADER] = str(attempt)
         return self.client.build_request(
             call.endpoint.method,
             self.base_url + call.path,
@@ -170,16 +181,17 @@ class SyncHttpDriver(_Driver[httpx.Client]):
         return cast(T, result)
 
     def _answer(self, call: Call[Any]) -> tuple[Reply | None, Exception | None]:
+        attempts = itertools.count(1)
         try:
             reply = self._policy(call).call(
-                lambda: self._exchange(call), operation=call.endpoint.name
+                lambda: self._exchange(call, next(attempts)), operation=call.endpoint.name
             )
         except Exception as exc:
             return None, exc
         return reply, None
 
-    def _exchange(self, call: Call[Any]) -> Reply:
-        request = self._request(call)
+    def _exchange(self, call: Call[Any], attempt: int) -> Reply:
+        request = self._request(call, attempt)
         if not self._slots.acquire(timeout=self.timeout):
             raise BackendTimeoutError(
                 f"{self._where(call)}: no free connection within {self.timeout:g} s"
@@ -219,16 +231,17 @@ class AsyncHttpDriver(_Driver[httpx.AsyncClient]):
         return cast(T, result)
 
     async def _answer(self, call: Call[Any]) -> tuple[Reply | None, Exception | None]:
+        attempts = itertools.count(1)
         try:
             reply = await self._policy(call).call_async(
-                lambda: self._exchange(call), operation=call.endpoint.name
+                lambda: self._exchange(call, next(attempts)), operation=call.endpoint.name
             )
         except Exception as exc:
             return None, exc
         return reply, None
 
-    async def _exchange(self, call: Call[Any]) -> Reply:
-        request = self._request(call)
+    async def _exchange(self, call: Call[Any], attempt: int) -> Reply:
+        request = self._request(call, attempt)
         # No timeout on the queue in front of the pool: every call ahead is bounded by the
         # timeout (or cancelled), so the wait is too.
         async with self._slots:

@@ -17,6 +17,7 @@ from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from cache_service_client._attempt import is_retried_request
 from cache_service_client.exceptions import (
     AuthenticationError,
     BackendConnectionError,
@@ -111,9 +112,13 @@ def _cluster_slip(exc: Exception) -> bool:
 def _attempts(
     flow_fn: Callable[..., Flow[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Callable[[], Flow[T]]:
-    """Build a fresh flow per attempt; one marked ``retry_aware`` learns which attempts retry."""
+    """Build a fresh flow per attempt; one marked ``retry_aware`` learns which attempts retry.
+
+    Inside :func:`~cache_service_client._attempt.retried_request` (the gateway serving a
+    request repeated after a lost answer) the first attempt retries too.
+    """
     aware = knows_retries(flow_fn)
-    started = False
+    started = aware and is_retried_request()
 
     def attempt() -> Flow[T]:
         nonlocal started

@@ -38,6 +38,7 @@ from cache_service_client.exceptions import (
     BackendError,
     DataCorruptionError,
     DeviceNotFoundError,
+    PartialWriteError,
 )
 from cache_service_client.keys import KeyStrategy, score_of
 from cache_service_client.models import (
@@ -146,6 +147,44 @@ def _each(ops: list[Op]) -> Flow[list[Any]]:
         if isinstance(reply, Exception):
             raise reply
     return list(replies)
+
+
+def _in_buckets(
+    ctx: FlowContext,
+    operation: str,
+    ids: list[str],
+    groups: dict[int, list[int]],
+    call: Callable[[int, list[int]], ScriptCall],
+    check: Callable[[int, list[int]], ScriptCall],
+) -> Flow[int]:
+    """Run a batch write over several buckets: ``call`` per bucket, after ``check`` in each.
+
+    Each bucket's script is all or nothing, but the buckets are separate calls (on separate
+    Redis Cluster nodes, perhaps): first every bucket runs the script's check pass (its reads,
+    which fail as the write would: WRONGTYPE, an ACL denial, maxmemory, the layout), in one
+    round trip, so that such a refusal writes nothing anywhere. Then the writes, in one round
+    trip; a bucket that fails only then (a lost node, a refusal that began in between) raises
+    :class:`~cache_service_client.PartialWriteError` with what happened to each device, or its
+    own error when every bucket failed. Returns the sum of the buckets' counts.
+    """
+    buckets = list(groups.items())
+    yield from _each([check(bucket, positions) for bucket, positions in buckets])
+    replies = yield Pipeline(tuple(call(bucket, positions) for bucket, positions in buckets))
+    errors = [reply for reply in replies if isinstance(reply, Exception)]
+    if not errors:
+        return sum(int(n) for n in replies)
+    if len(errors) == len(replies):
+        raise errors[0]
+    done: list[str] = []
+    failed: list[str] = []
+    for (_, positions), reply in zip(buckets, replies, strict=True):
+        (failed if isinstance(reply, Exception) else done).extend(ids[p] for p in positions)
+    count = sum(int(n) for n in replies if not isinstance(n, Exception))
+    backend_errors = [e if isinstance(e, BackendError) else BackendError(str(e)) for e in errors]
+    error = PartialWriteError(
+        operation, done=done, failed=failed, count=count, errors=backend_errors
+    )
+    raise error from errors[0]
 
 
 # -- single devices and batches -------------------------------------------------------------
@@ -273,11 +312,18 @@ def _put_checked(
     if ctx.keys.buckets == 1:  # one script call, no grouping
         return int((yield call(0, range(len(checked)))))
     ids = [m.device_id for m in checked]
-    calls: list[Op] = [
-        call(bucket, positions) for bucket, positions in ctx.keys.group_by_bucket(ids).items()
-    ]
-    written = yield from _each(calls)
-    return sum(int(n) for n in written)
+    groups = ctx.keys.group_by_bucket(ids)
+    if len(groups) == 1:
+        return int((yield call(*next(iter(groups.items())))))
+
+    def check(bucket: int, positions: Iterable[int]) -> ScriptCall:
+        chosen = [(checked[p], values[p]) for p in positions]
+        devices = (_put_row(m, value) for m, value in chosen)
+        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, check=True)
+        keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
+        return _script(ctx, lua.PUT, bucket, keys, args)
+
+    return (yield from _in_buckets(ctx, "put_many", ids, groups, call, check))
 
 
 @retry_aware
@@ -313,12 +359,19 @@ def put(
 def delete_many(ctx: FlowContext, device_ids: Iterable[str]) -> Flow[int]:
     """Delete values and index entries atomically per bucket; return how many existed."""
     ids = validate_device_ids(device_ids)
-    calls: list[Op] = []
-    for bucket, positions in ctx.keys.group_by_bucket(ids).items():
+    groups = ctx.keys.group_by_bucket(ids)
+
+    def call(bucket: int, positions: Iterable[int], check: bool = False) -> ScriptCall:
         chosen = [ids[p] for p in positions]
-        calls.append(_script(ctx, lua.DELETE, bucket, ctx.keys.device_keys(chosen), chosen))
-    deleted = yield from _each(calls)
-    return sum(int(n) for n in deleted)
+        keys = ctx.keys.device_keys(chosen)
+        return _script(ctx, lua.DELETE, bucket, keys, lua.delete_args(chosen, check=check))
+
+    if not groups:
+        return 0
+    if len(groups) == 1:
+        return int((yield call(*next(iter(groups.items())))))
+    check = functools.partial(call, check=True)
+    return (yield from _in_buckets(ctx, "delete_many", ids, groups, call, check))
 
 
 def delete(ctx: FlowContext, device_id: str) -> Flow[bool]:
@@ -326,7 +379,7 @@ def delete(ctx: FlowContext, device_id: str) -> Flow[bool]:
     validate_device_id(device_id)
     keys = (ctx.keys.device_key(device_id),)
     bucket = ctx.keys.bucket_of(device_id)
-    return int((yield _script(ctx, lua.DELETE, bucket, keys, (device_id,)))) == 1
+    return int((yield _script(ctx, lua.DELETE, bucket, keys, lua.delete_args((device_id,))))) == 1
 
 
 def exists(ctx: FlowContext, device_id: str) -> Flow[bool]:

@@ -60,6 +60,7 @@ __all__ = [
     "SweepReply",
     "TimeRangeReply",
     "TimeSetReply",
+    "delete_args",
     "info_args",
     "parse_info",
     "parse_range",
@@ -218,17 +219,24 @@ def put_args(
     if_newer: bool,
     devices: Iterable[tuple[str, bytes, str, int]],
     retried: bool = False,
+    check: bool = False,
 ) -> tuple[Arg, ...]:
     """PUT: the TTL in ms (0: none), the if-newer flag, then (id, value, datatype, score) each.
 
     The flag is 0 (write), 1 (write only if newer) or 2 (only if newer, on a retried attempt:
     a stored value identical to the update counts as written, as an earlier attempt whose reply
-    was lost wrote it).
+    was lost wrote it); with ``check``, ``c``: only fail where the put would (PUT only).
     """
-    args: list[Arg] = [ttl_ms, (2 if retried else 1) if if_newer else 0]
+    flag: Arg = "c" if check else (2 if retried else 1) if if_newer else 0
+    args: list[Arg] = [ttl_ms, flag]
     for device in devices:
         args += device
     return tuple(args)
+
+
+def delete_args(device_ids: Iterable[str], *, check: bool = False) -> tuple[Arg, ...]:
+    """DELETE: the check flag (``c``: only fail where the delete would; else 0), then the ids."""
+    return ("c" if check else 0, *device_ids)
 
 
 def range_args(

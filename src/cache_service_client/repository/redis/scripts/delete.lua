@@ -1,22 +1,28 @@
 -- The delete script (cache_service_client.repository.redis.lua.DELETE).
--- ARGV[3..]: the ids of the device keys in KEYS[7..] (each id once). Returns how many existed.
+-- ARGV[3]: "c" to check only, else "0"; ARGV[4..]: the ids of the device keys in KEYS[7..]
+-- (each id once). Returns how many existed.
+-- "c": the check pass of a batch over several buckets (see PUT): the reads below fail as the
+-- delete would (WRONGTYPE, an ACL denial, the layout); nothing is written, and it returns 0
+-- (deletes are allowed over maxmemory).
 -- Reads: the fixed keys, and each id's datatype number, from its by-type entry. A run of one
 -- device removes its entry in its datatype's time index first, unchecked (see first_write).
 unversioned()
 check_fixed_keys()
+local check = ARGV[3] == 'c'
 local n = #KEYS - 6
 local ids = {}
-for i = 1, n do ids[i] = ARGV[2 + i] end
+for i = 1, n do ids[i] = ARGV[3 + i] end
 local parts = scores(KEYS[4], ids)
 local numbers = {}
 for i = 1, n do
   local number = false
   if parts[i] then
     number = math.floor(tonumber(parts[i]) / 2)
-    if n > 1 then will_change('ZREM', time_key(number), ids[i]) end
+    if n > 1 or check then will_change('ZREM', time_key(number), ids[i]) end
   end
   numbers[i] = number
 end
+if check then return 0 end
 -- Writes: a device's index entries, then its key (gathered index writes go at the end).
 local deleted = 0
 local writes = new_writes(n)
