@@ -109,6 +109,14 @@ def cluster_url() -> Iterator[str]:
         cluster.stop()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[RedisClusterServers]:
+    """A three-master cluster of this test's own, for tests that change it (migrate slots, add
+    nodes, break a master); stopped after the test."""
+    with RedisClusterServers(binary=server_binary()) as cluster:
+        yield cluster
+
+
 @pytest.fixture(scope="session")
 def sentinel_url() -> Iterator[str]:
     """A ``redis+sentinel://`` URL of a master, its replica and a sentinel, for this session.

@@ -181,6 +181,13 @@ class CacheServiceClient:
             self._overrides["async_redis_client"] = async_client
         self._callers_pool = sync_client is not None or async_client is not None
         if self._callers_pool:
+            if self._settings.backend != "redis":
+                raise ConfigurationError(
+                    "argument connection_pool: a redis-py pool is for a single Redis server, "
+                    f"but the settings name the {self._settings.backend!r} backend "
+                    f"({_address(self._settings)}), which would not use it: drop the pool, or "
+                    "give a redis://, rediss:// or unix:// URL"
+                )
             self._overrides["connection_pool"] = connection_pool
             if self._settings.near_cache_size and self._settings.backend == "redis":
                 # The near cache tracks the pool's server: one it cannot name fails now.

@@ -188,12 +188,8 @@ def test_maxmemory_refuses_a_batch_whole_and_deletes_still_free_memory(
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(binary=server_binary())
-    servers.start()
-    try:
+    with RedisClusterServers(binary=server_binary()) as servers:
         yield servers
-    finally:
-        servers.stop()
 
 
 def master_of(key: str, masters: int = 3) -> int:

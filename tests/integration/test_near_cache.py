@@ -57,6 +57,7 @@ from cache_service_client.container import (
     init_redis_client,
     init_sentinel_client,
 )
+from cache_service_client.repository.near import _Link as TrackingLink
 from cache_service_client.testing import (
     RedisClusterServers,
     RedisSentinelServers,
@@ -377,6 +378,35 @@ def test_a_pool_whose_server_cannot_be_named_is_refused_with_a_near_cache() -> N
     with pytest.raises(ConfigurationError, match="connection_pool and near_cache_size"):
         CacheServiceClient(connection_pool=pool, near_cache_size=10)
     CacheServiceClient(connection_pool=pool).close()  # without a near cache: fine
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://127.0.0.1:1", "redis+sentinel://127.0.0.1:1/mymaster", "memory://"]
+)
+def test_a_pool_with_settings_of_another_backend_is_refused(url: str) -> None:
+    # It would be left unused: the client would talk to the cluster (or nothing) instead.
+    pool = redis.ConnectionPool(port=1)
+    with pytest.raises(ConfigurationError, match=r"argument connection_pool: .* single Redis"):
+        CacheServiceClient(url=url, connection_pool=pool, near_cache_size=10)
+    with pytest.raises(ConfigurationError, match="argument connection_pool"):
+        CacheServiceClient(url=url, connection_pool=pool)
+
+
+def test_a_cache_closed_while_it_follows_the_topology_tracks_nothing(cluster_url: str) -> None:
+    # The first topology check runs as the cache is made; a close() during it must stop the
+    # links it starts (or keep it from starting them), and never fail.
+    settings = settings_from_url(cluster_url)
+    keys = KeyStrategy(buckets=4)
+    for pause in (0.0, 0.001, 0.003, 0.005, 0.01, 0.02, 0.05):
+        for _ in range(3):
+            cache = NearCache(10, build_tracking(settings, keys))
+            time.sleep(pause)
+            cache.close()
+            time.sleep(0.05)
+            assert not cache.connected
+            assert cache.tracked_endpoints() == ()
+            links = [t for t in threading.enumerate() if isinstance(t, TrackingLink)]
+            assert not [t for t in links if t._cache is cache and t.is_alive()], pause
 
 
 def test_flushdb_and_flushall_flush_the_cache_and_swapdb_is_not_reported(
@@ -760,17 +790,6 @@ def test_an_entry_never_outlives_its_ttl_without_a_report(
 
 
 # -- cluster and Sentinel ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[RedisClusterServers]:
-    """A cluster of this test's own: a slot gets migrated."""
-    cluster = RedisClusterServers(binary=server_binary())
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_waiting_for_invalidations_hears_every_primary_of_a_cluster(

@@ -6,7 +6,7 @@ import gc
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -31,17 +31,6 @@ from cache_service_client.testing._topologies import free_cluster_port
 from tests.redis_server import RedisServer, command, server_binary
 
 PLAN = {"datatype_id": "t", "datatype_name": "temperature", "persist": True}
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[RedisClusterServers]:
-    """A cluster of this test's own: slots get migrated."""
-    cluster = RedisClusterServers(binary=server_binary())
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def migrate_slot(

@@ -412,17 +412,23 @@ class NearCache:
             )
 
     def _retarget(self, endpoints: tuple[Endpoint, ...]) -> None:
-        """Track ``endpoints`` from now on: stop the other links, start the new ones."""
+        """Track ``endpoints`` from now on: stop the other links, start the new ones.
+
+        Nothing once the cache is closed; the new links start under the lock, so that
+        :meth:`close` finds every link it takes started (and stops it).
+        """
         links = [_Link(self, endpoint) for endpoint in endpoints]
         with self._lock:
+            if self._closed.is_set():
+                return
             old, self._links = self._links, links
             self._up.clear()
             self._connected = False
             self._flush_locked()
+            for link in links:
+                link.start()
         for link in old:
             link.stop()
-        for link in links:
-            link.start()
 
     def _supervise(self) -> None:
         discover = self._tracking.discover
