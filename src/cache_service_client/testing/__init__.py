@@ -21,12 +21,9 @@ The in-memory repositories themselves are
 :class:`~cache_service_client.InMemoryDeviceMetadataRepository` and its async twin.
 """
 
-from cache_service_client.testing._faults import (
-    AsyncFaultyRepository,
-    FakeClock,
-    Faults,
-    FaultyRepository,
-)
+from cache_service_client.testing._faults import FakeClock, Faults
+from cache_service_client.testing._faults_async import AsyncFaultyRepository
+from cache_service_client.testing._faults_sync import FaultyRepository
 from cache_service_client.testing._near import wait_for_invalidations
 from cache_service_client.testing._server import (
     SERVER_KINDS,
