@@ -65,18 +65,6 @@ class QueryPlan:
     matcher: Callable[[str], bool] | None
     prefix_only: bool = False
 
-    def matches(self, device_id: str, score: int | None = None) -> bool:
-        """Apply the id pattern and, when ``score`` is given, the persist and time filters."""
-        if self.matcher is not None and not self.matcher(device_id):
-            return False
-        if score is None:
-            return True
-        if self.persist is not None and (score & 1) != self.persist:
-            return False
-        if self.lo is not None and score < self.lo:
-            return False
-        return not (self.hi is not None and score > self.hi)
-
     def sort_key(self, device_id: str, score: int) -> Position:
         """The position of a device in this query's ascending order."""
         return (score, device_id) if self.by_time else (device_id,)

@@ -20,7 +20,7 @@ from cache_service_client import (
     DeviceQuery,
     InMemoryDeviceMetadataRepository,
 )
-from cache_service_client._planner import plan_query
+from cache_service_client._planner import QueryPlan, plan_query
 from cache_service_client.repository import memory as memory_module
 from tests import backends
 from tests.backends import PLAIN, at_ms
@@ -171,6 +171,17 @@ def check_indexes(repo: InMemoryDeviceMetadataRepository) -> None:
     }
 
 
+def plan_matches(plan: QueryPlan, device_id: str, score: int) -> bool:
+    """Whether a device passes the plan's id pattern, persist and time filters (plainly)."""
+    if plan.matcher is not None and not plan.matcher(device_id):
+        return False
+    if plan.persist is not None and (score & 1) != plan.persist:
+        return False
+    if plan.lo is not None and score < plan.lo:
+        return False
+    return not (plan.hi is not None and score > plan.hi)
+
+
 def reference(repo: InMemoryDeviceMetadataRepository, query: DeviceQuery, now_ms: int) -> list[str]:
     """The ids a query walk must return: a full scan of the live indexed devices."""
     plan = plan_query(query)
@@ -181,7 +192,7 @@ def reference(repo: InMemoryDeviceMetadataRepository, query: DeviceQuery, now_ms
             continue
         if plan.datatype_id is not None and m.datatype != plan.datatype_id:
             continue
-        if plan.matches(device_id, m.score):
+        if plan_matches(plan, device_id, m.score):
             rows.append((plan.sort_key(device_id, m.score), device_id))
     rows.sort(reverse=plan.descending)
     return [device_id for _, device_id in rows]

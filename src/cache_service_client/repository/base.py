@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
@@ -466,8 +466,3 @@ def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:
         warn_corrupted("batch read", error.key, error.reason)
     return result.found
 
-
-def page(ids: Sequence[str], limit: int | None, offset: int) -> list[str]:
-    """Slice ``ids`` by ``offset`` and ``limit``."""
-    end = None if limit is None else offset + limit
-    return list(ids[offset:end])

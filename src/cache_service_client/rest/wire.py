@@ -335,10 +335,6 @@ class ErrorAnswer:
 # -- the error table: one row per code, both directions ------------------------------------------
 
 
-def _message(exc: BaseException) -> dict[str, Any]:
-    return {"message": str(exc)}
-
-
 def _backend_message(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, AuthenticationError):
         # The backend refused the server's own credentials: not the caller's fault, no 401.
