@@ -412,7 +412,7 @@ class CacheServiceClient:
         *,
         if_newer: bool = False,
     ) -> int:
-        """Store several devices atomically in one round trip; return how many were written.
+        """Store several devices; return how many were written (see the repository's put_many).
 
         ``if_newer`` as in :meth:`store_device_metadata_async`, for each device.
         """
@@ -424,7 +424,7 @@ class CacheServiceClient:
         return await (await self.get_async_repository()).delete(device_id)
 
     async def delete_many_device_metadata(self, device_ids: Iterable[str]) -> int:
-        """Delete several devices atomically; return how many were stored."""
+        """Delete several devices; return how many were stored."""
         return await (await self.get_async_repository()).delete_many(device_ids)
 
     async def device_exists(self, device_id: str) -> bool:

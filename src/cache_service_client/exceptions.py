@@ -21,6 +21,8 @@ the original. Messages never contain passwords or tokens.
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "AsyncUsageError",
     "AuthenticationError",
@@ -161,11 +163,11 @@ class PartialWriteError(BackendError):
     A batch (``put_many``, ``delete_many``) whose devices live in several buckets (the nodes of
     a Redis Cluster, or the buckets of a :class:`~cache_service_client.KeyStrategy`) runs one
     script per bucket; each is all or nothing. Before any of them writes, every bucket is asked
-    whether it would refuse (an index key of the wrong type, an ACL denial, maxmemory, another
-    index layout): such a refusal raises its own error and nothing is written. What fails only
-    while writing (a node lost or failing over, a refusal that began in between) fails its own
-    buckets, and this error says what happened to each device; ``__cause__`` is the first
-    bucket's error.
+    whether it would refuse (an index key of the wrong type, an ACL denial, a node already over
+    maxmemory, another index layout): such a refusal raises its own error and nothing is
+    written. What fails only while writing (a node lost or failing over, a refusal that began in
+    between, maxmemory reached by the batch's own earlier buckets) fails its own buckets, and
+    this error says what happened to each device; ``__cause__`` is the first bucket's error.
 
     Retried (by the :class:`~cache_service_client.RetryPolicy`, the whole batch again) when
     every failed bucket's error is: see :attr:`retryable`.
@@ -174,7 +176,10 @@ class PartialWriteError(BackendError):
         operation: ``"put_many"`` or ``"delete_many"``.
         done: The ids in the buckets that were carried out: each written (deleted), or left as
             it was by the write's own rule (not newer; not stored).
-        failed: The ids in the buckets that failed: none of them was changed.
+        failed: The ids in the buckets that failed. Where a bucket's error was a refusal,
+            nothing of it changed; where it was a lost connection or a timeout (a
+            :class:`BackendConnectionError` or :class:`BackendTimeoutError` in :attr:`errors`,
+            or no reply at all), its script may have run: the outcome is unknown.
         count: What the carried-out buckets count (devices written, or deleted): the method's
             return value, had the batch been only ``done``.
         errors: The failed buckets' errors, in bucket order.
@@ -183,7 +188,7 @@ class PartialWriteError(BackendError):
 
     def __init__(
         self,
-        operation: str,
+        operation: Literal["put_many", "delete_many"],
         *,
         done: list[str],
         failed: list[str],
@@ -196,9 +201,15 @@ class PartialWriteError(BackendError):
         self.count = count
         self.errors = errors
         first = str(errors[0]) if errors else "unknown error"
+        lost = [isinstance(e, (BackendConnectionError, BackendTimeoutError)) for e in errors]
+        if all(lost):
+            outcome = "outcome unknown: they may have been written"
+        elif any(lost):
+            outcome = "not changed where refused, unknown where a connection was lost"
+        else:
+            outcome = "not changed"
         super().__init__(
-            f"{operation}: {len(failed)} of {len(done) + len(failed)} devices failed, in "
-            f"{len(errors)} bucket{'s' if len(errors) != 1 else ''} (nothing of them changed); "
+            f"{operation}: {len(failed)} of {len(done) + len(failed)} devices failed ({outcome}); "
             f"the other {len(done)} were carried out ({count} counted); first error: {first}"
         )
 

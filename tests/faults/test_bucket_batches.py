@@ -170,17 +170,49 @@ def test_maxmemory_refuses_a_batch_whole_and_deletes_still_free_memory(
 ) -> None:
     repo, admin = node
     admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", str(int(admin.info("memory")["used_memory"]) - 1024))
+    admin.config_set("maxmemory", "1")  # over it, whatever the server holds
     try:
         before = snapshot([admin])
         for write in batch_writes(repo)[:2]:
             with pytest.raises(BackendError, match="maxmemory"):
                 write()
             assert snapshot([admin]) == before
+        # A conditional batch that would write nothing (every update stored already) is no
+        # write: it passes over maxmemory, as within one bucket.
+        stored = [meta(i, ("t", "h")[n % 2]) for b in range(4) for n, i in enumerate(STORED[b])]
+        assert repo.put_many(stored, if_newer=True) == 0
+        assert snapshot([admin]) == before
         assert repo.delete_many(EVERY_BUCKET) == 8
     finally:
         admin.config_set("maxmemory", "0")
     assert admin.dbsize() == 0  # a bucket without devices has no indexes either
+
+
+def test_a_user_denied_a_command_changes_no_bucket(
+    own_redis: RedisServer, node: tuple[RedisDeviceMetadataRepository, redis.Redis]
+) -> None:
+    # A command, not a key: HSET (a new datatype gets its number with it). Redis 7 and Valkey
+    # tell it before anything is written (redis.acl_check_cmd); Redis 6.2 cannot.
+    _, admin = node
+    if not hasattr_acl_check_cmd(admin):
+        pytest.skip("the server has no redis.acl_check_cmd (Redis 6.2)")
+    admin.acl_setuser(
+        "app", enabled=True, passwords=["+pw"], keys=["~*"], commands=["+@all", "-hset"]
+    )
+    client = redis.Redis(port=own_redis.port, username="app", password="pw")
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600)
+    try:
+        before = snapshot([admin])
+        with pytest.raises(AuthenticationError, match="HSET"):
+            repo.put_many([meta(i, "brand-new") for i in EVERY_BUCKET])
+        assert snapshot([admin]) == before
+        assert repo.put_many([meta(i) for i in EVERY_BUCKET]) == 12  # no new datatype: fine
+    finally:
+        repo.close()
+
+
+def hasattr_acl_check_cmd(admin: redis.Redis) -> bool:
+    return bool(admin.eval("if redis.acl_check_cmd then return 1 else return 0 end", 0))
 
 
 # -- a cluster of three masters, one of them refusing ------------------------------------------
@@ -248,13 +280,30 @@ def test_on_a_cluster_a_master_over_maxmemory_changes_no_master(
     repo, admins, refusing = on_cluster
     admin = admins[refusing]
     admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", str(int(admin.info("memory")["used_memory"]) - 1024))
+    admin.config_set("maxmemory", "1")  # over it, whatever the server holds
     before = snapshot(admins)
     for write in batch_writes(repo)[:2]:
         with pytest.raises(BackendError, match="maxmemory"):
             write()
         assert snapshot(admins) == before
     assert repo.delete_many(EVERY_BUCKET) == 8  # deletes free memory: allowed, whole
+
+
+def test_on_a_cluster_a_master_refusing_every_write_refuses_a_delete_batch_too(
+    on_cluster: tuple[RedisDeviceMetadataRepository, list[redis.Redis], int],
+) -> None:
+    # Too few replicas: every write command is refused, deletes too (unlike maxmemory).
+    repo, admins, refusing = on_cluster
+    admins[refusing].config_set("min-replicas-to-write", "1")
+    try:
+        before = snapshot(admins)
+        for write in batch_writes(repo):
+            with pytest.raises(BackendError, match="NOREPLICAS"):
+                write()
+            assert snapshot(admins) == before
+    finally:
+        admins[refusing].config_set("min-replicas-to-write", "0")
+    assert repo.delete_many(EVERY_BUCKET) == 8
 
 
 def test_on_a_cluster_a_master_denying_the_user_changes_no_master(
@@ -298,7 +347,7 @@ def test_on_a_cluster_a_refusal_that_begins_after_the_check_says_what_was_writte
     assert replies == [0] * len(replies)
     admin = admins[refusing]
     admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", str(int(admin.info("memory")["used_memory"]) - 1024))
+    admin.config_set("maxmemory", "1")  # over it, whatever the server holds
     writes = flow.send(replies)
     with pytest.raises(PartialWriteError) as caught:
         flow.send(driver._execute(writes))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio
@@ -30,7 +31,11 @@ from cache_service_client import (
     RedisDeviceMetadataRepository,
     RetryPolicy,
 )
-from cache_service_client.repository.http import HttpDeviceMetadataRepository
+from cache_service_client._attempt import RETRY_ATTEMPT_HEADER
+from cache_service_client.repository.http import (
+    AsyncHttpDeviceMetadataRepository,
+    HttpDeviceMetadataRepository,
+)
 from tests import backends
 from tests.backends import PLAIN
 from tests.delay_proxy import TcpProxy
@@ -233,3 +238,38 @@ def test_a_conditional_put_over_the_gateway_whose_answer_was_lost_reports_its_wr
                     assert repo.get(device_id) == meta(device_id, minutes=1)
             finally:
                 repo.close()
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000, "-2", "2.0", "0x2", ""])
+def test_a_malformed_retry_attempt_header_counts_as_none(value: str) -> None:
+    # Anything but a plain small number: a first attempt (never a 5xx).
+    with Gateway() as gateway:
+        body = {"datatype_id": "t", "datatype_name": "t", "persist": False}
+        body["last_updated"] = NOW.isoformat()
+        headers = {RETRY_ATTEMPT_HEADER.encode(): value.encode("latin-1")}
+        with httpx.Client(base_url=gateway.url) as http:
+            first = http.put("/v1/devices/a?if_newer=true", json=body, headers=headers)
+            again = http.put("/v1/devices/a?if_newer=true", json=body, headers=headers)
+            retried = http.put(
+                "/v1/devices/a?if_newer=true", json=body, headers={RETRY_ATTEMPT_HEADER: "2"}
+            )
+    assert (first.status_code, first.json()) == (200, {"stored": 1})
+    assert (again.status_code, again.json()) == (200, {"stored": 0})  # a redelivery
+    assert (retried.status_code, retried.json()) == (200, {"stored": 1})  # a retry
+
+
+def test_a_gateway_in_front_of_another_passes_a_retry_on() -> None:
+    # Gateway A serves an HTTP repository of gateway B: a retried request to A is a retried
+    # request to B, so B counts the update it stored already as written.
+    body = {"datatype_id": "t", "datatype_name": "t", "persist": False}
+    body["last_updated"] = NOW.isoformat()
+    with Gateway() as back, Gateway() as front:
+        target = AsyncHttpDeviceMetadataRepository(back.url)
+        with front.serving(target), httpx.Client(base_url=front.url) as http:
+            assert http.put("/v1/devices/a?if_newer=true", json=body).json() == {"stored": 1}
+            assert http.put("/v1/devices/a?if_newer=true", json=body).json() == {"stored": 0}
+            retried = http.put(
+                "/v1/devices/a?if_newer=true", json=body, headers={RETRY_ATTEMPT_HEADER: "2"}
+            )
+            assert retried.json() == {"stored": 1}
+        front.run(target.close())

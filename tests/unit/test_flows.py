@@ -1574,8 +1574,8 @@ def test_bucketed_put_many_checks_every_bucket_then_sends_one_put_per_bucket() -
         for i in members:
             rows += [i, encoded(i), "temp", score()]
         keys = [BUCKETED.device_key(i) for i in members]
-        # The check pass: the batch script (one device too), flag "c".
-        assert check == bucket_call(lua.PUT, bucket, 1000, "c", *rows, keys=keys)
+        # The check pass: the batch script (one device too), the flag after a "c".
+        assert check == bucket_call(lua.PUT, bucket, 1000, "c0", *rows, keys=keys)
         script = lua.PUT_ONE if len(members) == 1 else lua.PUT
         assert entry == bucket_call(script, bucket, 1000, 0, *rows, keys=keys)
         # Everything a script touches lives in one slot: its keys, and those it forms from the
@@ -1626,7 +1626,12 @@ def test_bucketed_put_many_refused_by_a_bucket_check_writes_nothing() -> None:
     flow = flows.put_many(bctx(), [make(i) for i in ids])
     first = next(flow)
     assert isinstance(first, Pipeline)
-    assert all(isinstance(c, ScriptCall) and c.args[3] == "c" for c in first.commands)
+    assert all(isinstance(c, ScriptCall) and c.args[3] == "c0" for c in first.commands)
+    # A conditional put's check knows it is one (and a retried one, that it is retried).
+    flow = flows.put_many(bctx(), [make(i) for i in ids], if_newer=True, retried=True)
+    checks = next(flow)
+    assert isinstance(checks, Pipeline)
+    assert all(isinstance(c, ScriptCall) and c.args[3] == "c2" for c in checks.commands)
     with pytest.raises(BackendError):
         flow.send([0, refusal])
 
@@ -1653,9 +1658,20 @@ def test_bucketed_put_many_failing_in_one_bucket_while_writing_says_what_was_don
     assert not caught.value.retryable
     assert not RetryPolicy(attempts=2).is_retryable(caught.value)
     assert (caught.value.done, caught.value.failed, caught.value.count) == (a, b + c, 2)
-    # Every bucket failed: nothing was written, the first bucket's error as it is.
-    with pytest.raises(BackendConnectionError):
-        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], [lost, lost, refused]])
+    # Every bucket refused: nothing was written, the first bucket's error as it is.
+    with pytest.raises(BackendError, match="OOM"):
+        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], [refused, refused, refused]])
+    # Every bucket failed, one with a lost connection (it may have been written): partial.
+    with pytest.raises(PartialWriteError) as caught:
+        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], [lost, refused, refused]])
+    assert (caught.value.done, caught.value.count) == ([], 0)
+    assert "unknown where a connection was lost" in str(caught.value)
+    # The write pipeline failed as a whole (no reply for any bucket): every id unknown.
+    with pytest.raises(PartialWriteError) as caught:
+        run_flow(flows.put_many(bctx(), items), [[0, 0, 0], lost])
+    assert (caught.value.done, sorted(caught.value.failed)) == ([], sorted(a + b + c))
+    assert caught.value.retryable
+    assert caught.value.__cause__ is lost
 
 
 def test_bucketed_delete_many_checks_every_bucket_then_sends_one_delete_per_bucket() -> None:

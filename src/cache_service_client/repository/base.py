@@ -75,10 +75,14 @@ class DeviceMetadataRepository(Protocol):
         ...
 
     def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """Store several devices atomically in one round trip; return how many were written.
+        """Store several devices; return how many were written.
 
         If any item is invalid, nothing is written. ``if_newer`` applies to each device as in
         :meth:`put`; a batch that names a device twice ends as the two writes in order would.
+        A batch whose devices live in one bucket (always, on a single Redis node) is written
+        whole or not at all; one over several buckets (Redis Cluster) may raise
+        :class:`~cache_service_client.PartialWriteError`, which says which devices were
+        written (see docs/scaling.md).
         """
         ...
 
@@ -87,7 +91,7 @@ class DeviceMetadataRepository(Protocol):
         ...
 
     def delete_many(self, device_ids: Iterable[str]) -> int:
-        """Delete several devices atomically; return how many were stored."""
+        """Delete several devices; return how many were stored (see :meth:`put_many`)."""
         ...
 
     def exists(self, device_id: str) -> bool:
@@ -166,7 +170,7 @@ class AsyncDeviceMetadataRepository(Protocol):
         ...
 
     async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """Store several devices atomically; return how many were written."""
+        """Store several devices; return how many were written (see the sync protocol)."""
         ...
 
     async def delete(self, device_id: str) -> bool:
@@ -174,7 +178,7 @@ class AsyncDeviceMetadataRepository(Protocol):
         ...
 
     async def delete_many(self, device_ids: Iterable[str]) -> int:
-        """Delete several devices atomically; return how many were stored."""
+        """Delete several devices; return how many were stored (see the sync protocol)."""
         ...
 
     async def exists(self, device_id: str) -> bool:
@@ -465,4 +469,3 @@ def log_corrupted(result: BatchGetResult) -> dict[str, DeviceMetadata]:
     for error in result.corrupted.values():
         warn_corrupted("batch read", error.key, error.reason)
     return result.found
-

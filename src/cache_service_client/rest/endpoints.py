@@ -17,6 +17,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
+from cache_service_client._attempt import RETRY_ATTEMPT_HEADER
 from cache_service_client.models import CacheInfo, DeviceMetadata, HealthStatus, Page, RepairReport
 from cache_service_client.rest import wire
 
@@ -71,6 +72,17 @@ PARAMETERS: Final[Mapping[str, Mapping[str, Any]]] = {
         "name": "If-None-Match",
         "in": "header",
         "required": False,
+        "schema": {"type": "string"},
+    },
+    RETRY_ATTEMPT_HEADER: {
+        "name": RETRY_ATTEMPT_HEADER,
+        "in": "header",
+        "required": False,
+        "description": (
+            "On a request that repeats one whose answer was lost: the attempt (2, 3, ...). A "
+            "conditional put (`if_newer=true`) then counts an identical update stored already "
+            "(the lost attempt's) as stored. Anything but 1-9 digits counts as absent."
+        ),
         "schema": {"type": "string"},
     },
     "ttl": {
@@ -304,7 +316,7 @@ PUT: Final[Endpoint[wire.StoredResponse]] = Endpoint(
     wire.StoredResponse,
     body=wire.DeviceMetadataInput,
     body_description="The metadata.",
-    params=("ttl", "if_newer"),
+    params=("ttl", "if_newer", RETRY_ATTEMPT_HEADER),
 )
 #: Deletes one device.
 DELETE: Final[Endpoint[wire.DeleteResponse]] = Endpoint(
@@ -340,28 +352,28 @@ GET_MANY: Final[Endpoint[wire.BatchGetResponse]] = Endpoint(
     body_description="The ids to read.",
     argument="device_ids",
 )
-#: Stores a batch of devices atomically.
+#: Stores a batch of devices.
 PUT_MANY: Final[Endpoint[wire.StoredResponse]] = Endpoint(
     "put_many",
     "POST",
     wire.BATCH_PUT_PATH,
     "batchPutDevices",
-    "Store several devices atomically (idempotent)",
+    "Store several devices (idempotent; a cluster may answer partial_write)",
     (Answer("200", "How many were stored."),),
     wire.StoredResponse,
     body=wire.BatchPutBody,
     body_description="The devices to store.",
     description="If any item is invalid, nothing is stored.",
-    params=("ttl", "if_newer"),
+    params=("ttl", "if_newer", RETRY_ATTEMPT_HEADER),
     argument="items",
 )
-#: Deletes a batch of devices atomically.
+#: Deletes a batch of devices.
 DELETE_MANY: Final[Endpoint[wire.DeletedResponse]] = Endpoint(
     "delete_many",
     "POST",
     wire.BATCH_DELETE_PATH,
     "batchDeleteDevices",
-    "Delete several devices atomically (idempotent)",
+    "Delete several devices (idempotent; a cluster may answer partial_write)",
     (Answer("200", "How many were stored."),),
     wire.DeletedResponse,
     body=wire.DeviceIdsBody,

@@ -381,7 +381,10 @@ def _partial(answer: ErrorAnswer) -> CacheServiceError:
     assert body is not None  # chosen by its code
     said = f"{answer.where}: the gateway answered {answer.status} (partial_write){answer.said}"
     cause = BackendConnectionError(said) if body.retryable else BackendError(said)
-    operation = "delete_many" if answer.argument == "device_ids" else "put_many"
+    # Only the batch writes answer it: their bodies carry ``items`` or ``device_ids``.
+    operation: Literal["put_many", "delete_many"] = (
+        "delete_many" if answer.argument == "device_ids" else "put_many"
+    )
     return PartialWriteError(
         operation,
         done=list(body.done or ()),

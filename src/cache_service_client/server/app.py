@@ -517,10 +517,14 @@ class _Gateway:
         return Response(self.counters.render(), headers=headers, media_type=CONTENT_TYPE)
 
 
+_ATTEMPT = re.compile(r"[0-9]{1,9}")
+
+
 def _retried(request: Request) -> bool:
     """Whether ``request`` repeats one whose answer the client lost (a retried attempt)."""
     attempt = request.headers.get(RETRY_ATTEMPT_HEADER)
-    return attempt is not None and attempt.isdigit() and int(attempt) > 1
+    # Anything but a plain number of 1-9 ASCII digits is taken as no header (never an error).
+    return attempt is not None and _ATTEMPT.fullmatch(attempt) is not None and int(attempt) > 1
 
 
 def _guarded(

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import httpx
 
-from cache_service_client._attempt import RETRY_ATTEMPT_HEADER
+from cache_service_client._attempt import RETRY_ATTEMPT_HEADER, is_retried_request
 from cache_service_client.config import check_http_url, mask_url
 from cache_service_client.exceptions import (
     BackendConnectionError,
@@ -122,6 +122,8 @@ class _Driver(Generic[C]):
         one's (see :data:`~cache_service_client._attempt.RETRY_ATTEMPT_HEADER`).
         """
         headers = self.headers
+        if attempt == 1 and is_retried_request():  # a gateway in front retries its request
+            attempt = 2
         if call.body is not None or attempt > 1:
             headers = {**headers}
             if call.body is not None:

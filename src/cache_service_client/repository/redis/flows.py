@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cache_service_client._glob import compile_glob, literal_prefix
 from cache_service_client._planner import Position, QueryPlan, plan_query
@@ -36,6 +36,7 @@ from cache_service_client.exceptions import (
     AuthenticationError,
     BackendConnectionError,
     BackendError,
+    BackendTimeoutError,
     DataCorruptionError,
     DeviceNotFoundError,
     PartialWriteError,
@@ -149,9 +150,17 @@ def _each(ops: list[Op]) -> Flow[list[Any]]:
     return list(replies)
 
 
+def _unknown(error: BaseException) -> bool:
+    """Whether a bucket that failed with ``error`` may have been written all the same.
+
+    So it may after a lost connection or a timeout: the script may have run.
+    """
+    return isinstance(error, (BackendConnectionError, BackendTimeoutError))
+
+
 def _in_buckets(
     ctx: FlowContext,
-    operation: str,
+    operation: Literal["put_many", "delete_many"],
     ids: list[str],
     groups: dict[int, list[int]],
     call: Callable[[int, list[int]], ScriptCall],
@@ -165,15 +174,20 @@ def _in_buckets(
     round trip, so that such a refusal writes nothing anywhere. Then the writes, in one round
     trip; a bucket that fails only then (a lost node, a refusal that began in between) raises
     :class:`~cache_service_client.PartialWriteError` with what happened to each device, or its
-    own error when every bucket failed. Returns the sum of the buckets' counts.
+    own error when every bucket refused. A bucket that failed with a connection error or a
+    timeout (or a pipeline that failed as a whole) may have been written: its ids count as
+    failed, outcome unknown. Returns the sum of the buckets' counts.
     """
     buckets = list(groups.items())
     yield from _each([check(bucket, positions) for bucket, positions in buckets])
-    replies = yield Pipeline(tuple(call(bucket, positions) for bucket, positions in buckets))
+    try:
+        replies = yield Pipeline(tuple(call(bucket, positions) for bucket, positions in buckets))
+    except BackendError as exc:  # no reply at all: the other buckets may have been written
+        raise PartialWriteError(operation, done=[], failed=ids, count=0, errors=[exc]) from exc
     errors = [reply for reply in replies if isinstance(reply, Exception)]
     if not errors:
         return sum(int(n) for n in replies)
-    if len(errors) == len(replies):
+    if len(errors) == len(replies) and not any(_unknown(e) for e in errors):
         raise errors[0]
     done: list[str] = []
     failed: list[str] = []
@@ -319,7 +333,9 @@ def _put_checked(
     def check(bucket: int, positions: Iterable[int]) -> ScriptCall:
         chosen = [(checked[p], values[p]) for p in positions]
         devices = (_put_row(m, value) for m, value in chosen)
-        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, check=True)
+        args = lua.put_args(
+            ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, retried=retried, check=True
+        )
         keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
         return _script(ctx, lua.PUT, bucket, keys, args)
 

@@ -225,10 +225,11 @@ def put_args(
 
     The flag is 0 (write), 1 (write only if newer) or 2 (only if newer, on a retried attempt:
     a stored value identical to the update counts as written, as an earlier attempt whose reply
-    was lost wrote it); with ``check``, ``c``: only fail where the put would (PUT only).
+    was lost wrote it); with ``check``, the same after a ``c``: only fail where the put would
+    (PUT only).
     """
-    flag: Arg = "c" if check else (2 if retried else 1) if if_newer else 0
-    args: list[Arg] = [ttl_ms, flag]
+    flag = (2 if retried else 1) if if_newer else 0
+    args: list[Arg] = [ttl_ms, f"c{flag}" if check else flag]
     for device in devices:
         args += device
     return tuple(args)

@@ -188,7 +188,11 @@ class RedisDeviceMetadataRepository(_Common["redis.Redis | RedisCluster"]):
         return self._driver.run(flows.put, self._ctx, metadata, if_newer)
 
     def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """Store a batch atomically in one round trip; return how many were written."""
+        """Store a batch: one script per bucket; return how many were written.
+
+        Raises:
+            PartialWriteError: The batch spans buckets and some of them failed while writing.
+        """
         return self._driver.run(flows.put_many, self._ctx, replayable(items), if_newer)
 
     def delete(self, device_id: str) -> bool:
@@ -196,7 +200,11 @@ class RedisDeviceMetadataRepository(_Common["redis.Redis | RedisCluster"]):
         return self._driver.run(flows.delete, self._ctx, device_id)
 
     def delete_many(self, device_ids: Iterable[str]) -> int:
-        """Delete a batch atomically; return how many were stored."""
+        """Delete a batch: one script per bucket; return how many were stored.
+
+        Raises:
+            PartialWriteError: The batch spans buckets and some of them failed while writing.
+        """
         return self._driver.run(flows.delete_many, self._ctx, replayable(device_ids))
 
     def exists(self, device_id: str) -> bool:
@@ -289,7 +297,11 @@ class AsyncRedisDeviceMetadataRepository(_Common["redis.asyncio.Redis | AsyncRed
         return await self._driver.run(flows.put, self._ctx, metadata, if_newer)
 
     async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
-        """Store a batch atomically in one round trip; return how many were written."""
+        """Store a batch: one script per bucket; return how many were written.
+
+        Raises:
+            PartialWriteError: The batch spans buckets and some of them failed while writing.
+        """
         return await self._driver.run(flows.put_many, self._ctx, replayable(items), if_newer)
 
     async def delete(self, device_id: str) -> bool:
@@ -297,7 +309,11 @@ class AsyncRedisDeviceMetadataRepository(_Common["redis.asyncio.Redis | AsyncRed
         return await self._driver.run(flows.delete, self._ctx, device_id)
 
     async def delete_many(self, device_ids: Iterable[str]) -> int:
-        """Delete a batch atomically; return how many were stored."""
+        """Delete a batch: one script per bucket; return how many were stored.
+
+        Raises:
+            PartialWriteError: The batch spans buckets and some of them failed while writing.
+        """
         return await self._driver.run(flows.delete_many, self._ctx, replayable(device_ids))
 
     async def exists(self, device_id: str) -> bool:

@@ -1,9 +1,10 @@
 -- The delete script (cache_service_client.repository.redis.lua.DELETE).
 -- ARGV[3]: "c" to check only, else "0"; ARGV[4..]: the ids of the device keys in KEYS[7..]
 -- (each id once). Returns how many existed.
--- "c": the check pass of a batch over several buckets (see PUT): the reads below fail as the
--- delete would (WRONGTYPE, an ACL denial, the layout); nothing is written, and it returns 0
--- (deletes are allowed over maxmemory).
+-- "c": the check pass of a batch over several buckets (see PUT): the reads below, the ACL's word
+-- on the commands the delete runs (Redis 7+) and a ZREM that changes nothing (refused with too
+-- few replicas or a failed save, not under maxmemory: deletes free memory) fail as the delete
+-- would; nothing is written, and it returns 0.
 -- Reads: the fixed keys, and each id's datatype number, from its by-type entry. A run of one
 -- device removes its entry in its datatype's time index first, unchecked (see first_write).
 unversioned()
@@ -22,8 +23,13 @@ for i = 1, n do
   end
   numbers[i] = number
 end
-if check then return 0 end
 -- Writes: a device's index entries, then its key (gathered index writes go at the end).
+if check then
+  may('DEL', KEYS[7])
+  may('ZREM', KEYS[1], '')
+  first_write('ZREM', KEYS[1], '')
+  return 0
+end
 local deleted = 0
 local writes = new_writes(n)
 for i = 1, n do

@@ -1,21 +1,23 @@
 -- The put script (cache_service_client.repository.redis.lua.PUT).
--- ARGV[3]: ttl_ms (0: none); ARGV[4]: "1" to write a device only if it is newer, "2" the same
--- on a retried attempt, "c" to check only (see below); then (id, value, datatype, score) per
--- device in KEYS[7..] (each id once).
+-- ARGV[3]: ttl_ms (0: none); ARGV[4]: "0" to write, "1" to write a device only if it is newer,
+-- "2" the same on a retried attempt, each with a "c" in front to check only (see below); then
+-- (id, value, datatype, score) per device in KEYS[7..] (each id once).
 -- "Newer": no value is stored, or the stored one is indexed with an older last_updated (the
 -- index keeps milliseconds: score = ms * 2 + persist); a value nobody indexed counts as older.
 -- A stored value identical to the update (same bytes) is not written again either; on a retried
 -- attempt ("2") it counts as written: it is what the attempt whose reply was lost wrote.
 -- A put with a TTL also removes up to {prune} expired index entries of the bucket.
 -- Returns how many devices were written (with "2", or found stored already).
--- "c": the check pass of a batch over several buckets (each its own script call, on its own
--- Redis Cluster node perhaps): the reads below, and a write that changes nothing where
--- maxmemory would refuse the first write, fail as the put would (WRONGTYPE, an ACL denial, the
--- layout, maxmemory); nothing is written, and it returns 0.
+-- "c...": the check pass of a batch over several buckets (each its own script call, on its own
+-- Redis Cluster node perhaps): the reads below, the ACL's word on each command the put would
+-- run (Redis 7+), and a write that changes nothing where the put's first write would be refused
+-- (maxmemory, too few replicas, a failed save) fail as the put would; nothing is written, and it
+-- returns 0.
 local call, argv, keys = redis.call, ARGV, KEYS
 local ttl = tonumber(argv[3])
-local check = argv[4] == 'c'
-local newer, retried = argv[4] == '1' or argv[4] == '2', argv[4] == '2'
+local check = string.sub(argv[4], 1, 1) == 'c'
+local mode = string.sub(argv[4], -1)
+local newer, retried = mode ~= '0', mode == '2'
 local now, at = nil, 0
 if ttl > 0 then
   now = now_ms()
@@ -54,10 +56,29 @@ else
   call('ZSCORE', keys[2], '')
 end
 -- Writes: the values first, then their index entries, then the expired entries. A check
--- pass writes nothing: a ZADD that changes nothing (no member is '') stands for the first
--- write, which maxmemory refuses (and nothing else does, after the reads).
+-- pass writes nothing: a command that changes nothing (no member is '') stands for the first
+-- write, refused as that would be (a ZADD, under maxmemory too, where a value is written; a
+-- ZREM where only expired entries go).
 if check then
-  first_write('ZADD', keys[1], 'XX', '0', '')
+  local writing, moving = false, false
+  for i = 1, n do
+    if write[i] then
+      writing = true
+      if old_of_device[i] and old_of_device[i] ~= number_of_device[i] then moving = true end
+    end
+  end
+  if writing then
+    may('SET', keys[7], '')
+    may('ZADD', keys[1], '0', '')
+    if next(numbers.fresh) then may('HSET', keys[3], '', '') end
+    if fresh_bucket then may('SET', keys[6], LAYOUT) end
+  end
+  if moving or #expired > 0 then may('ZREM', keys[1], '') end
+  if writing then
+    first_write('ZADD', keys[1], 'XX', '0', '')
+  elseif #expired > 0 then
+    first_write('ZREM', keys[1], '')
+  end
   return 0
 end
 local written = 0
