@@ -71,6 +71,23 @@ PAIRS: tuple[Pair, ...] = (
         "src/cache_service_client/testing/_faults_async.py",
         "src/cache_service_client/testing/_faults_sync.py",
     ),
+    Pair(
+        "src/cache_service_client/repository/_near_async.py",
+        "src/cache_service_client/repository/_near_sync.py",
+        (
+            Rule(
+                r"\bAsyncNearCachedDeviceMetadataRepository\b", "NearCachedDeviceMetadataRepository"
+            ),
+            Rule(r"\bAsyncRedisDeviceMetadataRepository\b", "RedisDeviceMetadataRepository"),
+            Rule(r"\b_AsyncForwarding\b", "_Forwarding"),
+            Rule(r"\b([Aa])n async Redis repository\b", r"\1 Redis repository"),
+            Rule(r"\bThe async Redis repository\b", "The Redis repository"),
+            Rule(r"\bThe near-cached async repository\b", "The near-cached repository"),
+            Rule(
+                r"\(the sync one is generated from this file\)", "(generated from _near_async.py)"
+            ),
+        ),
+    ),
 )
 
 

@@ -1,0 +1,110 @@
+"""The near-cached async repository (the sync one is generated from this file)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from cache_service_client._validation import validate_device_id, validate_device_ids
+from cache_service_client.exceptions import DeviceNotFoundError
+from cache_service_client.models import BatchGetResult, DeviceMetadata, HealthStatus
+from cache_service_client.repository.base import _AsyncForwarding, log_corrupted
+from cache_service_client.repository.near import (
+    ABSENT,
+    NearCache,
+    _combine,
+    _NearCached,
+    _nothing,
+    _one,
+    _Read,
+    _Write,
+)
+
+if TYPE_CHECKING:
+    from cache_service_client.repository.redis import AsyncRedisDeviceMetadataRepository
+
+__all__ = ["AsyncNearCachedDeviceMetadataRepository"]
+
+
+class AsyncNearCachedDeviceMetadataRepository(
+    _NearCached["AsyncRedisDeviceMetadataRepository"], _AsyncForwarding
+):
+    """An async Redis repository whose reads of single devices are served from a :class:`NearCache`.
+
+    ``get``, ``get_many``, ``get_many_detailed`` and ``exists`` answer from the cache where
+    they can and read only the rest from Redis (with the keys' PTTL, in one round trip); every
+    other method is the wrapped repository's (never cached). Writes through this repository
+    drop their ids' entries at once (reads that follow see the write without waiting for
+    Redis's report). ``health`` adds the near cache's state to ``details["near_cache"]``.
+
+    Args:
+        repository: The async Redis repository (single node, Sentinel or cluster).
+        cache: The near cache (thread-safe); shared with other repositories of the same data
+            if you like, the sync and async ones of a client included. The repository does not
+            close it: the owner (the container) does; ``close`` closes the wrapped repository
+            only.
+    """
+
+    def __init__(self, repository: AsyncRedisDeviceMetadataRepository, cache: NearCache) -> None:
+        self._inner = repository
+        self._cache = cache
+
+    @property
+    def wrapped(self) -> AsyncRedisDeviceMetadataRepository:
+        """The Redis repository behind the cache."""
+        return self._inner
+
+    async def _read(self, device_ids: list[str]) -> BatchGetResult:
+        with _Read(self._cache, device_ids) as read:
+            return read.done(await self._inner.get_many_expiring(device_ids))
+
+    async def get(self, device_id: str) -> DeviceMetadata:
+        """Return the metadata of ``device_id``: from the cache, else from Redis."""
+        value = self._cache.lookup(device_id)
+        if value is None:
+            validate_device_id(device_id)
+            return _one(device_id, await self._read([device_id]))
+        if value is ABSENT:
+            raise DeviceNotFoundError(device_id)
+        return value  # type: ignore[no-any-return]
+
+    async def get_many_detailed(self, device_ids: Iterable[str]) -> BatchGetResult:
+        """Read a batch: the cached part from the process, the rest in one round trip."""
+        ids = validate_device_ids(device_ids)
+        cached, rest = self._cache.split(ids)
+        return _combine(ids, cached, await self._read(rest) if rest else _nothing())
+
+    async def get_many(self, device_ids: Iterable[str]) -> dict[str, DeviceMetadata]:
+        """Read a batch; missing and corrupted ids are left out."""
+        return log_corrupted(await self.get_many_detailed(device_ids))
+
+    async def exists(self, device_id: str) -> bool:
+        """Whether ``device_id`` has metadata (a cached answer when there is one)."""
+        value = self._cache.lookup(device_id)
+        if value is None:
+            return await self._inner.exists(device_id)
+        return value is not ABSENT
+
+    async def put(self, metadata: DeviceMetadata, *, if_newer: bool = False) -> bool:
+        """Write one device; its cached entry is dropped."""
+        with _Write(self._cache, [metadata]):
+            return await self._inner.put(metadata, if_newer=if_newer)
+
+    async def put_many(self, items: Iterable[DeviceMetadata], *, if_newer: bool = False) -> int:
+        """Write a batch; the cached entries of its devices are dropped."""
+        with _Write(self._cache, items) as batch:
+            return await self._inner.put_many(batch, if_newer=if_newer)
+
+    async def delete(self, device_id: str) -> bool:
+        """Delete one device; its cached entry is dropped."""
+        with _Write(self._cache, [device_id]):
+            return await self._inner.delete(device_id)
+
+    async def delete_many(self, device_ids: Iterable[str]) -> int:
+        """Delete a batch; the cached entries of its devices are dropped."""
+        with _Write(self._cache, device_ids) as batch:
+            return await self._inner.delete_many(batch)
+
+    async def health(self) -> HealthStatus:
+        """The wrapped repository's ``health``, with the near cache's state in ``details``."""
+        return self._health(await self._inner.health())
