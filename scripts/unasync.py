@@ -88,6 +88,26 @@ PAIRS: tuple[Pair, ...] = (
             ),
         ),
     ),
+    Pair(
+        "src/cache_service_client/_telemetry_async.py",
+        "src/cache_service_client/_telemetry_sync.py",
+        (
+            Rule(r"\bAsyncInstrumentedRepository\b", "InstrumentedRepository"),
+            Rule(r"\b_AsyncForwarding\b", "_Forwarding"),
+            Rule(
+                r"^from collections\.abc import Awaitable, Callable$",
+                "from collections.abc import Callable",
+            ),
+            Rule(r"\bAwaitable\[(\w+)\]", r"\1"),
+            Rule(
+                r"\bAn (:class:`~cache_service_client\.)AsyncDeviceMetadataRepository",
+                r"A \1DeviceMetadataRepository",
+            ),
+            Rule(r"\bcalling task only\b", "calling thread only"),
+            Rule(r'^"""The async repository wrapper', '"""The repository wrapper'),
+            Rule(r"\(the sync one is generated from it\)", "(generated from _telemetry_async.py)"),
+        ),
+    ),
 )
 
 

@@ -21,9 +21,9 @@ wrapper raises :class:`~cache_service_client.ConfigurationError`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from cache_service_client import _otel
@@ -33,8 +33,6 @@ from cache_service_client.models import DeviceMetadata, HealthStatus
 from cache_service_client.repository.base import (
     AsyncDeviceMetadataRepository,
     DeviceMetadataRepository,
-    _AsyncForwarding,
-    _Forwarding,
 )
 
 if TYPE_CHECKING:
@@ -301,91 +299,10 @@ def _result_error(result: object) -> str | None:
     return error if isinstance(error, str) and error else "unhealthy"
 
 
-class InstrumentedRepository(_Instrumented[DeviceMetadataRepository], _Forwarding):
-    """A :class:`~cache_service_client.DeviceMetadataRepository` that reports every call.
-
-    Each protocol method's call is a span (kind CLIENT) and a measurement of
-    ``db.client.operation.duration``; see :mod:`cache_service_client.telemetry`. An
-    ``unhealthy`` answer of ``health`` is reported as a failed operation (``error.type`` from its
-    ``details["error"]``), though the call itself returns it as usual; ``close`` is not reported.
-    Other attributes (``ttl``, ``key_strategy``, ``client``, ...) are the wrapped repository's.
-
-    Args:
-        repository: The repository to report on.
-        system: ``db.system.name`` (``"redis"``).
-        server_address: ``server.address``: the host (or Unix socket path); None: not set.
-        server_port: ``server.port``; None: not set.
-        namespace: ``db.namespace`` (a Redis database number, as text); None: not set.
-        tracer_provider: Where spans go; None: the global provider (configured by the
-            application at any time, before or after this wrapper is built).
-        meter_provider: Where measurements go; None: the global provider.
-
-    Attributes:
-        repository: The wrapped repository.
-
-    Raises:
-        ConfigurationError: opentelemetry-api is not installed.
-    """
-
-    __slots__ = ()
-
-    def _forward(
-        self, method: Callable[Concatenate[Any, P], T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        call: Callable[..., T] = getattr(self.repository, method.__name__)
-        if _quiet(self):  # nothing is configured to receive spans or measurements
-            return call(*args, **kwargs)
-        op, span, call_args, token = self._begin(method.__name__, args)
-        started = perf_counter()
-        try:
-            result = call(*call_args, **kwargs)
-        except BaseException as exc:
-            self._end(op, span, token, started, _error_type(exc), exc)
-            raise
-        self._done(op, span, token, started, result)
-        return result
-
-    def close(self) -> None:
-        """Close the wrapped repository (not reported)."""
-        self.repository.close()
-
-
-class AsyncInstrumentedRepository(_Instrumented[AsyncDeviceMetadataRepository], _AsyncForwarding):
-    """An :class:`~cache_service_client.AsyncDeviceMetadataRepository` that reports every call.
-
-    The async twin of :class:`InstrumentedRepository`, with the same arguments. A span is
-    current (the parent of spans started below it) from the call until it returns, in the
-    calling task only.
-
-    Attributes:
-        repository: The wrapped repository.
-    """
-
-    __slots__ = ()
-
-    async def _forward(
-        self,
-        method: Callable[Concatenate[Any, P], Awaitable[T]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        call: Callable[..., Awaitable[T]] = getattr(self.repository, method.__name__)
-        if _quiet(self):  # nothing is configured to receive spans or measurements
-            return await call(*args, **kwargs)
-        op, span, call_args, token = self._begin(method.__name__, args)
-        started = perf_counter()
-        try:
-            result = await call(*call_args, **kwargs)
-        except BaseException as exc:
-            self._end(op, span, token, started, _error_type(exc), exc)
-            raise
-        self._done(op, span, token, started, result)
-        return result
-
-    async def close(self) -> None:
-        """Close the wrapped repository (not reported)."""
-        await self.repository.close()
+# The wrappers: the async one is written in _telemetry_async.py, the sync one is generated
+# from it (scripts/unasync.py). Both use this module's helpers, so they come after them.
+from cache_service_client._telemetry_async import AsyncInstrumentedRepository  # noqa: E402
+from cache_service_client._telemetry_sync import InstrumentedRepository  # noqa: E402
 
 
 def _target(settings: Settings) -> tuple[str, str | None, int | None, str | None]:
