@@ -3,8 +3,8 @@
 The library's sync and async flavours of a class differ only in ``async``/``await`` and in the
 names of a few types and calls. The async flavour is written by hand; this script derives the
 sync one, line by line, with the substitutions below (regular expressions, applied in order),
-formats it with ``ruff format`` (which must be installed: the lint group) and writes it beside
-the source with a first line saying it is generated:
+sorts its imports and formats it with ruff (which must be installed: the lint group), and
+writes it beside the source with a first line saying it is generated:
 
     python scripts/unasync.py            # write every generated file
     python scripts/unasync.py --check    # exit 1 if one differs from what would be written
@@ -132,24 +132,32 @@ def convert(text: str, rules: Sequence[Rule]) -> tuple[str, set[Rule]]:
     return "".join(out), used
 
 
-def formatted(text: str, target: str) -> str:
-    """``text`` as ``ruff format`` leaves it (removing ``await`` can let lines join)."""
+def _ruff(arguments: list[str], text: str, target: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", target, "-"],
+        [sys.executable, "-m", "ruff", *arguments, "--stdin-filename", target, "-"],
         input=text,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         cwd=ROOT,
         check=False,
     )
     if result.returncode != 0:
-        raise SystemExit(f"ruff format failed on the text of {target}: {result.stderr.strip()}")
+        raise SystemExit(f"ruff {arguments[0]} failed on the text of {target}: {result.stderr}")
     return result.stdout
+
+
+def formatted(text: str, target: str) -> str:
+    """``text`` with its imports sorted and formatted as ruff leaves them.
+
+    A renamed import can change the order; removing ``await`` can let lines join.
+    """
+    text = _ruff(["check", "--select", "I", "--fix", "--exit-zero", "--quiet"], text, target)
+    return _ruff(["format"], text, target)
 
 
 def generated(pair: Pair, root: Path = ROOT) -> tuple[str, set[Rule]]:
     """What ``pair.target`` should hold, and the rules used for it."""
-    source = (root / pair.source).read_text(encoding="utf-8")
+    source = (root / pair.source).read_text(encoding="utf-8")  # and written as UTF-8 too
     text, used = convert(source, (*pair.rules, *COMMON))
     header = HEADER.format(source=Path(pair.source).name)
     return formatted(header + text, pair.target), used

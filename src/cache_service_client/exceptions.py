@@ -161,13 +161,15 @@ class PartialWriteError(BackendError):
     """A batch write over several buckets was carried out in some of them and failed in others.
 
     A batch (``put_many``, ``delete_many``) whose devices live in several buckets (the nodes of
-    a Redis Cluster, or the buckets of a :class:`~cache_service_client.KeyStrategy`) runs one
-    script per bucket; each is all or nothing. Before any of them writes, every bucket is asked
-    whether it would refuse (an index key of the wrong type, an ACL denial, a node already over
-    maxmemory, another index layout): such a refusal raises its own error and nothing is
-    written. What fails only while writing (a node lost or failing over, a refusal that began in
-    between, maxmemory reached by the batch's own earlier buckets) fails its own buckets, and
-    this error says what happened to each device; ``__cause__`` is the first bucket's error.
+    a Redis Cluster, or the buckets of a :class:`~cache_service_client.KeyStrategy`, on one node
+    too) runs one script per bucket. Before any of them writes, every bucket is asked whether it
+    would refuse (an index key of the wrong type, a key the ACL denies or, on Redis 7 and
+    Valkey, a command, a node already over maxmemory or with too few replicas, another index
+    layout): such a refusal raises its own error and nothing is written. What fails only while
+    writing (a node lost or failing over, a refusal that began in between, maxmemory reached by
+    the batch's own earlier buckets, a command the ACL denies on Redis 6.2) fails its own
+    buckets, and this error says what happened to each device; ``__cause__`` is the first
+    bucket's error.
 
     Retried (by the :class:`~cache_service_client.RetryPolicy`, the whole batch again) when
     every failed bucket's error is: see :attr:`retryable`.
@@ -177,9 +179,10 @@ class PartialWriteError(BackendError):
         done: The ids in the buckets that were carried out: each written (deleted), or left as
             it was by the write's own rule (not newer; not stored).
         failed: The ids in the buckets that failed. Where a bucket's error was a refusal,
-            nothing of it changed; where it was a lost connection or a timeout (a
-            :class:`BackendConnectionError` or :class:`BackendTimeoutError` in :attr:`errors`,
-            or no reply at all), its script may have run: the outcome is unknown.
+            nothing of it changed; where it was a lost connection, a timeout or a permission
+            denied (a :class:`BackendConnectionError`, :class:`BackendTimeoutError` or
+            :class:`AuthenticationError` in :attr:`errors`, or no reply at all), its script may
+            have run, in part: the outcome is unknown.
         count: What the carried-out buckets count (devices written, or deleted): the method's
             return value, had the batch been only ``done``.
         errors: The failed buckets' errors, in bucket order.
@@ -201,11 +204,15 @@ class PartialWriteError(BackendError):
         self.count = count
         self.errors = errors
         first = str(errors[0]) if errors else "unknown error"
-        lost = [isinstance(e, (BackendConnectionError, BackendTimeoutError)) for e in errors]
+        lost = [
+            isinstance(e, (BackendConnectionError, BackendTimeoutError, AuthenticationError))
+            for e in errors
+        ]
         if all(lost):
             outcome = "outcome unknown: they may have been written"
         elif any(lost):
-            outcome = "not changed where refused, unknown where a connection was lost"
+            outcome = "not changed where refused, unknown where a connection was lost or a "
+            outcome += "permission denied"
         else:
             outcome = "not changed"
         super().__init__(

@@ -88,7 +88,7 @@ def seed(repo: RedisDeviceMetadataRepository) -> None:
 def node(own_redis: RedisServer) -> Iterator[tuple[RedisDeviceMetadataRepository, redis.Redis]]:
     admin = redis.Redis(port=own_redis.port)
     repo = RedisDeviceMetadataRepository(
-        redis.Redis(port=own_redis.port), key_strategy=KEYS, ttl=3600
+        redis.Redis(port=own_redis.port), key_strategy=KEYS, ttl=3600, close_client=True
     )
     seed(repo)
     try:
@@ -154,7 +154,7 @@ def test_a_user_denied_one_buckets_time_index_changes_no_bucket(
     # entry in the time index of "h", which the user may not touch.
     deny(admin, "app", time_index(admin, 2, "h"))
     client = redis.Redis(port=own_redis.port, username="app", password="pw")
-    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600)
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600, close_client=True)
     try:
         before = snapshot([admin])
         for write in (batch_writes(repo)[0], batch_writes(repo)[2]):
@@ -200,13 +200,34 @@ def test_a_user_denied_a_command_changes_no_bucket(
         "app", enabled=True, passwords=["+pw"], keys=["~*"], commands=["+@all", "-hset"]
     )
     client = redis.Redis(port=own_redis.port, username="app", password="pw")
-    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600)
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600, close_client=True)
     try:
         before = snapshot([admin])
         with pytest.raises(AuthenticationError, match="HSET"):
             repo.put_many([meta(i, "brand-new") for i in EVERY_BUCKET])
         assert snapshot([admin]) == before
         assert repo.put_many([meta(i) for i in EVERY_BUCKET]) == 12  # no new datatype: fine
+    finally:
+        repo.close()
+
+
+def test_a_user_denied_zrem_changes_no_bucket_of_a_put_without_ttl(
+    own_redis: RedisServer, node: tuple[RedisDeviceMetadataRepository, redis.Redis]
+) -> None:
+    # Without a TTL, each written device's entry in the expiry index is removed (ZREM).
+    _, admin = node
+    if not hasattr_acl_check_cmd(admin):
+        pytest.skip("the server has no redis.acl_check_cmd (Redis 6.2)")
+    admin.acl_setuser(
+        "app", enabled=True, passwords=["+pw"], keys=["~*"], commands=["+@all", "-zrem"]
+    )
+    client = redis.Redis(port=own_redis.port, username="app", password="pw")
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=None, close_client=True)
+    try:
+        before = snapshot([admin])
+        with pytest.raises(AuthenticationError, match="ZREM"):
+            repo.put_many([meta(i) for i in EVERY_BUCKET])
+        assert snapshot([admin]) == before
     finally:
         repo.close()
 
@@ -241,7 +262,7 @@ def on_cluster(
     for admin in admins:
         admin.flushall()
     client = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
-    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600)
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600, close_client=True)
     seed(repo)
     refusing = master_of(KEYS.ids_index(2))
     others = {master_of(KEYS.ids_index(b)) for b in (0, 1, 3)}
@@ -319,7 +340,7 @@ def test_on_a_cluster_a_master_denying_the_user_changes_no_master(
                 "app", enabled=True, passwords=["+pw"], keys=["~*"], commands=["+@all"]
             )
     client = RedisCluster(host="127.0.0.1", port=cluster.ports[0], username="app", password="pw")
-    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600)
+    repo = RedisDeviceMetadataRepository(client, key_strategy=KEYS, ttl=3600, close_client=True)
     try:
         before = snapshot(admins)
         for write in batch_writes(repo):

@@ -79,8 +79,9 @@ class DeviceMetadataRepository(Protocol):
 
         If any item is invalid, nothing is written. ``if_newer`` applies to each device as in
         :meth:`put`; a batch that names a device twice ends as the two writes in order would.
-        A batch whose devices live in one bucket (always, on a single Redis node) is written
-        whole or not at all; one over several buckets (Redis Cluster) may raise
+        A batch whose devices live in one bucket (always with the default
+        :class:`~cache_service_client.KeyStrategy` of one bucket) is one script; one over
+        several buckets (Redis Cluster) may raise
         :class:`~cache_service_client.PartialWriteError`, which says which devices were
         written (see docs/scaling.md).
         """

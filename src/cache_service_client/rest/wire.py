@@ -277,7 +277,7 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
         key: The backend key holding the bad value, for ``data_corruption``.
         done: The ids carried out, for ``partial_write`` (see
             :class:`~cache_service_client.PartialWriteError`).
-        failed: The ids not changed, for ``partial_write``.
+        failed: The other ids, for ``partial_write`` (not changed, or of unknown outcome).
         count: What the carried-out part counts (written, deleted), for ``partial_write``.
         retryable: Whether every failed part failed so that a retry may succeed, for
             ``partial_write``.
@@ -525,8 +525,8 @@ ERRORS: Final[Mapping[str, ErrorKind]] = {
             "partial_write",
             502,
             "A batch over several buckets was carried out in part (`done`, `count`) and failed "
-            "in the rest (`failed`: not changed); `retryable`: whether the rest may succeed if "
-            "sent again.",
+            "in the rest (`failed`: not changed, or of unknown outcome: see the message); "
+            "`retryable`: whether the rest may succeed if sent again.",
             PartialWriteError,
             _partial_body,
             _partial,

@@ -153,9 +153,11 @@ def _each(ops: list[Op]) -> Flow[list[Any]]:
 def _unknown(error: BaseException) -> bool:
     """Whether a bucket that failed with ``error`` may have been written all the same.
 
-    So it may after a lost connection or a timeout: the script may have run.
+    So it may after a lost connection or a timeout (the script may have run), and after a
+    permission denied once the check passed (Redis 6.2 cannot ask the ACL about a command
+    beforehand, and a script stops at the command denied, after the writes before it).
     """
-    return isinstance(error, (BackendConnectionError, BackendTimeoutError))
+    return isinstance(error, (BackendConnectionError, BackendTimeoutError, AuthenticationError))
 
 
 def _in_buckets(
@@ -182,7 +184,7 @@ def _in_buckets(
     yield from _each([check(bucket, positions) for bucket, positions in buckets])
     try:
         replies = yield Pipeline(tuple(call(bucket, positions) for bucket, positions in buckets))
-    except BackendError as exc:  # no reply at all: the other buckets may have been written
+    except (BackendConnectionError, BackendTimeoutError) as exc:  # no reply: some may be written
         raise PartialWriteError(operation, done=[], failed=ids, count=0, errors=[exc]) from exc
     errors = [reply for reply in replies if isinstance(reply, Exception)]
     if not errors:

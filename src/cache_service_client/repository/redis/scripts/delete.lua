@@ -25,7 +25,7 @@ for i = 1, n do
 end
 -- Writes: a device's index entries, then its key (gathered index writes go at the end).
 if check then
-  may('DEL', KEYS[7])
+  for i = 1, n do may('DEL', KEYS[6 + i]) end
   may('ZREM', KEYS[1], '')
   first_write('ZREM', KEYS[1], '')
   return 0

@@ -64,16 +64,18 @@ if check then
   for i = 1, n do
     if write[i] then
       writing = true
+      may('SET', keys[6 + i], '')
       if old_of_device[i] and old_of_device[i] ~= number_of_device[i] then moving = true end
     end
   end
   if writing then
-    may('SET', keys[7], '')
     may('ZADD', keys[1], '0', '')
     if next(numbers.fresh) then may('HSET', keys[3], '', '') end
     if fresh_bucket then may('SET', keys[6], LAYOUT) end
   end
-  if moving or #expired > 0 then may('ZREM', keys[1], '') end
+  -- ZREM: an entry that moves to another datatype's time index, expired entries, and (without
+  -- a TTL) each written device's entry in the expiry index.
+  if moving or #expired > 0 or (writing and not now) then may('ZREM', keys[2], '') end
   if writing then
     first_write('ZADD', keys[1], 'XX', '0', '')
   elseif #expired > 0 then
