@@ -218,6 +218,17 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
         time.sleep(0.02)
 
 
+#: redis-py releases before 6 misalign replies while a slot moves onto a new primary: with
+#: redis-py 5.0.2 and 5.2.1 this test saw commands answered with another command's reply (a
+#: script call with CLIENT SETINFO's error, a batch read with other devices). Not the near
+#: cache's doing, and not to be asserted away: see docs/servers.md.
+REPLIES_ALIGNED_IN_RESHARDS = tuple(int(p) for p in redis.__version__.split(".")[:1]) >= (6,)
+
+
+@pytest.mark.skipif(
+    not REPLIES_ALIGNED_IN_RESHARDS,
+    reason=f"redis-py {redis.__version__} misaligns replies during a reshard onto a new primary",
+)
 def test_near_cached_reads_of_a_callers_cluster_client_follow_a_reshard_onto_a_new_primary(
     own_cluster: RedisClusterServers, new_primary: RedisServer
 ) -> None:
