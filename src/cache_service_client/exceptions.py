@@ -204,10 +204,7 @@ class PartialWriteError(BackendError):
         self.count = count
         self.errors = errors
         first = str(errors[0]) if errors else "unknown error"
-        lost = [
-            isinstance(e, (BackendConnectionError, BackendTimeoutError, AuthenticationError))
-            for e in errors
-        ]
+        lost = [outcome_unknown(e) for e in errors]
         if all(lost):
             outcome = "outcome unknown: they may have been written"
         elif any(lost):
@@ -223,6 +220,19 @@ class PartialWriteError(BackendError):
     @property
     def retryable(self) -> bool:
         """Whether every failed bucket's error is one to retry (connection, timeout)."""
-        return bool(self.errors) and all(
-            isinstance(e, (BackendConnectionError, BackendTimeoutError)) for e in self.errors
-        )
+        return bool(self.errors) and all(isinstance(e, RETRYABLE_ERRORS) for e in self.errors)
+
+
+#: The errors that say "try again later" (the :class:`~cache_service_client.RetryPolicy`
+#: retries them).
+RETRYABLE_ERRORS: tuple[type[BackendError], ...] = (BackendConnectionError, BackendTimeoutError)
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """Whether a write that failed with ``error`` may have been carried out all the same.
+
+    So it may after a lost connection or a timeout (the script may have run), and after a
+    permission denied once a batch's check pass passed (Redis 6.2 cannot ask the ACL about a
+    command beforehand, and a script stops at the command denied, after the writes before it).
+    """
+    return isinstance(error, (*RETRYABLE_ERRORS, AuthenticationError))

@@ -43,7 +43,7 @@ from backoff.types import Details
 from cache_service_client._otel import record_retry
 from cache_service_client.config import DEFAULTS
 from cache_service_client.exceptions import (
-    BackendConnectionError,
+    RETRYABLE_ERRORS,
     BackendTimeoutError,
     ConfigurationError,
     PartialWriteError,
@@ -55,8 +55,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 logger = logging.getLogger("cache_service_client.retry")
-
-_RETRYABLE = (BackendConnectionError, BackendTimeoutError)
 
 
 class _Call:
@@ -248,7 +246,7 @@ class RetryPolicy:
         """
         if isinstance(exc, PartialWriteError):
             return exc.retryable
-        return isinstance(exc, _RETRYABLE)
+        return isinstance(exc, RETRYABLE_ERRORS)
 
     def call(self, fn: Callable[[], T], *, operation: str) -> T:
         """Call ``fn`` until it succeeds, fails for good, runs out of attempts or of time.

@@ -17,20 +17,14 @@ from types import ModuleType
 
 import pytest
 
+from tests.project_scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def pins() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "constraints_script", ROOT / "scripts" / "constraints.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("constraints")
 
 
 @pytest.mark.parametrize("mode", ["newest", "lowest"])

@@ -40,6 +40,7 @@ from cache_service_client.exceptions import (
     DataCorruptionError,
     DeviceNotFoundError,
     PartialWriteError,
+    outcome_unknown,
 )
 from cache_service_client.keys import KeyStrategy, score_of
 from cache_service_client.models import (
@@ -150,16 +151,6 @@ def _each(ops: list[Op]) -> Flow[list[Any]]:
     return list(replies)
 
 
-def _unknown(error: BaseException) -> bool:
-    """Whether a bucket that failed with ``error`` may have been written all the same.
-
-    So it may after a lost connection or a timeout (the script may have run), and after a
-    permission denied once the check passed (Redis 6.2 cannot ask the ACL about a command
-    beforehand, and a script stops at the command denied, after the writes before it).
-    """
-    return isinstance(error, (BackendConnectionError, BackendTimeoutError, AuthenticationError))
-
-
 def _in_buckets(
     ctx: FlowContext,
     operation: Literal["put_many", "delete_many"],
@@ -189,7 +180,7 @@ def _in_buckets(
     errors = [reply for reply in replies if isinstance(reply, Exception)]
     if not errors:
         return sum(int(n) for n in replies)
-    if len(errors) == len(replies) and not any(_unknown(e) for e in errors):
+    if len(errors) == len(replies) and not any(outcome_unknown(e) for e in errors):
         raise errors[0]
     done: list[str] = []
     failed: list[str] = []
@@ -318,12 +309,16 @@ def _put_checked(
         return int((yield _script(ctx, lua.PUT_ONE, ctx.keys.bucket_of(m.device_id), (key,), args)))
     values = ctx.codec.encode_many(checked)
 
-    def call(bucket: int, positions: Iterable[int]) -> ScriptCall:
+    def call(bucket: int, positions: Iterable[int], check: bool = False) -> ScriptCall:
+        # A check pass runs the batch script, a bucket of one too (PUT_ONE has no check mode).
         chosen = [(checked[p], values[p]) for p in positions]
         devices = (_put_row(m, value) for m, value in chosen)
-        args = lua.put_args(ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, retried=retried)
+        args = lua.put_args(
+            ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, retried=retried, check=check
+        )
         keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
-        return _script(ctx, lua.PUT_ONE if len(keys) == 1 else lua.PUT, bucket, keys, args)
+        one = len(keys) == 1 and not check
+        return _script(ctx, lua.PUT_ONE if one else lua.PUT, bucket, keys, args)
 
     if ctx.keys.buckets == 1:  # one script call, no grouping
         return int((yield call(0, range(len(checked)))))
@@ -332,15 +327,7 @@ def _put_checked(
     if len(groups) == 1:
         return int((yield call(*next(iter(groups.items())))))
 
-    def check(bucket: int, positions: Iterable[int]) -> ScriptCall:
-        chosen = [(checked[p], values[p]) for p in positions]
-        devices = (_put_row(m, value) for m, value in chosen)
-        args = lua.put_args(
-            ttl_ms=ttl_ms, if_newer=if_newer, devices=devices, retried=retried, check=True
-        )
-        keys = ctx.keys.device_keys([m.device_id for m, _ in chosen])
-        return _script(ctx, lua.PUT, bucket, keys, args)
-
+    check = functools.partial(call, check=True)
     return (yield from _in_buckets(ctx, "put_many", ids, groups, call, check))
 
 
